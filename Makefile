@@ -1,0 +1,41 @@
+# Mothership: `make run` starts the example fleet, `make test` runs every check.
+CARGO ?= cargo
+BIN := target/release/mothership
+MANPAGES := man/mothership.1 man/ship-manifest.toml.5
+
+.PHONY: all build run test unit lint fmt-check man-lint bench setup clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+run: build
+	./$(BIN) -c examples/ship-manifest.toml
+
+# Every test: unit and end-to-end tests, lints, formatting, man pages.
+test: unit lint fmt-check man-lint
+
+unit:
+	$(CARGO) test --all-features
+
+lint:
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+man-lint:
+	mandoc -T lint -W warning $(MANPAGES)
+
+# Benchmarks (slow; not part of `make test`). Figures go to stdout.
+bench: build
+	bash bench/run.sh
+
+# System packages the tests and the example need (Debian/Ubuntu, as root).
+setup:
+	apt-get update
+	apt-get install -y mandoc python3 curl procps util-linux
+
+clean:
+	$(CARGO) clean

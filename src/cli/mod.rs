@@ -1,0 +1,266 @@
+//! Command line: clap definitions, one function per subcommand, and the mapping of every
+//! outcome to a documented exit status.
+
+mod chart;
+mod init;
+mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::manifest::{self, Loaded, Manifest};
+use crate::output::logger::LogFormat;
+
+/// Exit status: the fleet landed cleanly.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the fleet failed (critical program failed for good, prelaunch failed, a
+/// critical program could not be spawned) or mothership could not start.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status: bad command line.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the manifest is invalid (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mothership",
+    version,
+    propagate_version = true,
+    about = "Launch a fleet of processes, keep it alive, land it cleanly",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = false
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Manifest file [default: ship-manifest.toml]
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Run only ships and bays with one of these tags (comma separated or repeated)
+    #[arg(long, value_name = "TAGS", value_delimiter = ',', global = true)]
+    pub only: Vec<String>,
+    /// Do not run ships and bays with any of these tags (comma separated or repeated)
+    #[arg(long, value_name = "TAGS", value_delimiter = ',', global = true)]
+    pub except: Vec<String>,
+    /// Format of mothership's own log lines
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Print the version and exit
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version, global = true)]
+    version: Option<bool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Launch the fleet and supervise it until it lands (the default)
+    Run,
+    /// Validate the manifest and print a summary
+    #[command(alias = "validate")]
+    Clearance,
+    /// Print binds, routes in match order, static dirs and the launch order
+    Chart,
+    /// Write a commented starter manifest
+    Init {
+        /// Overwrite an existing manifest
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Entry point of the binary: parses the command line and returns the exit status.
+pub fn main() -> i32 {
+    main_with(std::env::args_os())
+}
+
+pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => EXIT_USAGE,
+                _ => EXIT_USAGE,
+            };
+        }
+    };
+    let g = cli.global;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run::run(&g),
+        Command::Clearance => clearance(&g),
+        Command::Chart => chart::chart(&g),
+        Command::Init { force } => init::init(&g, force),
+    }
+}
+
+pub(crate) fn manifest_path(g: &Global) -> PathBuf {
+    g.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(manifest::DEFAULT_FILE))
+}
+
+/// Loads the manifest, printing diagnostics to stderr. `Err` carries the exit status.
+pub(crate) fn load(g: &Global) -> Result<Manifest, i32> {
+    let path = manifest_path(g);
+    let loaded: Loaded = match manifest::load(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mothership: {e}");
+            if !path.exists() && g.config.is_none() {
+                eprintln!("mothership: run `mothership init` to write a starter manifest, or pass -c FILE");
+            }
+            return Err(EXIT_CONFIG);
+        }
+    };
+    if !loaded.diags.list.is_empty() {
+        eprint!("{}", loaded.render_diags());
+    }
+    match loaded.manifest {
+        Some(m) => {
+            let mut m = m;
+            filter_tags(&mut m, &g.only, &g.except);
+            Ok(m)
+        }
+        None => {
+            let n = loaded.diags.error_count();
+            eprintln!(
+                "mothership: {} is invalid ({n} error{})",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Applies `--only` and `--except` to ships and bays. A kept program that depends on a
+/// filtered-out one loses that dependency (with a warning).
+pub(crate) fn filter_tags(m: &mut Manifest, only: &[String], except: &[String]) {
+    let clean = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let (only, except) = (clean(only), clean(except));
+    if only.is_empty() && except.is_empty() {
+        return;
+    }
+    let keep = |tags: &[String]| {
+        if tags.iter().any(|t| except.contains(t)) {
+            return false;
+        }
+        only.is_empty() || tags.iter().any(|t| only.contains(t))
+    };
+    let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut m.programs)
+        .into_iter()
+        .partition(|p| keep(&p.tags));
+    let dropped: Vec<String> = dropped.into_iter().map(|p| p.name).collect();
+    for p in &kept {
+        for d in &p.depends_on {
+            if dropped.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+                eprintln!("mothership: warning: {} depends on {}, which the tag filter leaves out; not waiting for it", p.name, d);
+            }
+        }
+    }
+    m.programs = kept
+        .into_iter()
+        .map(|mut p| {
+            p.depends_on
+                .retain(|d| !dropped.iter().any(|x| x.eq_ignore_ascii_case(d)));
+            p
+        })
+        .collect();
+    if !dropped.is_empty() {
+        eprintln!("mothership: tag filter leaves out: {}", dropped.join(", "));
+    }
+}
+
+fn clearance(g: &Global) -> i32 {
+    let m = match load(g) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let count = |f: &dyn Fn(&manifest::Program) -> bool| m.programs.iter().filter(|p| f(p)).count();
+    let ships = count(&|p| p.kind() == "ship");
+    let jobs = count(&|p| p.kind() == "job");
+    let bays = count(&|p| p.kind() == "bay");
+    let routes: usize = m.programs.iter().map(|p| p.routes.len()).sum();
+    println!("{}: cleared for launch", m.path.display());
+    println!(
+        "  {ships} ship{}, {bays} bay{}, {jobs} job{}, {} prelaunch job{}",
+        plural(ships),
+        plural(bays),
+        plural(jobs),
+        m.prelaunch.len(),
+        plural(m.prelaunch.len())
+    );
+    println!(
+        "  {} bind{}, {routes} route{}",
+        m.binds.len(),
+        plural(m.binds.len()),
+        plural(routes)
+    );
+    if !m.uplinks.is_empty() || !m.static_dirs.is_empty() || !m.modules.is_empty() {
+        println!(
+            "  {} uplink{}, {} static dir{}, {} module{}",
+            m.uplinks.len(),
+            plural(m.uplinks.len()),
+            m.static_dirs.len(),
+            plural(m.static_dirs.len()),
+            m.modules.len(),
+            plural(m.modules.len())
+        );
+    }
+    EXIT_OK
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_work_before_and_after_the_subcommand() {
+        for args in [
+            &["mothership", "-c", "x.toml", "clearance"][..],
+            &["mothership", "clearance", "-c", "x.toml"][..],
+            &["mothership", "validate", "--config=x.toml"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(
+                cli.global.config.as_deref(),
+                Some(std::path::Path::new("x.toml"))
+            );
+            assert!(matches!(cli.command, Some(Command::Clearance)));
+        }
+        let cli = Cli::try_parse_from(["mothership", "--only", "a,b", "--only", "c", "--except=d"])
+            .unwrap();
+        assert_eq!(cli.global.only, ["a", "b", "c"]);
+        assert_eq!(cli.global.except, ["d"]);
+        assert!(cli.command.is_none());
+    }
+}

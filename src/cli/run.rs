@@ -1,0 +1,100 @@
+//! `mothership run`: load the manifest, start the output writer and the logger, and hand
+//! the fleet to the supervisor.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{load, Global, EXIT_FAILED};
+use crate::manifest::Role;
+use crate::output::{logger, Output};
+use crate::supervisor::{Style, Supervisor};
+
+pub fn run(g: &Global) -> i32 {
+    let m = match load(g) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let (out, writer) = match Output::start() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("mothership: cannot start the output writer: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let style = Style {
+        colour_stdout: !no_color && std::io::stdout().is_terminal(),
+        colour_stderr: !no_color && std::io::stderr().is_terminal(),
+    };
+    logger::init(g.log_format, Some(out.clone()), style.colour_stderr);
+    let width = m
+        .prelaunch
+        .iter()
+        .chain(&m.programs)
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    logger::set_width(width);
+    log::info!(
+        "initializing: {} (mothership {}, pid {})",
+        m.path.display(),
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+
+    let socket_dir = socket_dir();
+    if m.programs
+        .iter()
+        .any(|p| matches!(p.role, Role::Bay { .. }))
+    {
+        if let Err(e) = prepare_socket_dir(&socket_dir) {
+            log::error!("failed: socket directory {}: {e}", socket_dir.display());
+            out.finish(writer);
+            return EXIT_FAILED;
+        }
+    }
+    let code = match Supervisor::new(&m, out.clone(), style, &socket_dir) {
+        Ok(sup) => {
+            let outcome = sup.run();
+            if outcome.code == 0 {
+                log::info!("landed: {}", outcome.reason);
+            } else {
+                log::error!("failed: {}", outcome.reason);
+            }
+            outcome.code
+        }
+        Err(e) => {
+            log::error!("failed: cannot set up the event loop: {e}");
+            EXIT_FAILED
+        }
+    };
+    out.finish(writer);
+    code
+}
+
+/// `$MS_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/mothership`, else `/tmp/mothership`.
+pub fn socket_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MS_SOCKET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("mothership");
+    }
+    PathBuf::from("/tmp/mothership")
+}
+
+/// Creates the socket directory with mode 0700, and refuses one owned by another user.
+fn prepare_socket_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

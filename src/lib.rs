@@ -1,0 +1,8 @@
+//! Mothership: one binary that launches a fleet of processes, keeps them alive, and (in
+//! later layers) exposes them over HTTP and WebSocket. `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod manifest;
+pub mod output;
+pub mod reactor;
+pub mod supervisor;

@@ -1,0 +1,1200 @@
+//! The manifest: reading `ship-manifest.toml` into typed, validated structures, with every
+//! problem reported at once as `file:line:col: message`. Reads the file and the process
+//! environment; does no other IO.
+
+pub mod bind;
+pub mod diag;
+mod expand;
+pub mod model;
+mod reader;
+pub mod units;
+mod uplink;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::{Regex, RegexBuilder};
+use toml::de::{DeTable, DeValue};
+
+pub use bind::BindAddr;
+pub use diag::{Diags, Severity};
+pub use expand::expand;
+pub use model::*;
+use reader::{sorted_entries, type_name, Located, Table, Value};
+
+/// Default manifest file name, looked up in the working directory.
+pub const DEFAULT_FILE: &str = "ship-manifest.toml";
+
+/// The result of loading a manifest: the manifest when it is valid, and the diagnostics
+/// (warnings, and errors when it is not) with the text needed to render them.
+pub struct Loaded {
+    pub manifest: Option<Manifest>,
+    pub diags: Diags,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Loaded {
+    pub fn render_diags(&self) -> String {
+        self.diags.render(&self.path, &self.text)
+    }
+}
+
+/// Reads and validates the manifest at `path`, expanding variables from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read manifest {}: {}", path.display(), e))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(parse(path, &dir, text, &env))
+}
+
+/// Parses manifest text. `dir` is the folder relative paths resolve against.
+pub fn parse(
+    path: &Path,
+    dir: &Path,
+    text: String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
+    let mut diags = Diags::default();
+    let manifest = {
+        let (doc, errors) = DeTable::parse_recoverable(&text);
+        if errors.is_empty() {
+            let mut p = Parser {
+                d: &mut diags,
+                dir,
+                env,
+                metrics_span: 0..0,
+            };
+            let m = p.manifest(doc.get_ref(), doc.span(), path);
+            if diags.has_errors() {
+                None
+            } else {
+                Some(m)
+            }
+        } else {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                diags.error(span, format!("TOML syntax: {}", e.message().trim()));
+            }
+            None
+        }
+    };
+    Loaded {
+        manifest,
+        diags,
+        path: path.to_path_buf(),
+        text,
+    }
+}
+
+/// Defaults and merged values from `[base.ship]`, `[base.bay]` or `[base.module]`.
+#[derive(Default, Clone)]
+struct Base {
+    env: Vec<(String, String)>,
+    config: Vec<(String, String)>,
+    critical: Option<bool>,
+    tags: Vec<String>,
+    stop_signal: Option<i32>,
+    grace_period: Option<Duration>,
+    restart: Option<Restart>,
+    crash_limit: Option<u32>,
+    crash_window: Option<Duration>,
+    cwd: Option<PathBuf>,
+    phase: Option<Phase>,
+}
+
+/// A program before cross-checks, with the spans of what later checks point at.
+struct Draft {
+    program: Program,
+    name_span: Range<usize>,
+    deps: Vec<Located<String>>,
+    route_binds: Vec<Located<String>>,
+    order: usize,
+}
+
+struct Parser<'a> {
+    d: &'a mut Diags,
+    dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    metrics_span: Range<usize>,
+}
+
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_CRASH_LIMIT: u32 = 5;
+const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
+
+impl Parser<'_> {
+    fn manifest(&mut self, root: &DeTable<'_>, span: Range<usize>, path: &Path) -> Manifest {
+        let mut top = Table::new(root, span, "manifest");
+        let mut m = Manifest {
+            path: path.to_path_buf(),
+            dir: self.dir.to_path_buf(),
+            binds: Vec::new(),
+            metrics_port: None,
+            env: Vec::new(),
+            static_dirs: Vec::new(),
+            compression: false,
+            cors_cache: CorsCache::default(),
+            uplinks: Vec::new(),
+            prelaunch: Vec::new(),
+            flagship: Flagship {
+                enabled: false,
+                election: Election::Static(StaticFlagship::Value(String::new())),
+                app: None,
+                prelaunch_timeout: Duration::from_secs(300),
+                election_timeout: Duration::from_secs(30),
+            },
+            rate_limiting: RateLimiting::default(),
+            programs: Vec::new(),
+            modules: Vec::new(),
+        };
+
+        let (mut ship_base, mut bay_base, mut module_base) =
+            (Base::default(), Base::default(), Base::default());
+        if let Some(mut base) = top.table(self.d, "base") {
+            if let Some(t) = base.table(self.d, "ship") {
+                ship_base = self.base(t, false);
+            }
+            if let Some(t) = base.table(self.d, "bay") {
+                bay_base = self.base(t, true);
+            }
+            if let Some(mut t) = base.table(self.d, "module") {
+                module_base.config = self.expanded_map(&mut t, "config");
+                module_base.tags = t
+                    .string_list(self.d, "tags")
+                    .into_iter()
+                    .map(|s| s.value)
+                    .collect();
+                module_base.phase = self.phase(&mut t);
+                t.finish(self.d);
+            }
+            base.finish(self.d);
+        }
+
+        let mut prelaunch_drafts = Vec::new();
+        let mut static_binds = Vec::new();
+        if let Some(mut ms) = top.table(self.d, "mothership") {
+            self.binds(&mut ms, &mut m);
+            m.metrics_port = ms.int(self.d, "metrics_port", 1, 65535).map(|n| n as u16);
+            self.metrics_span = ms.get("metrics_port").map(|v| v.span()).unwrap_or(0..0);
+            m.env = self.expanded_map(&mut ms, "env");
+            m.compression = ms.bool(self.d, "compression").unwrap_or(false);
+            self.cors_cache(&mut ms, &mut m);
+            self.static_dirs(&mut ms, &mut m, &mut static_binds);
+            self.uplinks(&mut ms, &mut m);
+            for (i, (t, span)) in self
+                .array_of_tables(&mut ms, "prelaunch")
+                .into_iter()
+                .enumerate()
+            {
+                let t = Table::new(t, span, format!("mothership.prelaunch[{i}]"));
+                if let Some(dr) = self.program(t, Role::Prelaunch, &Base::default(), i) {
+                    prelaunch_drafts.push(dr);
+                }
+            }
+            self.flagship(&mut ms, &mut m);
+            self.rate_limiting(&mut ms, &mut m);
+            ms.finish(self.d);
+        }
+
+        let mut drafts = Vec::new();
+        for (section, is_bay) in [("fleet", false), ("bays", true)] {
+            let Some(mut groups) = top.table(self.d, section) else {
+                continue;
+            };
+            for (gname, gval) in sorted_entries(groups_table(&groups)) {
+                let group = gname.get_ref().to_string();
+                let items: Vec<(&DeTable<'_>, Range<usize>)> = match gval.get_ref() {
+                    DeValue::Array(a) => a
+                        .iter()
+                        .filter_map(|v| match v.get_ref() {
+                            DeValue::Table(t) => Some((t, v.span())),
+                            other => {
+                                self.d.error(
+                                    v.span(),
+                                    format!(
+                                        "`{section}.{group}` entries must be tables, found {}",
+                                        type_name(other)
+                                    ),
+                                );
+                                None
+                            }
+                        })
+                        .collect(),
+                    DeValue::Table(t) => vec![(t, gval.span())],
+                    other => {
+                        self.d.error(
+                            gval.span(),
+                            format!(
+                                "`{section}.{group}` must be an array of tables (`[[{section}.{group}]]`), found {}",
+                                type_name(other)
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                for (i, (t, span)) in items.into_iter().enumerate() {
+                    let order = span.start;
+                    let t = Table::new(t, span, format!("{section}.{group}[{i}]"));
+                    let (role, base) = if is_bay {
+                        (
+                            Role::Bay {
+                                bay_type: group.clone(),
+                            },
+                            &bay_base,
+                        )
+                    } else {
+                        (
+                            Role::Ship {
+                                group: group.clone(),
+                            },
+                            &ship_base,
+                        )
+                    };
+                    if let Some(dr) = self.program(t, role, base, order) {
+                        drafts.push(dr);
+                    }
+                }
+            }
+            mark_all_asked(&mut groups);
+            groups.finish(self.d);
+        }
+        drafts.sort_by_key(|d| d.order);
+
+        for (i, (t, span)) in self
+            .array_of_tables(&mut top, "modules")
+            .into_iter()
+            .enumerate()
+        {
+            let t = Table::new(t, span, format!("modules[{i}]"));
+            if let Some(module) = self.module(t, &module_base) {
+                m.modules.push(module);
+            }
+        }
+        top.finish(self.d);
+
+        self.check_programs(&drafts, &prelaunch_drafts, &m, &static_binds);
+        m.programs = drafts.into_iter().map(|d| d.program).collect();
+        m.prelaunch = prelaunch_drafts.into_iter().map(|d| d.program).collect();
+        m
+    }
+
+    fn expanded(&mut self, s: &Located<String>) -> String {
+        match expand(&s.value, self.env) {
+            Ok((v, unset)) => {
+                for name in unset {
+                    self.d.warning(
+                        s.span.clone(),
+                        format!("environment variable `{name}` is not set; it expands to an empty string"),
+                    );
+                }
+                v
+            }
+            Err(e) => {
+                self.d.error(s.span.clone(), e);
+                String::new()
+            }
+        }
+    }
+
+    fn expanded_map(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Vec<(String, String)> {
+        let raw = t.string_map(self.d, key);
+        raw.into_iter()
+            .map(|(k, v)| {
+                let val = self.expanded(&v);
+                (k.value, val)
+            })
+            .collect()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn array_of_tables<'t, 'i>(
+        &mut self,
+        t: &mut Table<'t, 'i>,
+        key: &'static str,
+    ) -> Vec<(&'t DeTable<'i>, Range<usize>)> {
+        let path = format!("{}.{}", t.path, key);
+        let Some(v) = t.get(key) else {
+            return Vec::new();
+        };
+        match v.get_ref() {
+            DeValue::Array(a) => a
+                .iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(tt) => Some((tt, item.span())),
+                    other => {
+                        self.d.error(
+                            item.span(),
+                            format!(
+                                "`{path}` entries must be tables, found {}",
+                                type_name(other)
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            DeValue::Table(tt) => vec![(tt, v.span())],
+            other => {
+                self.d.error(
+                    v.span(),
+                    format!(
+                        "`{path}` must be an array of tables, found {}",
+                        type_name(other)
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn base(&mut self, mut t: Table<'_, '_>, bay: bool) -> Base {
+        let mut b = Base {
+            env: self.expanded_map(&mut t, "env"),
+            critical: t.bool(self.d, "critical"),
+            tags: t
+                .string_list(self.d, "tags")
+                .into_iter()
+                .map(|s| s.value)
+                .collect(),
+            ..Base::default()
+        };
+        if bay {
+            b.config = self.expanded_map(&mut t, "config");
+        }
+        self.process_keys(&mut t, &mut b);
+        t.finish(self.d);
+        b
+    }
+
+    /// Keys about how a process is run and stopped, shared by programs and base templates.
+    fn process_keys(&mut self, t: &mut Table<'_, '_>, b: &mut Base) {
+        if let Some(s) = t.string(self.d, "stop_signal") {
+            match units::parse_signal(&s.value) {
+                Ok(sig) => b.stop_signal = Some(sig),
+                Err(e) => self.d.error(s.span, e),
+            }
+        }
+        if let Some(g) = t.duration(self.d, "grace_period") {
+            b.grace_period = Some(g);
+        }
+        if let Some(s) = t.string(self.d, "restart") {
+            b.restart = match s.value.as_str() {
+                "always" => Some(Restart::Always),
+                "on-failure" | "on_failure" => Some(Restart::OnFailure),
+                "never" => Some(Restart::Never),
+                _ => {
+                    self.d.error(
+                        s.span,
+                        format!(
+                            "`restart` must be \"always\", \"on-failure\" or \"never\", found {:?}",
+                            s.value
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(n) = t.int(self.d, "crash_limit", 1, 1_000_000) {
+            b.crash_limit = Some(n as u32);
+        }
+        if let Some(w) = t.duration(self.d, "crash_window") {
+            b.crash_window = Some(w);
+        }
+        if let Some(c) = t.string(self.d, "cwd") {
+            let expanded = self.expanded(&c);
+            let p = self.path(&expanded);
+            b.cwd = Some(p);
+        }
+    }
+
+    fn program(
+        &mut self,
+        mut t: Table<'_, '_>,
+        role: Role,
+        base: &Base,
+        order: usize,
+    ) -> Option<Draft> {
+        let is_bay = matches!(role, Role::Bay { .. });
+        let is_prelaunch = role == Role::Prelaunch;
+        let name = t.required_string(self.d, "name");
+        let command = t.required_string(self.d, "command");
+        let args_present = t.key_span("args").is_some();
+        let args: Vec<String> = t
+            .string_list(self.d, "args")
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        let own_env = self.expanded_map(&mut t, "env");
+        let deps = t.string_list(self.d, "depends_on");
+        let mut own = Base::default();
+        let (mut bind, mut healthcheck, mut routes, mut route_binds) =
+            (None, None, Vec::new(), Vec::new());
+        let (mut config, mut critical, mut oneshot, mut tags) =
+            (Vec::new(), None, is_prelaunch, Vec::new());
+        if !is_prelaunch {
+            if !is_bay {
+                if let Some(b) = t.string(self.d, "bind") {
+                    match BindAddr::parse(&b.value, self.dir) {
+                        Ok(a) => bind = Some(a),
+                        Err(e) => self.d.error(b.span, e),
+                    }
+                }
+                healthcheck = t.string(self.d, "healthcheck").map(|h| h.value);
+                oneshot = t.bool(self.d, "oneshot").unwrap_or(false);
+            } else {
+                config = self.expanded_map(&mut t, "config");
+            }
+            (routes, route_binds) = self.routes(&mut t);
+            critical = t.bool(self.d, "critical");
+            tags = t
+                .string_list(self.d, "tags")
+                .into_iter()
+                .map(|s| s.value)
+                .collect();
+            self.process_keys(&mut t, &mut own);
+        }
+        t.finish(self.d);
+
+        let name = name?;
+        let command = command?;
+        if let Err(e) = check_name(&name.value) {
+            self.d.error(name.span.clone(), e);
+        }
+        let argv = if args_present || !command.value.trim().contains(char::is_whitespace) {
+            let mut v = vec![command.value.trim().to_string()];
+            v.extend(args);
+            v
+        } else {
+            if units::looks_like_shell(&command.value) {
+                self.d.warning(
+                    command.span.clone(),
+                    "this command uses shell syntax, but it is split into words and run without a shell; \
+                     write command = \"sh\" and args = [\"-c\", \"...\"] if a shell is meant",
+                );
+            }
+            match units::split_command(&command.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.d
+                        .error(command.span.clone(), format!("cannot split `command`: {e}"));
+                    return None;
+                }
+            }
+        };
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            self.d.error(command.span.clone(), "`command` is empty");
+            return None;
+        }
+
+        let mut env = base.env.clone();
+        merge(&mut env, own_env);
+        let mut merged_config = base.config.clone();
+        merge(&mut merged_config, config);
+        let mut all_tags = base.tags.clone();
+        for t in tags {
+            if !all_tags.contains(&t) {
+                all_tags.push(t);
+            }
+        }
+        let restart = if oneshot {
+            Restart::Never
+        } else {
+            own.restart.or(base.restart).unwrap_or(Restart::Always)
+        };
+        let program = Program {
+            name: name.value.clone(),
+            role,
+            argv,
+            env,
+            config: merged_config,
+            cwd: own
+                .cwd
+                .or_else(|| base.cwd.clone())
+                .unwrap_or_else(|| self.dir.to_path_buf()),
+            bind,
+            healthcheck,
+            depends_on: deps.iter().map(|d| d.value.clone()).collect(),
+            routes,
+            critical: critical.or(base.critical).unwrap_or(true),
+            oneshot,
+            tags: all_tags,
+            stop_signal: own
+                .stop_signal
+                .or(base.stop_signal)
+                .unwrap_or(libc::SIGTERM),
+            grace_period: own
+                .grace_period
+                .or(base.grace_period)
+                .unwrap_or(DEFAULT_GRACE),
+            restart,
+            crash_limit: own
+                .crash_limit
+                .or(base.crash_limit)
+                .unwrap_or(DEFAULT_CRASH_LIMIT),
+            crash_window: own
+                .crash_window
+                .or(base.crash_window)
+                .unwrap_or(DEFAULT_CRASH_WINDOW),
+        };
+        Some(Draft {
+            program,
+            name_span: name.span,
+            deps,
+            route_binds,
+            order,
+        })
+    }
+
+    fn routes(&mut self, t: &mut Table<'_, '_>) -> (Vec<Route>, Vec<Located<String>>) {
+        let path = format!("{}.routes", t.path);
+        let Some(v) = t.get("routes") else {
+            return (Vec::new(), Vec::new());
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.d.error(
+                v.span(),
+                format!(
+                    "`{path}` must be an array, found {}",
+                    type_name(v.get_ref())
+                ),
+            );
+            return (Vec::new(), Vec::new());
+        };
+        let (mut routes, mut binds) = (Vec::new(), Vec::new());
+        for (i, item) in items.iter().enumerate() {
+            if let Some((r, b)) = self.route(item, &format!("{path}[{i}]")) {
+                routes.push(r);
+                binds.push(b);
+            }
+        }
+        (routes, binds)
+    }
+
+    fn route(&mut self, item: &Value<'_>, path: &str) -> Option<(Route, Located<String>)> {
+        let (bind, pattern, strip_prefix, ua) = match item.get_ref() {
+            DeValue::String(s) => {
+                let Some((b, p)) = s.split_once(':') else {
+                    self.d.error(item.span(), format!("route {s:?} must look like \"<bind>:<pattern>\", e.g. \"http:/api/.*\""));
+                    return None;
+                };
+                (
+                    Located::new(b.to_string(), item.span()),
+                    Located::new(p.to_string(), item.span()),
+                    None,
+                    None,
+                )
+            }
+            DeValue::Table(tt) => {
+                let mut t = Table::new(tt, item.span(), path);
+                let bind = t.required_string(self.d, "bind");
+                let pattern = t.required_string(self.d, "pattern");
+                let strip = t.string(self.d, "strip_prefix").map(|s| s.value);
+                let ua = t.string(self.d, "ua_filter");
+                t.finish(self.d);
+                (bind?, pattern?, strip, ua)
+            }
+            other => {
+                self.d.error(
+                    item.span(),
+                    format!(
+                        "`{path}` must be a string or a table, found {}",
+                        type_name(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let regex = self.regex(&pattern)?;
+        let ua_filter = match ua {
+            None => None,
+            Some(u) => Some(self.ua_filter(&u)?),
+        };
+        let route = Route {
+            bind: bind.value.clone(),
+            pattern: regex,
+            strip_prefix,
+            ua_filter,
+        };
+        Some((route, bind))
+    }
+
+    fn regex(&mut self, s: &Located<String>) -> Option<Regex> {
+        match RegexBuilder::new(&s.value).size_limit(1 << 20).build() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let msg = e.to_string();
+                let last = msg
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(&msg)
+                    .trim()
+                    .to_string();
+                self.d.error(
+                    s.span.clone(),
+                    format!("invalid regex {:?}: {}", s.value, last),
+                );
+                None
+            }
+        }
+    }
+
+    fn ua_filter(&mut self, u: &Located<String>) -> Option<UaFilter> {
+        let f = match u.value.to_ascii_lowercase().as_str() {
+            "browser" => UaFilter::Browser,
+            "chromium" | "chrome" => UaFilter::Chromium,
+            "firefox" => UaFilter::Firefox,
+            "safari" => UaFilter::Safari,
+            "llm" => UaFilter::Llm,
+            "bot" => UaFilter::Bot,
+            _ => {
+                let Some(re) = u.value.strip_prefix('~') else {
+                    self.d.error(
+                        u.span.clone(),
+                        format!(
+                            "unknown ua_filter {:?}; use browser, chromium, chrome, firefox, safari, llm, bot or ~regex",
+                            u.value
+                        ),
+                    );
+                    return None;
+                };
+                let r = self.regex(&Located::new(format!("(?i){re}"), u.span.clone()))?;
+                UaFilter::Custom(r)
+            }
+        };
+        Some(f)
+    }
+
+    fn phase(&mut self, t: &mut Table<'_, '_>) -> Option<Phase> {
+        let s = t.string(self.d, "phase")?;
+        match s.value.as_str() {
+            "request" => Some(Phase::Request),
+            "response" => Some(Phase::Response),
+            _ => {
+                self.d.error(
+                    s.span,
+                    format!(
+                        "`phase` must be \"request\" or \"response\", found {:?}",
+                        s.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn module(&mut self, mut t: Table<'_, '_>, base: &Base) -> Option<Module> {
+        let name = t.required_string(self.d, "name");
+        let wasm = t.required_string(self.d, "wasm");
+        let routes: Vec<Located<String>> = t.string_list(self.d, "routes");
+        let phase = self.phase(&mut t);
+        let config = self.expanded_map(&mut t, "config");
+        let tags: Vec<String> = t
+            .string_list(self.d, "tags")
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        t.finish(self.d);
+        let (name, wasm) = (name?, wasm?);
+        let path = self.path(&wasm.value);
+        if !path.is_file() {
+            self.d.error(
+                wasm.span.clone(),
+                format!("WASM module file {} does not exist", path.display()),
+            );
+        }
+        let routes = routes.iter().filter_map(|r| self.regex(r)).collect();
+        let mut merged = base.config.clone();
+        merge(&mut merged, config);
+        let mut all_tags = base.tags.clone();
+        all_tags.extend(tags.into_iter().filter(|t| !base.tags.contains(t)));
+        self.d.warning(
+            name.span.clone(),
+            "WASM payloads are not run by this build yet; the module is validated only",
+        );
+        Some(Module {
+            name: name.value,
+            wasm: path,
+            routes,
+            phase: phase.or(base.phase).unwrap_or(Phase::Request),
+            config: merged,
+            tags: all_tags,
+        })
+    }
+
+    fn binds(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let Some(bt) = ms.table(self.d, "bind") else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        for (k, v) in sorted_entries(groups_table(&bt)) {
+            let name = k.get_ref().to_string();
+            let path = format!("mothership.bind.{name}");
+            let (addr, proxy) = match v.get_ref() {
+                DeValue::String(s) => (Located::new(s.to_string(), v.span()), false),
+                DeValue::Table(tt) => {
+                    let mut t = Table::new(tt, v.span(), path.clone());
+                    let addr = t.required_string(self.d, "addr");
+                    let proxy = t.bool(self.d, "proxy_protocol").unwrap_or(false);
+                    t.finish(self.d);
+                    let Some(addr) = addr else { continue };
+                    (addr, proxy)
+                }
+                other => {
+                    self.d.error(v.span(), format!("`{path}` must be a bind string or a table {{ addr, proxy_protocol }}, found {}", type_name(other)));
+                    continue;
+                }
+            };
+            match BindAddr::parse(&addr.value, self.dir) {
+                Ok(a) => {
+                    if proxy && matches!(a, BindAddr::Unix(_)) {
+                        self.d.error(
+                            addr.span.clone(),
+                            "`proxy_protocol` is only available on TCP binds",
+                        );
+                    }
+                    let key = a.to_string();
+                    if !seen.insert(key.clone()) {
+                        self.d
+                            .error(addr.span.clone(), format!("{key} is bound twice"));
+                    }
+                    m.binds.push(Bind {
+                        name,
+                        addr: a,
+                        proxy_protocol: proxy,
+                    });
+                }
+                Err(e) => self.d.error(addr.span, e),
+            }
+        }
+        let mut bt = bt;
+        mark_all_asked(&mut bt);
+        bt.finish(self.d);
+    }
+
+    fn cors_cache(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let Some(v) = ms.get("cors_cache") else {
+            return;
+        };
+        match v.get_ref() {
+            DeValue::Boolean(b) => m.cors_cache.enabled = *b,
+            DeValue::Table(tt) => {
+                let mut t = Table::new(tt, v.span(), "mothership.cors_cache");
+                if let Some(b) = t.bool(self.d, "enabled") {
+                    m.cors_cache.enabled = b;
+                }
+                if let Some(ttl) = t.duration(self.d, "default_ttl") {
+                    m.cors_cache.default_ttl = ttl;
+                }
+                if let Some(n) = t.int(self.d, "max_entries", 1, 10_000_000) {
+                    m.cors_cache.max_entries = n as usize;
+                }
+                t.finish(self.d);
+            }
+            other => self.d.error(
+                v.span(),
+                format!(
+                    "`mothership.cors_cache` must be a boolean or a table, found {}",
+                    type_name(other)
+                ),
+            ),
+        }
+    }
+
+    fn static_dirs(
+        &mut self,
+        ms: &mut Table<'_, '_>,
+        m: &mut Manifest,
+        binds: &mut Vec<Located<String>>,
+    ) {
+        for (i, (tt, span)) in self
+            .array_of_tables(ms, "static_dirs")
+            .into_iter()
+            .enumerate()
+        {
+            let mut t = Table::new(tt, span, format!("mothership.static_dirs[{i}]"));
+            let path = t.required_string(self.d, "path");
+            let prefix = t.required_string(self.d, "prefix");
+            let bind = t.string(self.d, "bind");
+            t.finish(self.d);
+            let (Some(path), Some(prefix)) = (path, prefix) else {
+                continue;
+            };
+            if !prefix.value.starts_with('/') {
+                self.d.error(
+                    prefix.span.clone(),
+                    format!("static prefix {:?} must start with `/`", prefix.value),
+                );
+            }
+            let dir = self.path(&path.value);
+            if !dir.is_dir() {
+                self.d.warning(
+                    path.span.clone(),
+                    format!("static directory {} does not exist (yet)", dir.display()),
+                );
+            }
+            if let Some(b) = &bind {
+                binds.push(b.clone());
+            }
+            m.static_dirs.push(StaticDir {
+                path: dir,
+                prefix: prefix.value,
+                bind: bind.map(|b| b.value),
+            });
+        }
+    }
+
+    fn uplinks(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        for (i, (tt, span)) in self.array_of_tables(ms, "uplinks").into_iter().enumerate() {
+            let mut t = Table::new(tt, span, format!("mothership.uplinks[{i}]"));
+            let url = t.required_string(self.d, "url");
+            let name = t.string(self.d, "name");
+            let timeout = t
+                .duration(self.d, "timeout")
+                .unwrap_or(Duration::from_secs(5));
+            t.finish(self.d);
+            let Some(url) = url else { continue };
+            let expanded = self.expanded(&url);
+            match uplink::parse(&expanded) {
+                Ok(mut u) => {
+                    u.name = name.map(|n| n.value).unwrap_or_else(|| u.host.clone());
+                    u.timeout = timeout;
+                    m.uplinks.push(u);
+                }
+                Err(e) => self.d.error(url.span, e),
+            }
+        }
+    }
+
+    fn flagship(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let Some(mut t) = ms.table(self.d, "flagship") else {
+            return;
+        };
+        let table_span = t.span.clone();
+        let f = &mut m.flagship;
+        f.enabled = t.bool(self.d, "enabled").unwrap_or(false);
+        let election = t.string(self.d, "election");
+        let url = t.string(self.d, "election_url");
+        f.app = t.string(self.d, "app").map(|a| a.value);
+        if let Some(d) = t.duration(self.d, "prelaunch_timeout") {
+            f.prelaunch_timeout = d;
+        }
+        if let Some(d) = t.duration(self.d, "election_timeout") {
+            f.election_timeout = d;
+        }
+        let static_flagship = match t.get("static_flagship") {
+            None => None,
+            Some(v) => match v.get_ref() {
+                DeValue::String(s) => {
+                    let val = self.expanded(&Located::new(s.to_string(), v.span()));
+                    Some(StaticFlagship::Value(val))
+                }
+                DeValue::Table(tt) => {
+                    let mut st = Table::new(tt, v.span(), "mothership.flagship.static_flagship");
+                    let cmd = st.required_string(self.d, "command");
+                    let eq = st.required_string(self.d, "equals");
+                    st.finish(self.d);
+                    match (cmd, eq) {
+                        (Some(c), Some(e)) => match units::split_command(&c.value) {
+                            Ok(argv) if !argv.is_empty() => Some(StaticFlagship::Command {
+                                command: argv,
+                                equals: e.value,
+                            }),
+                            Ok(_) => {
+                                self.d.error(c.span, "`command` is empty");
+                                None
+                            }
+                            Err(err) => {
+                                self.d
+                                    .error(c.span, format!("cannot split `command`: {err}"));
+                                None
+                            }
+                        },
+                        _ => None,
+                    }
+                }
+                other => {
+                    self.d.error(v.span(), format!("`static_flagship` must be a string or a table {{ command, equals }}, found {}", type_name(other)));
+                    None
+                }
+            },
+        };
+        t.finish(self.d);
+        let kind = election
+            .as_ref()
+            .map(|e| e.value.clone())
+            .unwrap_or_else(|| "static".into());
+        match kind.as_str() {
+            "static" => {
+                m.flagship.election = Election::Static(
+                    static_flagship.unwrap_or(StaticFlagship::Value(String::new())),
+                );
+            }
+            "postgres" | "postgresql" => {
+                let span = election
+                    .as_ref()
+                    .map(|e| e.span.clone())
+                    .unwrap_or(table_span.clone());
+                let Some(url) = url else {
+                    self.d
+                        .error(span, "election = \"postgres\" needs `election_url`");
+                    return;
+                };
+                let expanded = self.expanded(&url);
+                if m.flagship.enabled {
+                    self.d.error(span, "this build has no PostgreSQL support: flagship election with election = \"postgres\" is not available");
+                }
+                m.flagship.election = Election::Postgres { url: expanded };
+            }
+            other => {
+                let span = election.map(|e| e.span).unwrap_or(table_span.clone());
+                self.d.error(
+                    span,
+                    format!("`election` must be \"static\" or \"postgres\", found {other:?}"),
+                );
+            }
+        }
+    }
+
+    fn rate_limiting(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let Some(mut t) = ms.table(self.d, "rate_limiting") else {
+            return;
+        };
+        m.rate_limiting.global_rps = t.number(self.d, "global_rps");
+        m.rate_limiting.per_ip_rpm = t.number(self.d, "per_ip_rpm");
+        t.finish(self.d);
+    }
+
+    /// Cross-checks: names, duplicates, dependencies and cycles, route binds, ports.
+    fn check_programs(
+        &mut self,
+        drafts: &[Draft],
+        pre: &[Draft],
+        m: &Manifest,
+        static_binds: &[Located<String>],
+    ) {
+        let mut names: HashMap<String, &Draft> = HashMap::new();
+        for d in drafts {
+            let key = d.program.name.to_ascii_lowercase();
+            if let Some(first) = names.get(&key) {
+                self.d.error(
+                    d.name_span.clone(),
+                    format!(
+                        "duplicate name `{}`: a {} named `{}` is already declared (names are unique across ships and bays, ignoring case)",
+                        d.program.name,
+                        first.program.kind(),
+                        first.program.name
+                    ),
+                );
+            } else {
+                names.insert(key, d);
+            }
+        }
+        let mut pre_names: HashMap<String, &Draft> = HashMap::new();
+        for d in pre {
+            let key = d.program.name.to_ascii_lowercase();
+            if let std::collections::hash_map::Entry::Vacant(slot) = pre_names.entry(key) {
+                slot.insert(d);
+            } else {
+                self.d.error(
+                    d.name_span.clone(),
+                    format!("duplicate prelaunch job name `{}`", d.program.name),
+                );
+            }
+        }
+        for (set, all, what) in [
+            (drafts, &names, "ship or bay"),
+            (pre, &pre_names, "prelaunch job"),
+        ] {
+            for d in set {
+                for dep in &d.deps {
+                    if !all.contains_key(&dep.value.to_ascii_lowercase()) {
+                        let known: Vec<&str> =
+                            set.iter().map(|x| x.program.name.as_str()).collect();
+                        let hint = diag::suggest(&dep.value, known.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default();
+                        self.d.error(
+                            dep.span.clone(),
+                            format!(
+                                "`{}` depends on `{}`, which is not a {}{}",
+                                d.program.name, dep.value, what, hint
+                            ),
+                        );
+                    } else if dep.value.eq_ignore_ascii_case(&d.program.name) {
+                        self.d.error(
+                            dep.span.clone(),
+                            format!("`{}` depends on itself", d.program.name),
+                        );
+                    }
+                }
+            }
+            self.check_cycles(set);
+        }
+        let bind_names: Vec<&str> = m.binds.iter().map(|b| b.name.as_str()).collect();
+        let unknown_bind = |d: &mut Diags, b: &Located<String>, what: &str| {
+            if !bind_names.contains(&b.value.as_str()) {
+                let hint = match diag::suggest(&b.value, bind_names.iter().copied()) {
+                    Some(s) => format!("; did you mean `{s}`?"),
+                    None if bind_names.is_empty() => {
+                        "; no binds are declared in [mothership.bind]".to_string()
+                    }
+                    None => format!("; declared binds: {}", bind_names.join(", ")),
+                };
+                d.error(
+                    b.span.clone(),
+                    format!(
+                        "{what} names bind `{}`, which is not in [mothership.bind]{hint}",
+                        b.value
+                    ),
+                );
+            }
+        };
+        for d in drafts {
+            for b in &d.route_binds {
+                unknown_bind(self.d, b, &format!("a route of `{}`", d.program.name));
+            }
+        }
+        for b in static_binds {
+            unknown_bind(self.d, b, "a static dir");
+        }
+        if let Some(port) = m.metrics_port {
+            for b in &m.binds {
+                if let BindAddr::Tcp(a) = &b.addr {
+                    if a.port() == port && (a.ip().is_loopback() || a.ip().is_unspecified()) {
+                        self.d.error(
+                            self.metrics_span.clone(),
+                            format!(
+                                "metrics_port {port} clashes with bind `{}` ({})",
+                                b.name, b.addr
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        // Two programs binding the same address cannot both run.
+        let mut bound: HashMap<String, &str> = HashMap::new();
+        for d in drafts {
+            if let Some(b) = &d.program.bind {
+                if let Some(other) = bound.insert(b.to_string(), &d.program.name) {
+                    self.d.warning(
+                        d.name_span.clone(),
+                        format!("`{}` and `{}` both bind {}", other, d.program.name, b),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reports each dependency cycle once, as `a -> b -> a`.
+    fn check_cycles(&mut self, set: &[Draft]) {
+        let index: HashMap<String, usize> = set
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.program.name.to_ascii_lowercase(), i))
+            .collect();
+        let edges: Vec<Vec<usize>> = set
+            .iter()
+            .map(|d| {
+                d.deps
+                    .iter()
+                    .filter_map(|x| index.get(&x.value.to_ascii_lowercase()).copied())
+                    .collect()
+            })
+            .collect();
+        // 0 = unvisited, 1 = on the stack, 2 = done
+        let mut state = vec![0u8; set.len()];
+        let mut reported: HashSet<Vec<usize>> = HashSet::new();
+        for start in 0..set.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+            state[start] = 1;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&to) = edges[node].get(*next) {
+                    *next += 1;
+                    match state[to] {
+                        0 => {
+                            state[to] = 1;
+                            stack.push((to, 0));
+                        }
+                        1 if to != node => {
+                            let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                            let cycle: Vec<usize> = stack[pos..].iter().map(|(n, _)| *n).collect();
+                            let mut key = cycle.clone();
+                            key.sort_unstable();
+                            if reported.insert(key) {
+                                let mut names: Vec<&str> = cycle
+                                    .iter()
+                                    .map(|&i| set[i].program.name.as_str())
+                                    .collect();
+                                names.push(&set[to].program.name);
+                                self.d.error(
+                                    set[to].name_span.clone(),
+                                    format!("dependency cycle: {}", names.join(" -> ")),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    state[node] = 2;
+                    stack.pop();
+                }
+            }
+        }
+    }
+}
+
+/// Groups tables (`fleet`, `bays`, `mothership.bind`) have free-form keys.
+fn groups_table<'a, 'i>(t: &Table<'a, 'i>) -> &'a DeTable<'i> {
+    t.inner()
+}
+
+fn mark_all_asked(t: &mut Table<'_, '_>) {
+    t.accept_any();
+}
+
+fn merge(into: &mut Vec<(String, String)>, from: Vec<(String, String)>) {
+    for (k, v) in from {
+        match into.iter_mut().find(|(ik, _)| *ik == k) {
+            Some(slot) => slot.1 = v,
+            None => into.push((k, v)),
+        }
+    }
+}
+
+/// Names: ASCII, no whitespace or control characters, no `/`; 1 to 64 characters.
+pub fn check_name(n: &str) -> Result<(), String> {
+    if n.is_empty() {
+        return Err("name is empty".into());
+    }
+    if n.len() > 64 {
+        return Err(format!("name `{n}` is longer than 64 characters"));
+    }
+    if let Some(c) = n.chars().find(|c| !c.is_ascii_graphic() || *c == '/') {
+        return Err(format!(
+            "name {n:?} contains {c:?}; names are ASCII without spaces, control characters or `/`"
+        ));
+    }
+    Ok(())
+}

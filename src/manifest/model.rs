@@ -1,0 +1,225 @@
+//! The validated manifest: typed values only, every reference checked. Built by
+//! [`super::load`]; nothing here can hold an invalid value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::bind::BindAddr;
+
+#[derive(Debug)]
+pub struct Manifest {
+    /// The manifest file, as given.
+    pub path: PathBuf,
+    /// Its folder: relative paths resolve against it, and children run there by default.
+    pub dir: PathBuf,
+    pub binds: Vec<Bind>,
+    pub metrics_port: Option<u16>,
+    pub env: Vec<(String, String)>,
+    pub static_dirs: Vec<StaticDir>,
+    pub compression: bool,
+    pub cors_cache: CorsCache,
+    pub uplinks: Vec<Uplink>,
+    pub prelaunch: Vec<Program>,
+    pub flagship: Flagship,
+    pub rate_limiting: RateLimiting,
+    /// Ships and bays, in manifest declaration order.
+    pub programs: Vec<Program>,
+    pub modules: Vec<Module>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub name: String,
+    pub addr: BindAddr,
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Ship { group: String },
+    Bay { bay_type: String },
+    Prelaunch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+}
+
+/// A ship, bay or prelaunch job: something mothership runs.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub role: Role,
+    /// Program and arguments (a `command` with spaces and no `args` is split shell-style).
+    pub argv: Vec<String>,
+    /// `mothership.env` is not included; it is applied at spawn time, before this.
+    pub env: Vec<(String, String)>,
+    /// Bays only: sent to the bay when it docks.
+    pub config: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub bind: Option<BindAddr>,
+    pub healthcheck: Option<String>,
+    pub depends_on: Vec<String>,
+    pub routes: Vec<Route>,
+    pub critical: bool,
+    pub oneshot: bool,
+    pub tags: Vec<String>,
+    pub stop_signal: i32,
+    pub grace_period: Duration,
+    pub restart: Restart,
+    /// A critical program fails for good after `crash_limit` crashes within `crash_window`.
+    pub crash_limit: u32,
+    pub crash_window: Duration,
+}
+
+impl Program {
+    pub fn kind(&self) -> &'static str {
+        match (&self.role, self.oneshot) {
+            (Role::Prelaunch, _) => "prelaunch job",
+            (Role::Bay { .. }, _) => "bay",
+            (Role::Ship { .. }, true) => "job",
+            (Role::Ship { .. }, false) => "ship",
+        }
+    }
+
+    pub fn group(&self) -> &str {
+        match &self.role {
+            Role::Ship { group } => group,
+            Role::Bay { bay_type } => bay_type,
+            Role::Prelaunch => "prelaunch",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub bind: String,
+    pub pattern: Regex,
+    pub strip_prefix: Option<String>,
+    pub ua_filter: Option<UaFilter>,
+}
+
+#[derive(Debug, Clone)]
+pub enum UaFilter {
+    Browser,
+    Chromium,
+    Firefox,
+    Safari,
+    Llm,
+    Bot,
+    Custom(Regex),
+}
+
+impl UaFilter {
+    pub fn describe(&self) -> String {
+        match self {
+            UaFilter::Browser => "browser".into(),
+            UaFilter::Chromium => "chromium".into(),
+            UaFilter::Firefox => "firefox".into(),
+            UaFilter::Safari => "safari".into(),
+            UaFilter::Llm => "llm".into(),
+            UaFilter::Bot => "bot".into(),
+            UaFilter::Custom(r) => format!("~{}", r.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticDir {
+    pub path: PathBuf,
+    pub prefix: String,
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsCache {
+    pub enabled: bool,
+    pub default_ttl: Duration,
+    pub max_entries: usize,
+}
+
+impl Default for CorsCache {
+    fn default() -> Self {
+        CorsCache {
+            enabled: true,
+            default_ttl: Duration::from_secs(3600),
+            max_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimiting {
+    pub global_rps: Option<f64>,
+    pub per_ip_rpm: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub name: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, for HTTP checks.
+    pub path: String,
+    /// The URL with any password replaced by `***`, safe to print.
+    pub masked: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Election {
+    Static(StaticFlagship),
+    Postgres { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum StaticFlagship {
+    /// The expanded value of the `"$VAR"` string: truthy means flagship.
+    Value(String),
+    /// Run `command`; its trimmed output equal to `equals` means flagship.
+    Command {
+        command: Vec<String>,
+        equals: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Flagship {
+    pub enabled: bool,
+    pub election: Election,
+    pub app: Option<String>,
+    pub prelaunch_timeout: Duration,
+    pub election_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub routes: Vec<Regex>,
+    pub phase: Phase,
+    pub config: Vec<(String, String)>,
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,164 @@
+//! Mothership's own log lines (through `log` and `env_logger`, filtered by `RUST_LOG`):
+//! human-readable and aligned with child output by default, one JSON object per line with
+//! `--log-format json`. Lines go through the output queue so they keep their order with
+//! child output and never block the loop.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Output, Stream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Width the `mothership` prefix is padded to (the widest child name).
+static WIDTH: AtomicUsize = AtomicUsize::new(10);
+
+pub fn set_width(w: usize) {
+    WIDTH.store(w.max("mothership".len()), Ordering::Relaxed);
+}
+
+pub fn width() -> usize {
+    WIDTH.load(Ordering::Relaxed)
+}
+
+/// Where formatted log lines go: the output queue when it runs, else stderr directly.
+struct Sink(Option<Output>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.0 {
+            Some(o) => o.push(Stream::Stderr, buf.to_vec()),
+            None => io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the logger. Safe to call once per process; later calls are ignored.
+pub fn init(format: LogFormat, output: Option<Output>, colour: bool) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(log::LevelFilter::Info);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.target(env_logger::Target::Pipe(Box::new(Sink(output))));
+    match format {
+        LogFormat::Text => {
+            b.format(move |buf, record| {
+                let w = width();
+                let level = match record.level() {
+                    log::Level::Error => "error: ",
+                    log::Level::Warn => "warning: ",
+                    log::Level::Info => "",
+                    log::Level::Debug => "debug: ",
+                    log::Level::Trace => "trace: ",
+                };
+                if colour {
+                    let lc = match record.level() {
+                        log::Level::Error => "\x1b[1;31m",
+                        log::Level::Warn => "\x1b[1;33m",
+                        _ => "",
+                    };
+                    let reset = if lc.is_empty() { "" } else { "\x1b[0m" };
+                    writeln!(
+                        buf,
+                        "\x1b[1m{:<w$} |\x1b[0m {lc}{level}{reset}{}",
+                        "mothership",
+                        record.args()
+                    )
+                } else {
+                    writeln!(buf, "{:<w$} | {level}{}", "mothership", record.args())
+                }
+            });
+        }
+        LogFormat::Json => {
+            b.format(|buf, record| {
+                let msg = record.args().to_string();
+                writeln!(
+                    buf,
+                    "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":{},\"msg\":{}}}",
+                    rfc3339_now(),
+                    record.level().as_str().to_ascii_lowercase(),
+                    json_string(record.target()),
+                    json_string(&msg)
+                )
+            });
+        }
+    }
+    let _ = b.try_init();
+}
+
+/// A JSON string literal for `s`.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_millis())
+}
+
+fn rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_435_261, 999), "2026-11-23T12:01:01.999Z");
+    }
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+}

@@ -1,0 +1,164 @@
+//! Mothership's own stdout and stderr, shared with a terminal, a logger or a container
+//! runtime. They stay blocking; one writer thread drains a bounded queue into them, so the
+//! event loop never blocks on a slow reader. When the queue is full the loop stops reading
+//! child pipes (backpressure) and the writer wakes it once there is room again.
+
+pub mod lines;
+pub mod logger;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Above this many queued bytes the loop stops reading child output.
+pub const HIGH_WATER: usize = 1 << 20;
+/// The writer wakes a paused loop once the queue is back under this many bytes.
+pub const LOW_WATER: usize = 256 << 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<(Stream, Vec<u8>)>,
+    bytes: usize,
+    closed: bool,
+    /// The loop is paused and waits for room.
+    wake_wanted: bool,
+    waker: Option<Arc<mio::Waker>>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// The loop's handle on the writer thread.
+#[derive(Clone)]
+pub struct Output {
+    shared: Arc<Shared>,
+}
+
+impl Output {
+    /// Starts the writer thread.
+    pub fn start() -> std::io::Result<(Output, JoinHandle<()>)> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || writer(&s))?;
+        Ok((Output { shared }, handle))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned lock only means the writer panicked; the data is still usable.
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The waker the writer uses to resume a paused loop.
+    pub fn set_waker(&self, waker: Arc<mio::Waker>) {
+        self.lock().waker = Some(waker);
+    }
+
+    /// Queues bytes for one stream. Never blocks on the stream itself.
+    pub fn push(&self, stream: Stream, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            write_fd(stream, &data);
+            return;
+        }
+        q.bytes += data.len();
+        let was_empty = q.chunks.is_empty();
+        match q.chunks.back_mut() {
+            // Coalesce small writes to the same stream.
+            Some((s, last)) if *s == stream && last.len() + data.len() <= 64 << 10 => {
+                last.extend_from_slice(&data)
+            }
+            _ => q.chunks.push_back((stream, data)),
+        }
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+    }
+
+    /// True when the loop should stop reading child output; if so, the writer will wake
+    /// the loop (through the waker) when there is room again.
+    pub fn congested(&self) -> bool {
+        let mut q = self.lock();
+        if q.bytes >= HIGH_WATER {
+            q.wake_wanted = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Writes out everything queued and stops the writer thread. Later pushes are written
+    /// directly.
+    pub fn finish(&self, handle: JoinHandle<()>) {
+        {
+            let mut q = self.lock();
+            q.closed = true;
+        }
+        self.shared.ready.notify_one();
+        let _ = handle.join();
+    }
+}
+
+fn writer(s: &Shared) {
+    loop {
+        let batch: Vec<(Stream, Vec<u8>)> = {
+            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.chunks.is_empty() && !q.closed {
+                q = s.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.chunks.is_empty() && q.closed {
+                return;
+            }
+            q.chunks.drain(..).collect()
+        };
+        let mut written = 0;
+        for (stream, data) in &batch {
+            write_fd(*stream, data);
+            written += data.len();
+        }
+        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.bytes = q.bytes.saturating_sub(written);
+        if q.wake_wanted && q.bytes <= LOW_WATER {
+            q.wake_wanted = false;
+            if let Some(w) = &q.waker {
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
+/// Blocking write of all of `data` to fd 1 or 2. Errors (a closed stdout) drop the data:
+/// there is nowhere else to put it.
+fn write_fd(stream: Stream, data: &[u8]) {
+    let fd = match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    };
+    // SAFETY: fds 1 and 2 live for the whole process; ManuallyDrop keeps them open.
+    let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let _ = f.write_all(data);
+}

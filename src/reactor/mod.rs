@@ -1,0 +1,104 @@
+//! The event loop's building blocks: token allocation for `mio` sources and the deadline
+//! queue. Knows nothing about ships or routes.
+
+pub mod deadline;
+
+pub use deadline::{DeadlineQueue, TimerId};
+
+use mio::Token;
+
+/// Fixed tokens; everything else comes from a [`Slab`].
+pub const SIGNALS: Token = Token(0);
+pub const WAKER: Token = Token(1);
+const FIRST_DYNAMIC: usize = 2;
+
+/// Values keyed by `mio::Token`, with slot reuse.
+pub struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    pub fn insert(&mut self, v: T) -> Token {
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(v);
+                i
+            }
+            None => {
+                self.slots.push(Some(v));
+                self.slots.len() - 1
+            }
+        };
+        Token(idx + FIRST_DYNAMIC)
+    }
+
+    fn index(t: Token) -> Option<usize> {
+        t.0.checked_sub(FIRST_DYNAMIC)
+    }
+
+    pub fn get(&self, t: Token) -> Option<&T> {
+        self.slots.get(Self::index(t)?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, t: Token) -> Option<&mut T> {
+        self.slots.get_mut(Self::index(t)?)?.as_mut()
+    }
+
+    pub fn remove(&mut self, t: Token) -> Option<T> {
+        let i = Self::index(t)?;
+        let v = self.slots.get_mut(i)?.take();
+        if v.is_some() {
+            self.free.push(i);
+        }
+        v
+    }
+
+    /// Tokens of every occupied slot.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| Token(i + FIRST_DYNAMIC))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_reuses_slots_and_never_hands_out_fixed_tokens() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        let b = s.insert("b");
+        assert!(a != SIGNALS && a != WAKER && b != a);
+        assert_eq!(s.remove(a), Some("a"));
+        assert_eq!(s.remove(a), None);
+        assert_eq!(s.get(a), None);
+        let c = s.insert("c");
+        assert_eq!(c, a);
+        assert_eq!(s.get(b), Some(&"b"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(SIGNALS), None);
+    }
+}

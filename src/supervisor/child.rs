@@ -1,0 +1,980 @@
+//! The lifecycle of one supervised program as a pure state machine: `(state, event, now)`
+//! in, new state and actions out. The loop performs the actions (spawn, signal a process
+//! group, arm a timer); nothing here touches a process or a clock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::manifest::units::signal_name;
+use crate::manifest::Restart;
+
+/// First restart delay; each crash doubles it, up to [`BACKOFF_CAP`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest restart delay: a crash-looping program is retried at this pace for ever.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Uptime after which a crash is treated as a first crash again (backoff reset).
+pub const STABLE_UPTIME: Duration = Duration::from_secs(10);
+/// A program without a bind counts as up after running this long.
+pub const SETTLE: Duration = Duration::from_millis(500);
+/// First delay between readiness probes of a bind; doubles up to [`PROBE_CAP`].
+pub const PROBE_BASE: Duration = Duration::from_millis(20);
+pub const PROBE_CAP: Duration = Duration::from_millis(1000);
+/// After SIGKILL, how long to wait for the group before giving up on it.
+pub const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitInfo {
+    pub fn success(self) -> bool {
+        self == ExitInfo::Code(0)
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitInfo::Code(c) => write!(f, "exit code {c}"),
+            ExitInfo::Signal(s) => write!(f, "killed by {}", signal_name(*s)),
+        }
+    }
+}
+
+/// What the machine needs to know about the program (from the manifest).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub name: String,
+    pub oneshot: bool,
+    pub critical: bool,
+    pub restart: Restart,
+    pub crash_limit: u32,
+    pub crash_window: Duration,
+    pub grace: Duration,
+    pub stop_signal: i32,
+    /// Readiness is probed on a bind (true) or assumed after [`SETTLE`] (false).
+    pub probe: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not started: waiting for its dependencies or the launch phase.
+    Waiting,
+    /// Spawned, not yet up (readiness probe or settle time pending).
+    Starting {
+        pid: i32,
+        since: Instant,
+        probes: u32,
+    },
+    /// Up: dependents may start.
+    Running { pid: i32, since: Instant },
+    /// Stop signal sent. `leader` is false once the main process is reaped but other
+    /// members of its process group remain.
+    Stopping {
+        pid: i32,
+        leader: bool,
+        killed: bool,
+    },
+    /// Crashed; will be spawned again at `until`.
+    Backoff { until: Instant },
+    /// Ended and will not run again: a finished job, or a program whose restart policy
+    /// says so. `exit` is None when it was stopped by the fleet.
+    Done { exit: Option<ExitInfo> },
+    /// Failed for good.
+    Failed { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Dependencies satisfied (from `Waiting`): spawn now.
+    Start,
+    Spawned {
+        pid: i32,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// The readiness probe connected.
+    ProbeOk,
+    /// The readiness probe failed; try again later.
+    ProbeFailed,
+    /// The main process was reaped. `group_alive`: other members of its group remain.
+    Exited {
+        exit: ExitInfo,
+        group_alive: bool,
+    },
+    /// No process of the group is left.
+    GroupGone,
+    /// The one armed timer of this program fired.
+    Timer,
+    /// Graceful stop (fleet landing).
+    Stop,
+    /// Immediate stop (second signal).
+    Kill,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Spawn,
+    /// Send a signal to the process group `pgid`.
+    Signal {
+        pgid: i32,
+        sig: i32,
+    },
+    /// Arm the program's timer (replacing any armed one).
+    ArmTimer(Instant),
+    CancelTimer,
+    /// Start a readiness probe (non-blocking connect to the bind).
+    Probe,
+    /// A critical program failed for good: the fleet must land with failure.
+    FleetFailed(String),
+}
+
+pub type Actions = Vec<Action>;
+
+/// One supervised program.
+#[derive(Debug)]
+pub struct Child {
+    pub policy: Policy,
+    pub state: State,
+    /// Restarts so far (for status and metrics).
+    pub restarts: u64,
+    /// Consecutive quick crashes, the exponent of the backoff.
+    attempt: u32,
+    crashes: VecDeque<Instant>,
+    rng: u64,
+    /// Set once the fleet is landing: never start or restart again.
+    landing: bool,
+}
+
+impl Child {
+    pub fn new(policy: Policy, seed: u64) -> Self {
+        Child {
+            policy,
+            state: State::Waiting,
+            restarts: 0,
+            attempt: 0,
+            crashes: VecDeque::new(),
+            rng: seed | 1,
+            landing: false,
+        }
+    }
+
+    /// The pid of the main process, while there is one.
+    pub fn pid(&self) -> Option<i32> {
+        match self.state {
+            State::Starting { pid, .. } | State::Running { pid, .. } => Some(pid),
+            State::Stopping {
+                pid, leader: true, ..
+            } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Process group whose members may still be alive.
+    pub fn pgid(&self) -> Option<i32> {
+        match self.state {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// True when no process of this program is left and none will be started.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self.state,
+            State::Waiting | State::Backoff { .. } | State::Done { .. } | State::Failed { .. }
+        )
+    }
+
+    /// True when dependents may start: up, or a job that completed successfully.
+    pub fn satisfies_dependents(&self) -> bool {
+        match &self.state {
+            State::Running { .. } => !self.policy.oneshot,
+            State::Done { exit: Some(e) } => e.success(),
+            _ => false,
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed { .. })
+    }
+
+    /// Feeds one event; returns the actions the loop must perform.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Actions {
+        let name = self.policy.name.clone();
+        let mut out = Actions::new();
+        let state = std::mem::replace(&mut self.state, State::Waiting);
+        self.state = match (state, event) {
+            (State::Waiting, Event::Start) | (State::Backoff { .. }, Event::Timer)
+                if !self.landing =>
+            {
+                out.push(Action::Spawn);
+                State::Waiting
+            }
+            (State::Waiting, Event::Spawned { pid }) => {
+                log::info!(target: "fleet", "{name}: started (pid {pid})");
+                if self.policy.oneshot {
+                    State::Running { pid, since: now }
+                } else if self.policy.probe {
+                    out.push(Action::Probe);
+                    State::Starting {
+                        pid,
+                        since: now,
+                        probes: 0,
+                    }
+                } else {
+                    out.push(Action::ArmTimer(now + SETTLE));
+                    State::Starting {
+                        pid,
+                        since: now,
+                        probes: 0,
+                    }
+                }
+            }
+            (State::Waiting, Event::SpawnFailed { error }) => {
+                log::error!(target: "fleet", "{name}: cannot start: {error}");
+                if self.policy.critical {
+                    let reason = format!("critical {} could not be started: {error}", self.kind());
+                    out.push(Action::FleetFailed(format!("{name}: {reason}")));
+                    State::Failed { reason }
+                } else {
+                    self.after_crash(now, now, &mut out)
+                }
+            }
+            (State::Starting { pid, since, .. }, Event::ProbeOk) => {
+                out.push(Action::CancelTimer);
+                log::info!(target: "fleet", "{name}: up (accepting connections after {} ms)", now.saturating_duration_since(since).as_millis());
+                State::Running { pid, since }
+            }
+            (State::Starting { pid, since, probes }, Event::ProbeFailed) => {
+                let delay = PROBE_BASE
+                    .saturating_mul(1 << probes.min(10))
+                    .min(PROBE_CAP);
+                out.push(Action::ArmTimer(now + delay));
+                State::Starting {
+                    pid,
+                    since,
+                    probes: probes + 1,
+                }
+            }
+            (State::Starting { pid, since, probes }, Event::Timer) => {
+                if self.policy.probe {
+                    out.push(Action::Probe);
+                    State::Starting { pid, since, probes }
+                } else {
+                    log::info!(target: "fleet", "{name}: up");
+                    State::Running { pid, since }
+                }
+            }
+            (
+                State::Starting { pid, since, .. } | State::Running { pid, since },
+                Event::Exited { exit, group_alive },
+            ) => {
+                out.push(Action::CancelTimer);
+                if group_alive {
+                    // What the main process left behind in its group goes with it.
+                    out.push(Action::Signal {
+                        pgid: pid,
+                        sig: libc::SIGKILL,
+                    });
+                }
+                self.after_exit(exit, since, now, &mut out)
+            }
+            (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Stop) => {
+                self.landing = true;
+                let sig = self.policy.stop_signal;
+                log::info!(target: "fleet", "{name}: stopping ({} to process group {pid}, grace {:?})", signal_name(sig), self.policy.grace);
+                out.push(Action::Signal { pgid: pid, sig });
+                if sig != libc::SIGKILL && sig != libc::SIGCONT {
+                    out.push(Action::Signal {
+                        pgid: pid,
+                        sig: libc::SIGCONT,
+                    });
+                }
+                out.push(Action::ArmTimer(now + self.policy.grace));
+                State::Stopping {
+                    pid,
+                    leader: true,
+                    killed: sig == libc::SIGKILL,
+                }
+            }
+            (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Kill) => {
+                self.kill(pid, true, now, &mut out)
+            }
+            (
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed: false,
+                },
+                Event::Kill,
+            ) => self.kill(pid, leader, now, &mut out),
+            (State::Stopping { pid, killed, .. }, Event::Exited { exit, group_alive }) => {
+                if group_alive {
+                    log::info!(target: "fleet", "{name}: main process ended ({exit}); waiting for the rest of its process group");
+                    State::Stopping {
+                        pid,
+                        leader: false,
+                        killed,
+                    }
+                } else {
+                    out.push(Action::CancelTimer);
+                    log::info!(target: "fleet", "{name}: stopped ({exit})");
+                    State::Done { exit: None }
+                }
+            }
+            (State::Stopping { leader: false, .. }, Event::GroupGone) => {
+                out.push(Action::CancelTimer);
+                log::info!(target: "fleet", "{name}: stopped");
+                State::Done { exit: None }
+            }
+            (
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed: false,
+                },
+                Event::Timer,
+            ) => {
+                log::warn!(target: "fleet", "{name}: still running after the {:?} grace period; sending SIGKILL to process group {pid}", self.policy.grace);
+                out.push(Action::Signal {
+                    pgid: pid,
+                    sig: libc::SIGKILL,
+                });
+                out.push(Action::ArmTimer(now + KILL_WAIT));
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed: true,
+                }
+            }
+            (State::Stopping { pid, .. }, Event::Timer) => {
+                log::error!(target: "fleet", "{name}: process group {pid} still has members after SIGKILL; giving up on it");
+                State::Done { exit: None }
+            }
+            (State::Waiting | State::Backoff { .. }, Event::Stop | Event::Kill) => {
+                self.landing = true;
+                out.push(Action::CancelTimer);
+                State::Done { exit: None }
+            }
+            (s @ (State::Done { .. } | State::Failed { .. }), Event::Stop | Event::Kill) => {
+                self.landing = true;
+                s
+            }
+            // Anything else is stale (a probe result after an exit, a timer already
+            // replaced, a second Stop): ignore it.
+            (s, _) => s,
+        };
+        out
+    }
+
+    fn kill(&mut self, pid: i32, leader: bool, now: Instant, out: &mut Actions) -> State {
+        self.landing = true;
+        log::warn!(target: "fleet", "{}: killing process group {pid}", self.policy.name);
+        out.push(Action::Signal {
+            pgid: pid,
+            sig: libc::SIGKILL,
+        });
+        out.push(Action::ArmTimer(now + KILL_WAIT));
+        State::Stopping {
+            pid,
+            leader,
+            killed: true,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.policy.oneshot {
+            "job"
+        } else {
+            "ship"
+        }
+    }
+
+    fn after_exit(
+        &mut self,
+        exit: ExitInfo,
+        since: Instant,
+        now: Instant,
+        out: &mut Actions,
+    ) -> State {
+        let name = &self.policy.name;
+        if self.policy.oneshot {
+            if exit.success() {
+                log::info!(target: "fleet", "{name}: completed");
+                return State::Done { exit: Some(exit) };
+            }
+            log::error!(target: "fleet", "{name}: failed ({exit})");
+            if self.policy.critical {
+                out.push(Action::FleetFailed(format!(
+                    "critical job `{name}` failed ({exit})"
+                )));
+            }
+            return State::Failed {
+                reason: exit.to_string(),
+            };
+        }
+        let restart = match self.policy.restart {
+            Restart::Always => true,
+            Restart::OnFailure => !exit.success(),
+            Restart::Never => false,
+        };
+        if !restart || self.landing {
+            if exit.success() {
+                log::info!(target: "fleet", "{name}: exited ({exit}); restart = \"{}\", not restarting", self.policy.restart.as_str());
+                return State::Done { exit: Some(exit) };
+            }
+            log::error!(target: "fleet", "{name}: exited ({exit}); restart = \"{}\", not restarting", self.policy.restart.as_str());
+            if self.policy.critical && !self.landing {
+                out.push(Action::FleetFailed(format!(
+                    "critical ship `{name}` exited ({exit})"
+                )));
+            }
+            return State::Failed {
+                reason: exit.to_string(),
+            };
+        }
+        log::warn!(target: "fleet", "{name}: exited unexpectedly ({exit}) after {:.1} s", now.saturating_duration_since(since).as_secs_f64());
+        self.after_crash(since, now, out)
+    }
+
+    /// Counts a crash against the budget and either fails for good or schedules a restart.
+    fn after_crash(&mut self, since: Instant, now: Instant, out: &mut Actions) -> State {
+        let name = self.policy.name.clone();
+        if now.saturating_duration_since(since) >= STABLE_UPTIME {
+            self.attempt = 0;
+        }
+        self.crashes.push_back(now);
+        while let Some(&t) = self.crashes.front() {
+            if now.saturating_duration_since(t) > self.policy.crash_window {
+                self.crashes.pop_front();
+            } else {
+                break;
+            }
+        }
+        let recent = self.crashes.len() as u32;
+        if self.policy.critical && recent >= self.policy.crash_limit {
+            let reason = format!(
+                "crashed {recent} times within {:?}",
+                self.policy.crash_window
+            );
+            log::error!(target: "fleet", "{name}: {reason}; giving up");
+            out.push(Action::FleetFailed(format!(
+                "critical ship `{name}` {reason}"
+            )));
+            return State::Failed { reason };
+        }
+        // Bound the queue for non-critical programs that crash for ever.
+        while self.crashes.len() > self.policy.crash_limit.max(1) as usize {
+            self.crashes.pop_front();
+        }
+        let delay = self.backoff_delay();
+        self.attempt = self.attempt.saturating_add(1);
+        self.restarts += 1;
+        if delay >= BACKOFF_CAP.mul_f64(0.75) {
+            log::warn!(target: "fleet", "{name}: crash loop ({} restarts so far); retrying every ~{} s", self.restarts, BACKOFF_CAP.as_secs());
+        } else {
+            log::info!(target: "fleet", "{name}: restarting in {} ms", delay.as_millis());
+        }
+        let until = now + delay;
+        out.push(Action::ArmTimer(until));
+        State::Backoff { until }
+    }
+
+    /// `BACKOFF_BASE * 2^attempt`, capped, with +-20% jitter.
+    fn backoff_delay(&mut self) -> Duration {
+        let raw = BACKOFF_BASE
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(BACKOFF_CAP);
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        raw.mul_f64(0.8 + 0.4 * unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            name: "web".into(),
+            oneshot: false,
+            critical: true,
+            restart: Restart::Always,
+            crash_limit: 5,
+            crash_window: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            stop_signal: libc::SIGTERM,
+            probe: false,
+        }
+    }
+
+    fn start(c: &mut Child, now: Instant, pid: i32) {
+        assert_eq!(c.handle(Event::Start, now), vec![Action::Spawn]);
+        c.handle(Event::Spawned { pid }, now);
+    }
+
+    fn timer_of(actions: &[Action]) -> Option<Instant> {
+        actions.iter().find_map(|a| match a {
+            Action::ArmTimer(t) => Some(*t),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn settles_then_runs() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 7);
+        assert_eq!(c.handle(Event::Start, t0), vec![Action::Spawn]);
+        let a = c.handle(Event::Spawned { pid: 10 }, t0);
+        assert_eq!(a, vec![Action::ArmTimer(t0 + SETTLE)]);
+        assert!(!c.satisfies_dependents());
+        c.handle(Event::Timer, t0 + SETTLE);
+        assert!(c.satisfies_dependents());
+        assert_eq!(c.pid(), Some(10));
+    }
+
+    #[test]
+    fn probes_with_backoff_until_up() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                probe: true,
+                ..policy()
+            },
+            7,
+        );
+        c.handle(Event::Start, t0);
+        assert_eq!(
+            c.handle(Event::Spawned { pid: 10 }, t0),
+            vec![Action::Probe]
+        );
+        let d1 = timer_of(&c.handle(Event::ProbeFailed, t0)).unwrap() - t0;
+        c.handle(Event::Timer, t0);
+        let d2 = timer_of(&c.handle(Event::ProbeFailed, t0)).unwrap() - t0;
+        assert!(d2 > d1);
+        for _ in 0..20 {
+            c.handle(Event::ProbeFailed, t0);
+        }
+        let d = timer_of(&c.handle(Event::ProbeFailed, t0)).unwrap() - t0;
+        assert_eq!(d, PROBE_CAP);
+        c.handle(Event::ProbeOk, t0);
+        assert!(matches!(c.state, State::Running { pid: 10, .. }));
+    }
+
+    #[test]
+    fn crash_backoff_grows_with_jitter_and_caps() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            42,
+        );
+        let mut now = t0;
+        let mut delays = Vec::new();
+        start(&mut c, now, 1);
+        for i in 0..20 {
+            let a = c.handle(
+                Event::Exited {
+                    exit: ExitInfo::Code(1),
+                    group_alive: false,
+                },
+                now,
+            );
+            let until = timer_of(&a).expect("restart timer");
+            delays.push(until - now);
+            now = until;
+            assert_eq!(
+                c.handle(Event::Timer, now),
+                vec![Action::Spawn],
+                "crash {i}"
+            );
+            c.handle(Event::Spawned { pid: 2 + i }, now);
+        }
+        assert!(
+            delays[0] >= BACKOFF_BASE.mul_f64(0.8) && delays[0] <= BACKOFF_BASE.mul_f64(1.2),
+            "{delays:?}"
+        );
+        assert!(delays[3] > delays[1]);
+        for d in &delays[12..] {
+            assert!(
+                *d <= BACKOFF_CAP.mul_f64(1.2) && *d >= BACKOFF_CAP.mul_f64(0.8),
+                "{d:?}"
+            );
+        }
+        assert_eq!(c.restarts, 20);
+        assert!(!c.is_failed(), "non-critical programs are retried for ever");
+    }
+
+    #[test]
+    fn stable_uptime_resets_backoff() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            3,
+        );
+        let mut now = t0;
+        start(&mut c, now, 1);
+        for _ in 0..6 {
+            let until = timer_of(&c.handle(
+                Event::Exited {
+                    exit: ExitInfo::Code(1),
+                    group_alive: false,
+                },
+                now,
+            ))
+            .unwrap();
+            now = until;
+            c.handle(Event::Timer, now);
+            c.handle(Event::Spawned { pid: 9 }, now);
+        }
+        now += STABLE_UPTIME + Duration::from_secs(1);
+        let until = timer_of(&c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(1),
+                group_alive: false,
+            },
+            now,
+        ))
+        .unwrap();
+        assert!(until - now <= BACKOFF_BASE.mul_f64(1.2));
+    }
+
+    #[test]
+    fn critical_crash_budget_fails_the_fleet() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 5);
+        let mut now = t0;
+        start(&mut c, now, 1);
+        for i in 0..5 {
+            let a = c.handle(
+                Event::Exited {
+                    exit: ExitInfo::Signal(libc::SIGSEGV),
+                    group_alive: false,
+                },
+                now,
+            );
+            if i < 4 {
+                now = timer_of(&a).unwrap();
+                c.handle(Event::Timer, now);
+                c.handle(Event::Spawned { pid: 2 }, now);
+            } else {
+                assert!(matches!(a.last(), Some(Action::FleetFailed(_))), "{a:?}");
+                assert!(c.is_failed());
+                assert!(c.is_down());
+            }
+        }
+    }
+
+    #[test]
+    fn crashes_outside_the_window_do_not_count() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                crash_limit: 2,
+                crash_window: Duration::from_secs(5),
+                ..policy()
+            },
+            5,
+        );
+        let mut now = t0;
+        start(&mut c, now, 1);
+        for _ in 0..4 {
+            now += Duration::from_secs(20);
+            let a = c.handle(
+                Event::Exited {
+                    exit: ExitInfo::Code(1),
+                    group_alive: false,
+                },
+                now,
+            );
+            assert!(
+                !a.iter().any(|x| matches!(x, Action::FleetFailed(_))),
+                "{a:?}"
+            );
+            now = timer_of(&a).unwrap();
+            c.handle(Event::Timer, now);
+            c.handle(Event::Spawned { pid: 3 }, now);
+        }
+    }
+
+    #[test]
+    fn oneshot_jobs() {
+        let t0 = Instant::now();
+        let mut ok = Child::new(
+            Policy {
+                oneshot: true,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut ok, t0, 5);
+        assert!(!ok.satisfies_dependents());
+        assert_eq!(
+            ok.handle(
+                Event::Exited {
+                    exit: ExitInfo::Code(0),
+                    group_alive: false
+                },
+                t0
+            ),
+            vec![Action::CancelTimer]
+        );
+        assert!(ok.satisfies_dependents() && ok.is_down());
+
+        let mut bad = Child::new(
+            Policy {
+                oneshot: true,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut bad, t0, 5);
+        let a = bad.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(2),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert!(matches!(a.last(), Some(Action::FleetFailed(_))));
+
+        let mut soft = Child::new(
+            Policy {
+                oneshot: true,
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut soft, t0, 5);
+        let a = soft.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(2),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::FleetFailed(_))));
+        assert!(soft.is_failed());
+    }
+
+    #[test]
+    fn restart_policies() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                restart: Restart::OnFailure,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 5);
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(0),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert_eq!(
+            c.state,
+            State::Done {
+                exit: Some(ExitInfo::Code(0))
+            }
+        );
+
+        let mut c = Child::new(
+            Policy {
+                restart: Restart::Never,
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 5);
+        let a = c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(1),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert!(c.is_failed());
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::FleetFailed(_) | Action::ArmTimer(_))));
+    }
+
+    #[test]
+    fn stop_then_grace_then_kill() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        let a = c.handle(Event::Stop, t0);
+        assert_eq!(
+            a,
+            vec![
+                Action::Signal {
+                    pgid: 50,
+                    sig: libc::SIGTERM
+                },
+                Action::Signal {
+                    pgid: 50,
+                    sig: libc::SIGCONT
+                },
+                Action::ArmTimer(t0 + Duration::from_secs(10)),
+            ]
+        );
+        let t1 = t0 + Duration::from_secs(10);
+        let a = c.handle(Event::Timer, t1);
+        assert_eq!(
+            a,
+            vec![
+                Action::Signal {
+                    pgid: 50,
+                    sig: libc::SIGKILL
+                },
+                Action::ArmTimer(t1 + KILL_WAIT)
+            ]
+        );
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Signal(libc::SIGKILL),
+                group_alive: false,
+            },
+            t1,
+        );
+        assert_eq!(c.state, State::Done { exit: None });
+        assert!(c.is_down());
+        // nothing restarts a landed program
+        assert!(c.handle(Event::Timer, t1).is_empty());
+        assert!(c.handle(Event::Start, t1).is_empty());
+    }
+
+    #[test]
+    fn stop_waits_for_the_rest_of_the_group() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Stop, t0);
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(0),
+                group_alive: true,
+            },
+            t0,
+        );
+        assert!(!c.is_down());
+        assert_eq!(c.pid(), None);
+        assert_eq!(c.pgid(), Some(50));
+        assert_eq!(c.handle(Event::GroupGone, t0), vec![Action::CancelTimer]);
+        assert!(c.is_down());
+    }
+
+    #[test]
+    fn exit_while_stopping_is_not_a_crash() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Stop, t0);
+        let a = c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(143),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert_eq!(a, vec![Action::CancelTimer]);
+        assert_eq!(c.restarts, 0);
+    }
+
+    #[test]
+    fn kill_during_stop_and_waiting() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Stop, t0);
+        let a = c.handle(Event::Kill, t0);
+        assert_eq!(
+            a[0],
+            Action::Signal {
+                pgid: 50,
+                sig: libc::SIGKILL
+            }
+        );
+        let mut w = Child::new(policy(), 1);
+        assert_eq!(w.handle(Event::Stop, t0), vec![Action::CancelTimer]);
+        assert!(w.is_down());
+        assert!(w.handle(Event::Start, t0).is_empty());
+    }
+
+    #[test]
+    fn spawn_failure_of_critical_program_fails_the_fleet() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        c.handle(Event::Start, t0);
+        let a = c.handle(
+            Event::SpawnFailed {
+                error: "No such file".into(),
+            },
+            t0,
+        );
+        assert!(matches!(a.last(), Some(Action::FleetFailed(_))));
+        let mut n = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        n.handle(Event::Start, t0);
+        let a = n.handle(
+            Event::SpawnFailed {
+                error: "No such file".into(),
+            },
+            t0,
+        );
+        assert!(matches!(a.last(), Some(Action::ArmTimer(_))));
+    }
+
+    #[test]
+    fn crashed_program_group_is_cleaned_up() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 77);
+        let a = c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(1),
+                group_alive: true,
+            },
+            t0,
+        );
+        assert!(a.contains(&Action::Signal {
+            pgid: 77,
+            sig: libc::SIGKILL
+        }));
+    }
+}

@@ -1,0 +1,916 @@
+//! The supervisor: one `mio` loop that owns every child pipe, readiness probe, signal and
+//! timer of the fleet. It runs prelaunch jobs, launches ships and bays in dependency order,
+//! restarts what crashes, and lands the fleet in reverse order. Each program's lifecycle is
+//! the pure state machine in [`child`]; this module performs its actions.
+
+pub mod child;
+pub mod graph;
+pub mod spawn;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::manifest::units::signal_name;
+use crate::manifest::{BindAddr, Manifest, Program, Role};
+use crate::output::lines::{LineAssembler, Prefix, Ring};
+use crate::output::{Output, Stream};
+use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
+use child::{Action, Child, Event, ExitInfo, Policy, State};
+
+/// Bytes of recent output kept per program.
+const RING_BYTES: usize = 64 << 10;
+/// Bytes read from one pipe before the loop turns to other work.
+const READ_BUDGET: usize = 1 << 20;
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: i32,
+    pub reason: String,
+}
+
+/// Display and colour settings for child output.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub colour_stdout: bool,
+    pub colour_stderr: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Prelaunch,
+    Launching,
+    Running,
+    Landing,
+    /// PID 1 only: waiting for every remaining descendant.
+    Reaping,
+    Done,
+}
+
+struct Member {
+    prog: Program,
+    child: Child,
+    deps: Vec<usize>,
+    dependents: Vec<usize>,
+    env: Vec<(String, String)>,
+    timer: Option<TimerId>,
+    probe: Option<Token>,
+    pipes: Vec<Token>,
+    prefix: [Prefix; 2],
+    ring: Ring,
+    was_up: bool,
+    wait_logged: WaitLog,
+}
+
+/// What was already said about a program waiting for its dependencies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WaitLog {
+    None,
+    Waiting,
+    DependencyFailed,
+}
+
+impl Member {
+    fn is_prelaunch(&self) -> bool {
+        self.prog.role == Role::Prelaunch
+    }
+}
+
+enum Source {
+    Pipe(Pipe),
+    Probe { member: usize, conn: ProbeConn },
+}
+
+struct Pipe {
+    file: File,
+    member: usize,
+    stream: Stream,
+    asm: LineAssembler,
+    readable: bool,
+}
+
+enum ProbeConn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TimerKind {
+    Member(usize),
+    ReapDeadline,
+}
+
+pub struct Supervisor {
+    poll: Poll,
+    signals: Signals,
+    sources: Slab<Source>,
+    timers: DeadlineQueue<TimerKind>,
+    members: Vec<Member>,
+    pids: HashMap<i32, usize>,
+    out: Output,
+    batch: [Vec<u8>; 2],
+    buf: Vec<u8>,
+    phase: Phase,
+    failure: Option<String>,
+    land_reason: Option<String>,
+    paused: bool,
+    pid1: bool,
+    reap_timer: Option<TimerId>,
+}
+
+fn stream_index(s: Stream) -> usize {
+    match s {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+impl Supervisor {
+    /// Sets up the loop for `m` (already filtered by tags). Signals are caught from here on.
+    pub fn new(
+        m: &Manifest,
+        out: Output,
+        style: Style,
+        socket_dir: &std::path::Path,
+    ) -> io::Result<Supervisor> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        out.set_waker(waker);
+        let mut signals =
+            Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let pid1 = std::process::id() == 1;
+        if !spawn::become_subreaper() {
+            log::debug!("could not become a child subreaper; orphans of the fleet go to init");
+        }
+
+        let inherited: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let width = m
+            .prelaunch
+            .iter()
+            .chain(&m.programs)
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
+        crate::output::logger::set_width(width);
+        let mut members = Vec::new();
+        let all: Vec<&Program> = m.prelaunch.iter().chain(&m.programs).collect();
+        let seed = std::process::id() as u64
+            ^ (Instant::now().elapsed().as_nanos() as u64)
+            ^ 0x9e37_79b9_7f4a_7c15;
+        for (i, p) in all.iter().enumerate() {
+            let mut env = inherited.clone();
+            set_all(&mut env, &m.env);
+            set_all(&mut env, &p.env);
+            let mut extra = vec![
+                ("MS_PID".to_string(), std::process::id().to_string()),
+                ("MS_SHIP".to_string(), p.name.clone()),
+                (
+                    "MS_SOCKET_DIR".to_string(),
+                    socket_dir.display().to_string(),
+                ),
+            ];
+            if let Role::Bay { bay_type } = &p.role {
+                extra.push((
+                    "MS_SOCKET_PATH".into(),
+                    socket_dir
+                        .join(format!("{}.sock", p.name))
+                        .display()
+                        .to_string(),
+                ));
+                extra.push(("MS_BAY_TYPE".into(), bay_type.clone()));
+            }
+            set_all(&mut env, &extra);
+            let policy = Policy {
+                name: p.name.clone(),
+                oneshot: p.oneshot,
+                critical: p.critical,
+                restart: p.restart,
+                crash_limit: p.crash_limit,
+                crash_window: p.crash_window,
+                grace: p.grace_period,
+                stop_signal: p.stop_signal,
+                probe: p.bind.is_some(),
+            };
+            members.push(Member {
+                prog: (*p).clone(),
+                child: Child::new(policy, seed.wrapping_mul(i as u64 + 1)),
+                deps: Vec::new(),
+                dependents: Vec::new(),
+                env,
+                timer: None,
+                probe: None,
+                pipes: Vec::new(),
+                prefix: [
+                    Prefix::new(&p.name, width, style.colour_stdout.then_some(i)),
+                    Prefix::new(&p.name, width, style.colour_stderr.then_some(i)),
+                ],
+                ring: Ring::new(RING_BYTES),
+                was_up: false,
+                wait_logged: WaitLog::None,
+            });
+        }
+        // Resolve dependencies within each set (prelaunch jobs among themselves, ships and
+        // bays among themselves).
+        let index: HashMap<(bool, String), usize> = members
+            .iter()
+            .enumerate()
+            .map(|(i, mb)| ((mb.is_prelaunch(), mb.prog.name.to_ascii_lowercase()), i))
+            .collect();
+        for i in 0..members.len() {
+            let pre = members[i].is_prelaunch();
+            let deps: Vec<usize> = members[i]
+                .prog
+                .depends_on
+                .iter()
+                .filter_map(|d| index.get(&(pre, d.to_ascii_lowercase())).copied())
+                .collect();
+            for &d in &deps {
+                members[d].dependents.push(i);
+            }
+            members[i].deps = deps;
+        }
+        let phase = if m.prelaunch.is_empty() {
+            Phase::Launching
+        } else {
+            Phase::Prelaunch
+        };
+        Ok(Supervisor {
+            poll,
+            signals,
+            sources: Slab::default(),
+            timers: DeadlineQueue::new(),
+            members,
+            pids: HashMap::new(),
+            out,
+            batch: [Vec::new(), Vec::new()],
+            buf: vec![0; 256 << 10],
+            phase,
+            failure: None,
+            land_reason: None,
+            paused: false,
+            pid1,
+            reap_timer: None,
+        })
+    }
+
+    /// Runs the fleet until it lands.
+    pub fn run(mut self) -> Outcome {
+        let ships = self.members.iter().filter(|m| !m.is_prelaunch()).count();
+        let jobs = self.members.len() - ships;
+        if self.pid1 {
+            log::info!("running as PID 1: reaping every orphan");
+        }
+        if jobs > 0 {
+            log::info!("prelaunch: {jobs} job(s)");
+        } else {
+            log::info!("launching {ships} program(s)");
+        }
+        let mut events = Events::with_capacity(256);
+        // A signal that arrived before the loop started is honoured at once.
+        self.handle_signals(Instant::now());
+        loop {
+            let now = Instant::now();
+            self.schedule(now);
+            self.flush_output();
+            if self.phase == Phase::Done {
+                break;
+            }
+            let has_work =
+                !self.paused
+                    && self.sources.tokens().iter().any(
+                        |t| matches!(self.sources.get(*t), Some(Source::Pipe(p)) if p.readable),
+                    );
+            let timeout = if has_work {
+                Some(Duration::ZERO)
+            } else {
+                self.timers
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("event loop: {e}");
+                    self.fail(format!("event loop failed: {e}"), Instant::now());
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.handle_signals(now),
+                    WAKER => self.paused = false,
+                    t => self.source_ready(t, now),
+                }
+            }
+            self.read_pipes(now);
+            while let Some((_, kind)) = self.timers.pop_due(now) {
+                match kind {
+                    TimerKind::Member(i) => {
+                        self.members[i].timer = None;
+                        self.dispatch(i, Event::Timer, now);
+                    }
+                    TimerKind::ReapDeadline => {
+                        self.reap_timer = None;
+                        log::warn!("descendants still running at the deadline; sending SIGKILL to every process");
+                        // SAFETY: as PID 1, -1 addresses every process of our PID namespace.
+                        unsafe {
+                            libc::kill(-1, libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+        self.close_all();
+        match self.failure.take() {
+            Some(reason) => Outcome { code: 1, reason },
+            None => Outcome {
+                code: 0,
+                reason: self.land_reason.take().unwrap_or_else(|| "landed".into()),
+            },
+        }
+    }
+
+    fn handle_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGCHLD => self.reap(now),
+                SIGTERM | SIGINT | SIGQUIT => {
+                    if matches!(self.phase, Phase::Landing | Phase::Reaping | Phase::Done) {
+                        log::warn!("received {} again: killing every process now", signal_name(sig));
+                        for i in 0..self.members.len() {
+                            self.dispatch(i, Event::Kill, now);
+                        }
+                    } else {
+                        self.land(format!("received {}", signal_name(sig)), now);
+                    }
+                }
+                SIGHUP => log::warn!("received SIGHUP: reloading the manifest is not available yet; nothing was changed"),
+                SIGUSR1 => self.log_status(now),
+                other => log::info!("received {}: ignored", signal_name(other)),
+            }
+        }
+    }
+
+    fn log_status(&self, now: Instant) {
+        log::info!(
+            "status of {} program(s), phase {:?}:",
+            self.members.len(),
+            self.phase
+        );
+        for m in &self.members {
+            let s = match &m.child.state {
+                State::Waiting => "waiting".to_string(),
+                State::Starting { pid, .. } => format!("starting (pid {pid})"),
+                State::Running { pid, since } => format!(
+                    "up (pid {pid}, {} s)",
+                    now.saturating_duration_since(*since).as_secs()
+                ),
+                State::Stopping { pid, .. } => format!("stopping (group {pid})"),
+                State::Backoff { until } => format!(
+                    "restarting in {} ms",
+                    until.saturating_duration_since(now).as_millis()
+                ),
+                State::Done { exit: Some(e) } => format!("ended ({e})"),
+                State::Done { exit: None } => "stopped".to_string(),
+                State::Failed { reason } => format!("failed ({reason})"),
+            };
+            log::info!(
+                "  {} {}: {s}, {} restart(s)",
+                m.prog.kind(),
+                m.prog.name,
+                m.child.restarts
+            );
+        }
+    }
+
+    /// Begins landing (once). The first reason is the one reported.
+    fn land(&mut self, reason: String, now: Instant) {
+        if matches!(self.phase, Phase::Landing | Phase::Reaping | Phase::Done) {
+            return;
+        }
+        log::info!("landing: {reason}");
+        self.land_reason = Some(reason);
+        self.phase = Phase::Landing;
+        self.schedule(now);
+    }
+
+    fn fail(&mut self, reason: String, now: Instant) {
+        if self.failure.is_none()
+            && !matches!(self.phase, Phase::Landing | Phase::Reaping | Phase::Done)
+        {
+            self.failure = Some(reason.clone());
+        }
+        self.land(reason, now);
+    }
+
+    /// Starts what may start and stops what must stop, according to the phase.
+    fn schedule(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Prelaunch => {
+                self.start_ready(true, now);
+                if self.phase == Phase::Prelaunch
+                    && self
+                        .members
+                        .iter()
+                        .filter(|m| m.is_prelaunch())
+                        .all(|m| m.child.satisfies_dependents())
+                {
+                    let n = self.members.iter().filter(|m| !m.is_prelaunch()).count();
+                    log::info!("prelaunch complete; launching {n} program(s)");
+                    self.phase = Phase::Launching;
+                    self.schedule(now);
+                }
+            }
+            Phase::Launching | Phase::Running => {
+                self.start_ready(false, now);
+                let progs = || self.members.iter().filter(|m| !m.is_prelaunch());
+                if self.phase == Phase::Launching
+                    && progs().all(|m| {
+                        m.was_up
+                            || m.child.is_failed()
+                            || matches!(m.child.state, State::Done { .. })
+                    })
+                {
+                    let up = progs()
+                        .filter(|m| m.child.satisfies_dependents() && !m.prog.oneshot)
+                        .count();
+                    log::info!("running: {up} program(s) up");
+                    self.phase = Phase::Running;
+                }
+                if progs()
+                    .all(|m| matches!(m.child.state, State::Done { .. } | State::Failed { .. }))
+                {
+                    self.land("every program has ended".into(), now);
+                }
+            }
+            Phase::Landing => {
+                for i in 0..self.members.len() {
+                    if self.members[i].child.is_down() {
+                        // Make sure nothing is started or restarted any more.
+                        if !matches!(
+                            self.members[i].child.state,
+                            State::Done { .. } | State::Failed { .. }
+                        ) {
+                            self.dispatch(i, Event::Stop, now);
+                        }
+                        continue;
+                    }
+                    let dependents_down = self.members[i]
+                        .dependents
+                        .iter()
+                        .all(|&d| self.members[d].child.is_down());
+                    if dependents_down
+                        && !matches!(self.members[i].child.state, State::Stopping { .. })
+                    {
+                        self.dispatch(i, Event::Stop, now);
+                    }
+                }
+                if self.members.iter().all(|m| m.child.is_down()) {
+                    if self.pid1 {
+                        self.phase = Phase::Reaping;
+                        self.begin_reaping(now);
+                    } else {
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+            Phase::Reaping => {
+                if !has_children() {
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    /// PID 1: everything left in the namespace is ours; ask it to stop, then wait.
+    fn begin_reaping(&mut self, now: Instant) {
+        if !has_children() {
+            self.phase = Phase::Done;
+            return;
+        }
+        let grace = self
+            .members
+            .iter()
+            .map(|m| m.prog.grace_period)
+            .max()
+            .unwrap_or(Duration::from_secs(10));
+        log::info!("waiting up to {grace:?} for remaining descendants");
+        // SAFETY: as PID 1, -1 addresses every process of our PID namespace except us.
+        unsafe {
+            libc::kill(-1, libc::SIGTERM);
+            libc::kill(-1, libc::SIGCONT);
+        }
+        self.reap_timer = Some(self.timers.insert(now + grace, TimerKind::ReapDeadline));
+    }
+
+    fn start_ready(&mut self, prelaunch: bool, now: Instant) {
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            if m.is_prelaunch() != prelaunch || m.child.state != State::Waiting {
+                continue;
+            }
+            let blocking: Vec<usize> = m
+                .deps
+                .iter()
+                .copied()
+                .filter(|&d| !self.members[d].child.satisfies_dependents())
+                .collect();
+            if blocking.is_empty() {
+                self.dispatch(i, Event::Start, now);
+                continue;
+            }
+            let failed = blocking
+                .iter()
+                .copied()
+                .find(|&d| self.members[d].child.is_failed());
+            let m = &mut self.members[i];
+            match (m.wait_logged, failed) {
+                (WaitLog::None, _) => {
+                    let names: Vec<&str> = blocking
+                        .iter()
+                        .map(|&d| self.members[d].prog.name.as_str())
+                        .collect();
+                    log::info!(
+                        "{}: waiting for {}",
+                        self.members[i].prog.name,
+                        names.join(", ")
+                    );
+                    self.members[i].wait_logged = WaitLog::Waiting;
+                }
+                (WaitLog::Waiting, Some(d)) => {
+                    log::warn!(
+                        "{}: will not start: its dependency {} has failed",
+                        self.members[i].prog.name,
+                        self.members[d].prog.name
+                    );
+                    self.members[i].wait_logged = WaitLog::DependencyFailed;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Feeds one event to a program's machine and performs the resulting actions.
+    fn dispatch(&mut self, i: usize, event: Event, now: Instant) {
+        let actions = self.members[i].child.handle(event, now);
+        for a in actions {
+            match a {
+                Action::Spawn => {
+                    let ev = self.spawn(i);
+                    self.dispatch(i, ev, now);
+                }
+                Action::Signal { pgid, sig } => spawn::signal_group(pgid, sig),
+                Action::ArmTimer(at) => {
+                    if let Some(t) = self.members[i].timer.take() {
+                        self.timers.cancel(t);
+                    }
+                    self.members[i].timer = Some(self.timers.insert(at, TimerKind::Member(i)));
+                }
+                Action::CancelTimer => {
+                    if let Some(t) = self.members[i].timer.take() {
+                        self.timers.cancel(t);
+                    }
+                }
+                Action::Probe => self.start_probe(i, now),
+                Action::FleetFailed(reason) => self.fail(reason, now),
+            }
+        }
+        let m = &mut self.members[i];
+        if matches!(m.child.state, State::Running { .. }) {
+            m.was_up = true;
+        }
+        if !matches!(m.child.state, State::Starting { .. }) {
+            if let Some(t) = m.probe.take() {
+                if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(t) {
+                    let _ = match &mut conn {
+                        ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
+                        ProbeConn::Unix(s) => self.poll.registry().deregister(s),
+                    };
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize) -> Event {
+        let m = &self.members[i];
+        match spawn::spawn(&m.prog.argv, &m.env, &m.prog.cwd) {
+            Ok(s) => {
+                self.pids.insert(s.pid, i);
+                for (fd, stream) in [
+                    (OwnedFd::from(s.stdout), Stream::Stdout),
+                    (OwnedFd::from(s.stderr), Stream::Stderr),
+                ] {
+                    if let Err(e) = self.add_pipe(i, fd, stream) {
+                        log::error!(
+                            "{}: cannot watch its output: {e}",
+                            self.members[i].prog.name
+                        );
+                    }
+                }
+                Event::Spawned { pid: s.pid }
+            }
+            Err(e) => Event::SpawnFailed {
+                error: e.to_string(),
+            },
+        }
+    }
+
+    fn add_pipe(&mut self, member: usize, fd: OwnedFd, stream: Stream) -> io::Result<()> {
+        let file = File::from(fd);
+        set_nonblocking(file.as_raw_fd())?;
+        let token = self.sources.insert(Source::Pipe(Pipe {
+            file,
+            member,
+            stream,
+            asm: LineAssembler::default(),
+            readable: true,
+        }));
+        if let Some(Source::Pipe(p)) = self.sources.get(token) {
+            self.poll.registry().register(
+                &mut SourceFd(&p.file.as_raw_fd()),
+                token,
+                Interest::READABLE,
+            )?;
+        }
+        self.members[member].pipes.push(token);
+        Ok(())
+    }
+
+    fn start_probe(&mut self, i: usize, now: Instant) {
+        let Some(bind) = self.members[i].prog.bind.as_ref().map(|b| b.connect_addr()) else {
+            self.dispatch(i, Event::ProbeOk, now);
+            return;
+        };
+        let conn = match &bind {
+            BindAddr::Tcp(addr) => TcpStream::connect(*addr).map(ProbeConn::Tcp),
+            BindAddr::Unix(path) => UnixStream::connect(path).map(ProbeConn::Unix),
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(_) => {
+                self.dispatch(i, Event::ProbeFailed, now);
+                return;
+            }
+        };
+        let token_slot = self.sources.insert(Source::Probe { member: i, conn });
+        let reg = match self.sources.get_mut(token_slot) {
+            Some(Source::Probe {
+                conn: ProbeConn::Tcp(s),
+                ..
+            }) => self
+                .poll
+                .registry()
+                .register(s, token_slot, Interest::WRITABLE),
+            Some(Source::Probe {
+                conn: ProbeConn::Unix(s),
+                ..
+            }) => self
+                .poll
+                .registry()
+                .register(s, token_slot, Interest::WRITABLE),
+            _ => Err(io::Error::other("probe slot vanished")),
+        };
+        if reg.is_err() {
+            self.sources.remove(token_slot);
+            self.dispatch(i, Event::ProbeFailed, now);
+            return;
+        }
+        self.members[i].probe = Some(token_slot);
+    }
+
+    fn source_ready(&mut self, token: Token, now: Instant) {
+        match self.sources.get_mut(token) {
+            Some(Source::Pipe(p)) => p.readable = true,
+            Some(Source::Probe { member, conn }) => {
+                let member = *member;
+                let ok = match conn {
+                    ProbeConn::Tcp(s) => {
+                        matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok()
+                    }
+                    ProbeConn::Unix(s) => {
+                        matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok()
+                    }
+                };
+                if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(token) {
+                    let _ = match &mut conn {
+                        ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
+                        ProbeConn::Unix(s) => self.poll.registry().deregister(s),
+                    };
+                }
+                self.members[member].probe = None;
+                self.dispatch(
+                    member,
+                    if ok {
+                        Event::ProbeOk
+                    } else {
+                        Event::ProbeFailed
+                    },
+                    now,
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Reads every readable pipe, up to a budget each, unless output is congested.
+    fn read_pipes(&mut self, _now: Instant) {
+        for t in self.sources.tokens() {
+            if self.paused {
+                return;
+            }
+            if matches!(self.sources.get(t), Some(Source::Pipe(p)) if p.readable) {
+                self.read_pipe(t, READ_BUDGET);
+            }
+        }
+    }
+
+    /// Reads one pipe until it would block, it ends, or `budget` bytes were read.
+    fn read_pipe(&mut self, t: Token, budget: usize) {
+        let mut total = 0;
+        loop {
+            if total >= budget {
+                return;
+            }
+            if self.batch[0].len() + self.batch[1].len() >= 64 << 10 {
+                self.flush_output();
+            }
+            if self.paused || self.out.congested() {
+                self.paused = true;
+                return;
+            }
+            let Some(Source::Pipe(p)) = self.sources.get_mut(t) else {
+                return;
+            };
+            match p.file.read(&mut self.buf) {
+                Ok(0) => {
+                    let m = &mut self.members[p.member];
+                    let si = stream_index(p.stream);
+                    p.asm.flush(&m.prefix[si], &mut self.batch[si]);
+                    let member = p.member;
+                    self.close_pipe(t, member);
+                    return;
+                }
+                Ok(n) => {
+                    total += n;
+                    let m = &mut self.members[p.member];
+                    let si = stream_index(p.stream);
+                    p.asm
+                        .feed(&self.buf[..n], &m.prefix[si], &mut self.batch[si]);
+                    m.ring.push(&self.buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    p.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let member = p.member;
+                    log::warn!(
+                        "{}: reading its output failed: {e}",
+                        self.members[member].prog.name
+                    );
+                    self.close_pipe(t, member);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_pipe(&mut self, t: Token, member: usize) {
+        if let Some(Source::Pipe(p)) = self.sources.remove(t) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&p.file.as_raw_fd()));
+        }
+        self.members[member].pipes.retain(|x| *x != t);
+    }
+
+    fn flush_output(&mut self) {
+        // Lines are pushed in the order they were read; stdout and stderr are separate
+        // streams, as they were for the child.
+        for (si, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            if !self.batch[si].is_empty() {
+                let data = std::mem::take(&mut self.batch[si]);
+                self.out.push(stream, data);
+            }
+        }
+    }
+
+    /// Reaps every child that has exited, including orphans we never spawned.
+    fn reap(&mut self, now: Instant) {
+        let mut exited = Vec::new();
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            let exit = if libc::WIFEXITED(status) {
+                ExitInfo::Code(libc::WEXITSTATUS(status))
+            } else if libc::WIFSIGNALED(status) {
+                ExitInfo::Signal(libc::WTERMSIG(status))
+            } else {
+                continue;
+            };
+            match self.pids.remove(&pid) {
+                Some(i) => exited.push((i, pid, exit)),
+                None => log::debug!("reaped orphan pid {pid} ({exit})"),
+            }
+        }
+        for (i, pid, exit) in exited {
+            // Print what the process wrote before saying it ended.
+            for t in self.members[i].pipes.clone() {
+                self.read_pipe(t, usize::MAX);
+            }
+            let group_alive = spawn::group_alive(pid);
+            self.dispatch(i, Event::Exited { exit, group_alive }, now);
+        }
+        for i in 0..self.members.len() {
+            if let State::Stopping {
+                pid, leader: false, ..
+            } = self.members[i].child.state
+            {
+                if !spawn::group_alive(pid) {
+                    self.dispatch(i, Event::GroupGone, now);
+                }
+            }
+        }
+        if self.phase == Phase::Reaping && !has_children() {
+            if let Some(t) = self.reap_timer.take() {
+                self.timers.cancel(t);
+            }
+            self.phase = Phase::Done;
+        }
+    }
+
+    /// Final drain of what children left in their pipes, then close everything.
+    fn close_all(&mut self) {
+        for t in self.sources.tokens() {
+            if let Some(Source::Pipe(_)) = self.sources.get(t) {
+                self.paused = false;
+                self.read_pipe(t, 4 << 20);
+                if let Some(Source::Pipe(p)) = self.sources.get_mut(t) {
+                    let si = stream_index(p.stream);
+                    p.asm
+                        .flush(&self.members[p.member].prefix[si], &mut self.batch[si]);
+                }
+            }
+        }
+        self.flush_output();
+    }
+}
+
+fn set_all(env: &mut Vec<(String, String)>, vars: &[(String, String)]) {
+    for (k, v) in vars {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+}
+
+fn set_nonblocking(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// True while this process has any child (running or zombie).
+fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only queries and leaves any zombie in place; ECHILD
+    // means there are no children at all.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
