@@ -133,7 +133,7 @@ const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 impl Parser<'_> {
     fn manifest(&mut self, root: &DeTable<'_>, span: Range<usize>, path: &Path) -> Manifest {
-        let mut top = Table::new(root, span, "manifest");
+        let mut top = Table::new(root, span, "");
         let mut m = Manifest {
             path: path.to_path_buf(),
             dir: self.dir.to_path_buf(),
@@ -329,7 +329,7 @@ impl Parser<'_> {
         t: &mut Table<'t, 'i>,
         key: &'static str,
     ) -> Vec<(&'t DeTable<'i>, Range<usize>)> {
-        let path = format!("{}.{}", t.path, key);
+        let path = t.child_path(key);
         let Some(v) = t.get(key) else {
             return Vec::new();
         };
@@ -1197,4 +1197,191 @@ pub fn check_name(n: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Manifest {
+        let env = |k: &str| match k {
+            "PORT" => Some("4000".to_string()),
+            _ => None,
+        };
+        let l = parse(
+            Path::new("m.toml"),
+            Path::new("/srv/app"),
+            text.to_string(),
+            &env,
+        );
+        match l.manifest {
+            Some(m) => m,
+            None => panic!("{}", l.render_diags()),
+        }
+    }
+
+    fn errors(text: &str) -> String {
+        let l = parse(
+            Path::new("m.toml"),
+            Path::new("/srv/app"),
+            text.to_string(),
+            &|_| None,
+        );
+        assert!(l.manifest.is_none(), "expected errors");
+        l.render_diags()
+    }
+
+    #[test]
+    fn ships_and_bays_keep_declaration_order_across_groups() {
+        let m = parse_ok(
+            "[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\n[[fleet.data]]\nname = \"b\"\ncommand = \"x\"\n[[bays.chat]]\nname = \"c\"\ncommand = \"x\"\n[[fleet.web]]\nname = \"d\"\ncommand = \"x\"\n",
+        );
+        let names: Vec<&str> = m.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(m.programs[2].kind(), "bay");
+        assert_eq!(m.programs[3].group(), "web");
+    }
+
+    #[test]
+    fn base_templates_merge() {
+        let m = parse_ok(
+            r#"
+[base.ship]
+env = { A = "base", B = "base" }
+tags = ["t1", "t2"]
+critical = false
+grace_period = "3s"
+[[fleet.web]]
+name = "w"
+command = "x"
+env = { B = "own", C = "$PORT" }
+tags = ["t2", "t3"]
+[[fleet.web]]
+name = "v"
+command = "x"
+critical = true
+grace_period = 1
+"#,
+        );
+        let w = &m.programs[0];
+        assert_eq!(
+            w.env,
+            [
+                ("A".into(), "base".into()),
+                ("B".into(), "own".into()),
+                ("C".into(), "4000".into())
+            ]
+        );
+        assert_eq!(w.tags, ["t1", "t2", "t3"]);
+        assert!(!w.critical);
+        assert_eq!(w.grace_period, Duration::from_secs(3));
+        assert!(m.programs[1].critical);
+        assert_eq!(m.programs[1].grace_period, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn defaults_paths_and_commands() {
+        let m = parse_ok(
+            "[mothership]\nbind = { http = \"3000\", s = \"unix://run/s.sock\" }\n[[fleet.web]]\nname = \"w\"\ncommand = \"bundle exec 'puma -C x'\"\ncwd = \"app\"\nroutes = [\"http:/api/.*\"]\n[[fleet.web]]\nname = \"j\"\ncommand = \"my prog\"\nargs = [\"a b\"]\noneshot = true\nrestart = \"always\"\n",
+        );
+        let w = &m.programs[0];
+        assert_eq!(w.argv, ["bundle", "exec", "puma -C x"]);
+        assert_eq!(w.cwd, Path::new("/srv/app/app"));
+        assert_eq!(w.stop_signal, libc::SIGTERM);
+        assert_eq!(w.grace_period, Duration::from_secs(10));
+        assert_eq!(
+            (w.crash_limit, w.crash_window),
+            (5, Duration::from_secs(60))
+        );
+        assert_eq!(w.restart, Restart::Always);
+        assert!(w.critical && !w.oneshot);
+        assert_eq!(w.routes[0].bind, "http");
+        assert_eq!(w.routes[0].pattern.as_str(), "/api/.*");
+        let j = &m.programs[1];
+        assert_eq!(
+            j.argv,
+            ["my prog", "a b"],
+            "with args, command is taken as is"
+        );
+        assert_eq!(j.restart, Restart::Never, "oneshot jobs never restart");
+        assert_eq!(
+            m.binds[1].addr,
+            BindAddr::Unix("/srv/app/run/s.sock".into())
+        );
+        assert!(m.cors_cache.enabled);
+    }
+
+    #[test]
+    fn tables_of_the_later_layers_are_validated() {
+        let m = parse_ok(
+            r#"
+[mothership]
+metrics_port = 9100
+compression = true
+cors_cache = { enabled = false, default_ttl = "5m", max_entries = 10 }
+rate_limiting = { global_rps = 100, per_ip_rpm = 60.5 }
+[[mothership.uplinks]]
+url = "postgres://u:pw@db:6543/app"
+timeout = "250ms"
+[mothership.flagship]
+enabled = true
+static_flagship = { command = "hostname", equals = "web-1" }
+prelaunch_timeout = "2m"
+"#,
+        );
+        assert_eq!(m.metrics_port, Some(9100));
+        assert!(m.compression);
+        assert_eq!(
+            m.cors_cache,
+            CorsCache {
+                enabled: false,
+                default_ttl: Duration::from_secs(300),
+                max_entries: 10
+            }
+        );
+        assert_eq!(
+            m.rate_limiting,
+            RateLimiting {
+                global_rps: Some(100.0),
+                per_ip_rpm: Some(60.5)
+            }
+        );
+        assert_eq!(m.uplinks[0].masked, "postgres://u:***@db:6543/app");
+        assert_eq!(m.uplinks[0].name, "db");
+        assert_eq!(m.uplinks[0].timeout, Duration::from_millis(250));
+        assert!(
+            matches!(&m.flagship.election, Election::Static(StaticFlagship::Command { equals, .. }) if equals == "web-1")
+        );
+        assert_eq!(m.flagship.prelaunch_timeout, Duration::from_secs(120));
+
+        let e = errors("[mothership]\nrate_limiting = { global_rps = -1 }\n[[mothership.uplinks]]\nurl = \"ftp://x\"\n[mothership.flagship]\nenabled = true\nelection = \"postgres\"\nelection_url = \"postgres://x/y\"\n");
+        assert!(e.contains("m.toml:2:32: error: `mothership.rate_limiting.global_rps` must be a finite number >= 0"), "{e}");
+        assert!(
+            e.contains("m.toml:4:7: error: uplink scheme `ftp://` is not supported"),
+            "{e}"
+        );
+        assert!(
+            e.contains("m.toml:7:12: error: this build has no PostgreSQL support"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn located_errors() {
+        let e = errors("[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\nbind = \"nope\"\n[[fleet.web]]\nname = \"A\"\ncommand = \"x\"\n");
+        assert!(
+            e.contains("m.toml:4:8: error: invalid bind \"nope\""),
+            "{e}"
+        );
+        assert!(e.contains("m.toml:6:8: error: duplicate name `A`"), "{e}");
+        let e = errors("fleet = 3\n[bogus]\n");
+        assert!(
+            e.contains("m.toml:1:9: error: `fleet` must be a table, found an integer"),
+            "{e}"
+        );
+        assert!(
+            e.contains("m.toml:2:2: error: unknown top-level key `bogus`"),
+            "{e}"
+        );
+    }
 }

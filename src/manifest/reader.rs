@@ -71,6 +71,15 @@ impl<'a, 'i> Table<'a, 'i> {
         self.accept_all = true;
     }
 
+    /// Dotted name of a key of this table, for messages.
+    pub fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
     /// Raw access to a key (marks it as known).
     pub fn get(&mut self, key: &'static str) -> Option<&'a Value<'i>> {
         self.asked.push(key);
@@ -86,9 +95,8 @@ impl<'a, 'i> Table<'a, 'i> {
         d.error(
             v.span(),
             format!(
-                "`{}.{}` must be {}, found {}",
-                self.path,
-                key,
+                "`{}` must be {}, found {}",
+                self.child_path(key),
                 want,
                 type_name(v.get_ref())
             ),
@@ -139,8 +147,10 @@ impl<'a, 'i> Table<'a, 'i> {
                     d.error(
                         v.span(),
                         format!(
-                            "`{}.{}` must be between {} and {}",
-                            self.path, key, min, max
+                            "`{}` must be between {} and {}",
+                            self.child_path(key),
+                            min,
+                            max
                         ),
                     );
                     None
@@ -171,7 +181,7 @@ impl<'a, 'i> Table<'a, 'i> {
             _ => {
                 d.error(
                     v.span(),
-                    format!("`{}.{}` must be a finite number >= 0", self.path, key),
+                    format!("`{}` must be a finite number >= 0", self.child_path(key)),
                 );
                 None
             }
@@ -185,7 +195,7 @@ impl<'a, 'i> Table<'a, 'i> {
             DeValue::String(s) => match units::parse_duration(s) {
                 Ok(dur) => Some(dur),
                 Err(e) => {
-                    d.error(v.span(), format!("`{}.{}`: {}", self.path, key, e));
+                    d.error(v.span(), format!("`{}`: {}", self.child_path(key), e));
                     None
                 }
             },
@@ -194,7 +204,7 @@ impl<'a, 'i> Table<'a, 'i> {
                 Err(_) => {
                     d.error(
                         v.span(),
-                        format!("`{}.{}` must be a positive duration", self.path, key),
+                        format!("`{}` must be a positive duration", self.child_path(key)),
                     );
                     None
                 }
@@ -221,9 +231,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 other => d.error(
                     item.span(),
                     format!(
-                        "`{}.{}` must only hold strings, found {}",
-                        self.path,
-                        key,
+                        "`{}` must only hold strings, found {}",
+                        self.child_path(key),
                         type_name(other)
                     ),
                 ),
@@ -257,9 +266,8 @@ impl<'a, 'i> Table<'a, 'i> {
                     d.error(
                         val.span(),
                         format!(
-                            "`{}.{}.{}` must be a string, found {}",
-                            self.path,
-                            key,
+                            "`{}.{}` must be a string, found {}",
+                            self.child_path(key),
                             k.get_ref(),
                             type_name(other)
                         ),
@@ -279,7 +287,7 @@ impl<'a, 'i> Table<'a, 'i> {
     pub fn table(&mut self, d: &mut Diags, key: &'static str) -> Option<Table<'a, 'i>> {
         let v = self.get(key)?;
         match v.get_ref() {
-            DeValue::Table(t) => Some(Table::new(t, v.span(), format!("{}.{}", self.path, key))),
+            DeValue::Table(t) => Some(Table::new(t, v.span(), self.child_path(key))),
             _ => {
                 self.type_error(d, key, v, "a table");
                 None
@@ -304,7 +312,11 @@ impl<'a, 'i> Table<'a, 'i> {
             };
             d.error(
                 k.span(),
-                format!("unknown key `{}` in `{}`{}", name, self.path, hint),
+                if self.path.is_empty() {
+                    format!("unknown top-level key `{name}`{hint}")
+                } else {
+                    format!("unknown key `{}` in `{}`{}", name, self.path, hint)
+                },
             );
         }
     }

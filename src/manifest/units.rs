@@ -64,9 +64,11 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
         "ALRM" => libc::SIGALRM,
         "CONT" => libc::SIGCONT,
         "STOP" => libc::SIGSTOP,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "unknown signal {s:?}; use one of TERM, INT, QUIT, HUP, KILL, USR1, USR2, WINCH, ALRM"
-        )),
+        ))
+        }
     };
     Ok(sig)
 }

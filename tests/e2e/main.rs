@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `mothership` binary, real child processes, real signals.
+
+mod cli;
+mod output;
+mod pid1;
+mod supervise;
+mod support;

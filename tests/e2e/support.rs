@@ -1,0 +1,214 @@
+//! Helpers: a temp dir per test, running the binary, waiting for conditions.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mothership");
+
+/// A scratch folder, removed on drop.
+pub struct Dir {
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ms-e2e-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        Dir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// Writes `ship-manifest.toml` (or another file) and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs the binary to completion in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running mothership whose stdout and stderr go to files in its folder.
+pub struct Fleet {
+    pub child: Child,
+    pub out: PathBuf,
+    pub err: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Fleet {
+    pub fn start(dir: &Dir, args: &[&str]) -> Fleet {
+        Self::start_with(dir, args, |_| {})
+    }
+
+    pub fn start_with(dir: &Dir, args: &[&str], f: impl FnOnce(&mut Command)) -> Fleet {
+        let out = dir.join("mothership.out");
+        let err = dir.join("mothership.err");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(&dir.path)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+        f(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        Fleet {
+            child,
+            out,
+            err,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        if let Some(s) = self.status {
+            return s.code();
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                self.status = Some(s);
+                return Some(s.code().unwrap_or(
+                    128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0),
+                ));
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.out).unwrap_or_default()).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.err).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms for up to `timeout`.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of processes whose command line contains `marker` (excluding this test process).
+pub fn pids_with(marker: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    let me = std::process::id() as i32;
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(marker) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// A fresh marker string to find a test's processes by command line.
+pub fn marker(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "msmark-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Value of a `Key:  N kB` line of /proc/<pid>/status, in KiB.
+pub fn proc_status_kib(pid: i32, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
