@@ -200,11 +200,15 @@ impl<'a, 'i> Table<'a, 'i> {
                 }
             },
             DeValue::Integer(i) => match u64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) => Some(Duration::from_secs(n)),
-                Err(_) => {
+                Ok(n) if n <= units::MAX_DURATION_SECS => Some(Duration::from_secs(n)),
+                _ => {
                     d.error(
                         v.span(),
-                        format!("`{}` must be a positive duration", self.child_path(key)),
+                        format!(
+                            "`{}` must be a duration from 0 to {} seconds",
+                            self.child_path(key),
+                            units::MAX_DURATION_SECS
+                        ),
                     );
                     None
                 }

@@ -41,8 +41,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     secs_to_duration(total, s)
 }
 
+/// Longest duration accepted anywhere (ten years).
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 86400;
+
 fn secs_to_duration(secs: f64, orig: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
+    if !secs.is_finite() || !(0.0..=MAX_DURATION_SECS as f64).contains(&secs) {
         return Err(format!("duration {orig:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -33,27 +33,36 @@ impl Prefix {
 #[derive(Default, Debug)]
 pub struct LineAssembler {
     partial: Vec<u8>,
+    /// The last piece written was cut at MAX_LINE: a newline right after it ends that
+    /// line rather than starting an empty one.
+    cut: bool,
 }
 
 impl LineAssembler {
     /// Appends every complete line of `data` to `out`, each with `prefix` and a final `\n`.
     pub fn feed(&mut self, data: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
-        let mut rest = data;
-        while let Some(nl) = memchr(b'\n', rest) {
-            let (line, tail) = rest.split_at(nl);
-            rest = &tail[1..];
+        let mut start = 0;
+        // Room for the lines plus a prefix each, estimated from 64-byte lines.
+        out.reserve(data.len() + data.len() / 64 * prefix.bytes.len() + prefix.bytes.len());
+        for nl in memchr::memchr_iter(b'\n', data) {
+            let line = &data[start..nl];
+            start = nl + 1;
+            let cut = std::mem::take(&mut self.cut);
             if self.partial.is_empty() {
-                emit(line, prefix, out);
+                if !(cut && line.is_empty()) {
+                    emit(line, prefix, out);
+                }
             } else {
                 self.partial.extend_from_slice(line);
-                let whole = std::mem::take(&mut self.partial);
-                emit(&whole, prefix, out);
+                emit(&self.partial, prefix, out);
+                self.partial.clear();
             }
         }
-        self.partial.extend_from_slice(rest);
+        self.partial.extend_from_slice(&data[start..]);
         while self.partial.len() >= MAX_LINE {
-            let piece: Vec<u8> = self.partial.drain(..MAX_LINE).collect();
-            emit_piece(&piece, prefix, out);
+            emit_piece(&self.partial[..MAX_LINE], prefix, out);
+            self.partial.drain(..MAX_LINE);
+            self.cut = true;
         }
     }
 
@@ -70,30 +79,31 @@ impl LineAssembler {
     }
 }
 
+#[inline]
 fn emit(line: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    for piece in line.chunks(MAX_LINE) {
-        emit_piece(piece, prefix, out);
-    }
-    if line.is_empty() {
+    if line.len() <= MAX_LINE {
         emit_piece(line, prefix, out);
+    } else {
+        for piece in line.chunks(MAX_LINE) {
+            emit_piece(piece, prefix, out);
+        }
     }
 }
 
+#[inline]
 fn emit_piece(piece: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(piece);
     out.push(b'\n');
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
 /// The last `capacity` bytes a child wrote, for status views and the control socket.
+/// Memory grows with what the child writes, up to `capacity`.
 #[derive(Debug)]
 pub struct Ring {
     buf: Vec<u8>,
+    cap: usize,
     start: usize,
     len: usize,
 }
@@ -101,35 +111,39 @@ pub struct Ring {
 impl Ring {
     pub fn new(capacity: usize) -> Ring {
         Ring {
-            buf: vec![0; capacity.max(1)],
+            buf: Vec::new(),
+            cap: capacity.max(1),
             start: 0,
             len: 0,
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        let cap = self.buf.len();
-        let data = if data.len() > cap {
+        let cap = self.cap;
+        let mut data = if data.len() > cap {
             &data[data.len() - cap..]
         } else {
             data
         };
-        let end = (self.start + self.len) % cap;
-        let first = (cap - end).min(data.len());
-        self.buf[end..end + first].copy_from_slice(&data[..first]);
-        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
-        let total = self.len + data.len();
-        if total > cap {
-            self.start = (self.start + (total - cap)) % cap;
-            self.len = cap;
-        } else {
-            self.len = total;
+        if self.buf.len() < cap {
+            let n = (cap - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            self.len = self.buf.len();
+            data = &data[n..];
+            if data.is_empty() {
+                return;
+            }
         }
+        // Full: overwrite the oldest bytes.
+        let first = (cap - self.start).min(data.len());
+        self.buf[self.start..self.start + first].copy_from_slice(&data[..first]);
+        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
+        self.start = (self.start + data.len()) % cap;
     }
 
     /// The retained bytes, oldest first.
     pub fn contents(&self) -> Vec<u8> {
-        let cap = self.buf.len();
+        let cap = self.buf.len().max(1);
         let mut v = Vec::with_capacity(self.len);
         let first = (cap - self.start).min(self.len);
         v.extend_from_slice(&self.buf[self.start..self.start + first]);
@@ -191,6 +205,20 @@ mod tests {
         assert_eq!(pieces.len(), 3);
         let body: usize = pieces.iter().map(|p| p.len() - b"w   | ".len()).sum();
         assert_eq!(body, long.len());
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_not_followed_by_an_empty_one() {
+        let line = vec![b'z'; MAX_LINE];
+        let out = run(&[&line, b"\nnext\n"]);
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+        assert_eq!(
+            lines.len(),
+            3,
+            "{}",
+            String::from_utf8_lossy(&out[out.len() - 40..])
+        );
+        assert_eq!(lines[1], b"w   | next");
     }
 
     #[test]

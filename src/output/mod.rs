@@ -151,8 +151,9 @@ fn writer(s: &Shared) {
     }
 }
 
-/// Blocking write of all of `data` to fd 1 or 2. Errors (a closed stdout) drop the data:
-/// there is nowhere else to put it.
+/// Blocking write of all of `data` to fd 1 or 2. If another process made the shared file
+/// description non-blocking, wait for it to become writable instead of dropping data.
+/// Other errors (a closed stdout) drop the data: there is nowhere else to put it.
 fn write_fd(stream: Stream, data: &[u8]) {
     let fd = match stream {
         Stream::Stdout => 1,
@@ -160,5 +161,24 @@ fn write_fd(stream: Stream, data: &[u8]) {
     };
     // SAFETY: fds 1 and 2 live for the whole process; ManuallyDrop keeps them open.
     let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-    let _ = f.write_all(data);
+    let mut rest = data;
+    while !rest.is_empty() {
+        match f.write(rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one valid pollfd; this thread may block.
+                unsafe {
+                    libc::poll(&mut pfd, 1, -1);
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }

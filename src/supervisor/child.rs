@@ -20,8 +20,18 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 /// First delay between readiness probes of a bind; doubles up to [`PROBE_CAP`].
 pub const PROBE_BASE: Duration = Duration::from_millis(20);
 pub const PROBE_CAP: Duration = Duration::from_millis(1000);
+/// A readiness probe that has not connected by then counts as failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a program still not up after its start is reported (in probes).
+const PROBE_REPORT_EVERY: u32 = 30;
 /// After SIGKILL, how long to wait for the group before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// `now + d`, saturating at a year from now instead of overflowing.
+pub fn deadline(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(Duration::from_secs(366 * 86400)))
+        .unwrap_or(now)
+}
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +105,14 @@ pub enum Event {
     Spawned {
         pid: i32,
     },
+    /// `permanent`: retrying cannot help (no such program, permission denied).
     SpawnFailed {
         error: String,
+        permanent: bool,
+    },
+    /// A dependency failed for good (from `Waiting`): this program can never start.
+    DependencyFailed {
+        dependency: String,
     },
     /// The readiness probe connected.
     ProbeOk,
@@ -224,13 +240,14 @@ impl Child {
                     State::Running { pid, since: now }
                 } else if self.policy.probe {
                     out.push(Action::Probe);
+                    out.push(Action::ArmTimer(deadline(now, PROBE_TIMEOUT)));
                     State::Starting {
                         pid,
                         since: now,
                         probes: 0,
                     }
                 } else {
-                    out.push(Action::ArmTimer(now + SETTLE));
+                    out.push(Action::ArmTimer(deadline(now, SETTLE)));
                     State::Starting {
                         pid,
                         since: now,
@@ -238,15 +255,26 @@ impl Child {
                     }
                 }
             }
-            (State::Waiting, Event::SpawnFailed { error }) => {
+            (State::Waiting, Event::SpawnFailed { error, permanent }) => {
                 log::error!(target: "fleet", "{name}: cannot start: {error}");
-                if self.policy.critical {
+                if self.policy.critical && permanent {
                     let reason = format!("critical {} could not be started: {error}", self.kind());
                     out.push(Action::FleetFailed(format!("{name}: {reason}")));
                     State::Failed { reason }
                 } else {
                     self.after_crash(now, now, &mut out)
                 }
+            }
+            (State::Waiting, Event::DependencyFailed { dependency }) => {
+                let reason = format!("its dependency `{dependency}` has failed");
+                log::error!(target: "fleet", "{name}: will not start: {reason}");
+                if self.policy.critical && !self.landing {
+                    out.push(Action::FleetFailed(format!(
+                        "critical {} `{name}` cannot start: {reason}",
+                        self.kind()
+                    )));
+                }
+                State::Failed { reason }
             }
             (State::Starting { pid, since, .. }, Event::ProbeOk) => {
                 out.push(Action::CancelTimer);
@@ -257,7 +285,10 @@ impl Child {
                 let delay = PROBE_BASE
                     .saturating_mul(1 << probes.min(10))
                     .min(PROBE_CAP);
-                out.push(Action::ArmTimer(now + delay));
+                if probes > 0 && probes % PROBE_REPORT_EVERY == 0 {
+                    log::warn!(target: "fleet", "{name}: still not accepting connections on its bind after {} s", now.saturating_duration_since(since).as_secs());
+                }
+                out.push(Action::ArmTimer(deadline(now, delay)));
                 State::Starting {
                     pid,
                     since,
@@ -266,7 +297,9 @@ impl Child {
             }
             (State::Starting { pid, since, probes }, Event::Timer) => {
                 if self.policy.probe {
+                    // Time to retry, or the probe in flight timed out: start a new one.
                     out.push(Action::Probe);
+                    out.push(Action::ArmTimer(deadline(now, PROBE_TIMEOUT)));
                     State::Starting { pid, since, probes }
                 } else {
                     log::info!(target: "fleet", "{name}: up");
@@ -298,7 +331,7 @@ impl Child {
                         sig: libc::SIGCONT,
                     });
                 }
-                out.push(Action::ArmTimer(now + self.policy.grace));
+                out.push(Action::ArmTimer(deadline(now, self.policy.grace)));
                 State::Stopping {
                     pid,
                     leader: true,
@@ -348,7 +381,7 @@ impl Child {
                     pgid: pid,
                     sig: libc::SIGKILL,
                 });
-                out.push(Action::ArmTimer(now + KILL_WAIT));
+                out.push(Action::ArmTimer(deadline(now, KILL_WAIT)));
                 State::Stopping {
                     pid,
                     leader,
@@ -382,7 +415,7 @@ impl Child {
             pgid: pid,
             sig: libc::SIGKILL,
         });
-        out.push(Action::ArmTimer(now + KILL_WAIT));
+        out.push(Action::ArmTimer(deadline(now, KILL_WAIT)));
         State::Stopping {
             pid,
             leader,
@@ -483,7 +516,7 @@ impl Child {
         } else {
             log::info!(target: "fleet", "{name}: restarting in {} ms", delay.as_millis());
         }
-        let until = now + delay;
+        let until = deadline(now, delay);
         out.push(Action::ArmTimer(until));
         State::Backoff { until }
     }
@@ -558,7 +591,7 @@ mod tests {
         c.handle(Event::Start, t0);
         assert_eq!(
             c.handle(Event::Spawned { pid: 10 }, t0),
-            vec![Action::Probe]
+            vec![Action::Probe, Action::ArmTimer(t0 + PROBE_TIMEOUT)]
         );
         let d1 = timer_of(&c.handle(Event::ProbeFailed, t0)).unwrap() - t0;
         c.handle(Event::Timer, t0);
@@ -933,10 +966,22 @@ mod tests {
         let a = c.handle(
             Event::SpawnFailed {
                 error: "No such file".into(),
+                permanent: true,
             },
             t0,
         );
         assert!(matches!(a.last(), Some(Action::FleetFailed(_))));
+        // A transient failure (EAGAIN) of a critical program is retried like a crash.
+        let mut t = Child::new(policy(), 1);
+        t.handle(Event::Start, t0);
+        let a = t.handle(
+            Event::SpawnFailed {
+                error: "Resource temporarily unavailable".into(),
+                permanent: false,
+            },
+            t0,
+        );
+        assert!(matches!(a.last(), Some(Action::ArmTimer(_))), "{a:?}");
         let mut n = Child::new(
             Policy {
                 critical: false,
@@ -948,6 +993,7 @@ mod tests {
         let a = n.handle(
             Event::SpawnFailed {
                 error: "No such file".into(),
+                permanent: true,
             },
             t0,
         );
@@ -976,5 +1022,73 @@ mod tests {
             pgid: 77,
             sig: libc::SIGKILL
         }));
+    }
+
+    #[test]
+    fn probe_in_flight_times_out_and_is_retried() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                probe: true,
+                ..policy()
+            },
+            7,
+        );
+        c.handle(Event::Start, t0);
+        c.handle(Event::Spawned { pid: 10 }, t0);
+        let t1 = t0 + PROBE_TIMEOUT;
+        assert_eq!(
+            c.handle(Event::Timer, t1),
+            vec![Action::Probe, Action::ArmTimer(t1 + PROBE_TIMEOUT)]
+        );
+        assert!(matches!(c.state, State::Starting { .. }));
+    }
+
+    #[test]
+    fn failed_dependency_fails_the_waiting_program() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        let a = c.handle(
+            Event::DependencyFailed {
+                dependency: "db".into(),
+            },
+            t0,
+        );
+        assert!(
+            matches!(a.last(), Some(Action::FleetFailed(r)) if r.contains("`db`")),
+            "{a:?}"
+        );
+        assert!(c.is_failed() && c.is_down());
+        let mut n = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        assert!(n
+            .handle(
+                Event::DependencyFailed {
+                    dependency: "db".into()
+                },
+                t0
+            )
+            .is_empty());
+        assert!(n.is_failed());
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                grace: Duration::from_secs(u64::MAX / 2),
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 5);
+        let a = c.handle(Event::Stop, t0);
+        assert!(matches!(a.last(), Some(Action::ArmTimer(t)) if *t > t0));
     }
 }

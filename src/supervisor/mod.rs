@@ -29,6 +29,10 @@ use child::{Action, Child, Event, ExitInfo, Policy, State};
 
 /// Bytes of recent output kept per program.
 const RING_BYTES: usize = 64 << 10;
+/// Programs spawned per loop turn; signals and timers are handled between batches.
+const SPAWN_BATCH: usize = 32;
+/// Most bytes taken from one pipe at the final drain, whatever the output congestion.
+const FINAL_DRAIN: usize = 1 << 20;
 /// Bytes read from one pipe before the loop turns to other work.
 const READ_BUDGET: usize = 1 << 20;
 
@@ -69,15 +73,7 @@ struct Member {
     prefix: [Prefix; 2],
     ring: Ring,
     was_up: bool,
-    wait_logged: WaitLog,
-}
-
-/// What was already said about a program waiting for its dependencies.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum WaitLog {
-    None,
-    Waiting,
-    DependencyFailed,
+    wait_logged: bool,
 }
 
 impl Member {
@@ -108,6 +104,7 @@ enum ProbeConn {
 enum TimerKind {
     Member(usize),
     ReapDeadline,
+    ReapGiveUp,
 }
 
 pub struct Supervisor {
@@ -126,6 +123,9 @@ pub struct Supervisor {
     paused: bool,
     pid1: bool,
     reap_timer: Option<TimerId>,
+    more_to_start: bool,
+    poll_errors: u32,
+    final_drain: bool,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -169,9 +169,12 @@ impl Supervisor {
         crate::output::logger::set_width(width);
         let mut members = Vec::new();
         let all: Vec<&Program> = m.prelaunch.iter().chain(&m.programs).collect();
-        let seed = std::process::id() as u64
-            ^ (Instant::now().elapsed().as_nanos() as u64)
-            ^ 0x9e37_79b9_7f4a_7c15;
+        // Jitter seed: differs between instances (PID 1 in every container has pid 1).
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let seed = std::process::id() as u64 ^ clock ^ 0x9e37_79b9_7f4a_7c15;
         for (i, p) in all.iter().enumerate() {
             let mut env = inherited.clone();
             set_all(&mut env, &m.env);
@@ -221,7 +224,7 @@ impl Supervisor {
                 ],
                 ring: Ring::new(RING_BYTES),
                 was_up: false,
-                wait_logged: WaitLog::None,
+                wait_logged: false,
             });
         }
         // Resolve dependencies within each set (prelaunch jobs among themselves, ships and
@@ -258,13 +261,17 @@ impl Supervisor {
             pids: HashMap::new(),
             out,
             batch: [Vec::new(), Vec::new()],
-            buf: vec![0; 256 << 10],
+            // As large as a default pipe: larger reads measured slower (cache misses).
+            buf: vec![0; 64 << 10],
             phase,
             failure: None,
             land_reason: None,
             paused: false,
             pid1,
             reap_timer: None,
+            more_to_start: false,
+            poll_errors: 0,
+            final_drain: false,
         })
     }
 
@@ -295,7 +302,7 @@ impl Supervisor {
                     && self.sources.tokens().iter().any(
                         |t| matches!(self.sources.get(*t), Some(Source::Pipe(p)) if p.readable),
                     );
-            let timeout = if has_work {
+            let timeout = if has_work || self.more_to_start {
                 Some(Duration::ZERO)
             } else {
                 self.timers
@@ -304,11 +311,24 @@ impl Supervisor {
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
+                    self.poll_errors += 1;
                     log::error!("event loop: {e}");
                     self.fail(format!("event loop failed: {e}"), Instant::now());
+                    if self.poll_errors >= 10 {
+                        log::error!(
+                            "event loop keeps failing; killing every process group and giving up"
+                        );
+                        for m in &self.members {
+                            if let Some(pgid) = m.child.pgid() {
+                                spawn::signal_group(pgid, libc::SIGKILL);
+                            }
+                        }
+                        break;
+                    }
                 }
                 continue;
             }
+            self.poll_errors = 0;
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
@@ -327,10 +347,18 @@ impl Supervisor {
                     TimerKind::ReapDeadline => {
                         self.reap_timer = None;
                         log::warn!("descendants still running at the deadline; sending SIGKILL to every process");
-                        // SAFETY: as PID 1, -1 addresses every process of our PID namespace.
-                        unsafe {
-                            libc::kill(-1, libc::SIGKILL);
-                        }
+                        kill_everything();
+                        self.reap_timer = Some(self.timers.insert(
+                            child::deadline(now, child::KILL_WAIT),
+                            TimerKind::ReapGiveUp,
+                        ));
+                    }
+                    TimerKind::ReapGiveUp => {
+                        self.reap_timer = None;
+                        log::error!(
+                            "some descendants did not exit even after SIGKILL; leaving them"
+                        );
+                        self.phase = Phase::Done;
                     }
                 }
             }
@@ -355,6 +383,9 @@ impl Supervisor {
                         log::warn!("received {} again: killing every process now", signal_name(sig));
                         for i in 0..self.members.len() {
                             self.dispatch(i, Event::Kill, now);
+                        }
+                        if self.phase == Phase::Reaping {
+                            kill_everything();
                         }
                     } else {
                         self.land(format!("received {}", signal_name(sig)), now);
@@ -517,10 +548,15 @@ impl Supervisor {
             libc::kill(-1, libc::SIGTERM);
             libc::kill(-1, libc::SIGCONT);
         }
-        self.reap_timer = Some(self.timers.insert(now + grace, TimerKind::ReapDeadline));
+        self.reap_timer = Some(
+            self.timers
+                .insert(child::deadline(now, grace), TimerKind::ReapDeadline),
+        );
     }
 
     fn start_ready(&mut self, prelaunch: bool, now: Instant) {
+        let mut spawned = 0;
+        self.more_to_start = false;
         for i in 0..self.members.len() {
             let m = &self.members[i];
             if m.is_prelaunch() != prelaunch || m.child.state != State::Waiting {
@@ -533,36 +569,35 @@ impl Supervisor {
                 .filter(|&d| !self.members[d].child.satisfies_dependents())
                 .collect();
             if blocking.is_empty() {
+                if spawned == SPAWN_BATCH {
+                    // Let signals and timers in before spawning the rest.
+                    self.more_to_start = true;
+                    return;
+                }
+                spawned += 1;
                 self.dispatch(i, Event::Start, now);
                 continue;
             }
-            let failed = blocking
+            if let Some(d) = blocking
                 .iter()
                 .copied()
-                .find(|&d| self.members[d].child.is_failed());
-            let m = &mut self.members[i];
-            match (m.wait_logged, failed) {
-                (WaitLog::None, _) => {
-                    let names: Vec<&str> = blocking
-                        .iter()
-                        .map(|&d| self.members[d].prog.name.as_str())
-                        .collect();
-                    log::info!(
-                        "{}: waiting for {}",
-                        self.members[i].prog.name,
-                        names.join(", ")
-                    );
-                    self.members[i].wait_logged = WaitLog::Waiting;
-                }
-                (WaitLog::Waiting, Some(d)) => {
-                    log::warn!(
-                        "{}: will not start: its dependency {} has failed",
-                        self.members[i].prog.name,
-                        self.members[d].prog.name
-                    );
-                    self.members[i].wait_logged = WaitLog::DependencyFailed;
-                }
-                _ => {}
+                .find(|&d| self.members[d].child.is_failed())
+            {
+                let dependency = self.members[d].prog.name.clone();
+                self.dispatch(i, Event::DependencyFailed { dependency }, now);
+                continue;
+            }
+            if !self.members[i].wait_logged {
+                let names: Vec<&str> = blocking
+                    .iter()
+                    .map(|&d| self.members[d].prog.name.as_str())
+                    .collect();
+                log::info!(
+                    "{}: waiting for {}",
+                    self.members[i].prog.name,
+                    names.join(", ")
+                );
+                self.members[i].wait_logged = true;
             }
         }
     }
@@ -597,14 +632,7 @@ impl Supervisor {
             m.was_up = true;
         }
         if !matches!(m.child.state, State::Starting { .. }) {
-            if let Some(t) = m.probe.take() {
-                if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(t) {
-                    let _ = match &mut conn {
-                        ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
-                        ProbeConn::Unix(s) => self.poll.registry().deregister(s),
-                    };
-                }
-            }
+            self.drop_probe(i);
         }
     }
 
@@ -627,6 +655,10 @@ impl Supervisor {
                 Event::Spawned { pid: s.pid }
             }
             Err(e) => Event::SpawnFailed {
+                permanent: matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                ),
                 error: e.to_string(),
             },
         }
@@ -635,6 +667,7 @@ impl Supervisor {
     fn add_pipe(&mut self, member: usize, fd: OwnedFd, stream: Stream) -> io::Result<()> {
         let file = File::from(fd);
         set_nonblocking(file.as_raw_fd())?;
+
         let token = self.sources.insert(Source::Pipe(Pipe {
             file,
             member,
@@ -642,18 +675,25 @@ impl Supervisor {
             asm: LineAssembler::default(),
             readable: true,
         }));
-        if let Some(Source::Pipe(p)) = self.sources.get(token) {
-            self.poll.registry().register(
+        let registered = match self.sources.get(token) {
+            Some(Source::Pipe(p)) => self.poll.registry().register(
                 &mut SourceFd(&p.file.as_raw_fd()),
                 token,
                 Interest::READABLE,
-            )?;
+            ),
+            _ => Err(io::Error::other("pipe slot vanished")),
+        };
+        if let Err(e) = registered {
+            // Closing our end makes the child's writes fail instead of blocking for ever.
+            self.sources.remove(token);
+            return Err(e);
         }
         self.members[member].pipes.push(token);
         Ok(())
     }
 
     fn start_probe(&mut self, i: usize, now: Instant) {
+        self.drop_probe(i);
         let Some(bind) = self.members[i].prog.bind.as_ref().map(|b| b.connect_addr()) else {
             self.dispatch(i, Event::ProbeOk, now);
             return;
@@ -695,6 +735,18 @@ impl Supervisor {
         self.members[i].probe = Some(token_slot);
     }
 
+    /// Closes the readiness probe of program `i`, if one is in flight.
+    fn drop_probe(&mut self, i: usize) {
+        if let Some(t) = self.members[i].probe.take() {
+            if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(t) {
+                let _ = match &mut conn {
+                    ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
+                    ProbeConn::Unix(s) => self.poll.registry().deregister(s),
+                };
+            }
+        }
+    }
+
     fn source_ready(&mut self, token: Token, now: Instant) {
         match self.sources.get_mut(token) {
             Some(Source::Pipe(p)) => p.readable = true,
@@ -708,13 +760,7 @@ impl Supervisor {
                         matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok()
                     }
                 };
-                if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(token) {
-                    let _ = match &mut conn {
-                        ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
-                        ProbeConn::Unix(s) => self.poll.registry().deregister(s),
-                    };
-                }
-                self.members[member].probe = None;
+                self.drop_probe(member);
                 self.dispatch(
                     member,
                     if ok {
@@ -751,7 +797,9 @@ impl Supervisor {
             if self.batch[0].len() + self.batch[1].len() >= 64 << 10 {
                 self.flush_output();
             }
-            if self.paused || self.out.congested() {
+            // At the final drain what is left in the pipes is taken whatever the congestion
+            // (bounded by FINAL_DRAIN per pipe): it is often a dying program's last words.
+            if !self.final_drain && (self.paused || self.out.congested()) {
                 self.paused = true;
                 return;
             }
@@ -839,8 +887,9 @@ impl Supervisor {
         for (i, pid, exit) in exited {
             // Print what the process wrote before saying it ended.
             for t in self.members[i].pipes.clone() {
-                self.read_pipe(t, usize::MAX);
+                self.read_pipe(t, READ_BUDGET);
             }
+            self.flush_output();
             let group_alive = spawn::group_alive(pid);
             self.dispatch(i, Event::Exited { exit, group_alive }, now);
         }
@@ -864,10 +913,10 @@ impl Supervisor {
 
     /// Final drain of what children left in their pipes, then close everything.
     fn close_all(&mut self) {
+        self.final_drain = true;
         for t in self.sources.tokens() {
             if let Some(Source::Pipe(_)) = self.sources.get(t) {
-                self.paused = false;
-                self.read_pipe(t, 4 << 20);
+                self.read_pipe(t, FINAL_DRAIN);
                 if let Some(Source::Pipe(p)) = self.sources.get_mut(t) {
                     let si = stream_index(p.stream);
                     p.asm
@@ -897,6 +946,14 @@ fn set_nonblocking(fd: i32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// PID 1 only: SIGKILL to every other process of the PID namespace.
+fn kill_everything() {
+    // SAFETY: as PID 1, -1 addresses every process of our PID namespace except us.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+    }
 }
 
 /// True while this process has any child (running or zombie).

@@ -557,3 +557,81 @@ fn json_log_format() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_dependency_fails_its_dependents() {
+    let d = Dir::new("depfail");
+    d.write(
+        "ship-manifest.toml",
+        "[[fleet.j]]\nname = \"migrate\"\ncommand = \"sh -c 'exit 2'\"\noneshot = true\ncritical = false\n[[fleet.w]]\nname = \"optional\"\ncommand = \"sleep 1000\"\ndepends_on = [\"migrate\"]\ncritical = false\n",
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert_eq!(f.wait(secs(10)), Some(0), "{}", f.stderr());
+    assert!(
+        f.stderr()
+            .contains("optional: will not start: its dependency `migrate` has failed"),
+        "{}",
+        f.stderr()
+    );
+    assert!(
+        f.stderr().contains("landed: every program has ended"),
+        "{}",
+        f.stderr()
+    );
+
+    let d = Dir::new("depfail-crit");
+    d.write(
+        "ship-manifest.toml",
+        "[[fleet.j]]\nname = \"migrate\"\ncommand = \"sh -c 'exit 2'\"\noneshot = true\ncritical = false\n[[fleet.w]]\nname = \"web\"\ncommand = \"sleep 1000\"\ndepends_on = [\"migrate\"]\n[[fleet.w]]\nname = \"other\"\ncommand = \"sleep 1000\"\n",
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert_eq!(f.wait(secs(10)), Some(1), "{}", f.stderr());
+    assert!(
+        f.stderr().contains(
+            "failed: critical ship `web` cannot start: its dependency `migrate` has failed"
+        ),
+        "{}",
+        f.stderr()
+    );
+}
+
+#[test]
+fn a_flood_of_output_from_a_crashing_group_does_not_stall_the_loop() {
+    let d = Dir::new("flood");
+    let m = marker("flood");
+    d.write(
+        "ship-manifest.toml",
+        &format!("[[fleet.w]]\nname = \"flood\"\ncommand = \"sh\"\nargs = [\"-c\", \"yes {m} & sleep 0.3; exit 1\"]\ncritical = false\n"),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("flood: restarting in")),
+        "{}",
+        f.stderr()
+    );
+    std::thread::sleep(ms(500));
+    let t0 = Instant::now();
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait(secs(10)), Some(0), "{}", f.stderr());
+    assert!(t0.elapsed() < secs(3), "landing took {:?}", t0.elapsed());
+    assert!(
+        wait_for(secs(2), || pids_with(&m).is_empty()),
+        "left behind: {:?}",
+        pids_with(&m)
+    );
+}
+
+#[test]
+fn a_ship_that_never_opens_its_bind_keeps_its_dependents_waiting_and_lands() {
+    let d = Dir::new("nobind");
+    let port = free_port();
+    d.write(
+        "ship-manifest.toml",
+        &format!("[[fleet.w]]\nname = \"mute\"\ncommand = \"sleep 1000\"\nbind = \"127.0.0.1:{port}\"\n[[fleet.w]]\nname = \"dependent\"\ncommand = \"sleep 1000\"\ndepends_on = [\"mute\"]\n"),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    std::thread::sleep(ms(1500));
+    assert!(!f.stderr().contains("dependent: started"), "{}", f.stderr());
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait(secs(10)), Some(0), "{}", f.stderr());
+}
