@@ -481,7 +481,11 @@ impl Supervisor {
                     let up = progs()
                         .filter(|m| m.child.satisfies_dependents() && !m.prog.oneshot)
                         .count();
-                    log::info!("running: {up} program(s) up");
+                    let ended = progs()
+                        .filter(|m| matches!(m.child.state, State::Done { .. }))
+                        .count();
+                    let failed = progs().filter(|m| m.child.is_failed()).count();
+                    log::info!("running: {up} up, {ended} ended, {failed} failed");
                     self.phase = Phase::Running;
                 }
                 if progs()

@@ -124,3 +124,41 @@ fn blocked_stdout_pauses_children_instead_of_growing_memory() {
         );
     }
 }
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let d = Dir::new("colour");
+    d.write(
+        "ship-manifest.toml",
+        "[[fleet.j]]\nname = \"talker\"\ncommand = \"echo hi\"\noneshot = true\n",
+    );
+    // `script` gives mothership a pseudo-terminal as stdout and stderr.
+    let run_tty = |no_color: bool| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &format!("{BIN} -c ship-manifest.toml"), "/dev/null"])
+            .current_dir(&d.path)
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = run_tty(false);
+    assert!(tty.contains("\x1b[36mtalker     | \x1b[0mhi"), "{tty:?}");
+    assert!(tty.contains("\x1b[1mmothership |\x1b[0m"), "{tty:?}");
+    let plain = run_tty(true);
+    assert!(
+        plain.contains("talker     | hi") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    // Not a terminal: no colour even without NO_COLOR.
+    let f = Fleet::start_with(&d, &[], |c| {
+        c.env_remove("NO_COLOR");
+    });
+    let mut f = f;
+    assert_eq!(f.wait(secs(10)), Some(0));
+    assert!(!f.stdout().contains('\x1b') && !f.stderr().contains('\x1b'));
+}
