@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod manifest;
 pub mod output;
+pub mod proto;
 pub mod reactor;
 pub mod supervisor;

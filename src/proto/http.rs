@@ -1,0 +1,691 @@
+//! HTTP/1.x message heads: strict parsing of requests (httparse plus the checks that stop
+//! request smuggling) and of responses, and the body framing that follows from them
+//! (RFC 9112 section 6). Pure functions over bytes.
+
+use std::fmt;
+
+/// Size limits for one head.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most bytes of request line plus headers.
+    pub max_head: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 16 << 10,
+            max_headers: 100,
+        }
+    }
+}
+
+/// Why a head was refused; each maps to one status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// 400, with a short reason for logs.
+    Bad(&'static str),
+    /// 431: head or header count over the limit.
+    HeadTooLarge,
+    /// 501: a transfer coding we do not implement.
+    NotImplemented(&'static str),
+    /// 505
+    Version,
+}
+
+impl HttpError {
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::Bad(_) => 400,
+            HttpError::HeadTooLarge => 431,
+            HttpError::NotImplemented(_) => 501,
+            HttpError::Version => 505,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Bad(why) => write!(f, "bad request: {why}"),
+            HttpError::HeadTooLarge => write!(f, "request head too large"),
+            HttpError::NotImplemented(why) => write!(f, "not implemented: {why}"),
+            HttpError::Version => write!(f, "HTTP version not supported"),
+        }
+    }
+}
+
+/// How the body of a message is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    /// Responses only: the body runs until the server closes the connection.
+    UntilClose,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// As received (original case).
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+impl Header {
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap_or("")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    pub method: String,
+    /// Request target as sent (path and query for origin-form).
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// In wire order.
+    pub headers: Vec<Header>,
+    pub body: Body,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Connection: upgrade` with an `Upgrade` header: the protocol asked for.
+    pub upgrade: Option<String>,
+    pub expect_continue: bool,
+    pub host: Option<String>,
+    /// Bytes of the head, including the final CRLF CRLF.
+    pub head_len: usize,
+}
+
+impl RequestHead {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&Header> {
+        self.headers.iter().find(|h| h.is(name))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub reason: String,
+    pub minor: u8,
+    pub headers: Vec<Header>,
+    pub body: Body,
+    /// The server keeps the connection open after this response.
+    pub keep_alive: bool,
+    pub head_len: usize,
+}
+
+impl ResponseHead {
+    pub fn header(&self, name: &str) -> Option<&Header> {
+        self.headers.iter().find(|h| h.is(name))
+    }
+}
+
+/// Finds the end of a head (`\r\n\r\n`), refusing bare LF. `Ok(None)` means "need more".
+fn head_end(buf: &[u8], limit: usize) -> Result<Option<usize>, HttpError> {
+    let scan = &buf[..buf.len().min(limit)];
+    let mut prev = 0u8;
+    for (i, &b) in scan.iter().enumerate() {
+        if b == b'\n' {
+            if prev != b'\r' {
+                return Err(HttpError::Bad("bare LF in head"));
+            }
+            if i >= 3 && &scan[i - 3..=i] == b"\r\n\r\n" {
+                return Ok(Some(i + 1));
+            }
+        }
+        prev = b;
+    }
+    if buf.len() >= limit {
+        return Err(HttpError::HeadTooLarge);
+    }
+    Ok(None)
+}
+
+fn check_value(v: &[u8]) -> Result<(), HttpError> {
+    if v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HttpError::Bad("control character in a header value"));
+    }
+    Ok(())
+}
+
+/// Comma-separated tokens of every header named `name`, trimmed and lowercased.
+fn tokens(headers: &[Header], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|h| h.is(name))
+        .flat_map(|h| {
+            h.value_str()
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The one Content-Length of a message: every value (also in lists) must be the same
+/// non-negative decimal number.
+fn content_length(headers: &[Header]) -> Result<Option<u64>, HttpError> {
+    let mut found: Option<u64> = None;
+    for h in headers.iter().filter(|h| h.is("content-length")) {
+        for part in h.value_str().split(',') {
+            let p = part.trim_matches([' ', '\t']);
+            if p.is_empty() || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::Bad("invalid Content-Length"));
+            }
+            let n: u64 = p
+                .parse()
+                .map_err(|_| HttpError::Bad("invalid Content-Length"))?;
+            match found {
+                Some(f) if f != n => {
+                    return Err(HttpError::Bad("conflicting Content-Length values"))
+                }
+                _ => found = Some(n),
+            }
+        }
+        if h.value.is_empty() {
+            return Err(HttpError::Bad("empty Content-Length"));
+        }
+    }
+    Ok(found)
+}
+
+/// Is the last transfer coding `chunked`, with `chunked` nowhere else?
+fn transfer_chunked(codings: &[String]) -> Result<bool, HttpError> {
+    let n = codings.iter().filter(|c| c.as_str() == "chunked").count();
+    match (codings.last().map(String::as_str), n) {
+        (Some("chunked"), 1) => Ok(true),
+        (_, 0) => Ok(false),
+        _ => Err(HttpError::Bad(
+            "chunked must be the last transfer coding, once",
+        )),
+    }
+}
+
+fn convert_headers(raw: &[httparse::Header<'_>]) -> Result<Vec<Header>, HttpError> {
+    raw.iter()
+        .map(|h| {
+            check_value(h.value)?;
+            Ok(Header {
+                name: h.name.to_string(),
+                value: h.value.to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpError> {
+    let Some(head_len) = head_end(buf, limits.max_head)? else {
+        return Ok(None);
+    };
+    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut raw);
+    match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(HttpError::Version),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HttpError::Bad(
+                "invalid header name (or whitespace before the colon, or obs-fold)",
+            ))
+        }
+        Err(httparse::Error::HeaderValue) => return Err(HttpError::Bad("invalid header value")),
+        Err(httparse::Error::Token) => return Err(HttpError::Bad("invalid method")),
+        Err(_) => return Err(HttpError::Bad("malformed request line")),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::Bad("incomplete request line"));
+    };
+    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Err(HttpError::Bad("invalid request target"));
+    }
+    let headers = convert_headers(req.headers)?;
+
+    let codings = tokens(&headers, "transfer-encoding");
+    let has_te = headers.iter().any(|h| h.is("transfer-encoding"));
+    let cl = content_length(&headers)?;
+    let body = if has_te {
+        if cl.is_some() {
+            return Err(HttpError::Bad("both Content-Length and Transfer-Encoding"));
+        }
+        if minor == 0 {
+            return Err(HttpError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !transfer_chunked(&codings)? {
+            return Err(HttpError::Bad("the final transfer coding is not chunked"));
+        }
+        Body::Chunked
+    } else {
+        match cl {
+            Some(0) | None => Body::None,
+            Some(n) => Body::Length(n),
+        }
+    };
+
+    let hosts: Vec<&Header> = headers.iter().filter(|h| h.is("host")).collect();
+    if hosts.len() > 1 {
+        return Err(HttpError::Bad("more than one Host header"));
+    }
+    let host = hosts.first().map(|h| h.value_str().trim().to_string());
+    if minor == 1 && host.is_none() {
+        return Err(HttpError::Bad("HTTP/1.1 request without Host"));
+    }
+    let conn = tokens(&headers, "connection");
+    let keep_alive = if minor == 1 {
+        !conn.iter().any(|t| t == "close")
+    } else {
+        conn.iter().any(|t| t == "keep-alive")
+    };
+    let upgrade = if conn.iter().any(|t| t == "upgrade") {
+        headers
+            .iter()
+            .find(|h| h.is("upgrade"))
+            .map(|h| h.value_str().trim().to_string())
+            .filter(|u| !u.is_empty())
+    } else {
+        None
+    };
+    let expect_continue = minor == 1
+        && tokens(&headers, "expect")
+            .iter()
+            .any(|t| t == "100-continue");
+    Ok(Some(RequestHead {
+        method: method.to_string(),
+        target: target.to_string(),
+        minor,
+        headers,
+        body,
+        keep_alive,
+        upgrade,
+        expect_continue,
+        host,
+        head_len,
+    }))
+}
+
+/// Parses a response head to a request with `method`. `Ok(None)`: incomplete.
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    method: &str,
+) -> Result<Option<ResponseHead>, HttpError> {
+    let Some(head_len) = head_end(buf, limits.max_head)? else {
+        return Ok(None);
+    };
+    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut res = httparse::Response::new(&mut raw);
+    match res.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed response head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(_) => return Err(HttpError::Bad("malformed response head")),
+    }
+    let (Some(status), Some(minor)) = (res.code, res.version) else {
+        return Err(HttpError::Bad("incomplete status line"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(HttpError::Bad("invalid status code"));
+    }
+    let reason = res.reason.unwrap_or("").to_string();
+    let headers = convert_headers(res.headers)?;
+    let conn = tokens(&headers, "connection");
+    let mut keep_alive = if minor == 1 {
+        !conn.iter().any(|t| t == "close")
+    } else {
+        conn.iter().any(|t| t == "keep-alive")
+    };
+    let no_body = method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    let body = if no_body {
+        Body::None
+    } else if headers.iter().any(|h| h.is("transfer-encoding")) {
+        // With Transfer-Encoding, Content-Length is ignored, and the connection is not
+        // reused (RFC 9112 6.3): it may have been crafted to desynchronise.
+        if headers.iter().any(|h| h.is("content-length")) {
+            keep_alive = false;
+        }
+        let codings = tokens(&headers, "transfer-encoding");
+        match transfer_chunked(&codings) {
+            Ok(true) => Body::Chunked,
+            _ => {
+                keep_alive = false;
+                Body::UntilClose
+            }
+        }
+    } else {
+        match content_length(&headers)? {
+            Some(n) => Body::Length(n),
+            None => {
+                keep_alive = false;
+                Body::UntilClose
+            }
+        }
+    };
+    Ok(Some(ResponseHead {
+        status,
+        reason,
+        minor,
+        headers,
+        body,
+        keep_alive,
+        head_len,
+    }))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy never forwards, plus those named in
+/// `Connection`.
+pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection_tokens
+            .iter()
+            .any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// The tokens of the `Connection` headers, lowercased.
+pub fn connection_tokens(headers: &[Header]) -> Vec<String> {
+    tokens(headers, "connection")
+}
+
+/// Standard reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// A complete short response generated by mothership itself (errors, redirects).
+pub fn simple_response(status: u16, body: &str, close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        reason(status),
+        body.len() + 1
+    );
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Option<RequestHead>, HttpError> {
+        parse_request(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn valid_requests() {
+        for (name, input, body, keep, minor) in [
+            (
+                "get",
+                "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                Body::None,
+                true,
+                1,
+            ),
+            ("1.0 closes", "GET / HTTP/1.0\r\n\r\n", Body::None, false, 0),
+            (
+                "1.0 keep-alive",
+                "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                Body::None,
+                true,
+                0,
+            ),
+            (
+                "close",
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                Body::None,
+                false,
+                1,
+            ),
+            (
+                "length",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                Body::Length(5),
+                true,
+                1,
+            ),
+            (
+                "same lengths",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n",
+                Body::Length(5),
+                true,
+                1,
+            ),
+            (
+                "chunked",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Body::Chunked,
+                true,
+                1,
+            ),
+            (
+                "gzip then chunked",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Body::Chunked,
+                true,
+                1,
+            ),
+            (
+                "tab in value",
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb\r\n\r\n",
+                Body::None,
+                true,
+                1,
+            ),
+            (
+                "obs-text in value",
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: \u{e9}\r\n\r\n",
+                Body::None,
+                true,
+                1,
+            ),
+        ] {
+            let r = req(input)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .unwrap_or_else(|| panic!("{name}: incomplete"));
+            assert_eq!(
+                (r.body, r.keep_alive, r.minor),
+                (body, keep, minor),
+                "{name}"
+            );
+            assert_eq!(
+                &input.as_bytes()[r.head_len - 4..r.head_len],
+                b"\r\n\r\n",
+                "{name}"
+            );
+        }
+        let r = req("GET /p/q?x=1&y HTTP/1.1\r\nhost: ex.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
+        assert_eq!((r.path(), r.query()), ("/p/q", Some("x=1&y")));
+        assert_eq!(r.host.as_deref(), Some("ex.com"));
+        assert_eq!(r.upgrade.as_deref(), Some("websocket"));
+        assert!(r.expect_continue);
+        assert_eq!(r.headers[0].name, "host", "original case kept");
+    }
+
+    #[test]
+    fn incomplete_requests_ask_for_more() {
+        for input in [
+            "",
+            "GET",
+            "GET / HTTP/1.1\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r",
+        ] {
+            assert_eq!(req(input).map(|r| r.is_none()), Ok(true), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn smuggling_and_malformed_requests_are_refused() {
+        for (name, input, status) in [
+            ("CL and TE", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("differing CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("differing CL in a list", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n", 400),
+            ("signed CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", 400),
+            ("hex CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x3\r\n\r\n", 400),
+            ("empty CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", 400),
+            ("TE not chunked last", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("TE gzip only", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            ("TE chunked twice", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("TE bogus", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 400),
+            ("TE in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+            ("space before colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", 400),
+            ("control char in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400),
+            ("DEL in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n", 400),
+            ("control char in name", "GET / HTTP/1.1\r\nHost: x\r\nX\x01A: a\r\n\r\n", 400),
+            ("NUL in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00\r\n\r\n", 400),
+            ("no Host in 1.1", "GET / HTTP/1.1\r\n\r\n", 400),
+            ("two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("bare LF", "GET / HTTP/1.1\nHost: x\n\n", 400),
+            ("bare LF in a header", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400),
+            ("bad method", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("HTTP/2 line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("garbage", "\x16\x03\x01\x00\x05\x01\x00\x00\r\n\r\n", 400),
+        ] {
+            match req(input) {
+                Err(e) => assert_eq!(e.status(), status, "{name}: {e}"),
+                Ok(r) => panic!("{name}: accepted {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let small = Limits {
+            max_head: 64,
+            max_headers: 3,
+        };
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
+        assert_eq!(
+            parse_request(long.as_bytes(), &small).map(|_| ()),
+            Err(HttpError::HeadTooLarge)
+        );
+        assert_eq!(parse_request(b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &small).map(|_| ()), Err(HttpError::HeadTooLarge));
+        let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            parse_request(
+                many.as_bytes(),
+                &Limits {
+                    max_head: 1000,
+                    max_headers: 3
+                }
+            )
+            .map(|_| ()),
+            Err(HttpError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let l = Limits::default();
+        for (name, input, method, body, keep) in [
+            ("length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", "GET", Body::Length(3), true),
+            ("chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "GET", Body::Chunked, true),
+            ("until close", "HTTP/1.1 200 OK\r\n\r\n", "GET", Body::UntilClose, false),
+            ("1.0 until close", "HTTP/1.0 200 OK\r\n\r\n", "GET", Body::UntilClose, false),
+            ("1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", "GET", Body::Length(0), true),
+            ("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", "HEAD", Body::None, true),
+            ("204", "HTTP/1.1 204 No Content\r\n\r\n", "GET", Body::None, true),
+            ("304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", "GET", Body::None, true),
+            ("101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "GET", Body::None, true),
+            ("TE and CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "GET", Body::Chunked, false),
+            ("close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", "GET", Body::Length(1), false),
+        ] {
+            let r = parse_response(input.as_bytes(), &l, method).unwrap_or_else(|e| panic!("{name}: {e}")).unwrap();
+            assert_eq!((r.body, r.keep_alive), (body, keep), "{name}");
+        }
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            &l,
+            "GET"
+        )
+        .is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nX: 1\r\n", &l, "GET")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let headers = vec![Header {
+            name: "Connection".into(),
+            value: b"close, X-Secret".to_vec(),
+        }];
+        let t = connection_tokens(&headers);
+        assert!(is_hop_by_hop("x-secret", &t));
+        assert!(is_hop_by_hop("Keep-Alive", &t));
+        assert!(is_hop_by_hop("TE", &t));
+        assert!(!is_hop_by_hop("Content-Type", &t));
+    }
+
+    #[test]
+    fn generated_responses() {
+        let r = simple_response(404, "no route", true);
+        let head = parse_response(&r, &Limits::default(), "GET")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status, 404);
+        assert_eq!(head.body, Body::Length(9));
+        assert!(!head.keep_alive);
+    }
+}
