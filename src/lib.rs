@@ -5,5 +5,6 @@ pub mod cli;
 pub mod manifest;
 pub mod output;
 pub mod proto;
+pub mod proxy;
 pub mod reactor;
 pub mod supervisor;

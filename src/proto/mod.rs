@@ -4,3 +4,4 @@
 
 pub mod chunked;
 pub mod http;
+pub mod ua;

@@ -24,6 +24,7 @@ use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
 use crate::output::{Output, Stream};
+use crate::proxy::{Edge, EDGE_BASE};
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
 
@@ -105,6 +106,7 @@ enum TimerKind {
     Member(usize),
     ReapDeadline,
     ReapGiveUp,
+    DrainDeadline,
 }
 
 pub struct Supervisor {
@@ -126,6 +128,14 @@ pub struct Supervisor {
     more_to_start: bool,
     poll_errors: u32,
     final_drain: bool,
+    /// The HTTP edge, when the manifest has binds.
+    edge: Option<Edge>,
+    /// Connect address of each ship that is up and has a bind, by program index.
+    backends: Vec<Option<BindAddr>>,
+    /// Number of prelaunch members (they come first in `members`).
+    npre: usize,
+    /// While landing: wait for HTTP exchanges in flight until then.
+    drain_until: Option<Instant>,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -247,6 +257,15 @@ impl Supervisor {
             }
             members[i].deps = deps;
         }
+        let mut edge = None;
+        if !m.binds.is_empty() {
+            let mut e = Edge::new(m)?;
+            e.register(poll.registry())?;
+            for b in &m.binds {
+                log::info!("listening on {} ({})", b.addr, b.name);
+            }
+            edge = Some(e);
+        }
         let phase = if m.prelaunch.is_empty() {
             Phase::Launching
         } else {
@@ -272,6 +291,10 @@ impl Supervisor {
             more_to_start: false,
             poll_errors: 0,
             final_drain: false,
+            edge,
+            backends: vec![None; m.programs.len()],
+            npre: m.prelaunch.len(),
+            drain_until: None,
         })
     }
 
@@ -334,6 +357,11 @@ impl Supervisor {
                 match ev.token() {
                     SIGNALS => self.handle_signals(now),
                     WAKER => self.paused = false,
+                    t if t.0 >= EDGE_BASE => {
+                        if let Some(edge) = &mut self.edge {
+                            edge.ready(ev, self.poll.registry(), &self.backends);
+                        }
+                    }
                     t => self.source_ready(t, now),
                 }
             }
@@ -352,6 +380,12 @@ impl Supervisor {
                             child::deadline(now, child::KILL_WAIT),
                             TimerKind::ReapGiveUp,
                         ));
+                    }
+                    TimerKind::DrainDeadline => {
+                        log::warn!(
+                            "requests still in flight at the end of the drain; landing anyway"
+                        );
+                        self.drain_until = None;
                     }
                     TimerKind::ReapGiveUp => {
                         self.reap_timer = None;
@@ -438,6 +472,22 @@ impl Supervisor {
         log::info!("landing: {reason}");
         self.land_reason = Some(reason);
         self.phase = Phase::Landing;
+        if let Some(edge) = &mut self.edge {
+            edge.drain(self.poll.registry());
+            let busy = edge.busy();
+            if busy > 0 {
+                let grace = self
+                    .members
+                    .iter()
+                    .map(|m| m.prog.grace_period)
+                    .max()
+                    .unwrap_or(Duration::from_secs(10));
+                log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
+                let until = child::deadline(now, grace);
+                self.drain_until = Some(until);
+                self.timers.insert(until, TimerKind::DrainDeadline);
+            }
+        }
         self.schedule(now);
     }
 
@@ -495,6 +545,12 @@ impl Supervisor {
                 }
             }
             Phase::Landing => {
+                if self.drain_until.is_some() {
+                    if self.edge.as_ref().is_some_and(|e| e.busy() > 0) {
+                        return;
+                    }
+                    self.drain_until = None;
+                }
                 for i in 0..self.members.len() {
                     if self.members[i].child.is_down() {
                         // Make sure nothing is started or restarted any more.
@@ -634,6 +690,14 @@ impl Supervisor {
         let m = &mut self.members[i];
         if matches!(m.child.state, State::Running { .. }) {
             m.was_up = true;
+        }
+        if let Some(p) = i.checked_sub(self.npre) {
+            let up = matches!(m.child.state, State::Running { .. }) && !m.prog.oneshot;
+            self.backends[p] = if up {
+                m.prog.bind.as_ref().map(|b| b.connect_addr())
+            } else {
+                None
+            };
         }
         if !matches!(m.child.state, State::Starting { .. }) {
             self.drop_probe(i);

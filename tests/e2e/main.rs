@@ -3,5 +3,6 @@
 mod cli;
 mod output;
 mod pid1;
+mod proxy;
 mod supervise;
 mod support;

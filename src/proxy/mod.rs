@@ -1,0 +1,1065 @@
+//! The HTTP edge: listeners of `[mothership.bind]`, one state machine per client
+//! connection, routing to the ships' binds, keep-alive pools of upstream connections, and
+//! WebSocket (any `Upgrade`) tunnels. Driven by the supervisor's loop; bytes are parsed by
+//! `proto`, never here.
+//!
+//! Lifecycle of a connection: `Head` (read a request head) -> `Exchange` (request body to
+//! the upstream, response back, both streamed through bounded buffers) -> `Head` again on
+//! keep-alive, or `Tunnel` after a `101`, or `Closing` (write what is left, then close).
+
+pub mod router;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use mio::event::Event;
+use mio::{Interest, Registry, Token};
+
+use crate::manifest::{BindAddr, Manifest};
+use crate::proto::chunked::ChunkedDecoder;
+use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
+use router::Router;
+use stream::{Listener, Stream};
+
+/// Tokens at or above this belong to the edge.
+pub const EDGE_BASE: usize = 1 << 24;
+const KIND_LISTENER: usize = 0;
+const KIND_CLIENT: usize = 1;
+const KIND_UPSTREAM: usize = 2;
+const KIND_IDLE: usize = 3;
+/// Bytes buffered per direction and connection.
+const BUF: usize = 64 << 10;
+/// Idle upstream connections kept per backend.
+const MAX_IDLE: usize = 32;
+
+fn token(kind: usize, id: usize) -> Token {
+    Token(EDGE_BASE + ((id << 2) | kind))
+}
+
+fn untoken(t: Token) -> Option<(usize, usize)> {
+    let v = t.0.checked_sub(EDGE_BASE)?;
+    Some((v & 3, v >> 2))
+}
+
+struct Bound {
+    listener: Listener,
+    bind: usize,
+    open: bool,
+}
+
+struct Up {
+    stream: Stream,
+    key: String,
+    readable: bool,
+    writable: bool,
+    connected: bool,
+    eof: bool,
+    uin: Vec<u8>,
+    uout: Vec<u8>,
+}
+
+enum ReqBody {
+    Done,
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+enum RespBody {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+    UntilClose,
+}
+
+enum Resp {
+    Head,
+    Body {
+        body: RespBody,
+        dechunk: bool,
+        reusable: bool,
+    },
+    Done {
+        reusable: bool,
+    },
+}
+
+struct Exchange {
+    method: String,
+    client_keep: bool,
+    client_minor: u8,
+    upgrade: bool,
+    req: ReqBody,
+    resp: Resp,
+    /// Bytes of the response sent to the client so far (0: an error can still be answered).
+    sent: u64,
+}
+
+enum Phase {
+    Head,
+    Exchange(Box<Exchange>),
+    Tunnel {
+        client_shut: bool,
+        up_shut: bool,
+    },
+    Closing,
+    /// Placeholder while a step has the phase out; a step that does not set a new phase
+    /// gets its own back.
+    Busy,
+}
+
+struct Conn {
+    client: Stream,
+    peer: String,
+    bind: usize,
+    c_readable: bool,
+    c_writable: bool,
+    c_eof: bool,
+    cin: Vec<u8>,
+    cout: Vec<u8>,
+    up: Option<Up>,
+    phase: Phase,
+    dead: bool,
+}
+
+struct Idle {
+    stream: Stream,
+    key: String,
+}
+
+/// The backends the edge may use right now, by program index: the connect address of each
+/// program that is up and has a bind.
+pub type Backends = [Option<BindAddr>];
+
+pub struct Edge {
+    listeners: Vec<Bound>,
+    router: Router,
+    names: Vec<String>,
+    limits: Limits,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    idle: Vec<Option<Idle>>,
+    idle_free: Vec<usize>,
+    pool: HashMap<String, Vec<usize>>,
+    draining: bool,
+}
+
+impl Edge {
+    /// Binds every listener of the manifest.
+    pub fn new(m: &Manifest) -> io::Result<Edge> {
+        let mut listeners = Vec::new();
+        for (i, b) in m.binds.iter().enumerate() {
+            let l = Listener::bind(&b.addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("bind `{}` ({}): {e}", b.name, b.addr))
+            })?;
+            listeners.push(Bound {
+                listener: l,
+                bind: i,
+                open: true,
+            });
+        }
+        Ok(Edge {
+            listeners,
+            router: Router::new(m),
+            names: m.programs.iter().map(|p| p.name.clone()).collect(),
+            limits: Limits::default(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            idle: Vec::new(),
+            idle_free: Vec::new(),
+            pool: HashMap::new(),
+            draining: false,
+        })
+    }
+
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            registry.register(&mut l.listener, token(KIND_LISTENER, i), Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
+    /// Stops accepting and closes idle client connections; exchanges in flight go on.
+    pub fn drain(&mut self, registry: &Registry) {
+        self.draining = true;
+        for l in &mut self.listeners {
+            if l.open {
+                let _ = registry.deregister(&mut l.listener);
+                l.open = false;
+            }
+        }
+        for id in 0..self.conns.len() {
+            let idle = matches!(&self.conns[id], Some(c) if matches!(c.phase, Phase::Head) && c.cin.is_empty());
+            if idle {
+                self.close(id, registry);
+            }
+        }
+    }
+
+    /// Connections with a request or tunnel in progress.
+    pub fn busy(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| !matches!(c.phase, Phase::Head) || !c.cin.is_empty())
+            .count()
+    }
+
+    /// Handles one readiness event for an edge token.
+    pub fn ready(&mut self, ev: &Event, registry: &Registry, backends: &Backends) {
+        let Some((kind, id)) = untoken(ev.token()) else {
+            return;
+        };
+        match kind {
+            KIND_LISTENER => self.accept(id, registry, backends),
+            KIND_CLIENT | KIND_UPSTREAM => {
+                let Some(Some(c)) = self.conns.get_mut(id) else {
+                    return;
+                };
+                let (r, w) = (
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable() || ev.is_error(),
+                );
+                if kind == KIND_CLIENT {
+                    c.c_readable |= r;
+                    c.c_writable |= w;
+                } else if let Some(up) = &mut c.up {
+                    up.readable |= r;
+                    up.writable |= w;
+                }
+                self.drive(id, registry, backends);
+            }
+            KIND_IDLE => {
+                // An idle pooled connection became readable: the backend closed it (or sent
+                // something unasked). Either way it can no longer be used.
+                if let Some(Some(mut idle)) = self.idle.get_mut(id).map(Option::take) {
+                    let _ = registry.deregister(&mut idle.stream);
+                    if let Some(v) = self.pool.get_mut(&idle.key) {
+                        v.retain(|&x| x != id);
+                    }
+                    self.idle_free.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, li: usize, registry: &Registry, backends: &Backends) {
+        loop {
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
+            if !l.open {
+                return;
+            }
+            match l.listener.accept() {
+                Ok((mut s, peer)) => {
+                    let id = self.free.pop().unwrap_or_else(|| {
+                        self.conns.push(None);
+                        self.conns.len() - 1
+                    });
+                    if registry
+                        .register(
+                            &mut s,
+                            token(KIND_CLIENT, id),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_err()
+                    {
+                        self.free.push(id);
+                        continue;
+                    }
+                    self.conns[id] = Some(Conn {
+                        client: s,
+                        peer,
+                        bind: l.bind,
+                        c_readable: true,
+                        c_writable: true,
+                        c_eof: false,
+                        cin: Vec::new(),
+                        cout: Vec::new(),
+                        up: None,
+                        phase: Phase::Head,
+                        dead: false,
+                    });
+                    self.drive(id, registry, backends);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop for this turn; the listener stays readable.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, id: usize, registry: &Registry) {
+        if let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) {
+            let _ = registry.deregister(&mut c.client);
+            if let Some(mut up) = c.up.take() {
+                let _ = registry.deregister(&mut up.stream);
+            }
+            self.free.push(id);
+        }
+    }
+
+    /// Moves bytes and advances the connection's state until nothing more can happen now.
+    fn drive(&mut self, id: usize, registry: &Registry, backends: &Backends) {
+        let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
+            return;
+        };
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let mut progress = false;
+            // Read from the client.
+            if c.c_readable && !c.c_eof && c.cin.len() < BUF && !matches!(c.phase, Phase::Closing) {
+                progress |= read_into(
+                    &mut c.client,
+                    &mut c.cin,
+                    &mut c.c_readable,
+                    &mut c.c_eof,
+                    &mut c.dead,
+                );
+            }
+            // Read from the upstream.
+            if let Some(up) = &mut c.up {
+                if up.connected && up.readable && !up.eof && up.uin.len() < BUF {
+                    progress |= read_into(
+                        &mut up.stream,
+                        &mut up.uin,
+                        &mut up.readable,
+                        &mut up.eof,
+                        &mut c.dead,
+                    );
+                }
+                if !up.connected && up.writable {
+                    match up.stream.connect_result() {
+                        Ok(()) => {
+                            up.connected = true;
+                            progress = true;
+                        }
+                        Err(e) => {
+                            let key = up.key.clone();
+                            self.upstream_failed(
+                                &mut c,
+                                registry,
+                                &format!("connect to {key}: {e}"),
+                            );
+                            progress = true;
+                        }
+                    }
+                }
+            }
+            progress |= self.step(&mut c, id, registry, backends);
+            // Write to the upstream, then to the client.
+            if let Some(up) = &mut c.up {
+                if up.connected && up.writable && !up.uout.is_empty() {
+                    progress |=
+                        write_from(&mut up.stream, &mut up.uout, &mut up.writable, &mut c.dead);
+                }
+            }
+            if c.c_writable && !c.cout.is_empty() {
+                progress |= write_from(&mut c.client, &mut c.cout, &mut c.c_writable, &mut c.dead);
+            }
+            if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
+                c.dead = true;
+            }
+            if c.dead || !progress || rounds > 64 {
+                break;
+            }
+        }
+        if c.dead {
+            let _ = registry.deregister(&mut c.client);
+            if let Some(mut up) = c.up.take() {
+                let _ = registry.deregister(&mut up.stream);
+            }
+            self.free.push(id);
+        } else {
+            self.conns[id] = Some(c);
+        }
+    }
+
+    /// One protocol step; returns true if anything changed.
+    fn step(&mut self, c: &mut Conn, id: usize, registry: &Registry, backends: &Backends) -> bool {
+        match std::mem::replace(&mut c.phase, Phase::Busy) {
+            Phase::Head => {
+                if c.cin.is_empty() {
+                    if c.c_eof {
+                        c.dead = true;
+                    }
+                    c.phase = Phase::Head;
+                    return false;
+                }
+                if self.draining && c.cout.is_empty() {
+                    c.dead = true;
+                    return true;
+                }
+                match http::parse_request(&c.cin, &self.limits) {
+                    Ok(None) => {
+                        if c.c_eof {
+                            c.dead = true;
+                        }
+                        c.phase = Phase::Head;
+                        false
+                    }
+                    Err(e) => {
+                        log::debug!("{}: {e}", c.peer);
+                        c.cin.clear();
+                        respond(c, e.status(), &e.to_string(), true);
+                        true
+                    }
+                    Ok(Some(req)) => {
+                        self.start_exchange(c, id, req, registry, backends);
+                        true
+                    }
+                }
+            }
+            Phase::Exchange(mut ex) => {
+                let p = self.exchange(c, &mut ex, registry);
+                if matches!(c.phase, Phase::Busy) {
+                    c.phase = Phase::Exchange(ex);
+                }
+                p
+            }
+            Phase::Tunnel {
+                mut client_shut,
+                mut up_shut,
+            } => {
+                let Some(up) = &mut c.up else {
+                    c.dead = true;
+                    return true;
+                };
+                let mut p =
+                    move_bytes(&mut c.cin, &mut up.uout) | move_bytes(&mut up.uin, &mut c.cout);
+                if c.c_eof && c.cin.is_empty() && up.uout.is_empty() && !up_shut {
+                    up.stream.shutdown_write();
+                    up_shut = true;
+                    p = true;
+                }
+                if up.eof && up.uin.is_empty() && c.cout.is_empty() && !client_shut {
+                    c.client.shutdown_write();
+                    client_shut = true;
+                    p = true;
+                }
+                if client_shut && up_shut {
+                    c.dead = true;
+                }
+                c.phase = Phase::Tunnel {
+                    client_shut,
+                    up_shut,
+                };
+                p
+            }
+            Phase::Closing | Phase::Busy => {
+                c.cin.clear();
+                c.phase = Phase::Closing;
+                false
+            }
+        }
+    }
+
+    fn start_exchange(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        req: RequestHead,
+        registry: &Registry,
+        backends: &Backends,
+    ) {
+        let ua = req
+            .header("user-agent")
+            .map(|h| h.value.clone())
+            .unwrap_or_default();
+        let route = self.router.find(c.bind, req.path(), &ua);
+        let has_body = req.body != Body::None;
+        let Some(route) = route else {
+            log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
+            c.cin.drain(..req.head_len);
+            respond(c, 404, "no route", has_body || !req.keep_alive);
+            if !has_body && req.keep_alive {
+                c.phase = Phase::Head;
+            }
+            return;
+        };
+        let target = route.target;
+        let Some(addr) = backends.get(target).cloned().flatten() else {
+            log::warn!(
+                "{} {} {}: {} is not up",
+                c.peer,
+                req.method,
+                req.target,
+                self.names.get(target).map_or("?", |s| s)
+            );
+            c.cin.drain(..req.head_len);
+            respond(c, 503, "backend not available", has_body || !req.keep_alive);
+            if !has_body && req.keep_alive {
+                c.phase = Phase::Head;
+            }
+            return;
+        };
+        let key = addr.to_string();
+        let new_target = router::rewrite_target(&req.target, route.strip_prefix.as_deref());
+        // An upstream: a pooled one if there is one, else a new connection.
+        let up = match self.take_idle(&key, id, registry) {
+            Some(up) => up,
+            None => match Stream::connect(&addr) {
+                Ok(mut s) => {
+                    if let Err(e) = registry.register(
+                        &mut s,
+                        token(KIND_UPSTREAM, id),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("register upstream {key}: {e}");
+                        c.cin.drain(..req.head_len);
+                        respond(c, 502, "bad gateway", true);
+                        return;
+                    }
+                    Up {
+                        stream: s,
+                        key,
+                        readable: false,
+                        writable: false,
+                        connected: false,
+                        eof: false,
+                        uin: Vec::new(),
+                        uout: Vec::new(),
+                    }
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{} {} {}: connect to {key}: {e}",
+                        c.peer,
+                        req.method,
+                        req.target
+                    );
+                    c.cin.drain(..req.head_len);
+                    respond(c, 502, "backend refused the connection", true);
+                    return;
+                }
+            },
+        };
+        let mut up = up;
+        up.uout = upstream_head(&req, &new_target, &c.peer);
+        c.cin.drain(..req.head_len);
+        let req_body = match req.body {
+            Body::None | Body::UntilClose => ReqBody::Done,
+            Body::Length(n) => ReqBody::Length(n),
+            Body::Chunked => ReqBody::Chunked(Box::default()),
+        };
+        c.up = Some(up);
+        c.phase = Phase::Exchange(Box::new(Exchange {
+            method: req.method,
+            client_keep: req.keep_alive,
+            client_minor: req.minor,
+            upgrade: req.upgrade.is_some(),
+            req: req_body,
+            resp: Resp::Head,
+            sent: 0,
+        }));
+    }
+
+    fn take_idle(&mut self, key: &str, id: usize, registry: &Registry) -> Option<Up> {
+        let list = self.pool.get_mut(key)?;
+        while let Some(idle_id) = list.pop() {
+            let Some(Some(mut idle)) = self.idle.get_mut(idle_id).map(Option::take) else {
+                continue;
+            };
+            self.idle_free.push(idle_id);
+            if registry
+                .reregister(
+                    &mut idle.stream,
+                    token(KIND_UPSTREAM, id),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            return Some(Up {
+                stream: idle.stream,
+                key: idle.key,
+                readable: true,
+                writable: true,
+                connected: true,
+                eof: false,
+                uin: Vec::new(),
+                uout: Vec::new(),
+            });
+        }
+        None
+    }
+
+    fn put_idle(&mut self, mut up: Up, registry: &Registry) {
+        let id = self.idle_free.pop().unwrap_or_else(|| {
+            self.idle.push(None);
+            self.idle.len() - 1
+        });
+        if registry
+            .reregister(&mut up.stream, token(KIND_IDLE, id), Interest::READABLE)
+            .is_err()
+        {
+            self.idle_free.push(id);
+            return;
+        }
+        let list = self.pool.entry(up.key.clone()).or_default();
+        list.push(id);
+        if list.len() > MAX_IDLE {
+            let oldest = list.remove(0);
+            if let Some(Some(mut old)) = self.idle.get_mut(oldest).map(Option::take) {
+                let _ = registry.deregister(&mut old.stream);
+                self.idle_free.push(oldest);
+            }
+        }
+        self.idle[id] = Some(Idle {
+            stream: up.stream,
+            key: up.key,
+        });
+    }
+
+    fn upstream_failed(&mut self, c: &mut Conn, registry: &Registry, why: &str) {
+        log::warn!("{}: {why}", c.peer);
+        if let Some(mut up) = c.up.take() {
+            let _ = registry.deregister(&mut up.stream);
+        }
+        let answered = matches!(&c.phase, Phase::Exchange(ex) if ex.sent > 0);
+        if answered {
+            c.dead = true;
+        } else {
+            respond(c, 502, "bad gateway", true);
+        }
+    }
+
+    /// Request body out, response in; sets `c.phase` when the exchange ends.
+    fn exchange(&mut self, c: &mut Conn, ex: &mut Exchange, registry: &Registry) -> bool {
+        let mut progress = false;
+        let Some(up) = c.up.as_mut() else {
+            c.dead = true;
+            return true;
+        };
+        // Request body: client -> upstream.
+        let room = BUF.saturating_sub(up.uout.len());
+        if room > 0 && !c.cin.is_empty() {
+            match &mut ex.req {
+                ReqBody::Done => {}
+                ReqBody::Length(left) => {
+                    let n = (*left).min(c.cin.len() as u64).min(room as u64) as usize;
+                    if n > 0 {
+                        up.uout.extend_from_slice(&c.cin[..n]);
+                        c.cin.drain(..n);
+                        *left -= n as u64;
+                        progress = true;
+                    }
+                    if *left == 0 {
+                        ex.req = ReqBody::Done;
+                    }
+                }
+                ReqBody::Chunked(dec) => {
+                    let n = c.cin.len().min(room);
+                    match dec.feed(&c.cin[..n], |_| {}) {
+                        Ok(used) => {
+                            up.uout.extend_from_slice(&c.cin[..used]);
+                            c.cin.drain(..used);
+                            progress |= used > 0;
+                            if dec.is_done() {
+                                ex.req = ReqBody::Done;
+                            }
+                        }
+                        Err(e) => {
+                            log::debug!("{}: bad chunked request body: {e:?}", c.peer);
+                            c.cin.clear();
+                            if ex.sent == 0 {
+                                respond(c, 400, "bad chunked body", true);
+                            } else {
+                                c.dead = true;
+                            }
+                            let _ = registry;
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        if c.c_eof && !matches!(ex.req, ReqBody::Done) && c.cin.is_empty() {
+            // The client left in the middle of its request.
+            c.dead = true;
+            return true;
+        }
+        // Response: upstream -> client.
+        while let Some(up) = c.up.as_mut() {
+            match &mut ex.resp {
+                Resp::Head => match http::parse_response(&up.uin, &self.limits, &ex.method) {
+                    Ok(None) => {
+                        if up.eof {
+                            let why = if up.uin.is_empty() {
+                                "closed the connection before responding"
+                            } else {
+                                "sent an incomplete response head"
+                            };
+                            let why = format!("upstream {} {why}", up.key);
+                            self.upstream_failed(c, registry, &why);
+                            return true;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        let why = format!("upstream {}: invalid response: {e}", up.key);
+                        self.upstream_failed(c, registry, &why);
+                        return true;
+                    }
+                    Ok(Some(r)) => {
+                        progress = true;
+                        up.uin.drain(..r.head_len);
+                        if r.status == 101 && ex.upgrade {
+                            c.cout
+                                .extend_from_slice(&client_head(&r, ex, true, false, false));
+                            ex.sent += 1;
+                            c.phase = Phase::Tunnel {
+                                client_shut: false,
+                                up_shut: false,
+                            };
+                            return true;
+                        }
+                        if (100..200).contains(&r.status) {
+                            if ex.client_minor == 1 && r.status != 101 {
+                                c.cout
+                                    .extend_from_slice(&client_head(&r, ex, true, false, false));
+                            }
+                            continue;
+                        }
+                        let dechunk = r.body == Body::Chunked && ex.client_minor == 0;
+                        let until_close = r.body == Body::UntilClose || dechunk;
+                        let keep = ex.client_keep && !until_close && !self.draining;
+                        c.cout.extend_from_slice(&client_head(
+                            &r,
+                            ex,
+                            keep,
+                            r.body == Body::Chunked && !dechunk,
+                            ex.client_minor == 0 && keep,
+                        ));
+                        ex.sent += 1;
+                        ex.client_keep = keep;
+                        let reusable = r.keep_alive;
+                        ex.resp = match r.body {
+                            Body::None | Body::Length(0) => Resp::Done { reusable },
+                            Body::Length(n) => Resp::Body {
+                                body: RespBody::Length(n),
+                                dechunk,
+                                reusable,
+                            },
+                            Body::Chunked => Resp::Body {
+                                body: RespBody::Chunked(Box::default()),
+                                dechunk,
+                                reusable,
+                            },
+                            Body::UntilClose => Resp::Body {
+                                body: RespBody::UntilClose,
+                                dechunk,
+                                reusable: false,
+                            },
+                        };
+                    }
+                },
+                Resp::Body {
+                    body,
+                    dechunk,
+                    reusable,
+                } => {
+                    let room = BUF.saturating_sub(c.cout.len());
+                    if room == 0 {
+                        break;
+                    }
+                    let n = up.uin.len().min(room);
+                    let finished;
+                    match body {
+                        RespBody::Length(left) => {
+                            let k = (*left).min(n as u64) as usize;
+                            c.cout.extend_from_slice(&up.uin[..k]);
+                            up.uin.drain(..k);
+                            *left -= k as u64;
+                            progress |= k > 0;
+                            finished = *left == 0;
+                            if !finished && up.eof && up.uin.is_empty() {
+                                log::warn!(
+                                    "{}: upstream {} closed in the middle of a response",
+                                    c.peer,
+                                    up.key
+                                );
+                                c.dead = true;
+                                return true;
+                            }
+                        }
+                        RespBody::Chunked(dec) => {
+                            let cout = &mut c.cout;
+                            let res = if *dechunk {
+                                dec.feed(&up.uin[..n], |d| cout.extend_from_slice(d))
+                            } else {
+                                dec.feed(&up.uin[..n], |_| {})
+                            };
+                            match res {
+                                Ok(used) => {
+                                    if !*dechunk {
+                                        c.cout.extend_from_slice(&up.uin[..used]);
+                                    }
+                                    up.uin.drain(..used);
+                                    progress |= used > 0;
+                                    finished = dec.is_done();
+                                    if !finished && up.eof && up.uin.is_empty() {
+                                        log::warn!("{}: upstream {} closed in the middle of a chunked response", c.peer, up.key);
+                                        c.dead = true;
+                                        return true;
+                                    }
+                                }
+                                Err(e) => {
+                                    log::warn!(
+                                        "{}: upstream {} sent a bad chunked body: {e:?}",
+                                        c.peer,
+                                        up.key
+                                    );
+                                    c.dead = true;
+                                    return true;
+                                }
+                            }
+                        }
+                        RespBody::UntilClose => {
+                            c.cout.extend_from_slice(&up.uin[..n]);
+                            up.uin.drain(..n);
+                            progress |= n > 0;
+                            finished = up.eof && up.uin.is_empty();
+                        }
+                    }
+                    if finished {
+                        ex.resp = Resp::Done {
+                            reusable: *reusable && up.uin.is_empty(),
+                        };
+                        progress = true;
+                    } else {
+                        break;
+                    }
+                }
+                Resp::Done { .. } => break,
+            }
+        }
+        if let (ReqBody::Done, Resp::Done { reusable }) = (&ex.req, &ex.resp) {
+            let reusable = *reusable;
+            if let Some(up) = c.up.take() {
+                if reusable && up.uout.is_empty() && up.uin.is_empty() && !up.eof && !self.draining
+                {
+                    self.put_idle(up, registry);
+                } else {
+                    let mut up = up;
+                    let _ = registry.deregister(&mut up.stream);
+                }
+            }
+            c.phase = if ex.client_keep {
+                Phase::Head
+            } else {
+                Phase::Closing
+            };
+            return true;
+        }
+        if matches!(ex.resp, Resp::Done { .. }) && !matches!(ex.req, ReqBody::Done) {
+            // The upstream answered before reading the whole request body (an error, say):
+            // the rest of the body cannot be told apart from the next request, so close.
+            if let Some(mut up) = c.up.take() {
+                let _ = registry.deregister(&mut up.stream);
+            }
+            c.phase = Phase::Closing;
+            return true;
+        }
+        progress
+    }
+}
+
+/// Reads until the buffer is full, the socket would block, or it ends.
+fn read_into(
+    s: &mut Stream,
+    buf: &mut Vec<u8>,
+    readable: &mut bool,
+    eof: &mut bool,
+    dead: &mut bool,
+) -> bool {
+    let mut progress = false;
+    let mut chunk = [0u8; 16 << 10];
+    while buf.len() < BUF {
+        let want = (BUF - buf.len()).min(chunk.len());
+        match s.read(&mut chunk[..want]) {
+            Ok(0) => {
+                *eof = true;
+                return true;
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return progress;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                *eof = true;
+                *dead = true;
+                return true;
+            }
+        }
+    }
+    progress
+}
+
+fn write_from(s: &mut Stream, buf: &mut Vec<u8>, writable: &mut bool, dead: &mut bool) -> bool {
+    let mut written = 0;
+    while written < buf.len() {
+        match s.write(&buf[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                *dead = true;
+                break;
+            }
+        }
+    }
+    buf.drain(..written);
+    written > 0
+}
+
+/// Moves as much of `from` into `to` as `to` has room for.
+fn move_bytes(from: &mut Vec<u8>, to: &mut Vec<u8>) -> bool {
+    let n = from.len().min(BUF.saturating_sub(to.len()));
+    if n == 0 {
+        return false;
+    }
+    to.extend_from_slice(&from[..n]);
+    from.drain(..n);
+    true
+}
+
+/// Queues a response generated by mothership; `close` ends the connection after it.
+fn respond(c: &mut Conn, status: u16, body: &str, close: bool) {
+    c.cout
+        .extend_from_slice(&http::simple_response(status, body, close));
+    c.phase = if close { Phase::Closing } else { Phase::Head };
+}
+
+fn client_ip(peer: &str) -> Option<&str> {
+    if peer == "unix" {
+        return None;
+    }
+    let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+    Some(ip.trim_start_matches('[').trim_end_matches(']'))
+}
+
+/// The request head sent to the upstream: hop-by-hop headers removed, forwarding headers
+/// set, framing kept.
+fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
+    let conn = http::connection_tokens(&req.headers);
+    let mut out = Vec::with_capacity(req.head_len + 128);
+    out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", req.method, target).as_bytes());
+    let mut xff: Vec<String> = Vec::new();
+    for h in &req.headers {
+        let n = h.name.as_str();
+        if n.eq_ignore_ascii_case("x-forwarded-for") {
+            xff.push(h.value_str().trim().to_string());
+            continue;
+        }
+        if http::is_hop_by_hop(n, &conn)
+            || n.eq_ignore_ascii_case("x-real-ip")
+            || n.eq_ignore_ascii_case("x-forwarded-proto")
+            || n.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if req.body == Body::Chunked {
+        let te: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.is("transfer-encoding"))
+            .map(|h| h.value_str())
+            .collect();
+        out.extend_from_slice(format!("transfer-encoding: {}\r\n", te.join(", ")).as_bytes());
+    }
+    if let Some(ip) = client_ip(peer) {
+        xff.retain(|v| !v.is_empty());
+        xff.push(ip.to_string());
+        out.extend_from_slice(
+            format!("x-forwarded-for: {}\r\nx-real-ip: {ip}\r\n", xff.join(", ")).as_bytes(),
+        );
+    } else if !xff.is_empty() {
+        out.extend_from_slice(format!("x-forwarded-for: {}\r\n", xff.join(", ")).as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    if let Some(host) = &req.host {
+        out.extend_from_slice(format!("x-forwarded-host: {host}\r\n").as_bytes());
+    }
+    if let Some(proto) = &req.upgrade {
+        out.extend_from_slice(format!("connection: upgrade\r\nupgrade: {proto}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The response head sent to the client.
+fn client_head(
+    r: &ResponseHead,
+    ex: &Exchange,
+    keep: bool,
+    chunked: bool,
+    say_keep_alive: bool,
+) -> Vec<u8> {
+    let conn = http::connection_tokens(&r.headers);
+    let mut out = Vec::with_capacity(r.head_len + 64);
+    let reason = if r.reason.is_empty() {
+        http::reason(r.status)
+    } else {
+        &r.reason
+    };
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, reason).as_bytes());
+    for h in &r.headers {
+        if http::is_hop_by_hop(&h.name, &conn) {
+            continue;
+        }
+        // Content-Length means nothing next to chunked framing or once de-chunked.
+        if h.is("content-length") && (r.body == Body::Chunked || r.body == Body::UntilClose) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if r.status == 101 && ex.upgrade {
+        let proto = r
+            .header("upgrade")
+            .map(|h| h.value_str().to_string())
+            .unwrap_or_default();
+        out.extend_from_slice(format!("connection: upgrade\r\nupgrade: {proto}\r\n").as_bytes());
+    } else if (100..200).contains(&r.status) {
+        // interim responses carry no connection management
+    } else if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if r.status >= 200 {
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if say_keep_alive {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}

@@ -1,0 +1,165 @@
+"""Test backend for the proxy tests: HTTP/1.1 with keep-alive, written for these tests.
+
+GET/POST anything      -> JSON: name, method, path, headers, body length and sha256,
+                          connection number (to count upstream connections)
+/chunked?bytes=N       -> N bytes of a known pattern, chunked
+/big?bytes=N           -> N bytes of the pattern with Content-Length
+/die?bytes=N           -> headers announcing 2N bytes, N bytes, then the process exits
+/ws                    -> 101 Switching Protocols, then echoes bytes back
+Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
+"""
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+NAME = sys.argv[2]
+CONNS = 0
+LOCK = threading.Lock()
+PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+
+def pattern(n):
+    out = bytearray()
+    while len(out) < n:
+        out += PATTERN[: n - len(out)]
+    return bytes(out)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        global CONNS
+        super().setup()
+        with LOCK:
+            CONNS += 1
+            self.conn_no = CONNS
+
+    def log_message(self, *a):
+        pass
+
+    def read_body(self):
+        h = hashlib.sha256()
+        n = 0
+        if self.headers.get("Transfer-Encoding", "").lower().endswith("chunked"):
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    d = self.rfile.read(min(left, 1 << 20))
+                    h.update(d)
+                    n += len(d)
+                    left -= len(d)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length", 0) or 0)
+            while left:
+                d = self.rfile.read(min(left, 1 << 20))
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+                left -= len(d)
+        return n, h.hexdigest()
+
+    def handle_any(self):
+        path, _, query = self.path.partition("?")
+        args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        n, digest = self.read_body()
+        if path == "/ws":
+            self.send_response(101)
+            self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                d = self.connection.recv(65536)
+                if not d:
+                    break
+                self.connection.sendall(d)
+            self.close_connection = True
+            return
+        if path == "/chunked":
+            total = int(args.get("bytes", "0"))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            sent = 0
+            while sent < total:
+                piece = PATTERN[: min(len(PATTERN), total - sent)]
+                self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                sent += len(piece)
+            self.wfile.write(b"0\r\nX-Trailer: done\r\n\r\n")
+            return
+        if path in ("/big", "/die"):
+            total = int(args.get("bytes", "0"))
+            self.send_response(200)
+            self.send_header("Content-Length", str(total * (2 if path == "/die" else 1)))
+            self.end_headers()
+            sent = 0
+            while sent < total:
+                piece = PATTERN[: min(len(PATTERN), total - sent)]
+                self.wfile.write(piece)
+                sent += len(piece)
+            if path == "/die":
+                self.wfile.flush()
+                os._exit(0)
+            return
+        body = json.dumps(
+            {
+                "name": NAME,
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "header_names": list(self.headers.keys()),
+                "body_bytes": n,
+                "body_sha256": digest,
+                "conn": self.conn_no,
+            },
+            indent=1,
+        ).encode()
+        status = int(args.get("status", "200"))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "keep-alive, X-Hop")
+        self.send_header("X-Hop", "must not reach the client")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
+
+
+class TCP(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Unix(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self):
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)
+
+
+if __name__ == "__main__":
+    where = sys.argv[1]
+    if where.startswith("unix:"):
+        path = where[5:]
+        if os.path.exists(path):
+            os.unlink(path)
+        Unix(path, Handler).serve_forever()
+    else:
+        TCP(("127.0.0.1", int(where)), Handler).serve_forever()

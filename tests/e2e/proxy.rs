@@ -1,0 +1,398 @@
+//! The HTTP edge with real clients (curl, raw sockets) and real backends (the Python echo
+//! backend in tests/e2e/echo_backend.py, started by mothership as ships).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cli::secs;
+use crate::support::*;
+
+const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/echo_backend.py");
+
+struct Edge {
+    _dir: Dir,
+    fleet: Fleet,
+    http: u16,
+    admin: u16,
+    sock: String,
+}
+
+fn edge() -> Edge {
+    let d = Dir::new("edge");
+    let (http, admin, a, b) = (free_port(), free_port(), free_port(), free_port());
+    let sock = d.join("edge.sock").display().to_string();
+    let usock = d.join("upstream.sock").display().to_string();
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.bind]
+http = "127.0.0.1:{http}"
+admin = "127.0.0.1:{admin}"
+sock = "unix://{sock}"
+[[fleet.web]]
+name = "echo"
+command = "python3"
+args = ["{BACKEND}", "{a}", "echo"]
+bind = "127.0.0.1:{a}"
+routes = [{{ bind = "http", pattern = "^/echo", strip_prefix = "/echo" }}, "sock:/.*", "admin:^/admin"]
+[[fleet.web]]
+name = "robots"
+command = "python3"
+args = ["{BACKEND}", "{b}", "robots"]
+bind = "127.0.0.1:{b}"
+routes = [{{ bind = "http", pattern = "/", ua_filter = "llm" }}]
+[[fleet.web]]
+name = "unixy"
+command = "python3"
+args = ["{BACKEND}", "unix:{usock}", "unixy"]
+bind = "unix://{usock}"
+routes = ["http:^/unixy"]
+[[fleet.web]]
+name = "asleep"
+command = "sleep"
+args = ["1000"]
+bind = "127.0.0.1:1"
+critical = false
+routes = ["http:^/asleep"]
+"#
+        ),
+    );
+    let fleet = Fleet::start(&d, &[]);
+    let ok = wait_for(secs(15), || {
+        let e = fleet.stderr();
+        e.contains("echo: up") && e.contains("robots: up") && e.contains("unixy: up")
+    });
+    assert!(ok, "{}", fleet.stderr());
+    Edge {
+        _dir: d,
+        fleet,
+        http,
+        admin,
+        sock,
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends raw bytes and reads until the peer closes (or 5 s pass).
+fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+    let k = format!("\"{key}\": ");
+    let start = body.find(&k)? + k.len();
+    let rest = &body[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.find('"').map(|end| &quoted[..end]);
+    }
+    let end = rest.find([',', '\n']).unwrap_or(rest.len());
+    Some(rest[..end].trim())
+}
+
+#[test]
+fn routing_by_bind_path_strip_prefix_and_user_agent() {
+    let e = edge();
+    let h = e.http;
+    let j = curl(&[&format!("http://127.0.0.1:{h}/echo/hello?x=1")]);
+    assert_eq!(json_field(&j, "name"), Some("echo"), "{j}");
+    assert_eq!(json_field(&j, "path"), Some("/hello?x=1"), "{j}");
+    let j = curl(&[
+        "-A",
+        "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        &format!("http://127.0.0.1:{h}/anything"),
+    ]);
+    assert_eq!(json_field(&j, "name"), Some("robots"), "{j}");
+    assert_eq!(
+        json_field(&j, "path"),
+        Some("/anything"),
+        "no strip_prefix on this route: {j}"
+    );
+    let code =
+        |url: String, ua: &str| curl(&["-o", "/dev/null", "-w", "%{http_code}", "-A", ua, &url]);
+    assert_eq!(
+        code(
+            format!("http://127.0.0.1:{h}/anything"),
+            "Mozilla/5.0 Firefox/133.0"
+        ),
+        "404"
+    );
+    assert_eq!(
+        code(format!("http://127.0.0.1:{}/admin/x", e.admin), "curl"),
+        "200"
+    );
+    assert_eq!(
+        code(format!("http://127.0.0.1:{}/echo/x", e.admin), "curl"),
+        "404",
+        "routes belong to their bind"
+    );
+    assert_eq!(
+        code(format!("http://127.0.0.1:{h}/asleep"), "curl"),
+        "503",
+        "a ship that is not up answers 503"
+    );
+    let j = curl(&[&format!("http://127.0.0.1:{h}/unixy/p")]);
+    assert_eq!(
+        json_field(&j, "name"),
+        Some("unixy"),
+        "Unix-socket backend: {j}"
+    );
+    let j = curl(&["--unix-socket", &e.sock, "http://x/via-unix"]);
+    assert_eq!(
+        json_field(&j, "name"),
+        Some("echo"),
+        "Unix-socket bind: {j}"
+    );
+    assert_eq!(json_field(&j, "path"), Some("/via-unix"), "{j}");
+}
+
+#[test]
+fn forwarded_headers_and_hop_by_hop() {
+    let e = edge();
+    let url = format!("http://127.0.0.1:{}/echo/h", e.http);
+    let j = curl(&[
+        "-H",
+        "X-Real-IP: 6.6.6.6",
+        "-H",
+        "X-Forwarded-For: 10.0.0.1",
+        "-H",
+        "Connection: keep-alive, X-Secret",
+        "-H",
+        "X-Secret: s",
+        "-H",
+        "Keep-Alive: 5",
+        &url,
+    ]);
+    assert_eq!(json_field(&j, "x-real-ip"), Some("127.0.0.1"), "{j}");
+    assert_eq!(
+        json_field(&j, "x-forwarded-for"),
+        Some("10.0.0.1, 127.0.0.1"),
+        "{j}"
+    );
+    assert_eq!(json_field(&j, "x-forwarded-proto"), Some("http"), "{j}");
+    assert_eq!(
+        json_field(&j, "x-forwarded-host"),
+        Some(&*format!("127.0.0.1:{}", e.http)),
+        "{j}"
+    );
+    assert_eq!(
+        json_field(&j, "host"),
+        Some(&*format!("127.0.0.1:{}", e.http)),
+        "Host is kept: {j}"
+    );
+    assert!(
+        !j.contains("x-secret") && !j.contains("keep-alive\": \"5"),
+        "hop-by-hop headers leaked: {j}"
+    );
+    let head = curl(&["-D", "-", "-o", "/dev/null", &url]);
+    assert!(
+        !head.to_ascii_lowercase().contains("x-hop"),
+        "a header named in the backend's Connection reached the client: {head}"
+    );
+}
+
+#[test]
+fn keep_alive_on_both_sides() {
+    let e = edge();
+    let url = format!("http://127.0.0.1:{}/echo/k", e.http);
+    // One curl, five requests: one client connection, and the proxy reuses one upstream
+    // connection for all of them.
+    let out = Command::new("curl")
+        .args(["-sv", &url, &url, &url, &url, &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Connected to").count(), 1, "{err}");
+    let body = String::from_utf8_lossy(&out.stdout);
+    let conns: Vec<&str> = body.lines().filter(|l| l.contains("\"conn\"")).collect();
+    assert_eq!(conns.len(), 5, "{body}");
+    assert!(
+        conns.windows(2).all(|w| w[0] == w[1]),
+        "upstream connection not reused: {conns:?}"
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let e = edge();
+    let mut req = Vec::new();
+    for i in 0..5 {
+        req.extend_from_slice(format!("GET /echo/p{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"GET /echo/last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let out = raw(e.http, &req);
+    let paths: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"path\": \""))
+        .collect();
+    assert_eq!(
+        paths,
+        ["/p0\",", "/p1\",", "/p2\",", "/p3\",", "/p4\",", "/last\","],
+        "{out}"
+    );
+    assert!(out.contains("connection: close"), "{out}");
+}
+
+#[test]
+fn large_bodies_stream_both_ways_with_checksums() {
+    let e = edge();
+    let d = Dir::new("bodies");
+    let data: Vec<u8> = (0..(100u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let file = d.join("up.bin");
+    std::fs::write(&file, &data).unwrap();
+    let sha = |b: &[u8]| {
+        let out = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = out;
+        out.stdin.take().unwrap().write_all(b).unwrap();
+        let o = out.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let want = sha(&data);
+    let url = format!("http://127.0.0.1:{}/echo/upload", e.http);
+    let upload = format!("@{}", file.display());
+    // chunked upload
+    let j = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &upload,
+        &url,
+    ]);
+    assert_eq!(json_field(&j, "body_bytes"), Some("104857600"), "{j}");
+    assert_eq!(json_field(&j, "body_sha256"), Some(want.as_str()), "{j}");
+    // Content-Length upload
+    let j = curl(&["--data-binary", &upload, &url]);
+    assert_eq!(json_field(&j, "body_sha256"), Some(want.as_str()), "{j}");
+    // chunked and sized downloads
+    for path in ["chunked", "big"] {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "60",
+                &format!("http://127.0.0.1:{}/echo/{path}?bytes=104857600", e.http),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout.len(), 100 << 20, "{path}");
+        let mut expect = Vec::with_capacity(100 << 20);
+        while expect.len() < 100 << 20 {
+            expect.extend(0..=255u8);
+        }
+        assert!(out.stdout == expect, "{path}: body differs");
+    }
+}
+
+#[test]
+fn strictness_rules_answer_400_and_close() {
+    let e = edge();
+    for (name, req, status) in [
+        ("CL and TE", "POST /echo/s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("differing CL", "POST /echo/s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+        ("TE not chunked", "POST /echo/s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        ("bad chunk size", "POST /echo/s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
+        ("obs-fold", "GET /echo/s HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n", 400),
+        ("space before colon", "GET /echo/s HTTP/1.1\r\nHost: a\r\nX : a\r\n\r\n", 400),
+        ("control character", "GET /echo/s HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),
+        ("no Host", "GET /echo/s HTTP/1.1\r\n\r\n", 400),
+        ("bare LF", "GET /echo/s HTTP/1.1\nHost: a\n\n", 400),
+    ] {
+        let out = raw(e.http, req.as_bytes());
+        assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{name}: {out:?}");
+        assert!(out.contains("connection: close"), "{name}: {out:?}");
+    }
+    let huge = format!(
+        "GET /echo/s HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert!(raw(e.http, huge.as_bytes()).starts_with("HTTP/1.1 431 "));
+}
+
+#[test]
+fn websocket_upgrade_becomes_a_tunnel() {
+    let e = edge();
+    let mut s = TcpStream::connect(("127.0.0.1", e.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /echo/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [
+        &b"first frame bytes"[..],
+        &[0x81, 0x85, 1, 2, 3, 4, 0, 0, 0, 0, 0][..],
+        &vec![7u8; 200_000],
+    ] {
+        s.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == msg, "tunnel altered {} bytes", msg.len());
+    }
+}
+
+#[test]
+fn backend_killed_mid_response_closes_the_client_instead_of_hanging() {
+    let e = edge();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &format!("http://127.0.0.1:{}/echo/die?bytes=100000", e.http),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(18),
+        "curl must see a truncated body (exit 18), got {:?}: {text}",
+        out.status.code()
+    );
+    assert!(text.starts_with("200 100000"), "{text}");
+    // The ship is restarted and the edge keeps serving.
+    let url = format!("http://127.0.0.1:{}/echo/again", e.http);
+    assert!(
+        wait_for(secs(10), || json_field(&curl(&[&url]), "name")
+            == Some("echo")),
+        "{}",
+        e.fleet.stderr()
+    );
+}
