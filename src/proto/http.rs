@@ -242,7 +242,22 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(HttpError::Version),
+        Err(httparse::Error::Version) => {
+            // 505 for a well-formed other version (HTTP/2.0 over cleartext, say); anything
+            // else in that place is just a bad request line.
+            let line = buf.split(|&b| b == b'\r').next().unwrap_or(b"");
+            let v = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+            let versioned = v.len() == 8
+                && v.starts_with(b"HTTP/")
+                && v[5].is_ascii_digit()
+                && v[6] == b'.'
+                && v[7].is_ascii_digit();
+            return Err(if versioned {
+                HttpError::Version
+            } else {
+                HttpError::Bad("malformed request line")
+            });
+        }
         Err(httparse::Error::HeaderName) => {
             return Err(HttpError::Bad(
                 "invalid header name (or whitespace before the colon, or obs-fold)",
@@ -600,6 +615,11 @@ mod tests {
             ("bare LF in a header", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400),
             ("bad method", "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
             ("HTTP/2 line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            (
+                "PROXY line where none is expected",
+                "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n\r\n",
+                400,
+            ),
             ("garbage", "\x16\x03\x01\x00\x05\x01\x00\x00\r\n\r\n", 400),
         ] {
             match req(input) {

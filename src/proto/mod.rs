@@ -4,4 +4,5 @@
 
 pub mod chunked;
 pub mod http;
+pub mod proxy_protocol;
 pub mod ua;

@@ -19,6 +19,7 @@ use mio::{Interest, Registry, Token};
 use crate::manifest::{BindAddr, Manifest};
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
+use crate::proto::proxy_protocol;
 use router::Router;
 use stream::{Listener, Stream};
 
@@ -46,6 +47,7 @@ struct Bound {
     listener: Listener,
     bind: usize,
     open: bool,
+    proxy_protocol: bool,
 }
 
 struct Up {
@@ -119,6 +121,8 @@ struct Conn {
     up: Option<Up>,
     phase: Phase,
     dead: bool,
+    /// A PROXY protocol header may still come first.
+    proxy_pending: bool,
 }
 
 struct Idle {
@@ -155,6 +159,7 @@ impl Edge {
                 listener: l,
                 bind: i,
                 open: true,
+                proxy_protocol: b.proxy_protocol,
             });
         }
         Ok(Edge {
@@ -284,6 +289,7 @@ impl Edge {
                         up: None,
                         phase: Phase::Head,
                         dead: false,
+                        proxy_pending: l.proxy_protocol,
                     });
                     self.drive(id, registry, backends);
                 }
@@ -399,6 +405,30 @@ impl Edge {
                 if self.draining && c.cout.is_empty() {
                     c.dead = true;
                     return true;
+                }
+                if c.proxy_pending {
+                    match proxy_protocol::parse(&c.cin) {
+                        Ok(None) => {
+                            c.dead = c.c_eof;
+                            c.phase = Phase::Head;
+                            return false;
+                        }
+                        Ok(Some(proxy_protocol::Outcome::Absent)) => c.proxy_pending = false,
+                        Ok(Some(proxy_protocol::Outcome::Header { len, addr })) => {
+                            c.cin.drain(..len);
+                            if let Some(a) = addr {
+                                c.peer = a.to_string();
+                            }
+                            c.proxy_pending = false;
+                            c.phase = Phase::Head;
+                            return true;
+                        }
+                        Err(e) => {
+                            log::debug!("{}: {}", c.peer, e.0);
+                            c.dead = true;
+                            return true;
+                        }
+                    }
                 }
                 match http::parse_request(&c.cin, &self.limits) {
                     Ok(None) => {

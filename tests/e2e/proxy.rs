@@ -16,12 +16,19 @@ struct Edge {
     fleet: Fleet,
     http: u16,
     admin: u16,
+    pp: u16,
     sock: String,
 }
 
 fn edge() -> Edge {
     let d = Dir::new("edge");
-    let (http, admin, a, b) = (free_port(), free_port(), free_port(), free_port());
+    let (http, admin, a, b, pp) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let sock = d.join("edge.sock").display().to_string();
     let usock = d.join("upstream.sock").display().to_string();
     d.write(
@@ -32,12 +39,13 @@ fn edge() -> Edge {
 http = "127.0.0.1:{http}"
 admin = "127.0.0.1:{admin}"
 sock = "unix://{sock}"
+pp = {{ addr = "127.0.0.1:{pp}", proxy_protocol = true }}
 [[fleet.web]]
 name = "echo"
 command = "python3"
 args = ["{BACKEND}", "{a}", "echo"]
 bind = "127.0.0.1:{a}"
-routes = [{{ bind = "http", pattern = "^/echo", strip_prefix = "/echo" }}, "sock:/.*", "admin:^/admin"]
+routes = [{{ bind = "http", pattern = "^/echo", strip_prefix = "/echo" }}, "sock:/.*", "admin:^/admin", "pp:/.*"]
 [[fleet.web]]
 name = "robots"
 command = "python3"
@@ -71,6 +79,7 @@ routes = ["http:^/asleep"]
         fleet,
         http,
         admin,
+        pp,
         sock,
     }
 }
@@ -395,4 +404,44 @@ fn backend_killed_mid_response_closes_the_client_instead_of_hanging() {
         "{}",
         e.fleet.stderr()
     );
+}
+
+#[test]
+fn proxy_protocol_v1_and_v2_set_the_client_address() {
+    let e = edge();
+    let v1 = raw(e.pp, b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\nGET /v1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(json_field(&v1, "x-real-ip"), Some("203.0.113.7"), "{v1}");
+    assert_eq!(
+        json_field(&v1, "x-forwarded-for"),
+        Some("203.0.113.7"),
+        "{v1}"
+    );
+    let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    src[15] = 9;
+    v2.extend_from_slice(&src);
+    v2.extend_from_slice(&[0u8; 15]);
+    v2.push(1);
+    v2.extend_from_slice(&5555u16.to_be_bytes());
+    v2.extend_from_slice(&443u16.to_be_bytes());
+    v2.extend_from_slice(b"GET /v2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let out = raw(e.pp, &v2);
+    assert_eq!(json_field(&out, "x-real-ip"), Some("2001:db8::9"), "{out}");
+    // Without a header the socket's own address is used.
+    let plain = raw(
+        e.pp,
+        b"GET /plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        json_field(&plain, "x-real-ip"),
+        Some("127.0.0.1"),
+        "{plain}"
+    );
+    // A PROXY header on a bind without proxy_protocol is not trusted: it is a bad request.
+    let spoof = raw(
+        e.http,
+        b"PROXY TCP4 6.6.6.6 127.0.0.1 1 2\r\nGET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert!(spoof.starts_with("HTTP/1.1 400 "), "{spoof}");
 }
