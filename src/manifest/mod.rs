@@ -153,6 +153,7 @@ impl Parser<'_> {
                 election_timeout: Duration::from_secs(30),
             },
             rate_limiting: RateLimiting::default(),
+            http: HttpSettings::default(),
             programs: Vec::new(),
             modules: Vec::new(),
         };
@@ -202,6 +203,7 @@ impl Parser<'_> {
             }
             self.flagship(&mut ms, &mut m);
             self.rate_limiting(&mut ms, &mut m);
+            self.http(&mut ms, &mut m);
             ms.finish(self.d);
         }
 
@@ -971,6 +973,50 @@ impl Parser<'_> {
                 );
             }
         }
+    }
+
+    fn http(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let Some(mut t) = ms.table(self.d, "http") else {
+            return;
+        };
+        let h = &mut m.http;
+        for (key, slot) in [
+            ("header_timeout", &mut h.header_timeout),
+            ("keepalive_timeout", &mut h.keepalive_timeout),
+            ("connect_timeout", &mut h.connect_timeout),
+            ("response_timeout", &mut h.response_timeout),
+            ("body_timeout", &mut h.body_timeout),
+            ("tunnel_timeout", &mut h.tunnel_timeout),
+            ("pool_idle_timeout", &mut h.pool_idle_timeout),
+        ] {
+            if let Some(d) = t.duration(self.d, key) {
+                if d.is_zero() {
+                    let span = t.get(key).map(|v| v.span()).unwrap_or(0..0);
+                    self.d.error(
+                        span,
+                        format!("`mothership.http.{key}` must be longer than 0"),
+                    );
+                } else {
+                    *slot = d;
+                }
+            }
+        }
+        if let Some(n) = t.size(self.d, "max_head_size", 1024, 1 << 20) {
+            h.max_head_size = n as usize;
+        }
+        if let Some(n) = t.int(self.d, "max_headers", 1, 1000) {
+            h.max_headers = n as usize;
+        }
+        if let Some(n) = t.size(self.d, "max_body_size", 0, u64::MAX >> 2) {
+            h.max_body_size = n;
+        }
+        if let Some(n) = t.int(self.d, "max_connections", 1, 10_000_000) {
+            h.max_connections = n as usize;
+        }
+        if let Some(b) = t.bool(self.d, "access_log") {
+            h.access_log = b;
+        }
+        t.finish(self.d);
     }
 
     fn rate_limiting(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {

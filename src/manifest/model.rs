@@ -24,6 +24,7 @@ pub struct Manifest {
     pub prelaunch: Vec<Program>,
     pub flagship: Flagship,
     pub rate_limiting: RateLimiting,
+    pub http: HttpSettings,
     /// Ships and bays, in manifest declaration order.
     pub programs: Vec<Program>,
     pub modules: Vec<Module>,
@@ -222,4 +223,50 @@ pub struct Module {
     pub phase: Phase,
     pub config: Vec<(String, String)>,
     pub tags: Vec<String>,
+}
+
+/// Timeouts and limits of the HTTP edge (`[mothership.http]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Total time to receive a request head, from its first byte (408 after).
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Time to connect to a backend (504 after).
+    pub connect_timeout: Duration,
+    /// Time for a backend to start its response once the request went out (504 after).
+    pub response_timeout: Duration,
+    /// Longest pause in a body transfer, either way.
+    pub body_timeout: Duration,
+    /// Longest silence on an upgraded (WebSocket) tunnel.
+    pub tunnel_timeout: Duration,
+    /// Idle upstream connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    pub max_head_size: usize,
+    pub max_headers: usize,
+    /// Largest request body (413 above).
+    pub max_body_size: u64,
+    /// Client connections at once; past it, accepting pauses.
+    pub max_connections: usize,
+    /// Write one line per request to stderr.
+    pub access_log: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            tunnel_timeout: Duration::from_secs(3600),
+            pool_idle_timeout: Duration::from_secs(30),
+            max_head_size: 16 << 10,
+            max_headers: 100,
+            max_body_size: 1 << 30,
+            max_connections: 10_000,
+            access_log: false,
+        }
+    }
 }

@@ -220,6 +220,38 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// A size in bytes: an integer, or a string such as `"16KiB"`, `"10MB"`, `"1GiB"`,
+    /// within `min..=max`.
+    pub fn size(&mut self, d: &mut Diags, key: &'static str, min: u64, max: u64) -> Option<u64> {
+        let v = self.get(key)?;
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
+                .map_err(|_| "must not be negative".to_string()),
+            DeValue::String(s) => units::parse_size(s),
+            _ => {
+                self.type_error(d, key, v, "a size such as \"16KiB\" or a number of bytes");
+                return None;
+            }
+        };
+        match n {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(_) => {
+                d.error(
+                    v.span(),
+                    format!(
+                        "`{}` must be between {min} and {max} bytes",
+                        self.child_path(key)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                d.error(v.span(), format!("`{}`: {e}", self.child_path(key)));
+                None
+            }
+        }
+    }
+
     pub fn string_list(&mut self, d: &mut Diags, key: &'static str) -> Vec<Located<String>> {
         let Some(v) = self.get(key) else {
             return Vec::new();

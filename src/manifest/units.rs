@@ -51,6 +51,28 @@ fn secs_to_duration(secs: f64, orig: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a size: `"512"`, `"16KiB"`, `"16KB"`, `"10MB"`, `"1GiB"`, `"2G"` (K, M, G are
+/// powers of 1024 with or without `i`; `kB`-style decimal units are taken as binary too,
+/// which is what people mean for buffers and bodies).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("invalid size {s:?}; write it like \"512\", \"16KiB\", \"10MB\" or \"1GiB\"");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 /// Signal names accepted for `stop_signal`: with or without `SIG`, any case.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     let up = s.trim().to_ascii_uppercase();
@@ -206,6 +228,23 @@ mod tests {
         }
         for s in ["", "s", "10x", "ms10", "-1s", "1..2s"] {
             assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (s, n) in [
+            ("512", 512),
+            ("16KiB", 16384),
+            ("16kb", 16384),
+            ("10MB", 10 << 20),
+            ("1GiB", 1 << 30),
+            ("2 G", 2 << 30),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for s in ["", "MB", "1.5MB", "-1", "10XB", "99999999999T"] {
+            assert!(parse_size(s).is_err(), "{s}");
         }
     }
 

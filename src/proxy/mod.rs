@@ -12,14 +12,17 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 use mio::event::Event;
 use mio::{Interest, Registry, Token};
 
-use crate::manifest::{BindAddr, Manifest};
+use crate::manifest::{BindAddr, HttpSettings, Manifest};
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
+use crate::reactor::{DeadlineQueue, TimerId};
+use crate::supervisor::child::deadline;
 use router::Router;
 use stream::{Listener, Stream};
 
@@ -53,6 +56,8 @@ struct Bound {
 struct Up {
     stream: Stream,
     key: String,
+    /// When the connect started (for the connect timeout).
+    since: Instant,
     readable: bool,
     writable: bool,
     connected: bool,
@@ -123,11 +128,24 @@ struct Conn {
     dead: bool,
     /// A PROXY protocol header may still come first.
     proxy_pending: bool,
+    /// Last time bytes moved on this connection.
+    activity: Instant,
+    /// When the first byte of the current request head arrived.
+    head_start: Option<Instant>,
+    /// The armed timer and when it fires.
+    timer: Option<(TimerId, Instant)>,
 }
 
 struct Idle {
     stream: Stream,
     key: String,
+    timer: TimerId,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TimerKey {
+    Conn(usize),
+    Idle(usize),
 }
 
 /// The backends the edge may use right now, by program index: the connect address of each
@@ -145,6 +163,14 @@ pub struct Edge {
     idle_free: Vec<usize>,
     pool: HashMap<String, Vec<usize>>,
     draining: bool,
+    settings: HttpSettings,
+    timers: DeadlineQueue<TimerKey>,
+    /// The loop's current time, set on every entry from the loop.
+    now: Instant,
+    open: usize,
+    accept_paused: bool,
+    /// Connections that stopped for fairness with work left: driven again next turn.
+    pending: Vec<usize>,
 }
 
 impl Edge {
@@ -166,13 +192,22 @@ impl Edge {
             listeners,
             router: Router::new(m),
             names: m.programs.iter().map(|p| p.name.clone()).collect(),
-            limits: Limits::default(),
+            limits: Limits {
+                max_head: m.http.max_head_size,
+                max_headers: m.http.max_headers,
+            },
             conns: Vec::new(),
             free: Vec::new(),
             idle: Vec::new(),
             idle_free: Vec::new(),
             pool: HashMap::new(),
             draining: false,
+            settings: m.http.clone(),
+            timers: DeadlineQueue::new(),
+            now: Instant::now(),
+            open: 0,
+            accept_paused: false,
+            pending: Vec::new(),
         })
     }
 
@@ -214,7 +249,8 @@ impl Edge {
     }
 
     /// Handles one readiness event for an edge token.
-    pub fn ready(&mut self, ev: &Event, registry: &Registry, backends: &Backends) {
+    pub fn ready(&mut self, ev: &Event, registry: &Registry, backends: &Backends, now: Instant) {
+        self.now = now;
         let Some((kind, id)) = untoken(ev.token()) else {
             return;
         };
@@ -240,13 +276,7 @@ impl Edge {
             KIND_IDLE => {
                 // An idle pooled connection became readable: the backend closed it (or sent
                 // something unasked). Either way it can no longer be used.
-                if let Some(Some(mut idle)) = self.idle.get_mut(id).map(Option::take) {
-                    let _ = registry.deregister(&mut idle.stream);
-                    if let Some(v) = self.pool.get_mut(&idle.key) {
-                        v.retain(|&x| x != id);
-                    }
-                    self.idle_free.push(id);
-                }
+                self.drop_idle(id, registry);
             }
             _ => {}
         }
@@ -254,6 +284,16 @@ impl Edge {
 
     fn accept(&mut self, li: usize, registry: &Registry, backends: &Backends) {
         loop {
+            if self.open >= self.settings.max_connections {
+                if !self.accept_paused {
+                    log::warn!(
+                        "{} client connections open (max_connections): accepting paused",
+                        self.open
+                    );
+                }
+                self.accept_paused = true;
+                return;
+            }
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
@@ -290,7 +330,11 @@ impl Edge {
                         phase: Phase::Head,
                         dead: false,
                         proxy_pending: l.proxy_protocol,
+                        activity: self.now,
+                        head_start: None,
+                        timer: None,
                     });
+                    self.open += 1;
                     self.drive(id, registry, backends);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -305,13 +349,155 @@ impl Edge {
     }
 
     fn close(&mut self, id: usize, registry: &Registry) {
-        if let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) {
-            let _ = registry.deregister(&mut c.client);
-            if let Some(mut up) = c.up.take() {
-                let _ = registry.deregister(&mut up.stream);
-            }
-            self.free.push(id);
+        if let Some(Some(c)) = self.conns.get_mut(id).map(Option::take) {
+            self.release(id, c, registry);
         }
+    }
+
+    /// Frees a connection taken out of its slot.
+    fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
+        let _ = registry.deregister(&mut c.client);
+        if let Some(mut up) = c.up.take() {
+            let _ = registry.deregister(&mut up.stream);
+        }
+        if let Some((t, _)) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        self.free.push(id);
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// Resumes accepting after the connection count went under the limit.
+    fn resume_accept(&mut self, registry: &Registry, backends: &Backends) {
+        if !self.accept_paused || self.open >= self.settings.max_connections {
+            return;
+        }
+        self.accept_paused = false;
+        log::info!("accepting connections again ({} open)", self.open);
+        for li in 0..self.listeners.len() {
+            self.accept(li, registry, backends);
+        }
+    }
+
+    fn drop_idle(&mut self, id: usize, registry: &Registry) {
+        if let Some(Some(mut idle)) = self.idle.get_mut(id).map(Option::take) {
+            let _ = registry.deregister(&mut idle.stream);
+            self.timers.cancel(idle.timer);
+            if let Some(v) = self.pool.get_mut(&idle.key) {
+                v.retain(|&x| x != id);
+            }
+            self.idle_free.push(id);
+        }
+    }
+
+    /// The earliest edge deadline (for the poll timeout); `Some(now)` when connections have
+    /// work left over from the last turn.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        if !self.pending.is_empty() {
+            return Some(self.now);
+        }
+        self.timers.next_deadline()
+    }
+
+    /// Drives connections left with work, then handles expired timers.
+    pub fn tick(&mut self, registry: &Registry, backends: &Backends, now: Instant) {
+        self.now = now;
+        for id in std::mem::take(&mut self.pending) {
+            self.drive(id, registry, backends);
+        }
+        while let Some((_, key)) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Idle(id) => {
+                    if let Some(Some(idle)) = self.idle.get_mut(id) {
+                        // Already popped: make drop_idle's cancel a no-op.
+                        idle.timer = TimerId::NONE;
+                    }
+                    self.drop_idle(id, registry);
+                }
+                TimerKey::Conn(id) => self.on_timer(id, registry, backends),
+            }
+        }
+    }
+
+    /// When this connection's current phase times out.
+    fn deadline_of(&self, c: &Conn) -> Instant {
+        let s = &self.settings;
+        let at = |since: Instant, d| deadline(since, d);
+        match &c.phase {
+            Phase::Head if c.cin.is_empty() => at(c.activity, s.keepalive_timeout),
+            Phase::Head => at(c.head_start.unwrap_or(c.activity), s.header_timeout),
+            Phase::Exchange(ex) => match (&c.up, &ex.resp) {
+                (Some(up), _) if !up.connected => at(up.since, s.connect_timeout),
+                (_, Resp::Head) => at(c.activity, s.response_timeout),
+                _ => at(c.activity, s.body_timeout),
+            },
+            Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
+            Phase::Closing | Phase::Busy => at(c.activity, s.body_timeout),
+        }
+    }
+
+    /// Makes sure a timer fires no later than the connection's deadline. Timers are not
+    /// moved on every byte: an early one is simply re-armed when it fires.
+    fn arm(&mut self, id: usize, c: &mut Conn) {
+        let want = self.deadline_of(c);
+        match c.timer {
+            Some((_, at)) if at <= want => {}
+            Some((t, _)) => {
+                self.timers.cancel(t);
+                c.timer = Some((self.timers.insert(want, TimerKey::Conn(id)), want));
+            }
+            None => c.timer = Some((self.timers.insert(want, TimerKey::Conn(id)), want)),
+        }
+    }
+
+    fn on_timer(&mut self, id: usize, registry: &Registry, backends: &Backends) {
+        let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
+            return;
+        };
+        c.timer = None;
+        let now = self.now;
+        if self.deadline_of(&c) > now {
+            self.arm(id, &mut c);
+            self.conns[id] = Some(c);
+            return;
+        }
+        match &c.phase {
+            Phase::Head if c.cin.is_empty() => c.dead = true,
+            Phase::Head => {
+                log::debug!(
+                    "{}: request head not received within {:?}",
+                    c.peer,
+                    self.settings.header_timeout
+                );
+                c.cin.clear();
+                respond(&mut c, 408, "request timeout", true);
+            }
+            Phase::Exchange(ex) if ex.sent == 0 => {
+                let what = match &c.up {
+                    Some(up) if !up.connected => format!(
+                        "connecting to {} took longer than {:?}",
+                        up.key, self.settings.connect_timeout
+                    ),
+                    Some(up) => format!(
+                        "{} did not answer within {:?}",
+                        up.key, self.settings.response_timeout
+                    ),
+                    None => "upstream timeout".to_string(),
+                };
+                log::warn!("{}: {what}", c.peer);
+                if let Some(mut up) = c.up.take() {
+                    let _ = registry.deregister(&mut up.stream);
+                }
+                c.cin.clear();
+                respond(&mut c, 504, "upstream timeout", true);
+            }
+            _ => {
+                log::debug!("{}: idle for too long; closing", c.peer);
+                c.dead = true;
+            }
+        }
+        self.conns[id] = Some(c);
+        self.drive(id, registry, backends);
     }
 
     /// Moves bytes and advances the connection's state until nothing more can happen now.
@@ -376,17 +562,30 @@ impl Edge {
             if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
                 c.dead = true;
             }
-            if c.dead || !progress || rounds > 64 {
+            if progress {
+                c.activity = self.now;
+            }
+            if matches!(c.phase, Phase::Head) {
+                if c.cin.is_empty() {
+                    c.head_start = None;
+                } else if c.head_start.is_none() {
+                    c.head_start = Some(self.now);
+                }
+            }
+            if c.dead || !progress {
+                break;
+            }
+            if rounds >= 64 {
+                // Fairness: other connections get their turn; this one goes on next turn.
+                self.pending.push(id);
                 break;
             }
         }
         if c.dead {
-            let _ = registry.deregister(&mut c.client);
-            if let Some(mut up) = c.up.take() {
-                let _ = registry.deregister(&mut up.stream);
-            }
-            self.free.push(id);
+            self.release(id, c, registry);
+            self.resume_accept(registry, backends);
         } else {
+            self.arm(id, &mut c);
             self.conns[id] = Some(c);
         }
     }
@@ -445,6 +644,7 @@ impl Edge {
                         true
                     }
                     Ok(Some(req)) => {
+                        c.head_start = None;
                         self.start_exchange(c, id, req, registry, backends);
                         true
                     }
@@ -518,6 +718,19 @@ impl Edge {
             return;
         };
         let target = route.target;
+        if let Body::Length(n) = req.body {
+            if n > self.settings.max_body_size {
+                log::debug!(
+                    "{} {} {}: body of {n} bytes over max_body_size",
+                    c.peer,
+                    req.method,
+                    req.target
+                );
+                c.cin.drain(..req.head_len);
+                respond(c, 413, "request body too large", true);
+                return;
+            }
+        }
         let Some(addr) = backends.get(target).cloned().flatten() else {
             log::warn!(
                 "{} {} {}: {} is not up",
@@ -553,6 +766,7 @@ impl Edge {
                     Up {
                         stream: s,
                         key,
+                        since: self.now,
                         readable: false,
                         writable: false,
                         connected: false,
@@ -601,6 +815,7 @@ impl Edge {
                 continue;
             };
             self.idle_free.push(idle_id);
+            self.timers.cancel(idle.timer);
             if registry
                 .reregister(
                     &mut idle.stream,
@@ -614,6 +829,7 @@ impl Edge {
             return Some(Up {
                 stream: idle.stream,
                 key: idle.key,
+                since: self.now,
                 readable: true,
                 writable: true,
                 connected: true,
@@ -637,19 +853,21 @@ impl Edge {
             self.idle_free.push(id);
             return;
         }
+        let timer = self.timers.insert(
+            deadline(self.now, self.settings.pool_idle_timeout),
+            TimerKey::Idle(id),
+        );
         let list = self.pool.entry(up.key.clone()).or_default();
         list.push(id);
-        if list.len() > MAX_IDLE {
-            let oldest = list.remove(0);
-            if let Some(Some(mut old)) = self.idle.get_mut(oldest).map(Option::take) {
-                let _ = registry.deregister(&mut old.stream);
-                self.idle_free.push(oldest);
-            }
-        }
+        let oldest = (list.len() > MAX_IDLE).then(|| list[0]);
         self.idle[id] = Some(Idle {
             stream: up.stream,
             key: up.key,
+            timer,
         });
+        if let Some(oldest) = oldest {
+            self.drop_idle(oldest, registry);
+        }
     }
 
     fn upstream_failed(&mut self, c: &mut Conn, registry: &Registry, why: &str) {
@@ -692,6 +910,19 @@ impl Edge {
                 ReqBody::Chunked(dec) => {
                     let n = c.cin.len().min(room);
                     match dec.feed(&c.cin[..n], |_| {}) {
+                        Ok(_) if dec.payload > self.settings.max_body_size => {
+                            log::debug!("{}: chunked body over max_body_size", c.peer);
+                            c.cin.clear();
+                            if ex.sent == 0 {
+                                if let Some(mut up) = c.up.take() {
+                                    let _ = registry.deregister(&mut up.stream);
+                                }
+                                respond(c, 413, "request body too large", true);
+                            } else {
+                                c.dead = true;
+                            }
+                            return true;
+                        }
                         Ok(used) => {
                             up.uout.extend_from_slice(&c.cin[..used]);
                             c.cin.drain(..used);

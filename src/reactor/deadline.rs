@@ -10,6 +10,11 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
 
+impl TimerId {
+    /// Never armed: cancelling it does nothing.
+    pub const NONE: TimerId = TimerId(u64::MAX);
+}
+
 pub struct DeadlineQueue<T> {
     heap: BinaryHeap<Reverse<(Instant, TimerId)>>,
     live: HashMap<TimerId, T>,

@@ -328,9 +328,13 @@ impl Supervisor {
             let timeout = if has_work || self.more_to_start {
                 Some(Duration::ZERO)
             } else {
-                self.timers
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
+                let own = self.timers.next_deadline();
+                let edge = self.edge.as_mut().and_then(|e| e.next_deadline());
+                let next = match (own, edge) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|d| d.saturating_duration_since(now))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -359,13 +363,16 @@ impl Supervisor {
                     WAKER => self.paused = false,
                     t if t.0 >= EDGE_BASE => {
                         if let Some(edge) = &mut self.edge {
-                            edge.ready(ev, self.poll.registry(), &self.backends);
+                            edge.ready(ev, self.poll.registry(), &self.backends, now);
                         }
                     }
                     t => self.source_ready(t, now),
                 }
             }
             self.read_pipes(now);
+            if let Some(edge) = &mut self.edge {
+                edge.tick(self.poll.registry(), &self.backends, now);
+            }
             while let Some((_, kind)) = self.timers.pop_due(now) {
                 match kind {
                     TimerKind::Member(i) => {

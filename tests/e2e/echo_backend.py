@@ -6,6 +6,7 @@ GET/POST anything      -> JSON: name, method, path, headers, body length and sha
 /big?bytes=N           -> N bytes of the pattern with Content-Length
 /die?bytes=N           -> headers announcing 2N bytes, N bytes, then the process exits
 /ws                    -> 101 Switching Protocols, then echoes bytes back
+/sleep?s=N             -> waits N seconds before answering
 Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
 """
 import hashlib
@@ -75,6 +76,10 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         n, digest = self.read_body()
+        if path == "/sleep":
+            import time
+
+            time.sleep(float(args.get("s", "1")))
         if path == "/ws":
             self.send_response(101)
             self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))

@@ -445,3 +445,136 @@ fn proxy_protocol_v1_and_v2_set_the_client_address() {
     );
     assert!(spoof.starts_with("HTTP/1.1 400 "), "{spoof}");
 }
+
+/// A fleet with small limits and short timeouts.
+fn strict_edge() -> (Dir, Fleet, u16) {
+    let d = Dir::new("strict-edge");
+    let (http, a) = (free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership]
+bind = {{ http = "127.0.0.1:{http}" }}
+http = {{ header_timeout = "700ms", keepalive_timeout = "1s", response_timeout = "700ms", max_body_size = "1KiB", max_connections = 4 }}
+[[fleet.web]]
+name = "echo"
+command = "python3"
+args = ["{BACKEND}", "{a}", "echo"]
+bind = "127.0.0.1:{a}"
+routes = ["http:/"]
+"#
+        ),
+    );
+    let f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("echo: up")),
+        "{}",
+        f.stderr()
+    );
+    (d, f, http)
+}
+
+#[test]
+fn timeouts_answer_408_and_504_and_close_idle_connections() {
+    let (_d, f, http) = strict_edge();
+    // Slowloris: a head that never ends gets 408 once header_timeout has passed.
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t0 = std::time::Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = s.write_all(b"X-Slow: 1\r\n");
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // A backend that does not answer in time: 504.
+    let out = raw(http, b"GET /sleep?s=3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 504 "), "{out:?}");
+    // An idle keep-alive connection is closed after keepalive_timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let waited = t0.elapsed();
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200 "));
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+    drop(f);
+}
+
+#[test]
+fn body_limit_answers_413() {
+    let (_d, _f, http) = strict_edge();
+    let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n".to_vec();
+    req.extend(vec![b'x'; 2000]);
+    assert!(raw(http, &req).starts_with("HTTP/1.1 413 "));
+    let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"200\r\n");
+        req.extend(vec![b'y'; 512]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    assert!(raw(http, &req).starts_with("HTTP/1.1 413 "));
+    // At the limit it goes through.
+    let mut req =
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n".to_vec();
+    req.extend(vec![b'z'; 1024]);
+    let out = raw(http, &req);
+    assert_eq!(json_field(&out, "body_bytes"), Some("1024"), "{out}");
+}
+
+#[test]
+fn connection_limit_pauses_accepting() {
+    let (_d, _f, http) = strict_edge();
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", http)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(("127.0.0.1", http)).unwrap(); // sits in the backlog
+    extra
+        .set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
+    extra
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        extra.read(&mut buf).is_err(),
+        "a fifth connection was served past max_connections"
+    );
+    drop(held);
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = extra.read_to_end(&mut out);
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200 "),
+        "not served after the others closed"
+    );
+}
+
+#[test]
+fn expect_100_continue_goes_through() {
+    let e = edge();
+    let mut s = TcpStream::connect(("127.0.0.1", e.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /echo/e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = [0u8; 25];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(json_field(&out, "body_bytes"), Some("5"), "{out}");
+}
