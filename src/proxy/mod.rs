@@ -31,11 +31,10 @@ pub const EDGE_BASE: usize = 1 << 24;
 const KIND_LISTENER: usize = 0;
 const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;
-const KIND_IDLE: usize = 3;
 /// Bytes buffered per direction and connection.
 const BUF: usize = 64 << 10;
 /// Idle upstream connections kept per backend.
-const MAX_IDLE: usize = 32;
+const MAX_IDLE: usize = 1024;
 
 fn token(kind: usize, id: usize) -> Token {
     Token(EDGE_BASE + ((id << 2) | kind))
@@ -54,12 +53,16 @@ struct Bound {
 }
 
 struct Up {
+    /// Upstream id: its token is `token(KIND_UPSTREAM, id)` for its whole life, pooled or
+    /// not, so moving it in and out of the pool costs no system call.
+    id: usize,
     stream: Stream,
     key: String,
     /// When the connect started (for the connect timeout).
     since: Instant,
     readable: bool,
     writable: bool,
+    hup: bool,
     connected: bool,
     eof: bool,
     uin: Vec<u8>,
@@ -128,6 +131,8 @@ struct Conn {
     dead: bool,
     /// A PROXY protocol header may still come first.
     proxy_pending: bool,
+    /// The client's side may have closed (read until end of stream).
+    c_hup: bool,
     /// Last time bytes moved on this connection.
     activity: Instant,
     /// When the first byte of the current request head arrived.
@@ -137,9 +142,16 @@ struct Conn {
 }
 
 struct Idle {
-    stream: Stream,
-    key: String,
+    up: Up,
     timer: TimerId,
+}
+
+/// Who an upstream id belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Free,
+    Conn(usize),
+    Idle,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,7 +172,9 @@ pub struct Edge {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     idle: Vec<Option<Idle>>,
-    idle_free: Vec<usize>,
+    /// Owner of each upstream id; `idle` holds pooled upstreams by the same id.
+    up_owner: Vec<Owner>,
+    up_free: Vec<usize>,
     pool: HashMap<String, Vec<usize>>,
     draining: bool,
     settings: HttpSettings,
@@ -171,6 +185,8 @@ pub struct Edge {
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
     pending: Vec<usize>,
+    /// Read buffer shared by all connections (bytes are copied to their own buffers).
+    scratch: Vec<u8>,
 }
 
 impl Edge {
@@ -199,7 +215,8 @@ impl Edge {
             conns: Vec::new(),
             free: Vec::new(),
             idle: Vec::new(),
-            idle_free: Vec::new(),
+            up_owner: Vec::new(),
+            up_free: Vec::new(),
             pool: HashMap::new(),
             draining: false,
             settings: m.http.clone(),
@@ -208,6 +225,7 @@ impl Edge {
             open: 0,
             accept_paused: false,
             pending: Vec::new(),
+            scratch: vec![0; BUF],
         })
     }
 
@@ -257,26 +275,40 @@ impl Edge {
         match kind {
             KIND_LISTENER => self.accept(id, registry, backends),
             KIND_CLIENT | KIND_UPSTREAM => {
-                let Some(Some(c)) = self.conns.get_mut(id) else {
-                    return;
-                };
                 let (r, w) = (
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
                     ev.is_writable() || ev.is_error(),
                 );
+                let hup = ev.is_read_closed() || ev.is_error();
+                let cid = if kind == KIND_CLIENT {
+                    id
+                } else {
+                    match self.up_owner.get(id) {
+                        Some(Owner::Conn(cid)) => *cid,
+                        Some(Owner::Idle) => {
+                            // A pooled connection became readable: the backend closed it (or
+                            // sent something unasked). Either way it can no longer be used.
+                            if r {
+                                self.drop_idle(id, registry);
+                            }
+                            return;
+                        }
+                        _ => return,
+                    }
+                };
+                let Some(Some(c)) = self.conns.get_mut(cid) else {
+                    return;
+                };
                 if kind == KIND_CLIENT {
                     c.c_readable |= r;
                     c.c_writable |= w;
-                } else if let Some(up) = &mut c.up {
+                    c.c_hup |= hup;
+                } else if let Some(up) = c.up.as_mut().filter(|u| u.id == id) {
                     up.readable |= r;
                     up.writable |= w;
+                    up.hup |= hup;
                 }
-                self.drive(id, registry, backends);
-            }
-            KIND_IDLE => {
-                // An idle pooled connection became readable: the backend closed it (or sent
-                // something unasked). Either way it can no longer be used.
-                self.drop_idle(id, registry);
+                self.drive(cid, registry, backends);
             }
             _ => {}
         }
@@ -330,6 +362,7 @@ impl Edge {
                         phase: Phase::Head,
                         dead: false,
                         proxy_pending: l.proxy_protocol,
+                        c_hup: false,
                         activity: self.now,
                         head_start: None,
                         timer: None,
@@ -357,8 +390,8 @@ impl Edge {
     /// Frees a connection taken out of its slot.
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
         let _ = registry.deregister(&mut c.client);
-        if let Some(mut up) = c.up.take() {
-            let _ = registry.deregister(&mut up.stream);
+        if let Some(up) = c.up.take() {
+            self.close_up(up, registry);
         }
         if let Some((t, _)) = c.timer.take() {
             self.timers.cancel(t);
@@ -380,14 +413,32 @@ impl Edge {
     }
 
     fn drop_idle(&mut self, id: usize, registry: &Registry) {
-        if let Some(Some(mut idle)) = self.idle.get_mut(id).map(Option::take) {
-            let _ = registry.deregister(&mut idle.stream);
+        if let Some(Some(idle)) = self.idle.get_mut(id).map(Option::take) {
             self.timers.cancel(idle.timer);
-            if let Some(v) = self.pool.get_mut(&idle.key) {
+            if let Some(v) = self.pool.get_mut(&idle.up.key) {
                 v.retain(|&x| x != id);
             }
-            self.idle_free.push(id);
+            self.close_up(idle.up, registry);
         }
+    }
+
+    /// Closes an upstream connection and frees its id.
+    fn close_up(&mut self, mut up: Up, registry: &Registry) {
+        let _ = registry.deregister(&mut up.stream);
+        if let Some(o) = self.up_owner.get_mut(up.id) {
+            *o = Owner::Free;
+            self.up_free.push(up.id);
+        }
+    }
+
+    fn new_up_id(&mut self, conn: usize) -> usize {
+        let id = self.up_free.pop().unwrap_or_else(|| {
+            self.up_owner.push(Owner::Free);
+            self.idle.push(None);
+            self.up_owner.len() - 1
+        });
+        self.up_owner[id] = Owner::Conn(conn);
+        id
     }
 
     /// The earliest edge deadline (for the poll timeout); `Some(now)` when connections have
@@ -485,8 +536,8 @@ impl Edge {
                     None => "upstream timeout".to_string(),
                 };
                 log::warn!("{}: {what}", c.peer);
-                if let Some(mut up) = c.up.take() {
-                    let _ = registry.deregister(&mut up.stream);
+                if let Some(up) = c.up.take() {
+                    self.close_up(up, registry);
                 }
                 c.cin.clear();
                 respond(&mut c, 504, "upstream timeout", true);
@@ -514,6 +565,8 @@ impl Edge {
                 progress |= read_into(
                     &mut c.client,
                     &mut c.cin,
+                    &mut self.scratch,
+                    c.c_hup,
                     &mut c.c_readable,
                     &mut c.c_eof,
                     &mut c.dead,
@@ -525,6 +578,8 @@ impl Edge {
                     progress |= read_into(
                         &mut up.stream,
                         &mut up.uin,
+                        &mut self.scratch,
+                        up.hup,
                         &mut up.readable,
                         &mut up.eof,
                         &mut c.dead,
@@ -749,26 +804,31 @@ impl Edge {
         let key = addr.to_string();
         let new_target = router::rewrite_target(&req.target, route.strip_prefix.as_deref());
         // An upstream: a pooled one if there is one, else a new connection.
-        let up = match self.take_idle(&key, id, registry) {
+        let up = match self.take_idle(&key, id) {
             Some(up) => up,
             None => match Stream::connect(&addr) {
                 Ok(mut s) => {
+                    let up_id = self.new_up_id(id);
                     if let Err(e) = registry.register(
                         &mut s,
-                        token(KIND_UPSTREAM, id),
+                        token(KIND_UPSTREAM, up_id),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         log::warn!("register upstream {key}: {e}");
+                        self.up_owner[up_id] = Owner::Free;
+                        self.up_free.push(up_id);
                         c.cin.drain(..req.head_len);
                         respond(c, 502, "bad gateway", true);
                         return;
                     }
                     Up {
+                        id: up_id,
                         stream: s,
                         key,
                         since: self.now,
                         readable: false,
                         writable: false,
+                        hup: false,
                         connected: false,
                         eof: false,
                         uin: Vec::new(),
@@ -808,63 +868,31 @@ impl Edge {
         }));
     }
 
-    fn take_idle(&mut self, key: &str, id: usize, registry: &Registry) -> Option<Up> {
+    fn take_idle(&mut self, key: &str, conn: usize) -> Option<Up> {
         let list = self.pool.get_mut(key)?;
-        while let Some(idle_id) = list.pop() {
-            let Some(Some(mut idle)) = self.idle.get_mut(idle_id).map(Option::take) else {
-                continue;
-            };
-            self.idle_free.push(idle_id);
-            self.timers.cancel(idle.timer);
-            if registry
-                .reregister(
-                    &mut idle.stream,
-                    token(KIND_UPSTREAM, id),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
-                continue;
-            }
-            return Some(Up {
-                stream: idle.stream,
-                key: idle.key,
-                since: self.now,
-                readable: true,
-                writable: true,
-                connected: true,
-                eof: false,
-                uin: Vec::new(),
-                uout: Vec::new(),
-            });
-        }
-        None
+        let up_id = list.pop()?;
+        let idle = self.idle.get_mut(up_id)?.take()?;
+        self.timers.cancel(idle.timer);
+        self.up_owner[up_id] = Owner::Conn(conn);
+        let mut up = idle.up;
+        // Readiness seen while pooled was not recorded: try both directions.
+        up.readable = true;
+        up.writable = true;
+        up.since = self.now;
+        Some(up)
     }
 
-    fn put_idle(&mut self, mut up: Up, registry: &Registry) {
-        let id = self.idle_free.pop().unwrap_or_else(|| {
-            self.idle.push(None);
-            self.idle.len() - 1
-        });
-        if registry
-            .reregister(&mut up.stream, token(KIND_IDLE, id), Interest::READABLE)
-            .is_err()
-        {
-            self.idle_free.push(id);
-            return;
-        }
+    fn put_idle(&mut self, up: Up, registry: &Registry) {
+        let id = up.id;
         let timer = self.timers.insert(
             deadline(self.now, self.settings.pool_idle_timeout),
             TimerKey::Idle(id),
         );
+        self.up_owner[id] = Owner::Idle;
         let list = self.pool.entry(up.key.clone()).or_default();
         list.push(id);
         let oldest = (list.len() > MAX_IDLE).then(|| list[0]);
-        self.idle[id] = Some(Idle {
-            stream: up.stream,
-            key: up.key,
-            timer,
-        });
+        self.idle[id] = Some(Idle { up, timer });
         if let Some(oldest) = oldest {
             self.drop_idle(oldest, registry);
         }
@@ -872,8 +900,8 @@ impl Edge {
 
     fn upstream_failed(&mut self, c: &mut Conn, registry: &Registry, why: &str) {
         log::warn!("{}: {why}", c.peer);
-        if let Some(mut up) = c.up.take() {
-            let _ = registry.deregister(&mut up.stream);
+        if let Some(up) = c.up.take() {
+            self.close_up(up, registry);
         }
         let answered = matches!(&c.phase, Phase::Exchange(ex) if ex.sent > 0);
         if answered {
@@ -914,8 +942,8 @@ impl Edge {
                             log::debug!("{}: chunked body over max_body_size", c.peer);
                             c.cin.clear();
                             if ex.sent == 0 {
-                                if let Some(mut up) = c.up.take() {
-                                    let _ = registry.deregister(&mut up.stream);
+                                if let Some(up) = c.up.take() {
+                                    self.close_up(up, registry);
                                 }
                                 respond(c, 413, "request body too large", true);
                             } else {
@@ -1113,8 +1141,7 @@ impl Edge {
                 {
                     self.put_idle(up, registry);
                 } else {
-                    let mut up = up;
-                    let _ = registry.deregister(&mut up.stream);
+                    self.close_up(up, registry);
                 }
             }
             c.phase = if ex.client_keep {
@@ -1127,8 +1154,8 @@ impl Edge {
         if matches!(ex.resp, Resp::Done { .. }) && !matches!(ex.req, ReqBody::Done) {
             // The upstream answered before reading the whole request body (an error, say):
             // the rest of the body cannot be told apart from the next request, so close.
-            if let Some(mut up) = c.up.take() {
-                let _ = registry.deregister(&mut up.stream);
+            if let Some(up) = c.up.take() {
+                self.close_up(up, registry);
             }
             c.phase = Phase::Closing;
             return true;
@@ -1138,25 +1165,36 @@ impl Edge {
 }
 
 /// Reads until the buffer is full, the socket would block, or it ends.
+///
+/// A short read means the socket is drained for now: with edge-triggered readiness, bytes
+/// that arrive later raise a new event, so the extra read that would only say
+/// `WouldBlock` is skipped, unless the event said the peer closed (`hup`), whose end of
+/// stream must then be read.
+#[allow(clippy::too_many_arguments)]
 fn read_into(
     s: &mut Stream,
     buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    hup: bool,
     readable: &mut bool,
     eof: &mut bool,
     dead: &mut bool,
 ) -> bool {
     let mut progress = false;
-    let mut chunk = [0u8; 16 << 10];
     while buf.len() < BUF {
-        let want = (BUF - buf.len()).min(chunk.len());
-        match s.read(&mut chunk[..want]) {
+        let want = (BUF - buf.len()).min(scratch.len());
+        match s.read(&mut scratch[..want]) {
             Ok(0) => {
                 *eof = true;
                 return true;
             }
             Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
+                buf.extend_from_slice(&scratch[..n]);
                 progress = true;
+                if n < want && !hup {
+                    *readable = false;
+                    return true;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 *readable = false;

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Proxy benchmark (issue 4): one nginx backend on loopback; wrk with keep-alive at 50 and 500
+# connections against: the backend directly, mothership, nginx (one worker, upstream
+# keep-alive) and HAProxy (one thread, http-reuse always). Same run, same machine.
+# Needs nginx, haproxy, wrk. Usage: bench/proxy.sh [seconds per run, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$PWD/target/release/mothership}
+D=${1:-5}
+W=$(mktemp -d /tmp/ms-proxy-bench.XXXXXX)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$W"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PB=$(port); PM=$(port); PN=$(port); PH=$(port)
+
+cat > "$W/backend.conf" <<NG
+worker_processes 1; daemon off; pid $W/b.pid; error_log $W/b.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$PB backlog=4096; location / { return 200 "hello from backend\n"; } } }
+NG
+cat > "$W/nginx.conf" <<NG
+worker_processes 1; daemon off; pid $W/n.pid; error_log $W/n.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; upstream b { server 127.0.0.1:$PB; keepalive 512; }
+  server { listen 127.0.0.1:$PN backlog=4096; location / { proxy_pass http://b; proxy_http_version 1.1;
+  proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+NG
+cat > "$W/haproxy.cfg" <<HA
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$PH
+  default_backend be
+backend be
+  server s1 127.0.0.1:$PB
+HA
+cat > "$W/ship-manifest.toml" <<TOML
+[mothership]
+bind = { http = "127.0.0.1:$PM" }
+[[fleet.web]]
+name = "backend"
+command = "nginx"
+args = ["-c", "$W/backend.conf"]
+bind = "127.0.0.1:$PB"
+routes = ["http:/"]
+TOML
+ulimit -n 65536 2>/dev/null || true
+"$BIN" -c "$W/ship-manifest.toml" > "$W/ms.log" 2>&1 & pids+=($!)
+nginx -c "$W/nginx.conf" & pids+=($!)
+haproxy -f "$W/haproxy.cfg" -p "$W/ha.pid" > /dev/null 2>&1 & pids+=($!)
+for p in $PB $PM $PN $PH; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" > /dev/null && break; sleep 0.1; done
+done
+
+run() { # port conns -> "rps p99"
+  wrk -t1 -c"$2" -d"${D}s" --latency "http://127.0.0.1:$1/" 2>/dev/null |
+    awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%d %s", r, p}'
+}
+echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, ${D}s per run, wrk -t1)"
+printf '%-6s %-12s %12s %10s %8s\n' conns target req/s p99 vs-ms
+for c in 50 500; do
+  ms=$(run $PM $c); direct=$(run $PB $c); ng=$(run $PN $c); ha=$(run $PH $c)
+  base=${ms%% *}
+  for row in "direct:$direct" "mothership:$ms" "nginx:$ng" "haproxy:$ha"; do
+    name=${row%%:*}; v=${row#*:}; r=${v%% *}; p=${v#* }
+    printf '%-6s %-12s %12s %10s %8s\n' "$c" "$name" "$r" "$p" "$(python3 -c "print(f'{$base/max($r,1):.2f}')")"
+  done
+done
+pid=$(pgrep -f "mothership -c $W/ship-manifest.toml" | head -1)
+echo "mothership RSS after the runs: $(awk '/^VmRSS:/ {print $2}' /proc/$pid/status) KiB"
