@@ -57,6 +57,9 @@ struct Up {
     /// not, so moving it in and out of the pool costs no system call.
     id: usize,
     stream: Stream,
+    addr: BindAddr,
+    /// Taken from the pool (it may have been closed by the backend meanwhile).
+    reused: bool,
     key: String,
     /// When the connect started (for the connect timeout).
     since: Instant,
@@ -102,6 +105,12 @@ struct Exchange {
     resp: Resp,
     /// Bytes of the response sent to the client so far (0: an error can still be answered).
     sent: u64,
+    /// The client buffer holds a response head whose body has not arrived yet: it is sent
+    /// with MSG_MORE so that head and first body bytes leave in one segment.
+    head_only: bool,
+    /// For an idempotent request without a body sent on a reused connection: the bytes to
+    /// send again on a fresh connection if the reused one turns out to be closed.
+    replay: Option<Vec<u8>>,
 }
 
 enum Phase {
@@ -575,6 +584,8 @@ impl Edge {
             // Read from the upstream.
             if let Some(up) = &mut c.up {
                 if up.connected && up.readable && !up.eof && up.uin.len() < BUF {
+                    // An upstream error ends the upstream, not the client connection.
+                    let mut failed = false;
                     progress |= read_into(
                         &mut up.stream,
                         &mut up.uin,
@@ -582,7 +593,7 @@ impl Edge {
                         up.hup,
                         &mut up.readable,
                         &mut up.eof,
-                        &mut c.dead,
+                        &mut failed,
                     );
                 }
                 if !up.connected && up.writable {
@@ -607,12 +618,29 @@ impl Edge {
             // Write to the upstream, then to the client.
             if let Some(up) = &mut c.up {
                 if up.connected && up.writable && !up.uout.is_empty() {
-                    progress |=
-                        write_from(&mut up.stream, &mut up.uout, &mut up.writable, &mut c.dead);
+                    let mut failed = false;
+                    progress |= write_from(
+                        &mut up.stream,
+                        &mut up.uout,
+                        false,
+                        &mut up.writable,
+                        &mut failed,
+                    );
+                    if failed {
+                        up.eof = true;
+                        up.uout.clear();
+                    }
                 }
             }
             if c.c_writable && !c.cout.is_empty() {
-                progress |= write_from(&mut c.client, &mut c.cout, &mut c.c_writable, &mut c.dead);
+                let more = matches!(&c.phase, Phase::Exchange(ex) if ex.head_only);
+                progress |= write_from(
+                    &mut c.client,
+                    &mut c.cout,
+                    more,
+                    &mut c.c_writable,
+                    &mut c.dead,
+                );
             }
             if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
                 c.dead = true;
@@ -706,7 +734,7 @@ impl Edge {
                 }
             }
             Phase::Exchange(mut ex) => {
-                let p = self.exchange(c, &mut ex, registry);
+                let p = self.exchange(c, id, &mut ex, registry);
                 if matches!(c.phase, Phase::Busy) {
                     c.phase = Phase::Exchange(ex);
                 }
@@ -806,35 +834,8 @@ impl Edge {
         // An upstream: a pooled one if there is one, else a new connection.
         let up = match self.take_idle(&key, id) {
             Some(up) => up,
-            None => match Stream::connect(&addr) {
-                Ok(mut s) => {
-                    let up_id = self.new_up_id(id);
-                    if let Err(e) = registry.register(
-                        &mut s,
-                        token(KIND_UPSTREAM, up_id),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log::warn!("register upstream {key}: {e}");
-                        self.up_owner[up_id] = Owner::Free;
-                        self.up_free.push(up_id);
-                        c.cin.drain(..req.head_len);
-                        respond(c, 502, "bad gateway", true);
-                        return;
-                    }
-                    Up {
-                        id: up_id,
-                        stream: s,
-                        key,
-                        since: self.now,
-                        readable: false,
-                        writable: false,
-                        hup: false,
-                        connected: false,
-                        eof: false,
-                        uin: Vec::new(),
-                        uout: Vec::new(),
-                    }
-                }
+            None => match self.connect_up(&addr, key.clone(), id, registry) {
+                Ok(up) => up,
                 Err(e) => {
                     log::warn!(
                         "{} {} {}: connect to {key}: {e}",
@@ -850,6 +851,12 @@ impl Edge {
         };
         let mut up = up;
         up.uout = upstream_head(&req, &new_target, &c.peer);
+        let idempotent = matches!(
+            req.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+        let replay = (up.reused && idempotent && req.body == Body::None && req.upgrade.is_none())
+            .then(|| up.uout.clone());
         c.cin.drain(..req.head_len);
         let req_body = match req.body {
             Body::None | Body::UntilClose => ReqBody::Done,
@@ -865,7 +872,45 @@ impl Edge {
             req: req_body,
             resp: Resp::Head,
             sent: 0,
+            head_only: false,
+            replay,
         }));
+    }
+
+    /// Starts a connection to a backend for connection `conn`.
+    fn connect_up(
+        &mut self,
+        addr: &BindAddr,
+        key: String,
+        conn: usize,
+        registry: &Registry,
+    ) -> io::Result<Up> {
+        let mut s = Stream::connect(addr)?;
+        let up_id = self.new_up_id(conn);
+        if let Err(e) = registry.register(
+            &mut s,
+            token(KIND_UPSTREAM, up_id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.up_owner[up_id] = Owner::Free;
+            self.up_free.push(up_id);
+            return Err(e);
+        }
+        Ok(Up {
+            id: up_id,
+            stream: s,
+            addr: addr.clone(),
+            reused: false,
+            key,
+            since: self.now,
+            readable: false,
+            writable: false,
+            hup: false,
+            connected: false,
+            eof: false,
+            uin: Vec::new(),
+            uout: Vec::new(),
+        })
     }
 
     fn take_idle(&mut self, key: &str, conn: usize) -> Option<Up> {
@@ -879,6 +924,7 @@ impl Edge {
         up.readable = true;
         up.writable = true;
         up.since = self.now;
+        up.reused = true;
         Some(up)
     }
 
@@ -912,7 +958,13 @@ impl Edge {
     }
 
     /// Request body out, response in; sets `c.phase` when the exchange ends.
-    fn exchange(&mut self, c: &mut Conn, ex: &mut Exchange, registry: &Registry) -> bool {
+    fn exchange(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        ex: &mut Exchange,
+        registry: &Registry,
+    ) -> bool {
         let mut progress = false;
         let Some(up) = c.up.as_mut() else {
             c.dead = true;
@@ -984,6 +1036,32 @@ impl Edge {
             match &mut ex.resp {
                 Resp::Head => match http::parse_response(&up.uin, &self.limits, &ex.method) {
                     Ok(None) => {
+                        if up.eof && up.uin.is_empty() && ex.replay.is_some() {
+                            // The pooled connection was closed by the backend before it
+                            // answered: send the request once more on a fresh connection.
+                            let bytes = ex.replay.take().unwrap_or_default();
+                            let addr = up.addr.clone();
+                            let key = up.key.clone();
+                            log::debug!(
+                                "{}: reused connection to {key} was closed; retrying on a new one",
+                                c.peer
+                            );
+                            if let Some(old) = c.up.take() {
+                                self.close_up(old, registry);
+                            }
+                            match self.connect_up(&addr, key, id, registry) {
+                                Ok(mut fresh) => {
+                                    fresh.uout = bytes;
+                                    c.up = Some(fresh);
+                                    progress = true;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    self.upstream_failed(c, registry, &format!("reconnect: {e}"));
+                                    return true;
+                                }
+                            }
+                        }
                         if up.eof {
                             let why = if up.uin.is_empty() {
                                 "closed the connection before responding"
@@ -1052,6 +1130,7 @@ impl Edge {
                                 reusable: false,
                             },
                         };
+                        ex.head_only = matches!(ex.resp, Resp::Body { .. }) && up.uin.is_empty();
                     }
                 },
                 Resp::Body {
@@ -1064,6 +1143,9 @@ impl Edge {
                         break;
                     }
                     let n = up.uin.len().min(room);
+                    if n > 0 {
+                        ex.head_only = false;
+                    }
                     let finished;
                     match body {
                         RespBody::Length(left) => {
@@ -1211,10 +1293,21 @@ fn read_into(
     progress
 }
 
-fn write_from(s: &mut Stream, buf: &mut Vec<u8>, writable: &mut bool, dead: &mut bool) -> bool {
+fn write_from(
+    s: &mut Stream,
+    buf: &mut Vec<u8>,
+    more: bool,
+    writable: &mut bool,
+    dead: &mut bool,
+) -> bool {
     let mut written = 0;
     while written < buf.len() {
-        match s.write(&buf[written..]) {
+        let r = if more {
+            s.write_more(&buf[written..])
+        } else {
+            s.write(&buf[written..])
+        };
+        match r {
             Ok(0) => break,
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -41,6 +41,31 @@ impl Stream {
         }
     }
 
+    /// Writes with MSG_MORE on TCP: the kernel holds the bytes (up to 200 ms) until more
+    /// follow, so a response head and its body leave in one segment.
+    pub fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: send on a socket we own, with a valid buffer.
+                let n = unsafe {
+                    libc::send(
+                        s.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
     pub fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),

@@ -7,6 +7,8 @@ GET/POST anything      -> JSON: name, method, path, headers, body length and sha
 /die?bytes=N           -> headers announcing 2N bytes, N bytes, then the process exits
 /ws                    -> 101 Switching Protocols, then echoes bytes back
 /sleep?s=N             -> waits N seconds before answering
+/flaky                 -> answered only as the first request of a connection; later ones
+                          see the connection closed without an answer
 Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
 """
 import hashlib
@@ -37,6 +39,7 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         global CONNS
         super().setup()
+        self.served = 0
         with LOCK:
             CONNS += 1
             self.conn_no = CONNS
@@ -73,7 +76,11 @@ class Handler(BaseHTTPRequestHandler):
         return n, h.hexdigest()
 
     def handle_any(self):
+        self.served += 1
         path, _, query = self.path.partition("?")
+        if path == "/flaky" and self.served > 1:
+            self.close_connection = True
+            return
         args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         n, digest = self.read_body()
         if path == "/sleep":

@@ -578,3 +578,32 @@ fn expect_100_continue_goes_through() {
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     assert_eq!(json_field(&out, "body_bytes"), Some("5"), "{out}");
 }
+
+#[test]
+fn idempotent_request_is_retried_once_when_a_reused_connection_was_closed() {
+    let e = edge();
+    let url = format!("http://127.0.0.1:{}/echo/flaky", e.http);
+    let first = curl(&[&url]);
+    assert_eq!(json_field(&first, "name"), Some("echo"), "{first}");
+    // The pooled connection is reused, the backend drops it without answering: the GET is
+    // sent again on a fresh connection.
+    let second = curl(&["-w", "%{http_code}", &url]);
+    assert!(second.ends_with("200"), "{second}");
+    assert_ne!(
+        json_field(&second, "conn"),
+        json_field(&first, "conn"),
+        "{second}"
+    );
+    // A POST is not retried: the client gets 502.
+    let _ = curl(&[&url]);
+    let post = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data",
+        "x=1",
+        &url,
+    ]);
+    assert_eq!(post, "502");
+}
