@@ -180,6 +180,15 @@ fn tokens(headers: &[Header], name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Does a header named `name` list `token` (case-insensitive)? No allocation.
+fn has_token(headers: &[Header], name: &str, token: &str) -> bool {
+    headers.iter().filter(|h| h.is(name)).any(|h| {
+        h.value_str()
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    })
+}
+
 /// The one Content-Length of a message: every value (also in lists) must be the same
 /// non-negative decimal number.
 fn content_length(headers: &[Header]) -> Result<Option<u64>, HttpError> {
@@ -236,8 +245,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     let Some(head_len) = head_end(buf, limits.max_head)? else {
         return Ok(None);
     };
-    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut raw);
+    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut heap;
+    let raw: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(raw);
     match req.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed head")),
@@ -304,13 +320,12 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if minor == 1 && host.is_none() {
         return Err(HttpError::Bad("HTTP/1.1 request without Host"));
     }
-    let conn = tokens(&headers, "connection");
     let keep_alive = if minor == 1 {
-        !conn.iter().any(|t| t == "close")
+        !has_token(&headers, "connection", "close")
     } else {
-        conn.iter().any(|t| t == "keep-alive")
+        has_token(&headers, "connection", "keep-alive")
     };
-    let upgrade = if conn.iter().any(|t| t == "upgrade") {
+    let upgrade = if has_token(&headers, "connection", "upgrade") {
         headers
             .iter()
             .find(|h| h.is("upgrade"))
@@ -319,10 +334,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     } else {
         None
     };
-    let expect_continue = minor == 1
-        && tokens(&headers, "expect")
-            .iter()
-            .any(|t| t == "100-continue");
+    let expect_continue = minor == 1 && has_token(&headers, "expect", "100-continue");
     Ok(Some(RequestHead {
         method: method.to_string(),
         target: target.to_string(),
@@ -346,8 +358,15 @@ pub fn parse_response(
     let Some(head_len) = head_end(buf, limits.max_head)? else {
         return Ok(None);
     };
-    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut res = httparse::Response::new(&mut raw);
+    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut heap;
+    let raw: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        &mut heap
+    };
+    let mut res = httparse::Response::new(raw);
     match res.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed response head")),
@@ -362,11 +381,10 @@ pub fn parse_response(
     }
     let reason = res.reason.unwrap_or("").to_string();
     let headers = convert_headers(res.headers)?;
-    let conn = tokens(&headers, "connection");
     let mut keep_alive = if minor == 1 {
-        !conn.iter().any(|t| t == "close")
+        !has_token(&headers, "connection", "close")
     } else {
-        conn.iter().any(|t| t == "keep-alive")
+        has_token(&headers, "connection", "keep-alive")
     };
     let no_body = method.eq_ignore_ascii_case("HEAD")
         || (100..200).contains(&status)

@@ -73,6 +73,11 @@ impl<T> Slab<T> {
             .collect()
     }
 
+    /// True if any value satisfies `f` (no allocation).
+    pub fn any(&self, f: impl Fn(&T) -> bool) -> bool {
+        self.slots.iter().flatten().any(f)
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }

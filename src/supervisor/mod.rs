@@ -320,11 +320,7 @@ impl Supervisor {
             if self.phase == Phase::Done {
                 break;
             }
-            let has_work =
-                !self.paused
-                    && self.sources.tokens().iter().any(
-                        |t| matches!(self.sources.get(*t), Some(Source::Pipe(p)) if p.readable),
-                    );
+            let has_work = self.pipes_ready();
             let timeout = if has_work || self.more_to_start {
                 Some(Duration::ZERO)
             } else {
@@ -850,8 +846,19 @@ impl Supervisor {
         }
     }
 
+    /// Is a pipe known to have bytes to read (and is reading allowed)?
+    fn pipes_ready(&self) -> bool {
+        !self.paused
+            && self
+                .sources
+                .any(|s| matches!(s, Source::Pipe(p) if p.readable))
+    }
+
     /// Reads every readable pipe, up to a budget each, unless output is congested.
     fn read_pipes(&mut self, _now: Instant) {
+        if !self.pipes_ready() {
+            return;
+        }
         for t in self.sources.tokens() {
             if self.paused {
                 return;
