@@ -31,11 +31,12 @@ man-lint:
 # Benchmarks (slow; not part of `make test`). Figures go to stdout.
 bench: build
 	bash bench/run.sh
+	bash bench/proxy.sh
 
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
 	apt-get update
-	apt-get install -y mandoc python3 curl procps util-linux
+	apt-get install -y mandoc python3 curl procps util-linux nginx haproxy wrk
 
 clean:
 	$(CARGO) clean

@@ -43,6 +43,7 @@ pub fn run(g: &Global) -> i32 {
         std::process::id()
     );
 
+    raise_fd_limit();
     let socket_dir = socket_dir();
     if m.programs
         .iter()
@@ -79,6 +80,25 @@ pub fn run(g: &Global) -> i32 {
     };
     out.finish(writer);
     code
+}
+
+/// Raises the soft limit on open files to the hard limit: a proxy with many connections
+/// needs them, and children inherit the higher limit only if they ask for it themselves.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                log::debug!("open files limit raised from {old} to {}", lim.rlim_max);
+            }
+        }
+    }
 }
 
 /// `$MS_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/mothership`, else `/tmp/mothership`.

@@ -607,3 +607,85 @@ fn idempotent_request_is_retried_once_when_a_reused_connection_was_closed() {
     ]);
     assert_eq!(post, "502");
 }
+
+/// Raises this process's open-files limit to the hard limit.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur as u64
+}
+
+#[test]
+fn ten_thousand_keep_alive_connections_are_held_and_each_answered() {
+    const N: usize = 10_000;
+    let limit = raise_nofile();
+    assert!(
+        limit >= N as u64 + 500,
+        "the open-files hard limit ({limit}) is too low for this test"
+    );
+    let d = Dir::new("c10k");
+    let (http, b) = (free_port(), free_port());
+    d.write(
+        "nginx.conf",
+        &format!(
+            "worker_processes 1; daemon off; pid {dir}/ng.pid; error_log {dir}/ng.err warn;\nevents {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 1000000; server {{ listen 127.0.0.1:{b} backlog=4096; location / {{ return 200 \"ok $request_uri\\n\"; }} }} }}\n",
+            dir = d.path.display()
+        ),
+    );
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\n[[fleet.web]]\nname = \"nginx\"\ncommand = \"nginx\"\nargs = [\"-c\", \"{}/nginx.conf\"]\nbind = \"127.0.0.1:{b}\"\nroutes = [\"http:/\"]\n",
+            d.path.display()
+        ),
+    );
+    let f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("nginx: up")),
+        "{}",
+        f.stderr()
+    );
+    let mut conns: Vec<TcpStream> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        conns.push(s);
+    }
+    // Every connection is held open the whole time; each one gets a request and its answer
+    // (one at a time, so the backend sees one upstream connection, not ten thousand).
+    for round in 0..2 {
+        for (i, s) in conns.iter_mut().enumerate() {
+            s.write_all(format!("GET /r{round}/c{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+                .unwrap();
+            let want = format!("ok /r{round}/c{i}\n");
+            let mut got = Vec::new();
+            let mut b = [0u8; 512];
+            while !got.ends_with(want.as_bytes()) {
+                let n = s
+                    .read(&mut b)
+                    .unwrap_or_else(|e| panic!("connection {i}, round {round}: {e}"));
+                assert!(n > 0, "connection {i} closed in round {round}");
+                got.extend_from_slice(&b[..n]);
+            }
+            assert!(
+                got.starts_with(b"HTTP/1.1 200 "),
+                "connection {i}: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    // All 10,000 are still open and idle: the supervisor's memory stays small.
+    let rss = proc_status_kib(f.pid(), "VmRSS:").unwrap();
+    assert!(
+        rss < 64 * 1024,
+        "RSS {rss} KiB with {N} idle keep-alive connections"
+    );
+    eprintln!("RSS with {N} idle keep-alive connections: {rss} KiB");
+}
