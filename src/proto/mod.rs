@@ -4,5 +4,6 @@
 
 pub mod chunked;
 pub mod http;
+pub mod ja4h;
 pub mod proxy_protocol;
 pub mod ua;

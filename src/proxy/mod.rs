@@ -111,6 +111,21 @@ struct Exchange {
     /// For an idempotent request without a body sent on a reused connection: the bytes to
     /// send again on a fresh connection if the reused one turns out to be closed.
     replay: Option<Vec<u8>>,
+    /// What the request log needs, when a request log is on.
+    rec: Option<Box<Record>>,
+}
+
+/// One request, for the access log and the debug request log.
+struct Record {
+    started: Instant,
+    /// `GET /path HTTP/1.1`
+    line: String,
+    backend: String,
+    ua: &'static str,
+    /// Computed only when the debug request log is on.
+    ja4h: Option<String>,
+    status: u16,
+    bytes: u64,
 }
 
 enum Phase {
@@ -545,6 +560,7 @@ impl Edge {
                     None => "upstream timeout".to_string(),
                 };
                 log::warn!("{}: {what}", c.peer);
+                self.emit(&c.peer, ex.rec.as_deref(), 504, 0);
                 if let Some(up) = c.up.take() {
                     self.close_up(up, registry);
                 }
@@ -790,11 +806,16 @@ impl Edge {
             .map(|h| h.value.clone())
             .unwrap_or_default();
         let route = self.router.find(c.bind, req.path(), &ua);
+        let backend = route.map_or("-", |r| {
+            self.names.get(r.target).map_or("?", String::as_str)
+        });
+        let rec = self.record(&req, &ua, backend);
         let has_body = req.body != Body::None;
         let Some(route) = route else {
             log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
             c.cin.drain(..req.head_len);
             respond(c, 404, "no route", has_body || !req.keep_alive);
+            self.emit(&c.peer, rec.as_deref(), 404, 0);
             if !has_body && req.keep_alive {
                 c.phase = Phase::Head;
             }
@@ -811,6 +832,7 @@ impl Edge {
                 );
                 c.cin.drain(..req.head_len);
                 respond(c, 413, "request body too large", true);
+                self.emit(&c.peer, rec.as_deref(), 413, 0);
                 return;
             }
         }
@@ -824,6 +846,7 @@ impl Edge {
             );
             c.cin.drain(..req.head_len);
             respond(c, 503, "backend not available", has_body || !req.keep_alive);
+            self.emit(&c.peer, rec.as_deref(), 503, 0);
             if !has_body && req.keep_alive {
                 c.phase = Phase::Head;
             }
@@ -845,6 +868,7 @@ impl Edge {
                     );
                     c.cin.drain(..req.head_len);
                     respond(c, 502, "backend refused the connection", true);
+                    self.emit(&c.peer, rec.as_deref(), 502, 0);
                     return;
                 }
             },
@@ -874,7 +898,37 @@ impl Edge {
             sent: 0,
             head_only: false,
             replay,
+            rec,
         }));
+    }
+
+    /// A log record for this request, if a request log is on.
+    fn record(&self, req: &RequestHead, ua: &[u8], backend: &str) -> Option<Box<Record>> {
+        let debug = log::log_enabled!(target: "request", log::Level::Debug);
+        if !self.settings.access_log && !debug {
+            return None;
+        }
+        Some(Box::new(Record {
+            started: self.now,
+            line: format!("{} {} HTTP/1.{}", req.method, req.target, req.minor),
+            backend: backend.to_string(),
+            ua: crate::proto::ua::classify(ua).label(),
+            ja4h: debug.then(|| crate::proto::ja4h::ja4h(req)),
+            status: 0,
+            bytes: 0,
+        }))
+    }
+
+    /// Writes the request's access-log line and, at debug level, its request-log line.
+    fn emit(&self, peer: &str, rec: Option<&Record>, status: u16, bytes: u64) {
+        let Some(r) = rec else { return };
+        let ms = self.now.saturating_duration_since(r.started).as_secs_f64() * 1000.0;
+        if self.settings.access_log {
+            log::info!(target: "access", "{peer} \"{}\" {status} {bytes} {ms:.1}ms {} ua={}", r.line, r.backend, r.ua);
+        }
+        if let Some(j) = &r.ja4h {
+            log::debug!(target: "request", "{peer} \"{}\" {status} {bytes} {ms:.1}ms backend={} ua={} ja4h={j}", r.line, r.backend, r.ua);
+        }
     }
 
     /// Starts a connection to a backend for connection `conn`.
@@ -1131,6 +1185,9 @@ impl Edge {
                             },
                         };
                         ex.head_only = matches!(ex.resp, Resp::Body { .. }) && up.uin.is_empty();
+                        if let Some(rec) = &mut ex.rec {
+                            rec.status = r.status;
+                        }
                     }
                 },
                 Resp::Body {
@@ -1146,6 +1203,7 @@ impl Edge {
                     if n > 0 {
                         ex.head_only = false;
                     }
+                    let before = c.cout.len();
                     let finished;
                     match body {
                         RespBody::Length(left) => {
@@ -1204,6 +1262,9 @@ impl Edge {
                             finished = up.eof && up.uin.is_empty();
                         }
                     }
+                    if let Some(rec) = &mut ex.rec {
+                        rec.bytes += (c.cout.len() - before) as u64;
+                    }
                     if finished {
                         ex.resp = Resp::Done {
                             reusable: *reusable && up.uin.is_empty(),
@@ -1218,6 +1279,9 @@ impl Edge {
         }
         if let (ReqBody::Done, Resp::Done { reusable }) = (&ex.req, &ex.resp) {
             let reusable = *reusable;
+            if let Some(rec) = &ex.rec {
+                self.emit(&c.peer, Some(rec), rec.status, rec.bytes);
+            }
             if let Some(up) = c.up.take() {
                 if reusable && up.uout.is_empty() && up.uin.is_empty() && !up.eof && !self.draining
                 {

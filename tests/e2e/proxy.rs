@@ -609,7 +609,7 @@ fn idempotent_request_is_retried_once_when_a_reused_connection_was_closed() {
 }
 
 /// Raises this process's open-files limit to the hard limit.
-fn raise_nofile() -> u64 {
+fn raise_nofile() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -619,7 +619,7 @@ fn raise_nofile() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]
@@ -688,4 +688,57 @@ fn ten_thousand_keep_alive_connections_are_held_and_each_answered() {
         "RSS {rss} KiB with {N} idle keep-alive connections"
     );
     eprintln!("RSS with {N} idle keep-alive connections: {rss} KiB");
+}
+
+#[test]
+fn access_log_and_debug_request_log_with_ja4h() {
+    let d = Dir::new("accesslog");
+    let (http, a) = (free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ access_log = true }}\n[[fleet.web]]\nname = \"echo\"\ncommand = \"python3\"\nargs = [\"{BACKEND}\", \"{a}\", \"echo\"]\nbind = \"127.0.0.1:{a}\"\nroutes = [\"http:^/e\"]\n"
+        ),
+    );
+    let f = Fleet::start_with(&d, &[], |c| {
+        c.env("RUST_LOG", "info,request=debug");
+    });
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("echo: up")),
+        "{}",
+        f.stderr()
+    );
+    let _ = curl(&[
+        "-A",
+        "curl/8.0",
+        "-H",
+        "Accept-Language: de-DE",
+        &format!("http://127.0.0.1:{http}/e/x?q=1"),
+    ]);
+    let _ = curl(&[&format!("http://127.0.0.1:{http}/missing")]);
+    assert!(
+        wait_for(secs(5), || f
+            .stderr()
+            .contains("\"GET /missing HTTP/1.1\" 404")),
+        "{}",
+        f.stderr()
+    );
+    let err = f.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("\"GET /e/x?q=1 HTTP/1.1\" 200") && !l.contains("ja4h"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("127.0.0.1:") && line.contains(" echo ua=bot"),
+        "{line}"
+    );
+    let dbg = err
+        .lines()
+        .find(|l| l.contains("\"GET /e/x?q=1 HTTP/1.1\" 200") && l.contains("ja4h="))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(dbg.contains("ja4h=ge11nn04dede_"), "{dbg}");
+    assert!(
+        err.contains("\"GET /missing HTTP/1.1\" 404 0") && err.contains(" - ua="),
+        "{err}"
+    );
 }
