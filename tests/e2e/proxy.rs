@@ -742,3 +742,36 @@ fn access_log_and_debug_request_log_with_ja4h() {
         "{err}"
     );
 }
+
+#[test]
+fn a_slow_client_does_not_make_the_proxy_buffer_the_response() {
+    let e = edge();
+    let total: usize = 200 << 20;
+    let mut s = TcpStream::connect(("127.0.0.1", e.http)).unwrap();
+    s.write_all(
+        format!("GET /echo/big?bytes={total} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    // Read nothing for a while: the backend, not mothership, has to wait.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss = proc_status_kib(e.fleet.pid(), "VmRSS:").unwrap();
+    assert!(
+        rss < 32 * 1024,
+        "mothership RSS {rss} KiB while a client does not read a 200 MiB response"
+    );
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) => panic!("after {got} bytes: {err}"),
+        }
+    }
+    assert!(
+        got > total && got < total + 1024,
+        "received {got} bytes for a {total}-byte body"
+    );
+}
