@@ -28,14 +28,7 @@ pub fn run(g: &Global) -> i32 {
         colour_stderr: !no_color && std::io::stderr().is_terminal(),
     };
     logger::init(g.log_format, Some(out.clone()), style.colour_stderr);
-    let width = m
-        .prelaunch
-        .iter()
-        .chain(&m.programs)
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(0);
-    logger::set_width(width);
+    logger::set_width(m.name_width());
     log::info!(
         "initializing: {} (mothership {}, pid {})",
         m.path.display(),

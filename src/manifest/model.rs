@@ -30,6 +30,18 @@ pub struct Manifest {
     pub modules: Vec<Module>,
 }
 
+impl Manifest {
+    /// Length of the longest program name (prelaunch jobs included), for aligned output.
+    pub fn name_width(&self) -> usize {
+        self.prelaunch
+            .iter()
+            .chain(&self.programs)
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Bind {
     pub name: String,

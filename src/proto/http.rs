@@ -137,6 +137,23 @@ impl ResponseHead {
     }
 }
 
+/// Header slots kept on the stack; larger limits use the heap.
+const STACK_HEADERS: usize = 128;
+
+/// `n` empty header slots for httparse, from `stack` when it is large enough.
+fn header_slots<'a, 'b>(
+    stack: &'a mut [httparse::Header<'b>; STACK_HEADERS],
+    heap: &'a mut Vec<httparse::Header<'b>>,
+    n: usize,
+) -> &'a mut [httparse::Header<'b>] {
+    if n <= STACK_HEADERS {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, httparse::EMPTY_HEADER);
+        heap
+    }
+}
+
 /// Finds the end of a head (`\r\n\r\n`), refusing bare LF. `Ok(None)` means "need more".
 fn head_end(buf: &[u8], limit: usize) -> Result<Option<usize>, HttpError> {
     let scan = &buf[..buf.len().min(limit)];
@@ -245,14 +262,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     let Some(head_len) = head_end(buf, limits.max_head)? else {
         return Ok(None);
     };
-    let mut stack = [httparse::EMPTY_HEADER; 128];
-    let mut heap;
-    let raw: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        &mut heap
-    };
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let raw = header_slots(&mut stack, &mut heap, limits.max_headers);
     let mut req = httparse::Request::new(raw);
     match req.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -358,14 +370,9 @@ pub fn parse_response(
     let Some(head_len) = head_end(buf, limits.max_head)? else {
         return Ok(None);
     };
-    let mut stack = [httparse::EMPTY_HEADER; 128];
-    let mut heap;
-    let raw: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        &mut heap
-    };
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let raw = header_slots(&mut stack, &mut heap, limits.max_headers);
     let mut res = httparse::Response::new(raw);
     match res.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}

@@ -168,14 +168,7 @@ impl Supervisor {
         let inherited: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        let width = m
-            .prelaunch
-            .iter()
-            .chain(&m.programs)
-            .map(|p| p.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(10);
+        let width = m.name_width().max(10);
         crate::output::logger::set_width(width);
         let mut members = Vec::new();
         let all: Vec<&Program> = m.prelaunch.iter().chain(&m.programs).collect();
@@ -479,12 +472,7 @@ impl Supervisor {
             edge.drain(self.poll.registry());
             let busy = edge.busy();
             if busy > 0 {
-                let grace = self
-                    .members
-                    .iter()
-                    .map(|m| m.prog.grace_period)
-                    .max()
-                    .unwrap_or(Duration::from_secs(10));
+                let grace = self.longest_grace();
                 log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
                 let until = child::deadline(now, grace);
                 self.drain_until = Some(until);
@@ -593,18 +581,22 @@ impl Supervisor {
         }
     }
 
+    /// The longest grace period of the fleet: how long draining and final reaping wait.
+    fn longest_grace(&self) -> Duration {
+        self.members
+            .iter()
+            .map(|m| m.prog.grace_period)
+            .max()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
     /// PID 1: everything left in the namespace is ours; ask it to stop, then wait.
     fn begin_reaping(&mut self, now: Instant) {
         if !has_children() {
             self.phase = Phase::Done;
             return;
         }
-        let grace = self
-            .members
-            .iter()
-            .map(|m| m.prog.grace_period)
-            .max()
-            .unwrap_or(Duration::from_secs(10));
+        let grace = self.longest_grace();
         log::info!("waiting up to {grace:?} for remaining descendants");
         // SAFETY: as PID 1, -1 addresses every process of our PID namespace except us.
         unsafe {
