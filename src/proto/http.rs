@@ -102,6 +102,10 @@ pub struct RequestHead {
     pub host: Option<String>,
     /// Bytes of the head, including the final CRLF CRLF.
     pub head_len: usize,
+    /// Validated transfer codings, lowercase, in order (empty without Transfer-Encoding).
+    pub codings: Vec<String>,
+    /// The (single, validated) Content-Length value, if one was sent.
+    pub content_length: Option<u64>,
 }
 
 impl RequestHead {
@@ -129,6 +133,8 @@ pub struct ResponseHead {
     /// The server keeps the connection open after this response.
     pub keep_alive: bool,
     pub head_len: usize,
+    /// Transfer codings, lowercase, in order (empty without Transfer-Encoding).
+    pub codings: Vec<String>,
 }
 
 impl ResponseHead {
@@ -358,6 +364,8 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         expect_continue,
         host,
         head_len,
+        codings,
+        content_length: cl,
     }))
 }
 
@@ -388,6 +396,7 @@ pub fn parse_response(
     }
     let reason = res.reason.unwrap_or("").to_string();
     let headers = convert_headers(res.headers)?;
+    let res_codings = tokens(&headers, "transfer-encoding");
     let mut keep_alive = if minor == 1 {
         !has_token(&headers, "connection", "close")
     } else {
@@ -430,6 +439,7 @@ pub fn parse_response(
         body,
         keep_alive,
         head_len,
+        codings: res_codings,
     }))
 }
 
@@ -446,10 +456,14 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
         "upgrade",
         "proxy-authorization",
     ];
+    // `Connection` may name extra hop-by-hop fields, but never the ones that frame or
+    // address the message: `Connection: content-length` must not make a body vanish.
+    const PROTECTED: [&str; 2] = ["content-length", "host"];
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection_tokens
+        || (connection_tokens
             .iter()
             .any(|t| name.eq_ignore_ascii_case(t))
+            && !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)))
 }
 
 /// The tokens of the `Connection` headers, lowercased.
@@ -720,6 +734,12 @@ mod tests {
         assert!(is_hop_by_hop("x-secret", &t));
         assert!(is_hop_by_hop("Keep-Alive", &t));
         assert!(is_hop_by_hop("TE", &t));
+        let t = vec!["content-length".to_string(), "host".to_string()];
+        assert!(
+            !is_hop_by_hop("Content-Length", &t),
+            "framing cannot be removed by Connection"
+        );
+        assert!(!is_hop_by_hop("Host", &t));
         assert!(!is_hop_by_hop("Content-Type", &t));
     }
 

@@ -1428,7 +1428,9 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
             xff.push(h.value_str().trim().to_string());
             continue;
         }
+        // Framing is written below from what was parsed, never copied.
         if http::is_hop_by_hop(n, &conn)
+            || n.eq_ignore_ascii_case("content-length")
             || n.eq_ignore_ascii_case("x-real-ip")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
             || n.eq_ignore_ascii_case("x-forwarded-host")
@@ -1440,14 +1442,16 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
         out.extend_from_slice(&h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if req.body == Body::Chunked {
-        let te: Vec<&str> = req
-            .headers
-            .iter()
-            .filter(|h| h.is("transfer-encoding"))
-            .map(|h| h.value_str())
-            .collect();
-        out.extend_from_slice(format!("transfer-encoding: {}\r\n", te.join(", ")).as_bytes());
+    match req.body {
+        Body::Chunked => out.extend_from_slice(
+            format!("transfer-encoding: {}\r\n", req.codings.join(", ")).as_bytes(),
+        ),
+        Body::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Body::None | Body::UntilClose => {
+            if req.content_length == Some(0) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
     }
     if let Some(ip) = client_ip(peer) {
         xff.retain(|v| !v.is_empty());
@@ -1489,8 +1493,9 @@ fn client_head(
         if http::is_hop_by_hop(&h.name, &conn) {
             continue;
         }
-        // Content-Length means nothing next to chunked framing or once de-chunked.
-        if h.is("content-length") && (r.body == Body::Chunked || r.body == Body::UntilClose) {
+        // Framing is written from what was parsed; only a response without a body (HEAD,
+        // 304) passes its Content-Length on, as information.
+        if h.is("content-length") && r.body != Body::None {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -1507,7 +1512,16 @@ fn client_head(
     } else if (100..200).contains(&r.status) {
         // interim responses carry no connection management
     } else if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        out.extend_from_slice(
+            format!("transfer-encoding: {}\r\n", r.codings.join(", ")).as_bytes(),
+        );
+    } else if let Body::Length(n) = r.body {
+        out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+    } else if r.body == Body::UntilClose && !r.codings.is_empty() && ex.client_minor == 1 {
+        // Close-delimited with other codings (gzip, say): pass them on.
+        out.extend_from_slice(
+            format!("transfer-encoding: {}\r\n", r.codings.join(", ")).as_bytes(),
+        );
     }
     if r.status >= 200 {
         if !keep {

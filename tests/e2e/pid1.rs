@@ -27,6 +27,7 @@ grace_period = "1s"
         let args = [
             "--pid",
             "--fork",
+            "--kill-child",
             "--mount-proc",
             BIN,
             "-c",
@@ -53,7 +54,7 @@ grace_period = "1s"
     );
     assert!(f.stderr().contains("running as PID 1"), "{}", f.stderr());
     assert!(
-        f.stdout().contains(" ppid=1\n"),
+        wait_for(secs(5), || f.stdout().contains(" ppid=1\n")),
         "the fleet runs directly under mothership: {}",
         f.stdout()
     );
@@ -65,7 +66,12 @@ grace_period = "1s"
         libc::kill(inner, libc::SIGTERM);
     }
     assert_eq!(f.wait(secs(15)), Some(0), "{}", f.stderr());
-    assert!(pids_with(&m).is_empty(), "left behind: {:?}", pids_with(&m));
+    // The kernel tears the namespace down as its PID 1 exits: give it a moment.
+    assert!(
+        wait_for(secs(3), || pids_with(&m).is_empty()),
+        "left behind: {:?}",
+        pids_with(&m)
+    );
     let err = f.stderr();
     assert!(
         err.contains("waiting up to 1s for remaining descendants"),

@@ -775,3 +775,21 @@ fn a_slow_client_does_not_make_the_proxy_buffer_the_response() {
         "received {got} bytes for a {total}-byte body"
     );
 }
+
+#[test]
+fn connection_header_cannot_strip_framing() {
+    let e = edge();
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: a\r\nX-Smuggled: 1\r\n\r\n";
+    let req = format!(
+        "POST /echo/x HTTP/1.1\r\nHost: a\r\nConnection: close, content-length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let out = raw(e.http, req.as_bytes());
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    assert_eq!(
+        json_field(&out, "body_bytes"),
+        Some(&*smuggled.len().to_string()),
+        "{out}"
+    );
+    assert!(!out.contains("/admin\""), "{out}");
+}
