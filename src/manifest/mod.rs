@@ -1001,7 +1001,8 @@ impl Parser<'_> {
                 }
             }
         }
-        if let Some(n) = t.size(self.d, "max_head_size", 1024, 1 << 20) {
+        // A head must fit one connection buffer (64 KiB).
+        if let Some(n) = t.size(self.d, "max_head_size", 1024, 64 << 10) {
             h.max_head_size = n as usize;
         }
         if let Some(n) = t.int(self.d, "max_headers", 1, 1000) {

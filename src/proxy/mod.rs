@@ -274,7 +274,7 @@ impl Edge {
             }
         }
         for id in 0..self.conns.len() {
-            let idle = matches!(&self.conns[id], Some(c) if matches!(c.phase, Phase::Head) && c.cin.is_empty());
+            let idle = matches!(&self.conns[id], Some(c) if matches!(c.phase, Phase::Head) && c.cin.is_empty() && c.cout.is_empty());
             if idle {
                 self.close(id, registry);
             }
@@ -286,7 +286,7 @@ impl Edge {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| !matches!(c.phase, Phase::Head) || !c.cin.is_empty())
+            .filter(|c| !matches!(c.phase, Phase::Head) || !c.cin.is_empty() || !c.cout.is_empty())
             .count()
     }
 
@@ -396,10 +396,21 @@ impl Edge {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: stop for this turn; the listener stays readable.
-                    log::warn!("accept: {e}");
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Out of descriptors or memory: retry when a connection closes (the
+                    // listener will not report the waiting connections again by itself).
+                    log::warn!("accept: {e}; accepting paused until a connection closes");
+                    self.accept_paused = true;
                     return;
+                }
+                Err(e) => {
+                    // A connection that failed while it waited in the backlog: skip it.
+                    log::debug!("accept: {e}");
                 }
             }
         }
@@ -426,7 +437,7 @@ impl Edge {
 
     /// Resumes accepting after the connection count went under the limit.
     fn resume_accept(&mut self, registry: &Registry, backends: &Backends) {
-        if !self.accept_paused || self.open >= self.settings.max_connections {
+        if !self.accept_paused || self.open >= self.settings.max_connections || self.draining {
             return;
         }
         self.accept_paused = false;
@@ -503,6 +514,10 @@ impl Edge {
             Phase::Head => at(c.head_start.unwrap_or(c.activity), s.header_timeout),
             Phase::Exchange(ex) => match (&c.up, &ex.resp) {
                 (Some(up), _) if !up.connected => at(up.since, s.connect_timeout),
+                // Still sending the request body: a stall is the client's.
+                (_, Resp::Head) if !matches!(ex.req, ReqBody::Done) => {
+                    at(c.activity, s.body_timeout)
+                }
                 (_, Resp::Head) => at(c.activity, s.response_timeout),
                 _ => at(c.activity, s.body_timeout),
             },
@@ -546,6 +561,19 @@ impl Edge {
                 );
                 c.cin.clear();
                 respond(&mut c, 408, "request timeout", true);
+            }
+            Phase::Exchange(ex) if ex.sent == 0 && !matches!(ex.req, ReqBody::Done) => {
+                log::debug!(
+                    "{}: request body stalled for {:?}",
+                    c.peer,
+                    self.settings.body_timeout
+                );
+                self.emit(&c.peer, ex.rec.as_deref(), 408, 0);
+                if let Some(up) = c.up.take() {
+                    self.close_up(up, registry);
+                }
+                c.cin.clear();
+                respond(&mut c, 408, "request body timeout", true);
             }
             Phase::Exchange(ex) if ex.sent == 0 => {
                 let what = match &c.up {
@@ -614,10 +642,11 @@ impl Edge {
                 }
                 if !up.connected && up.writable {
                     match up.stream.connect_result() {
-                        Ok(()) => {
+                        Ok(true) => {
                             up.connected = true;
                             progress = true;
                         }
+                        Ok(false) => up.writable = false,
                         Err(e) => {
                             let key = up.key.clone();
                             self.upstream_failed(
@@ -703,6 +732,12 @@ impl Edge {
                 if self.draining && c.cout.is_empty() {
                     c.dead = true;
                     return true;
+                }
+                if c.cout.len() >= BUF {
+                    // The client does not read its answers: stop taking requests until it
+                    // does (cin then fills and the socket pushes back).
+                    c.phase = Phase::Head;
+                    return false;
                 }
                 if c.proxy_pending {
                     match proxy_protocol::parse(&c.cin) {
@@ -814,7 +849,7 @@ impl Edge {
         let Some(route) = route else {
             log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
             c.cin.drain(..req.head_len);
-            respond(c, 404, "no route", has_body || !req.keep_alive);
+            respond_to(c, &req.method, 404, "no route", has_body || !req.keep_alive);
             self.emit(&c.peer, rec.as_deref(), 404, 0);
             if !has_body && req.keep_alive {
                 c.phase = Phase::Head;
@@ -845,7 +880,13 @@ impl Edge {
                 self.names.get(target).map_or("?", |s| s)
             );
             c.cin.drain(..req.head_len);
-            respond(c, 503, "backend not available", has_body || !req.keep_alive);
+            respond_to(
+                c,
+                &req.method,
+                503,
+                "backend not available",
+                has_body || !req.keep_alive,
+            );
             self.emit(&c.peer, rec.as_deref(), 503, 0);
             if !has_body && req.keep_alive {
                 c.phase = Phase::Head;
@@ -1088,6 +1129,7 @@ impl Edge {
         // Response: upstream -> client.
         while let Some(up) = c.up.as_mut() {
             match &mut ex.resp {
+                Resp::Head if c.cout.len() >= BUF => break,
                 Resp::Head => match http::parse_response(&up.uin, &self.limits, &ex.method) {
                     Ok(None) => {
                         if up.eof && up.uin.is_empty() && ex.replay.is_some() {
@@ -1155,7 +1197,12 @@ impl Edge {
                         }
                         let dechunk = r.body == Body::Chunked && ex.client_minor == 0;
                         let until_close = r.body == Body::UntilClose || dechunk;
-                        let keep = ex.client_keep && !until_close && !self.draining;
+                        // An answer before the whole request body arrived ends the connection:
+                        // the rest of the body cannot be told from a next request.
+                        let keep = ex.client_keep
+                            && !until_close
+                            && !self.draining
+                            && matches!(ex.req, ReqBody::Done);
                         c.cout.extend_from_slice(&client_head(
                             &r,
                             ex,
@@ -1405,6 +1452,22 @@ fn respond(c: &mut Conn, status: u16, body: &str, close: bool) {
     c.cout
         .extend_from_slice(&http::simple_response(status, body, close));
     c.phase = if close { Phase::Closing } else { Phase::Head };
+}
+
+/// [`respond`] to a request: the answer to HEAD has no body.
+fn respond_to(c: &mut Conn, method: &str, status: u16, body: &str, close: bool) {
+    if method == "HEAD" {
+        let mut r = http::simple_response(status, body, close);
+        let end = r
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(r.len(), |p| p + 4);
+        r.truncate(end);
+        c.cout.extend_from_slice(&r);
+        c.phase = if close { Phase::Closing } else { Phase::Head };
+    } else {
+        respond(c, status, body, close);
+    }
 }
 
 fn client_ip(peer: &str) -> Option<&str> {

@@ -26,8 +26,9 @@ impl Stream {
         }
     }
 
-    /// After a writable event: did the non-blocking connect succeed?
-    pub fn connect_result(&self) -> io::Result<()> {
+    /// After a writable event: `Ok(true)` connected, `Ok(false)` still connecting (a
+    /// stale or early event), `Err` the connect failed.
+    pub fn connect_result(&self) -> io::Result<bool> {
         let err = match self {
             Stream::Tcp(s) => s.take_error()?,
             Stream::Unix(s) => s.take_error()?,
@@ -35,9 +36,14 @@ impl Stream {
         if let Some(e) = err {
             return Err(e);
         }
-        match self {
+        let peer = match self {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
             Stream::Unix(s) => s.peer_addr().map(|_| ()),
+        };
+        match peer {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -45,6 +51,7 @@ impl Stream {
     /// follow, so a response head and its body leave in one segment.
     pub fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             Stream::Tcp(s) => {
                 use std::os::fd::AsRawFd;
                 // SAFETY: send on a socket we own, with a valid buffer.
@@ -62,6 +69,8 @@ impl Stream {
                     Ok(n as usize)
                 }
             }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
         }
     }

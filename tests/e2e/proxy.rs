@@ -793,3 +793,38 @@ fn connection_header_cannot_strip_framing() {
     );
     assert!(!out.contains("/admin\""), "{out}");
 }
+
+#[test]
+fn head_errors_have_no_body_and_keep_the_connection_in_step() {
+    let e = edge();
+    let out = raw(e.http, b"HEAD /nothing HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+    let second = out.find("HTTP/1.1 200 ").unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out[..second].ends_with("\r\n\r\n"),
+        "a body followed the HEAD answer: {out:?}"
+    );
+    assert_eq!(json_field(&out[second..], "path"), Some("/after"), "{out}");
+}
+
+#[test]
+fn a_client_that_pipelines_without_reading_is_pushed_back() {
+    let e = edge();
+    let mut s = TcpStream::connect(("127.0.0.1", e.http)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let req = b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n".repeat(1000);
+    let mut sent = 0usize;
+    // Write until the proxy stops taking requests (the socket buffers fill up).
+    while sent < 200 << 20 {
+        match s.write(&req) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 200 << 20,
+        "the proxy kept accepting pipelined requests nobody read the answers to"
+    );
+    let rss = proc_status_kib(e.fleet.pid(), "VmRSS:").unwrap();
+    assert!(rss < 32 * 1024, "mothership RSS {rss} KiB");
+}
