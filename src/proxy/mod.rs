@@ -33,6 +33,10 @@ const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;
 /// Bytes buffered per direction and connection.
 const BUF: usize = 64 << 10;
+/// A closing connection reads and drops at most this much of what the client still sends,
+/// for at most `LINGER_TIME` of silence.
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
@@ -157,6 +161,8 @@ struct Conn {
     proxy_pending: bool,
     /// The client's side may have closed (read until end of stream).
     c_hup: bool,
+    /// Closing with our side shut: bytes read and dropped so far.
+    linger: Option<usize>,
     /// Last time bytes moved on this connection.
     activity: Instant,
     /// When the first byte of the current request head arrived.
@@ -387,6 +393,7 @@ impl Edge {
                         dead: false,
                         proxy_pending: l.proxy_protocol,
                         c_hup: false,
+                        linger: None,
                         activity: self.now,
                         head_start: None,
                         timer: None,
@@ -522,6 +529,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
+            Phase::Closing | Phase::Busy if c.linger.is_some() => at(c.activity, LINGER_TIME),
             Phase::Closing | Phase::Busy => at(c.activity, s.body_timeout),
         }
     }
@@ -614,7 +622,11 @@ impl Edge {
             rounds += 1;
             let mut progress = false;
             // Read from the client.
-            if c.c_readable && !c.c_eof && c.cin.len() < BUF && !matches!(c.phase, Phase::Closing) {
+            if c.c_readable
+                && !c.c_eof
+                && c.cin.len() < BUF
+                && (!matches!(c.phase, Phase::Closing) || c.linger.is_some())
+            {
                 progress |= read_into(
                     &mut c.client,
                     &mut c.cin,
@@ -688,7 +700,17 @@ impl Edge {
                 );
             }
             if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
-                c.dead = true;
+                // Lingering close: stop writing, then read and drop what the client still
+                // sends (up to a bound), so that unread bytes do not make the kernel reset
+                // the connection and destroy the answer we just wrote.
+                if c.linger.is_none() {
+                    c.client.shutdown_write();
+                    c.linger = Some(0);
+                    progress = true;
+                }
+                if c.c_eof || c.linger.is_some_and(|n| n > LINGER_BYTES) {
+                    c.dead = true;
+                }
             }
             if progress {
                 c.activity = self.now;
@@ -821,6 +843,9 @@ impl Edge {
                 p
             }
             Phase::Closing | Phase::Busy => {
+                if let Some(n) = &mut c.linger {
+                    *n += c.cin.len();
+                }
                 c.cin.clear();
                 c.phase = Phase::Closing;
                 false

@@ -524,6 +524,22 @@ fn body_limit_answers_413() {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     assert!(raw(http, &req).starts_with("HTTP/1.1 413 "));
+    // A client still uploading when the 413 is sent sees the 413, not a reset.
+    let big = vec![b'q'; 4 << 20];
+    let d = Dir::new("big-upload");
+    std::fs::write(d.join("big"), &big).unwrap();
+    let code = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", d.join("big").display()),
+        &format!("http://127.0.0.1:{http}/"),
+    ]);
+    assert_eq!(code, "413");
     // At the limit it goes through.
     let mut req =
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n".to_vec();
