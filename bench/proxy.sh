@@ -65,15 +65,24 @@ run() { # port conns -> "rps p99"
   wrk -t1 -c"$2" -d"${D}s" --latency "http://127.0.0.1:$1/" 2>/dev/null |
     awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%d %s", r, p}'
 }
-echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, ${D}s per run, wrk -t1)"
-printf '%-6s %-12s %12s %10s %8s\n' conns target req/s p99 vs-ms
+REPS=${REPS:-3}
+echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk -t1, ${D}s per run, median of $REPS runs taken round-robin)"
+printf '%-6s %-12s %12s %10s %8s\n' conns target req/s p99 ms/target
 for c in 50 500; do
-  ms=$(run $PM $c); direct=$(run $PB $c); ng=$(run $PN $c); ha=$(run $PH $c)
-  base=${ms%% *}
-  for row in "direct:$direct" "mothership:$ms" "nginx:$ng" "haproxy:$ha"; do
-    name=${row%%:*}; v=${row#*:}; r=${v%% *}; p=${v#* }
+  declare -A all=()
+  for rep in $(seq "$REPS"); do
+    for t in mothership:$PM direct:$PB nginx:$PN haproxy:$PH; do
+      all[${t%%:*}]+="$(run ${t#*:} $c);"
+    done
+  done
+  median() { tr ';' '\n' | grep . | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
+  ms=$(echo "${all[mothership]}" | median); base=${ms%% *}
+  for name in direct mothership nginx haproxy; do
+    v=$(echo "${all[$name]}" | median); r=${v%% *}; p=${v#* }
     printf '%-6s %-12s %12s %10s %8s\n' "$c" "$name" "$r" "$p" "$(python3 -c "print(f'{$base/max($r,1):.2f}')")"
   done
+  unset all
 done
 pid=$(pgrep -f "mothership -c $W/ship-manifest.toml" | head -1)
 echo "mothership RSS after the runs: $(awk '/^VmRSS:/ {print $2}' /proc/$pid/status) KiB"
+echo "(p99 is the median run's p99; the ratio column is mothership's req/s over the target's)"

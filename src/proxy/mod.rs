@@ -1508,7 +1508,7 @@ fn client_ip(peer: &str) -> Option<&str> {
 fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
     let conn = http::connection_tokens(&req.headers);
     let mut out = Vec::with_capacity(req.head_len + 128);
-    out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", req.method, target).as_bytes());
+    let _ = write!(out, "{} {} HTTP/1.1\r\n", req.method, target);
     let mut xff: Vec<String> = Vec::new();
     for h in &req.headers {
         let n = h.name.as_str();
@@ -1531,10 +1531,12 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     match req.body {
-        Body::Chunked => out.extend_from_slice(
-            format!("transfer-encoding: {}\r\n", req.codings.join(", ")).as_bytes(),
-        ),
-        Body::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Body::Chunked => {
+            let _ = write!(out, "transfer-encoding: {}\r\n", req.codings.join(", "));
+        }
+        Body::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
         Body::None | Body::UntilClose => {
             if req.content_length == Some(0) {
                 out.extend_from_slice(b"content-length: 0\r\n");
@@ -1544,18 +1546,20 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
     if let Some(ip) = client_ip(peer) {
         xff.retain(|v| !v.is_empty());
         xff.push(ip.to_string());
-        out.extend_from_slice(
-            format!("x-forwarded-for: {}\r\nx-real-ip: {ip}\r\n", xff.join(", ")).as_bytes(),
+        let _ = write!(
+            out,
+            "x-forwarded-for: {}\r\nx-real-ip: {ip}\r\n",
+            xff.join(", ")
         );
     } else if !xff.is_empty() {
-        out.extend_from_slice(format!("x-forwarded-for: {}\r\n", xff.join(", ")).as_bytes());
+        let _ = write!(out, "x-forwarded-for: {}\r\n", xff.join(", "));
     }
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     if let Some(host) = &req.host {
-        out.extend_from_slice(format!("x-forwarded-host: {host}\r\n").as_bytes());
+        let _ = write!(out, "x-forwarded-host: {host}\r\n");
     }
     if let Some(proto) = &req.upgrade {
-        out.extend_from_slice(format!("connection: upgrade\r\nupgrade: {proto}\r\n").as_bytes());
+        let _ = write!(out, "connection: upgrade\r\nupgrade: {proto}\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -1576,7 +1580,7 @@ fn client_head(
     } else {
         &r.reason
     };
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", r.status, reason).as_bytes());
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, reason);
     for h in &r.headers {
         if http::is_hop_by_hop(&h.name, &conn) {
             continue;
@@ -1596,20 +1600,16 @@ fn client_head(
             .header("upgrade")
             .map(|h| h.value_str().to_string())
             .unwrap_or_default();
-        out.extend_from_slice(format!("connection: upgrade\r\nupgrade: {proto}\r\n").as_bytes());
+        let _ = write!(out, "connection: upgrade\r\nupgrade: {proto}\r\n");
     } else if (100..200).contains(&r.status) {
         // interim responses carry no connection management
     } else if chunked {
-        out.extend_from_slice(
-            format!("transfer-encoding: {}\r\n", r.codings.join(", ")).as_bytes(),
-        );
+        let _ = write!(out, "transfer-encoding: {}\r\n", r.codings.join(", "));
     } else if let Body::Length(n) = r.body {
-        out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        let _ = write!(out, "content-length: {n}\r\n");
     } else if r.body == Body::UntilClose && !r.codings.is_empty() && ex.client_minor == 1 {
         // Close-delimited with other codings (gzip, say): pass them on.
-        out.extend_from_slice(
-            format!("transfer-encoding: {}\r\n", r.codings.join(", ")).as_bytes(),
-        );
+        let _ = write!(out, "transfer-encoding: {}\r\n", r.codings.join(", "));
     }
     if r.status >= 200 {
         if !keep {
