@@ -624,7 +624,8 @@ fn idempotent_request_is_retried_once_when_a_reused_connection_was_closed() {
     assert_eq!(post, "502");
 }
 
-/// Raises this process's open-files limit to the hard limit.
+/// Raises this process's open-files limit (children, mothership among them, inherit it):
+/// to 65536 when allowed (root may raise the hard limit), else to the hard limit.
 fn raise_nofile() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -632,8 +633,16 @@ fn raise_nofile() -> libc::rlim_t {
     };
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let want = lim.rlim_max.max(65536);
+        let big = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &big) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
     lim.rlim_cur
 }
