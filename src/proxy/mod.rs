@@ -870,15 +870,11 @@ impl Edge {
             self.names.get(r.target).map_or("?", String::as_str)
         });
         let rec = self.record(&req, &ua, backend);
-        let has_body = req.body != Body::None;
+        // Keep the connection after answering ourselves only if no body must be skipped.
+        let keep = req.body == Body::None && req.keep_alive;
         let Some(route) = route else {
             log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
-            c.cin.drain(..req.head_len);
-            respond_to(c, &req.method, 404, "no route", has_body || !req.keep_alive);
-            self.emit(&c.peer, rec.as_deref(), 404, 0);
-            if !has_body && req.keep_alive {
-                c.phase = Phase::Head;
-            }
+            self.refuse(c, &req, rec.as_deref(), 404, "no route", !keep);
             return;
         };
         let target = route.target;
@@ -890,9 +886,7 @@ impl Edge {
                     req.method,
                     req.target
                 );
-                c.cin.drain(..req.head_len);
-                respond(c, 413, "request body too large", true);
-                self.emit(&c.peer, rec.as_deref(), 413, 0);
+                self.refuse(c, &req, rec.as_deref(), 413, "request body too large", true);
                 return;
             }
         }
@@ -904,18 +898,7 @@ impl Edge {
                 req.target,
                 self.names.get(target).map_or("?", |s| s)
             );
-            c.cin.drain(..req.head_len);
-            respond_to(
-                c,
-                &req.method,
-                503,
-                "backend not available",
-                has_body || !req.keep_alive,
-            );
-            self.emit(&c.peer, rec.as_deref(), 503, 0);
-            if !has_body && req.keep_alive {
-                c.phase = Phase::Head;
-            }
+            self.refuse(c, &req, rec.as_deref(), 503, "backend not available", !keep);
             return;
         };
         let key = addr.to_string();
@@ -932,9 +915,14 @@ impl Edge {
                         req.method,
                         req.target
                     );
-                    c.cin.drain(..req.head_len);
-                    respond(c, 502, "backend refused the connection", true);
-                    self.emit(&c.peer, rec.as_deref(), 502, 0);
+                    self.refuse(
+                        c,
+                        &req,
+                        rec.as_deref(),
+                        502,
+                        "backend refused the connection",
+                        true,
+                    );
                     return;
                 }
             },
@@ -995,6 +983,21 @@ impl Edge {
         if let Some(j) = &r.ja4h {
             log::debug!(target: "request", "{peer} \"{}\" {status} {bytes} {ms:.1}ms backend={} ua={} ja4h={j}", r.line, r.backend, r.ua);
         }
+    }
+
+    /// Answers a request without a backend (an error) and logs it.
+    fn refuse(
+        &self,
+        c: &mut Conn,
+        req: &RequestHead,
+        rec: Option<&Record>,
+        status: u16,
+        body: &str,
+        close: bool,
+    ) {
+        c.cin.drain(..req.head_len);
+        respond_to(c, &req.method, status, body, close);
+        self.emit(&c.peer, rec, status, 0);
     }
 
     /// Starts a connection to a backend for connection `conn`.
