@@ -928,7 +928,7 @@ impl Edge {
             },
         };
         let mut up = up;
-        up.uout = upstream_head(&req, &new_target, &c.peer);
+        up.uout = upstream_head(&req, &new_target, &c.peer, &addr);
         let idempotent = matches!(
             req.method.as_str(),
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
@@ -1508,10 +1508,19 @@ fn client_ip(peer: &str) -> Option<&str> {
 
 /// The request head sent to the upstream: hop-by-hop headers removed, forwarding headers
 /// set, framing kept.
-fn upstream_head(req: &RequestHead, target: &str, peer: &str) -> Vec<u8> {
+fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr) -> Vec<u8> {
     let conn = http::connection_tokens(&req.headers);
     let mut out = Vec::with_capacity(req.head_len + 128);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", req.method, target);
+    if req.host.is_none() {
+        // HTTP/1.0 without Host goes out as HTTP/1.1, which requires one: name the backend.
+        match backend {
+            BindAddr::Tcp(a) => {
+                let _ = write!(out, "host: {a}\r\n");
+            }
+            BindAddr::Unix(_) => out.extend_from_slice(b"host: localhost\r\n"),
+        }
+    }
     let mut xff: Vec<String> = Vec::new();
     for h in &req.headers {
         let n = h.name.as_str();

@@ -853,3 +853,16 @@ fn a_client_that_pipelines_without_reading_is_pushed_back() {
     let rss = proc_status_kib(e.fleet.pid(), "VmRSS:").unwrap();
     assert!(rss < 32 * 1024, "mothership RSS {rss} KiB");
 }
+
+#[test]
+fn http_1_0_without_host_reaches_the_backend_with_one() {
+    let e = edge();
+    let out = raw(e.http, b"GET /echo/old HTTP/1.0\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let host = json_field(&out, "host").unwrap_or_else(|| panic!("{out}"));
+    assert!(host.starts_with("127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("connection: close"),
+        "an HTTP/1.0 client without keep-alive is closed: {out}"
+    );
+}
