@@ -70,6 +70,8 @@ struct Up {
     readable: bool,
     writable: bool,
     hup: bool,
+    /// Writing to the backend failed; reading goes on until it ends.
+    write_failed: bool,
     connected: bool,
     eof: bool,
     uin: Vec<u8>,
@@ -674,7 +676,12 @@ impl Edge {
             progress |= self.step(&mut c, id, registry, backends);
             // Write to the upstream, then to the client.
             if let Some(up) = &mut c.up {
-                if up.connected && up.writable && !up.uout.is_empty() {
+                if up.write_failed && !up.uout.is_empty() {
+                    // The backend stopped reading (it may have answered early): what is
+                    // still sent its way is dropped, and its answer is still read.
+                    up.uout.clear();
+                    progress = true;
+                } else if up.connected && up.writable && !up.uout.is_empty() {
                     let mut failed = false;
                     progress |= write_from(
                         &mut up.stream,
@@ -684,7 +691,7 @@ impl Edge {
                         &mut failed,
                     );
                     if failed {
-                        up.eof = true;
+                        up.write_failed = true;
                         up.uout.clear();
                     }
                 }
@@ -1029,6 +1036,7 @@ impl Edge {
             readable: false,
             writable: false,
             hup: false,
+            write_failed: false,
             connected: false,
             eof: false,
             uin: Vec::new(),
@@ -1358,7 +1366,12 @@ impl Edge {
                 self.emit(&c.peer, Some(rec), rec.status, rec.bytes);
             }
             if let Some(up) = c.up.take() {
-                if reusable && up.uout.is_empty() && up.uin.is_empty() && !up.eof && !self.draining
+                if reusable
+                    && !up.write_failed
+                    && up.uout.is_empty()
+                    && up.uin.is_empty()
+                    && !up.eof
+                    && !self.draining
                 {
                     self.put_idle(up, registry);
                 } else {

@@ -7,6 +7,7 @@ GET/POST anything      -> JSON: name, method, path, headers, body length and sha
 /die?bytes=N           -> headers announcing 2N bytes, N bytes, then the process exits
 /ws                    -> 101 Switching Protocols, then echoes bytes back
 /sleep?s=N             -> waits N seconds before answering
+/reject                -> 413 at once, without reading the body, then the connection closes
 /flaky                 -> answered only as the first request of a connection; later ones
                           see the connection closed without an answer
 Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
@@ -82,6 +83,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if path == "/reject":
+            self.send_response(413)
+            self.send_header("Content-Length", "8")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"too big\n")
+            self.close_connection = True
+            return
         n, digest = self.read_body()
         if path == "/sleep":
             import time

@@ -866,3 +866,21 @@ fn http_1_0_without_host_reaches_the_backend_with_one() {
         "an HTTP/1.0 client without keep-alive is closed: {out}"
     );
 }
+
+#[test]
+fn an_early_answer_from_the_backend_reaches_the_client() {
+    let e = edge();
+    let d = Dir::new("early");
+    std::fs::write(d.join("big"), vec![b'u'; 8 << 20]).unwrap();
+    let out = curl(&[
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", d.join("big").display()),
+        &format!("http://127.0.0.1:{}/echo/reject", e.http),
+    ]);
+    assert!(out.ends_with("413"), "{out}");
+    assert!(out.starts_with("too big"), "{out}");
+}
