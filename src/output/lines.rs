@@ -73,10 +73,6 @@ impl LineAssembler {
             emit(&whole, prefix, out);
         }
     }
-
-    pub fn pending(&self) -> usize {
-        self.partial.len()
-    }
 }
 
 #[inline]

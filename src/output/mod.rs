@@ -107,10 +107,6 @@ impl Output {
         }
     }
 
-    pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
-    }
-
     /// Writes out everything queued and stops the writer thread. Later pushes are written
     /// directly.
     pub fn finish(&self, handle: JoinHandle<()>) {

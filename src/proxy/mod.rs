@@ -268,10 +268,6 @@ impl Edge {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
-    }
-
     /// Stops accepting and closes idle client connections; exchanges in flight go on.
     pub fn drain(&mut self, registry: &Registry) {
         self.draining = true;
