@@ -63,9 +63,12 @@ done
 
 run() { # port conns -> "rps p99"
   wrk -t1 -c"$2" -d"${D}s" --latency "http://127.0.0.1:$1/" 2>/dev/null |
-    awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%d %s", r, p}'
+    awk '/Requests\/sec/ {r=$2}
+         / 99%/ {p=$2; u=p; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", p);
+                 p = (u == "us") ? p / 1000 : (u == "s") ? p * 1000 : p}
+         END {printf "%d %.2f", r, p}'
 }
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk -t1, ${D}s per run, median of $REPS runs taken round-robin)"
 printf '%-6s %-12s %12s %10s %8s\n' conns target req/s p99 ms/target
 for c in 50 500; do
@@ -75,14 +78,16 @@ for c in 50 500; do
       all[${t%%:*}]+="$(run ${t#*:} $c);"
     done
   done
-  median() { tr ';' '\n' | grep . | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
-  ms=$(echo "${all[mothership]}" | median); base=${ms%% *}
+  # column 1 (req/s) or 2 (p99 ms) of the runs of one target -> its median
+  median() { tr ';' '\n' | grep . | awk -v k="$1" '{print $k}' | sort -g |
+    awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
+  base=$(echo "${all[mothership]}" | median 1)
   for name in direct mothership nginx haproxy; do
-    v=$(echo "${all[$name]}" | median); r=${v%% *}; p=${v#* }
-    printf '%-6s %-12s %12s %10s %8s\n' "$c" "$name" "$r" "$p" "$(python3 -c "print(f'{$base/max($r,1):.2f}')")"
+    r=$(echo "${all[$name]}" | median 1); p=$(echo "${all[$name]}" | median 2)
+    printf '%-6s %-12s %12s %10s %8s\n' "$c" "$name" "$r" "${p}ms" "$(python3 -c "print(f'{$base/max($r,1):.2f}')")"
   done
   unset all
 done
 pid=$(pgrep -f "mothership -c $W/ship-manifest.toml" | head -1)
 echo "mothership RSS after the runs: $(awk '/^VmRSS:/ {print $2}' /proc/$pid/status) KiB"
-echo "(p99 is the median run's p99; the ratio column is mothership's req/s over the target's)"
+echo "(req/s and p99 are each the median over the runs; the ratio column is mothership's req/s over the target's)"
