@@ -36,7 +36,7 @@ bench: build
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
 	apt-get update
-	apt-get install -y mandoc python3 curl procps util-linux nginx haproxy wrk
+	apt-get install -y --no-install-recommends mandoc python3 curl procps util-linux nginx haproxy wrk prometheus
 
 clean:
 	$(CARGO) clean

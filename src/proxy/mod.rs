@@ -7,6 +7,8 @@
 //! the upstream, response back, both streamed through bounded buffers) -> `Head` again on
 //! keep-alive, or `Tunnel` after a `101`, or `Closing` (write what is left, then close).
 
+pub mod metrics;
+pub mod ratelimit;
 pub mod router;
 pub mod stream;
 
@@ -23,6 +25,9 @@ use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
 use crate::reactor::{DeadlineQueue, TimerId};
 use crate::supervisor::child::deadline;
+use crate::supervisor::view::FleetView;
+use metrics::{Stats, UpstreamError};
+use ratelimit::RateLimiter;
 use router::Router;
 use stream::{Listener, Stream};
 
@@ -37,6 +42,9 @@ const BUF: usize = 64 << 10;
 /// for at most `LINGER_TIME` of silence.
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// `Bound::bind` of the metrics listener.
+const METRICS_BIND: usize = usize::MAX;
+const TEXT: &str = "text/plain; charset=utf-8";
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
@@ -117,21 +125,32 @@ struct Exchange {
     /// For an idempotent request without a body sent on a reused connection: the bytes to
     /// send again on a fresh connection if the reused one turns out to be closed.
     replay: Option<Vec<u8>>,
-    /// What the request log needs, when a request log is on.
+    /// Program index of the backend (for upstream error counts).
+    target: usize,
+}
+
+/// The request in progress on a connection, for metrics and logs; accounted once, when it
+/// ends (or when its connection goes away first).
+struct ReqStat {
+    /// Index in `Stats::routes`.
+    route: usize,
+    started: Instant,
+    /// Status sent (0: none yet).
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// What the request logs need, when one is on.
     rec: Option<Box<Record>>,
 }
 
 /// One request, for the access log and the debug request log.
 struct Record {
-    started: Instant,
     /// `GET /path HTTP/1.1`
     line: String,
     backend: String,
     ua: &'static str,
     /// Computed only when the debug request log is on.
     ja4h: Option<String>,
-    status: u16,
-    bytes: u64,
 }
 
 enum Phase {
@@ -171,6 +190,8 @@ struct Conn {
     head_start: Option<Instant>,
     /// The armed timer and when it fires.
     timer: Option<(TimerId, Instant)>,
+    /// The request being answered.
+    stat: Option<ReqStat>,
 }
 
 struct Idle {
@@ -191,10 +212,6 @@ enum TimerKey {
     Conn(usize),
     Idle(usize),
 }
-
-/// The backends the edge may use right now, by program index: the connect address of each
-/// program that is up and has a bind.
-pub type Backends = [Option<BindAddr>];
 
 pub struct Edge {
     listeners: Vec<Bound>,
@@ -219,6 +236,8 @@ pub struct Edge {
     pending: Vec<usize>,
     /// Read buffer shared by all connections (bytes are copied to their own buffers).
     scratch: Vec<u8>,
+    stats: Stats,
+    limiter: Option<RateLimiter>,
 }
 
 impl Edge {
@@ -236,9 +255,31 @@ impl Edge {
                 proxy_protocol: b.proxy_protocol,
             });
         }
+        if let Some(port) = m.metrics_port {
+            let addr = BindAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let l = Listener::bind(&addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("metrics listener ({addr}): {e}")))?;
+            listeners.push(Bound {
+                listener: l,
+                bind: METRICS_BIND,
+                open: true,
+                proxy_protocol: false,
+            });
+        }
+        let router = Router::new(m);
+        let route_labels = router
+            .routes()
+            .into_iter()
+            .map(|(label, t)| {
+                (
+                    label,
+                    m.programs.get(t).map_or(String::new(), |p| p.name.clone()),
+                )
+            })
+            .collect();
         Ok(Edge {
             listeners,
-            router: Router::new(m),
+            router,
             names: m.programs.iter().map(|p| p.name.clone()).collect(),
             limits: Limits {
                 max_head: m.http.max_head_size,
@@ -258,6 +299,8 @@ impl Edge {
             accept_paused: false,
             pending: Vec::new(),
             scratch: vec![0; BUF],
+            stats: Stats::new(route_labels, m.programs.len()),
+            limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
         })
     }
 
@@ -295,13 +338,13 @@ impl Edge {
     }
 
     /// Handles one readiness event for an edge token.
-    pub fn ready(&mut self, ev: &Event, registry: &Registry, backends: &Backends, now: Instant) {
+    pub fn ready(&mut self, ev: &Event, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
         let Some((kind, id)) = untoken(ev.token()) else {
             return;
         };
         match kind {
-            KIND_LISTENER => self.accept(id, registry, backends),
+            KIND_LISTENER => self.accept(id, registry, fleet),
             KIND_CLIENT | KIND_UPSTREAM => {
                 let (r, w) = (
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -336,13 +379,13 @@ impl Edge {
                     up.writable |= w;
                     up.hup |= hup;
                 }
-                self.drive(cid, registry, backends);
+                self.drive(cid, registry, fleet);
             }
             _ => {}
         }
     }
 
-    fn accept(&mut self, li: usize, registry: &Registry, backends: &Backends) {
+    fn accept(&mut self, li: usize, registry: &Registry, fleet: &FleetView) {
         loop {
             if self.open >= self.settings.max_connections {
                 if !self.accept_paused {
@@ -395,9 +438,11 @@ impl Edge {
                         activity: self.now,
                         head_start: None,
                         timer: None,
+                        stat: None,
                     });
+                    self.stats.connections_total += 1;
                     self.open += 1;
-                    self.drive(id, registry, backends);
+                    self.drive(id, registry, fleet);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -429,6 +474,7 @@ impl Edge {
 
     /// Frees a connection taken out of its slot.
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
+        self.account(&mut c);
         let _ = registry.deregister(&mut c.client);
         if let Some(up) = c.up.take() {
             self.close_up(up, registry);
@@ -441,14 +487,14 @@ impl Edge {
     }
 
     /// Resumes accepting after the connection count went under the limit.
-    fn resume_accept(&mut self, registry: &Registry, backends: &Backends) {
+    fn resume_accept(&mut self, registry: &Registry, fleet: &FleetView) {
         if !self.accept_paused || self.open >= self.settings.max_connections || self.draining {
             return;
         }
         self.accept_paused = false;
         log::info!("accepting connections again ({} open)", self.open);
         for li in 0..self.listeners.len() {
-            self.accept(li, registry, backends);
+            self.accept(li, registry, fleet);
         }
     }
 
@@ -491,10 +537,10 @@ impl Edge {
     }
 
     /// Drives connections left with work, then handles expired timers.
-    pub fn tick(&mut self, registry: &Registry, backends: &Backends, now: Instant) {
+    pub fn tick(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
         for id in std::mem::take(&mut self.pending) {
-            self.drive(id, registry, backends);
+            self.drive(id, registry, fleet);
         }
         while let Some((_, key)) = self.timers.pop_due(now) {
             match key {
@@ -505,7 +551,7 @@ impl Edge {
                     }
                     self.drop_idle(id, registry);
                 }
-                TimerKey::Conn(id) => self.on_timer(id, registry, backends),
+                TimerKey::Conn(id) => self.on_timer(id, registry, fleet),
             }
         }
     }
@@ -546,7 +592,7 @@ impl Edge {
         }
     }
 
-    fn on_timer(&mut self, id: usize, registry: &Registry, backends: &Backends) {
+    fn on_timer(&mut self, id: usize, registry: &Registry, fleet: &FleetView) {
         let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
             return;
         };
@@ -574,7 +620,7 @@ impl Edge {
                     c.peer,
                     self.settings.body_timeout
                 );
-                self.emit(&c.peer, ex.rec.as_deref(), 408, 0);
+                self.finish(&mut c, 408);
                 if let Some(up) = c.up.take() {
                     self.close_up(up, registry);
                 }
@@ -594,7 +640,8 @@ impl Edge {
                     None => "upstream timeout".to_string(),
                 };
                 log::warn!("{}: {what}", c.peer);
-                self.emit(&c.peer, ex.rec.as_deref(), 504, 0);
+                self.stats.upstream_error(ex.target, UpstreamError::Timeout);
+                self.finish(&mut c, 504);
                 if let Some(up) = c.up.take() {
                     self.close_up(up, registry);
                 }
@@ -607,11 +654,11 @@ impl Edge {
             }
         }
         self.conns[id] = Some(c);
-        self.drive(id, registry, backends);
+        self.drive(id, registry, fleet);
     }
 
     /// Moves bytes and advances the connection's state until nothing more can happen now.
-    fn drive(&mut self, id: usize, registry: &Registry, backends: &Backends) {
+    fn drive(&mut self, id: usize, registry: &Registry, fleet: &FleetView) {
         let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
             return;
         };
@@ -658,18 +705,19 @@ impl Edge {
                         }
                         Ok(false) => up.writable = false,
                         Err(e) => {
-                            let key = up.key.clone();
-                            self.upstream_failed(
-                                &mut c,
-                                registry,
-                                &format!("connect to {key}: {e}"),
-                            );
+                            let why = format!("connect to {}: {e}", up.key);
+                            let (target, sent) = match &c.phase {
+                                Phase::Exchange(ex) => (ex.target, ex.sent > 0),
+                                _ => (usize::MAX, false),
+                            };
+                            let kind = UpstreamError::Connect;
+                            self.upstream_failed(&mut c, registry, (target, sent), kind, &why);
                             progress = true;
                         }
                     }
                 }
             }
-            progress |= self.step(&mut c, id, registry, backends);
+            progress |= self.step(&mut c, id, registry, fleet);
             // Write to the upstream, then to the client.
             if let Some(up) = &mut c.up {
                 if up.write_failed && !up.uout.is_empty() {
@@ -736,7 +784,7 @@ impl Edge {
         }
         if c.dead {
             self.release(id, c, registry);
-            self.resume_accept(registry, backends);
+            self.resume_accept(registry, fleet);
         } else {
             self.arm(id, &mut c);
             self.conns[id] = Some(c);
@@ -744,7 +792,7 @@ impl Edge {
     }
 
     /// One protocol step; returns true if anything changed.
-    fn step(&mut self, c: &mut Conn, id: usize, registry: &Registry, backends: &Backends) -> bool {
+    fn step(&mut self, c: &mut Conn, id: usize, registry: &Registry, fleet: &FleetView) -> bool {
         match std::mem::replace(&mut c.phase, Phase::Busy) {
             Phase::Head => {
                 if c.cin.is_empty() {
@@ -799,12 +847,14 @@ impl Edge {
                     Err(e) => {
                         log::debug!("{}: {e}", c.peer);
                         c.cin.clear();
+                        c.stat = Some(self.begin(self.stats.unrouted(), None));
                         respond(c, e.status(), &e.to_string(), true);
+                        self.account(c);
                         true
                     }
                     Ok(Some(req)) => {
                         c.head_start = None;
-                        self.start_exchange(c, id, req, registry, backends);
+                        self.start_exchange(c, id, req, registry, fleet);
                         true
                     }
                 }
@@ -862,22 +912,44 @@ impl Edge {
         id: usize,
         req: RequestHead,
         registry: &Registry,
-        backends: &Backends,
+        fleet: &FleetView,
     ) {
         let ua = req
             .header("user-agent")
             .map(|h| h.value.clone())
             .unwrap_or_default();
+        // Keep the connection after answering ourselves only if no body must be skipped.
+        let keep = req.body == Body::None && req.keep_alive;
+        if c.bind == METRICS_BIND {
+            self.serve_metrics(c, &req, keep, fleet);
+            return;
+        }
         let route = self.router.find(c.bind, req.path(), &ua);
         let backend = route.map_or("-", |r| {
             self.names.get(r.target).map_or("?", String::as_str)
         });
         let rec = self.record(&req, &ua, backend);
-        // Keep the connection after answering ourselves only if no body must be skipped.
-        let keep = req.body == Body::None && req.keep_alive;
+        c.stat = Some(self.begin(route.map_or(self.stats.unrouted(), |r| r.id), rec));
+        if let Some(rl) = &mut self.limiter {
+            if let Err(l) = rl.check(client_addr(&c.peer), self.now) {
+                log::debug!(
+                    "{} {} {}: rate limited ({})",
+                    c.peer,
+                    req.method,
+                    req.target,
+                    l.scope
+                );
+                self.stats.rate_limited[usize::from(l.scope == "client")] += 1;
+                c.cin.drain(..req.head_len);
+                let body = b"too many requests\n";
+                answer(c, &req.method, 429, &l.headers(), TEXT, body, !keep);
+                self.account(c);
+                return;
+            }
+        }
         let Some(route) = route else {
             log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
-            self.refuse(c, &req, rec.as_deref(), 404, "no route", !keep);
+            self.refuse(c, &req, 404, "no route", !keep);
             return;
         };
         let target = route.target;
@@ -889,11 +961,11 @@ impl Edge {
                     req.method,
                     req.target
                 );
-                self.refuse(c, &req, rec.as_deref(), 413, "request body too large", true);
+                self.refuse(c, &req, 413, "request body too large", true);
                 return;
             }
         }
-        let Some(addr) = backends.get(target).cloned().flatten() else {
+        let Some(addr) = fleet.backends.get(target).cloned().flatten() else {
             log::warn!(
                 "{} {} {}: {} is not up",
                 c.peer,
@@ -901,7 +973,7 @@ impl Edge {
                 req.target,
                 self.names.get(target).map_or("?", |s| s)
             );
-            self.refuse(c, &req, rec.as_deref(), 503, "backend not available", !keep);
+            self.refuse(c, &req, 503, "backend not available", !keep);
             return;
         };
         let key = addr.to_string();
@@ -918,14 +990,8 @@ impl Edge {
                         req.method,
                         req.target
                     );
-                    self.refuse(
-                        c,
-                        &req,
-                        rec.as_deref(),
-                        502,
-                        "backend refused the connection",
-                        true,
-                    );
+                    self.stats.upstream_error(target, UpstreamError::Connect);
+                    self.refuse(c, &req, 502, "backend refused the connection", true);
                     return;
                 }
             },
@@ -955,8 +1021,19 @@ impl Edge {
             sent: 0,
             head_only: false,
             replay,
-            rec,
+            target,
         }));
+    }
+
+    fn begin(&self, route: usize, rec: Option<Box<Record>>) -> ReqStat {
+        ReqStat {
+            route,
+            started: self.now,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            rec,
+        }
     }
 
     /// A log record for this request, if a request log is on.
@@ -966,20 +1043,17 @@ impl Edge {
             return None;
         }
         Some(Box::new(Record {
-            started: self.now,
             line: format!("{} {} HTTP/1.{}", req.method, req.target, req.minor),
             backend: backend.to_string(),
             ua: crate::proto::ua::classify(ua).label(),
             ja4h: debug.then(|| crate::proto::ja4h::ja4h(req)),
-            status: 0,
-            bytes: 0,
         }))
     }
 
     /// Writes the request's access-log line and, at debug level, its request-log line.
-    fn emit(&self, peer: &str, rec: Option<&Record>, status: u16, bytes: u64) {
+    fn emit(&self, peer: &str, rec: Option<&Record>, status: u16, bytes: u64, secs: f64) {
         let Some(r) = rec else { return };
-        let ms = self.now.saturating_duration_since(r.started).as_secs_f64() * 1000.0;
+        let ms = secs * 1000.0;
         if self.settings.access_log {
             log::info!(target: "access", "{peer} \"{}\" {status} {bytes} {ms:.1}ms {} ua={}", r.line, r.backend, r.ua);
         }
@@ -988,19 +1062,67 @@ impl Edge {
         }
     }
 
-    /// Answers a request without a backend (an error) and logs it.
-    fn refuse(
-        &self,
-        c: &mut Conn,
-        req: &RequestHead,
-        rec: Option<&Record>,
-        status: u16,
-        body: &str,
-        close: bool,
-    ) {
+    /// Ends the request in progress with `status` (an answer of our own) and accounts it.
+    fn finish(&mut self, c: &mut Conn, status: u16) {
+        if let Some(s) = &mut c.stat {
+            s.status = status;
+        }
+        self.account(c);
+    }
+
+    /// Counts the request in progress in the metrics and writes its log lines (once). A
+    /// request whose connection went away before any answer counts as 499.
+    fn account(&mut self, c: &mut Conn) {
+        let Some(s) = c.stat.take() else { return };
+        let status = if s.status == 0 { 499 } else { s.status };
+        let secs = self.now.saturating_duration_since(s.started).as_secs_f64();
+        if let Some(r) = self.stats.routes.get_mut(s.route) {
+            r.observe(status, secs, s.bytes_in, s.bytes_out);
+        }
+        self.emit(&c.peer, s.rec.as_deref(), status, s.bytes_out, secs);
+    }
+
+    /// Answers a request without a backend (an error) and accounts it.
+    fn refuse(&mut self, c: &mut Conn, req: &RequestHead, status: u16, body: &str, close: bool) {
         c.cin.drain(..req.head_len);
         respond_to(c, &req.method, status, body, close);
-        self.emit(&c.peer, rec, status, 0);
+        self.account(c);
+    }
+
+    /// The metrics listener: `/metrics` and `/health`.
+    fn serve_metrics(&mut self, c: &mut Conn, req: &RequestHead, keep: bool, fleet: &FleetView) {
+        c.cin.drain(..req.head_len);
+        let close = !keep;
+        if req.method != "GET" && req.method != "HEAD" {
+            let body = b"method not allowed\n";
+            answer(
+                c,
+                &req.method,
+                405,
+                "allow: GET, HEAD\r\n",
+                TEXT,
+                body,
+                true,
+            );
+            return;
+        }
+        match req.path() {
+            "/metrics" => {
+                let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
+                let usage = crate::supervisor::resources::sample(&pgids);
+                let g = metrics::Gauges {
+                    open_connections: self.open,
+                    idle_upstreams: self.pool.values().map(Vec::len).sum(),
+                    rate_limit_clients: self.limiter.as_ref().map_or(0, |r| r.tracked()),
+                    cors_entries: 0,
+                };
+                let text = metrics::render(&self.stats, fleet, &usage, &g, self.now);
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                answer(c, &req.method, 200, "", ct, text.as_bytes(), close);
+            }
+            "/health" => answer(c, &req.method, 200, "", TEXT, b"ok\n", close),
+            _ => answer(c, &req.method, 404, "", TEXT, b"not found\n", close),
+        }
     }
 
     /// Starts a connection to a backend for connection `conn`.
@@ -1071,16 +1193,25 @@ impl Edge {
         }
     }
 
-    fn upstream_failed(&mut self, c: &mut Conn, registry: &Registry, why: &str) {
+    /// The backend of program `target` failed; `sent`: part of the answer is out already.
+    fn upstream_failed(
+        &mut self,
+        c: &mut Conn,
+        registry: &Registry,
+        (target, sent): (usize, bool),
+        kind: UpstreamError,
+        why: &str,
+    ) {
         log::warn!("{}: {why}", c.peer);
+        self.stats.upstream_error(target, kind);
         if let Some(up) = c.up.take() {
             self.close_up(up, registry);
         }
-        let answered = matches!(&c.phase, Phase::Exchange(ex) if ex.sent > 0);
-        if answered {
+        if sent {
             c.dead = true;
         } else {
             respond(c, 502, "bad gateway", true);
+            self.account(c);
         }
     }
 
@@ -1108,6 +1239,9 @@ impl Edge {
                         up.uout.extend_from_slice(&c.cin[..n]);
                         c.cin.drain(..n);
                         *left -= n as u64;
+                        if let Some(st) = &mut c.stat {
+                            st.bytes_in += n as u64;
+                        }
                         progress = true;
                     }
                     if *left == 0 {
@@ -1125,6 +1259,7 @@ impl Edge {
                                     self.close_up(up, registry);
                                 }
                                 respond(c, 413, "request body too large", true);
+                                self.account(c);
                             } else {
                                 c.dead = true;
                             }
@@ -1133,6 +1268,9 @@ impl Edge {
                         Ok(used) => {
                             up.uout.extend_from_slice(&c.cin[..used]);
                             c.cin.drain(..used);
+                            if let Some(st) = &mut c.stat {
+                                st.bytes_in += used as u64;
+                            }
                             progress |= used > 0;
                             if dec.is_done() {
                                 ex.req = ReqBody::Done;
@@ -1143,6 +1281,7 @@ impl Edge {
                             c.cin.clear();
                             if ex.sent == 0 {
                                 respond(c, 400, "bad chunked body", true);
+                                self.account(c);
                             } else {
                                 c.dead = true;
                             }
@@ -1159,6 +1298,7 @@ impl Edge {
             return true;
         }
         // Response: upstream -> client.
+        let ts = (ex.target, ex.sent > 0);
         while let Some(up) = c.up.as_mut() {
             match &mut ex.resp {
                 Resp::Head if c.cout.len() >= BUF => break,
@@ -1185,7 +1325,9 @@ impl Edge {
                                     continue;
                                 }
                                 Err(e) => {
-                                    self.upstream_failed(c, registry, &format!("reconnect: {e}"));
+                                    let why = format!("reconnect: {e}");
+                                    let kind = UpstreamError::Connect;
+                                    self.upstream_failed(c, registry, ts, kind, &why);
                                     return true;
                                 }
                             }
@@ -1197,14 +1339,16 @@ impl Edge {
                                 "sent an incomplete response head"
                             };
                             let why = format!("upstream {} {why}", up.key);
-                            self.upstream_failed(c, registry, &why);
+                            let kind = UpstreamError::Closed;
+                            self.upstream_failed(c, registry, ts, kind, &why);
                             return true;
                         }
                         break;
                     }
                     Err(e) => {
                         let why = format!("upstream {}: invalid response: {e}", up.key);
-                        self.upstream_failed(c, registry, &why);
+                        let kind = UpstreamError::Invalid;
+                        self.upstream_failed(c, registry, ts, kind, &why);
                         return true;
                     }
                     Ok(Some(r)) => {
@@ -1264,8 +1408,8 @@ impl Edge {
                             },
                         };
                         ex.head_only = matches!(ex.resp, Resp::Body { .. }) && up.uin.is_empty();
-                        if let Some(rec) = &mut ex.rec {
-                            rec.status = r.status;
+                        if let Some(st) = &mut c.stat {
+                            st.status = r.status;
                         }
                     }
                 },
@@ -1298,6 +1442,7 @@ impl Edge {
                                     c.peer,
                                     up.key
                                 );
+                                self.stats.upstream_error(ex.target, UpstreamError::Closed);
                                 c.dead = true;
                                 return true;
                             }
@@ -1319,6 +1464,7 @@ impl Edge {
                                     finished = dec.is_done();
                                     if !finished && up.eof && up.uin.is_empty() {
                                         log::warn!("{}: upstream {} closed in the middle of a chunked response", c.peer, up.key);
+                                        self.stats.upstream_error(ex.target, UpstreamError::Closed);
                                         c.dead = true;
                                         return true;
                                     }
@@ -1329,6 +1475,7 @@ impl Edge {
                                         c.peer,
                                         up.key
                                     );
+                                    self.stats.upstream_error(ex.target, UpstreamError::Invalid);
                                     c.dead = true;
                                     return true;
                                 }
@@ -1341,8 +1488,8 @@ impl Edge {
                             finished = up.eof && up.uin.is_empty();
                         }
                     }
-                    if let Some(rec) = &mut ex.rec {
-                        rec.bytes += (c.cout.len() - before) as u64;
+                    if let Some(st) = &mut c.stat {
+                        st.bytes_out += (c.cout.len() - before) as u64;
                     }
                     if finished {
                         ex.resp = Resp::Done {
@@ -1358,9 +1505,7 @@ impl Edge {
         }
         if let (ReqBody::Done, Resp::Done { reusable }) = (&ex.req, &ex.resp) {
             let reusable = *reusable;
-            if let Some(rec) = &ex.rec {
-                self.emit(&c.peer, Some(rec), rec.status, rec.bytes);
-            }
+            self.account(c);
             if let Some(up) = c.up.take() {
                 if reusable
                     && !up.write_failed
@@ -1486,25 +1631,48 @@ fn move_bytes(from: &mut Vec<u8>, to: &mut Vec<u8>) -> bool {
 
 /// Queues a response generated by mothership; `close` ends the connection after it.
 fn respond(c: &mut Conn, status: u16, body: &str, close: bool) {
-    c.cout
-        .extend_from_slice(&http::simple_response(status, body, close));
-    c.phase = if close { Phase::Closing } else { Phase::Head };
+    respond_to(c, "", status, body, close);
 }
 
 /// [`respond`] to a request: the answer to HEAD has no body.
 fn respond_to(c: &mut Conn, method: &str, status: u16, body: &str, close: bool) {
-    if method == "HEAD" {
-        let mut r = http::simple_response(status, body, close);
-        let end = r
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(r.len(), |p| p + 4);
-        r.truncate(end);
-        c.cout.extend_from_slice(&r);
-        c.phase = if close { Phase::Closing } else { Phase::Head };
-    } else {
-        respond(c, status, body, close);
+    let mut b = Vec::with_capacity(body.len() + 1);
+    b.extend_from_slice(body.as_bytes());
+    b.push(b'\n');
+    let ct = "text/plain; charset=utf-8";
+    answer(c, method, status, "", ct, &b, close);
+}
+
+/// Queues a whole answer of our own; the connection goes on with the next request unless
+/// `close`.
+fn answer(
+    c: &mut Conn,
+    method: &str,
+    status: u16,
+    extra: &str,
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+) {
+    let head_only = method == "HEAD";
+    c.cout.extend_from_slice(&http::response(
+        status,
+        extra,
+        content_type,
+        body,
+        close,
+        head_only,
+    ));
+    if let Some(s) = &mut c.stat {
+        s.status = status;
+        s.bytes_out += if head_only { 0 } else { body.len() as u64 };
     }
+    c.phase = if close { Phase::Closing } else { Phase::Head };
+}
+
+/// The client's IP address, for the rate limits (None for a Unix-socket client).
+fn client_addr(peer: &str) -> Option<std::net::IpAddr> {
+    client_ip(peer)?.parse().ok()
 }
 
 fn client_ip(peer: &str) -> Option<&str> {

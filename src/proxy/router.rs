@@ -14,6 +14,8 @@ pub struct Route {
     pub target: usize,
     /// Label for logs and metrics (`bind:pattern`).
     pub label: String,
+    /// Index in [`Router::routes`], in manifest declaration order.
+    pub id: usize,
 }
 
 pub struct Router {
@@ -24,6 +26,7 @@ pub struct Router {
 impl Router {
     pub fn new(m: &Manifest) -> Router {
         let mut by_bind: Vec<Vec<Route>> = m.binds.iter().map(|_| Vec::new()).collect();
+        let mut id = 0;
         for (target, p) in m.programs.iter().enumerate() {
             for r in &p.routes {
                 if let Some(b) = m.binds.iter().position(|b| b.name == r.bind) {
@@ -33,11 +36,20 @@ impl Router {
                         ua_filter: r.ua_filter.clone(),
                         target,
                         label: format!("{}:{}", r.bind, r.pattern.as_str()),
+                        id,
                     });
+                    id += 1;
                 }
             }
         }
         Router { by_bind }
+    }
+
+    /// Every route, by id: its label and target program index.
+    pub fn routes(&self) -> Vec<(String, usize)> {
+        let mut all: Vec<&Route> = self.by_bind.iter().flatten().collect();
+        all.sort_by_key(|r| r.id);
+        all.iter().map(|r| (r.label.clone(), r.target)).collect()
     }
 
     /// The first route of `bind` matching `path` (without query) and `user_agent`.

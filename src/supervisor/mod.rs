@@ -5,7 +5,9 @@
 
 pub mod child;
 pub mod graph;
+pub mod resources;
 pub mod spawn;
+pub mod view;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -131,7 +133,8 @@ pub struct Supervisor {
     /// The HTTP edge, when the manifest has binds.
     edge: Option<Edge>,
     /// Connect address of each ship that is up and has a bind, by program index.
-    backends: Vec<Option<BindAddr>>,
+    /// Routing and metrics view of the fleet, for the edge.
+    fleet: view::FleetView,
     /// Number of prelaunch members (they come first in `members`).
     npre: usize,
     /// While landing: wait for HTTP exchanges in flight until then.
@@ -251,11 +254,14 @@ impl Supervisor {
             members[i].deps = deps;
         }
         let mut edge = None;
-        if !m.binds.is_empty() {
+        if !m.binds.is_empty() || m.metrics_port.is_some() {
             let mut e = Edge::new(m)?;
             e.register(poll.registry())?;
             for b in &m.binds {
                 log::info!("listening on {} ({})", b.addr, b.name);
+            }
+            if let Some(p) = m.metrics_port {
+                log::info!("metrics on http://127.0.0.1:{p}/metrics");
             }
             edge = Some(e);
         }
@@ -285,7 +291,7 @@ impl Supervisor {
             poll_errors: 0,
             final_drain: false,
             edge,
-            backends: vec![None; m.programs.len()],
+            fleet: view::FleetView::new(&m.programs, Instant::now()),
             npre: m.prelaunch.len(),
             drain_until: None,
         })
@@ -352,7 +358,7 @@ impl Supervisor {
                     WAKER => self.paused = false,
                     t if t.0 >= EDGE_BASE => {
                         if let Some(edge) = &mut self.edge {
-                            edge.ready(ev, self.poll.registry(), &self.backends, now);
+                            edge.ready(ev, self.poll.registry(), &self.fleet, now);
                         }
                     }
                     t => self.source_ready(t, now),
@@ -360,7 +366,7 @@ impl Supervisor {
             }
             self.read_pipes(now);
             if let Some(edge) = &mut self.edge {
-                edge.tick(self.poll.registry(), &self.backends, now);
+                edge.tick(self.poll.registry(), &self.fleet, now);
             }
             while let Some((_, kind)) = self.timers.pop_due(now) {
                 match kind {
@@ -688,11 +694,12 @@ impl Supervisor {
         }
         if let Some(p) = i.checked_sub(self.npre) {
             let up = matches!(m.child.state, State::Running { .. }) && !m.prog.oneshot;
-            self.backends[p] = if up {
+            self.fleet.backends[p] = if up {
                 m.prog.bind.as_ref().map(|b| b.connect_addr())
             } else {
                 None
             };
+            self.fleet.ships[p].update(&m.child.state, m.child.restarts, m.child.pgid());
         }
         if !matches!(m.child.state, State::Starting { .. }) {
             self.drop_probe(i);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `mothership` binary, real child processes, real signals.
 
 mod cli;
+mod edge;
 mod output;
 mod pid1;
 mod proxy;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cli::secs;
 use crate::support::*;
 
-const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/echo_backend.py");
+pub(crate) const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/echo_backend.py");
 
 struct Edge {
     _dir: Dir,
@@ -84,7 +84,7 @@ routes = ["http:^/asleep"]
     }
 }
 
-fn curl(args: &[&str]) -> String {
+pub(crate) fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "20"])
         .args(args)
@@ -94,7 +94,7 @@ fn curl(args: &[&str]) -> String {
 }
 
 /// Sends raw bytes and reads until the peer closes (or 5 s pass).
-fn raw(port: u16, bytes: &[u8]) -> String {
+pub(crate) fn raw(port: u16, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(bytes).unwrap();
@@ -103,7 +103,7 @@ fn raw(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn json_field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn json_field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
     let k = format!("\"{key}\": ");
     let start = body.find(&k)? + k.len();
     let rest = &body[start..];
@@ -763,7 +763,7 @@ fn access_log_and_debug_request_log_with_ja4h() {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(dbg.contains("ja4h=ge11nn04dede_"), "{dbg}");
     assert!(
-        err.contains("\"GET /missing HTTP/1.1\" 404 0") && err.contains(" - ua="),
+        err.contains("\"GET /missing HTTP/1.1\" 404 9") && err.contains(" - ua="),
         "{err}"
     );
 }

@@ -1,0 +1,541 @@
+//! Counters kept by the edge and the Prometheus text rendering of `GET /metrics`.
+//!
+//! Families follow COMPAT.md section 7 (same names and labels) plus what operators need:
+//! per-route requests by status class, a duration histogram, bytes both ways, upstream
+//! errors by kind, connections, rate-limit refusals, CORS cache use, and per program
+//! state, uptime, CPU and memory of its whole process group.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::supervisor::resources::Usage;
+use crate::supervisor::view::{FleetView, STATES};
+
+/// Upper bounds (seconds) of the request duration histogram.
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Why an upstream exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, unreachable).
+    Connect,
+    /// Connect or response head timeout.
+    Timeout,
+    /// Closed before or during the response.
+    Closed,
+    /// Not a valid HTTP response (head or chunked framing).
+    Invalid,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 4] = [
+        UpstreamError::Connect,
+        UpstreamError::Timeout,
+        UpstreamError::Closed,
+        UpstreamError::Invalid,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Closed => "closed",
+            UpstreamError::Invalid => "invalid",
+        }
+    }
+}
+
+/// Per route (and one more for requests answered without a route).
+#[derive(Debug, Clone, Default)]
+pub struct RouteStats {
+    pub label: String,
+    /// The program it routes to (empty for the no-route entry).
+    pub ship: String,
+    /// Requests by status class 1xx..5xx.
+    pub by_class: [u64; 5],
+    pub hist: [u64; BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl RouteStats {
+    pub fn observe(&mut self, status: u16, secs: f64, bytes_in: u64, bytes_out: u64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class] += 1;
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.hist[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Indexed by route id; the last entry counts requests without a route (404, and
+    /// answers such as 429 given before routing).
+    pub routes: Vec<RouteStats>,
+    /// By program index, then by [`UpstreamError`] kind.
+    pub upstream_errors: Vec<[u64; 4]>,
+    pub connections_total: u64,
+    /// Refusals by the global and the per-client limit.
+    pub rate_limited: [u64; 2],
+    pub cors_hits: u64,
+    pub cors_misses: u64,
+}
+
+impl Stats {
+    /// `routes`: label and target program of each route, by route id.
+    pub fn new(routes: Vec<(String, String)>, programs: usize) -> Stats {
+        let mut r: Vec<RouteStats> = routes
+            .into_iter()
+            .map(|(label, ship)| RouteStats {
+                label,
+                ship,
+                ..RouteStats::default()
+            })
+            .collect();
+        r.push(RouteStats {
+            label: "none".to_string(),
+            ..RouteStats::default()
+        });
+        Stats {
+            routes: r,
+            upstream_errors: vec![[0; 4]; programs],
+            ..Stats::default()
+        }
+    }
+
+    /// Id of the entry for requests without a route.
+    pub fn unrouted(&self) -> usize {
+        self.routes.len() - 1
+    }
+
+    pub fn upstream_error(&mut self, program: usize, kind: UpstreamError) {
+        if let Some(e) = self.upstream_errors.get_mut(program) {
+            e[kind as usize] += 1;
+        }
+    }
+}
+
+/// Live figures the edge passes in at render time.
+pub struct Gauges {
+    pub open_connections: usize,
+    pub idle_upstreams: usize,
+    pub rate_limit_clients: usize,
+    pub cors_entries: usize,
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Formats a float the way Prometheus reads it.
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else if v.is_nan() {
+        "NaN".to_string()
+    } else if v > 0.0 {
+        "+Inf".to_string()
+    } else {
+        "-Inf".to_string()
+    }
+}
+
+/// The whole `/metrics` body.
+pub fn render(
+    stats: &Stats,
+    fleet: &FleetView,
+    usage: &HashMap<i32, Usage>,
+    g: &Gauges,
+    now: Instant,
+) -> String {
+    let mut o = String::with_capacity(4096);
+    let ships: Vec<(String, &crate::supervisor::view::ShipView)> = fleet
+        .ships
+        .iter()
+        .map(|s| {
+            (
+                format!(
+                    "ship=\"{}\",group=\"{}\"",
+                    escape(&s.name),
+                    escape(&s.group)
+                ),
+                s,
+            )
+        })
+        .collect();
+    let per_ship =
+        |o: &mut String,
+         name: &str,
+         kind: &str,
+         help: &str,
+         f: &dyn Fn(&crate::supervisor::view::ShipView) -> Option<f64>| {
+            family(o, name, kind, help);
+            for (labels, s) in &ships {
+                if let Some(v) = f(s) {
+                    let _ = writeln!(o, "{name}{{{labels}}} {}", num(v));
+                }
+            }
+        };
+    let b = |x: bool| if x { 1.0 } else { 0.0 };
+    let use_of = |s: &crate::supervisor::view::ShipView| s.pgid.and_then(|p| usage.get(&p));
+
+    per_ship(
+        &mut o,
+        "mothership_ship_status",
+        "gauge",
+        "1 while the program is running, else 0.",
+        &|s| Some(b(s.state == "running")),
+    );
+    family(
+        &mut o,
+        "mothership_ship_state",
+        "gauge",
+        "1 for the state the program is in (waiting, starting, running, stopping, backoff, done, failed).",
+    );
+    for (labels, s) in &ships {
+        for st in STATES {
+            let _ = writeln!(
+                o,
+                "mothership_ship_state{{{labels},state=\"{st}\"}} {}",
+                b(s.state == st)
+            );
+        }
+    }
+    per_ship(
+        &mut o,
+        "mothership_ship_healthy",
+        "gauge",
+        "1 while the program is up and ready, else 0.",
+        &|s| Some(b(s.healthy)),
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_restarts_total",
+        "counter",
+        "Restarts of the program since mothership started.",
+        &|s| Some(s.restarts as f64),
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_uptime_seconds",
+        "gauge",
+        "Seconds since the program last came up (0 while it is not up).",
+        &|s| {
+            Some(
+                s.up_since
+                    .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()),
+            )
+        },
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the processes now in the program's process group.",
+        &|s| use_of(s).map(|u| u.cpu_seconds),
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_memory_rss_bytes",
+        "gauge",
+        "Resident memory of the program's process group.",
+        &|s| Some(use_of(s).map_or(0.0, |u| u.rss_bytes as f64)),
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_memory_virtual_bytes",
+        "gauge",
+        "Virtual memory of the program's process group.",
+        &|s| Some(use_of(s).map_or(0.0, |u| u.virtual_bytes as f64)),
+    );
+    per_ship(
+        &mut o,
+        "mothership_ship_processes",
+        "gauge",
+        "Processes in the program's process group.",
+        &|s| Some(use_of(s).map_or(0.0, |u| u.processes as f64)),
+    );
+    family(
+        &mut o,
+        "mothership_fleet_ships_total",
+        "counter",
+        "Ships and bays in the manifest.",
+    );
+    let _ = writeln!(o, "mothership_fleet_ships_total {}", fleet.ships.len());
+
+    family(
+        &mut o,
+        "mothership_requests_total",
+        "counter",
+        "Requests answered, by route, target program and status class.",
+    );
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    for r in &stats.routes {
+        for (i, class) in CLASSES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "mothership_requests_total{{route=\"{}\",ship=\"{}\",code=\"{class}\"}} {}",
+                escape(&r.label),
+                escape(&r.ship),
+                r.by_class[i]
+            );
+        }
+    }
+    family(
+        &mut o,
+        "mothership_request_duration_seconds",
+        "histogram",
+        "Time from the request head to the end of the response, by route.",
+    );
+    for r in &stats.routes {
+        let l = format!("route=\"{}\"", escape(&r.label));
+        let mut acc = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            acc += r.hist[i];
+            let _ = writeln!(
+                o,
+                "mothership_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "mothership_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\nmothership_request_duration_seconds_sum{{{l}}} {}\nmothership_request_duration_seconds_count{{{l}}} {}",
+            r.count,
+            num(r.sum),
+            r.count
+        );
+    }
+    family(
+        &mut o,
+        "mothership_request_body_bytes_total",
+        "counter",
+        "Request body bytes received from clients, by route.",
+    );
+    for r in &stats.routes {
+        let _ = writeln!(
+            o,
+            "mothership_request_body_bytes_total{{route=\"{}\"}} {}",
+            escape(&r.label),
+            r.bytes_in
+        );
+    }
+    family(
+        &mut o,
+        "mothership_response_body_bytes_total",
+        "counter",
+        "Response body bytes sent to clients, by route.",
+    );
+    for r in &stats.routes {
+        let _ = writeln!(
+            o,
+            "mothership_response_body_bytes_total{{route=\"{}\"}} {}",
+            escape(&r.label),
+            r.bytes_out
+        );
+    }
+    family(
+        &mut o,
+        "mothership_upstream_errors_total",
+        "counter",
+        "Failed exchanges with a backend, by program and kind (connect, timeout, closed, invalid).",
+    );
+    for (p, errs) in stats.upstream_errors.iter().enumerate() {
+        let Some(s) = fleet.ships.get(p) else {
+            continue;
+        };
+        for k in UpstreamError::ALL {
+            let _ = writeln!(
+                o,
+                "mothership_upstream_errors_total{{ship=\"{}\",kind=\"{}\"}} {}",
+                escape(&s.name),
+                k.label(),
+                errs[k as usize]
+            );
+        }
+    }
+    let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "{name} {}", num(v));
+    };
+    gauge(
+        &mut o,
+        "mothership_connections_open",
+        "gauge",
+        "Client connections open now.",
+        g.open_connections as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_connections_total",
+        "counter",
+        "Client connections accepted.",
+        stats.connections_total as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_upstream_idle_connections",
+        "gauge",
+        "Keep-alive connections to backends waiting in the pool.",
+        g.idle_upstreams as f64,
+    );
+    family(
+        &mut o,
+        "mothership_rate_limited_total",
+        "counter",
+        "Requests refused with 429, by the limit that refused them (global, client).",
+    );
+    for (i, scope) in ["global", "client"].iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "mothership_rate_limited_total{{scope=\"{scope}\"}} {}",
+            stats.rate_limited[i]
+        );
+    }
+    gauge(
+        &mut o,
+        "mothership_rate_limit_clients",
+        "gauge",
+        "Clients tracked by the per-client rate limit.",
+        g.rate_limit_clients as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_cors_cache_hits_total",
+        "counter",
+        "CORS preflight requests answered from the cache.",
+        stats.cors_hits as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_cors_cache_misses_total",
+        "counter",
+        "Cacheable CORS preflight requests sent to the backend.",
+        stats.cors_misses as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_cors_cache_entries",
+        "gauge",
+        "Preflight answers in the CORS cache.",
+        g.cors_entries as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_uptime_seconds",
+        "gauge",
+        "Seconds since mothership started.",
+        now.saturating_duration_since(fleet.started).as_secs_f64(),
+    );
+    family(
+        &mut o,
+        "mothership_build_info",
+        "gauge",
+        "Always 1; the version is a label.",
+    );
+    let _ = writeln!(
+        o,
+        "mothership_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape("http:/api/.*"), "http:/api/.*");
+    }
+
+    #[test]
+    fn observe_fills_classes_and_buckets() {
+        let mut r = RouteStats::default();
+        r.observe(204, 0.003, 10, 0);
+        r.observe(503, 20.0, 0, 5);
+        assert_eq!(r.by_class, [0, 1, 0, 0, 1]);
+        assert_eq!(r.hist[1], 1);
+        assert_eq!(r.hist.iter().sum::<u64>(), 1, "20 s is only in +Inf");
+        assert_eq!((r.count, r.bytes_in, r.bytes_out), (2, 10, 5));
+    }
+
+    #[test]
+    fn render_has_every_family_once_and_escaped_labels() {
+        let t0 = Instant::now();
+        let mut s = Stats::new(vec![("http:/\"x\"".into(), "web".into())], 1);
+        s.routes[0].observe(200, 0.01, 0, 3);
+        s.upstream_error(0, UpstreamError::Timeout);
+        let fleet = FleetView {
+            backends: vec![None],
+            ships: vec![crate::supervisor::view::ShipView {
+                name: "web".into(),
+                group: "g\\1".into(),
+                kind: "ship",
+                state: "running",
+                healthy: true,
+                restarts: 2,
+                pgid: Some(7),
+                up_since: Some(t0),
+            }],
+            started: t0,
+        };
+        let mut usage = HashMap::new();
+        usage.insert(
+            7,
+            Usage {
+                rss_bytes: 4096,
+                virtual_bytes: 8192,
+                cpu_seconds: 0.5,
+                processes: 2,
+            },
+        );
+        let g = Gauges {
+            open_connections: 3,
+            idle_upstreams: 1,
+            rate_limit_clients: 0,
+            cors_entries: 0,
+        };
+        let text = render(&s, &fleet, &usage, &g, t0);
+        assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));
+        assert!(
+            text.contains("mothership_ship_memory_rss_bytes{ship=\"web\",group=\"g\\\\1\"} 4096\n")
+        );
+        assert!(text.contains(
+            "mothership_requests_total{route=\"http:/\\\"x\\\"\",ship=\"web\",code=\"2xx\"} 1\n"
+        ));
+        assert!(
+            text.contains("mothership_upstream_errors_total{ship=\"web\",kind=\"timeout\"} 1\n")
+        );
+        assert!(text.contains("le=\"+Inf\"} 1\n"));
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(l.to_string()), "family twice: {l}");
+        }
+    }
+}
