@@ -506,30 +506,42 @@ pub fn simple_response(status: u16, body: &str, close: bool) -> Vec<u8> {
     let mut b = Vec::with_capacity(body.len() + 1);
     b.extend_from_slice(body.as_bytes());
     b.push(b'\n');
-    response(status, "", "text/plain; charset=utf-8", &b, close, false)
+    response(
+        status,
+        b"",
+        Some("text/plain; charset=utf-8"),
+        &b,
+        close,
+        false,
+    )
 }
 
 /// A whole response with a known body. `extra` holds header lines, each ending in CRLF.
 /// `head_only` (an answer to HEAD) leaves the body out but keeps its Content-Length.
 pub fn response(
     status: u16,
-    extra: &str,
-    content_type: &str,
+    extra: &[u8],
+    content_type: Option<&str>,
     body: &[u8],
     close: bool,
     head_only: bool,
 ) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}",
-        reason(status),
-        body.len()
-    );
-    if close {
-        out.push_str("connection: close\r\n");
+    let mut out = Vec::with_capacity(128 + extra.len() + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    if let Some(ct) = content_type {
+        out.extend_from_slice(format!("content-type: {ct}\r\n").as_bytes());
     }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    if !head_only {
+    // No body at all for 1xx, 204 and 304.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    if !bodiless {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(extra);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !bodiless {
         out.extend_from_slice(body);
     }
     out

@@ -7,6 +7,7 @@
 //! the upstream, response back, both streamed through bounded buffers) -> `Head` again on
 //! keep-alive, or `Tunnel` after a `101`, or `Closing` (write what is left, then close).
 
+pub mod cors;
 pub mod metrics;
 pub mod ratelimit;
 pub mod router;
@@ -127,6 +128,10 @@ struct Exchange {
     replay: Option<Vec<u8>>,
     /// Program index of the backend (for upstream error counts).
     target: usize,
+    /// A cacheable CORS preflight: its cache key until the response head arrives, then
+    /// what is kept of the answer while its body arrives.
+    cors_key: Option<String>,
+    capture: Option<Box<cors::Capture>>,
 }
 
 /// The request in progress on a connection, for metrics and logs; accounted once, when it
@@ -238,6 +243,7 @@ pub struct Edge {
     scratch: Vec<u8>,
     stats: Stats,
     limiter: Option<RateLimiter>,
+    cors: Option<cors::Cache>,
 }
 
 impl Edge {
@@ -301,6 +307,7 @@ impl Edge {
             scratch: vec![0; BUF],
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
+            cors: cors::Cache::new(&m.cors_cache),
         })
     }
 
@@ -942,7 +949,15 @@ impl Edge {
                 self.stats.rate_limited[usize::from(l.scope == "client")] += 1;
                 c.cin.drain(..req.head_len);
                 let body = b"too many requests\n";
-                answer(c, &req.method, 429, &l.headers(), TEXT, body, !keep);
+                answer(
+                    c,
+                    &req.method,
+                    429,
+                    l.headers().as_bytes(),
+                    Some(TEXT),
+                    body,
+                    !keep,
+                );
                 self.account(c);
                 return;
             }
@@ -953,6 +968,23 @@ impl Edge {
             return;
         };
         let target = route.target;
+        let cors_key = self.cors.as_ref().and_then(|_| cors::key_of(c.bind, &req));
+        if let Some(k) = &cors_key {
+            let now = self.now;
+            let hit = self
+                .cors
+                .as_mut()
+                .and_then(|cc| cc.get(k, now))
+                .map(|e| (e.status, e.header_lines(now), e.body.clone()));
+            if let Some((status, extra, body)) = hit {
+                self.stats.cors_hits += 1;
+                c.cin.drain(..req.head_len);
+                answer(c, &req.method, status, &extra, None, &body, !keep);
+                self.account(c);
+                return;
+            }
+            self.stats.cors_misses += 1;
+        }
         if let Body::Length(n) = req.body {
             if n > self.settings.max_body_size {
                 log::debug!(
@@ -1022,6 +1054,8 @@ impl Edge {
             head_only: false,
             replay,
             target,
+            cors_key,
+            capture: None,
         }));
     }
 
@@ -1099,8 +1133,8 @@ impl Edge {
                 c,
                 &req.method,
                 405,
-                "allow: GET, HEAD\r\n",
-                TEXT,
+                b"allow: GET, HEAD\r\n",
+                Some(TEXT),
                 body,
                 true,
             );
@@ -1114,14 +1148,14 @@ impl Edge {
                     open_connections: self.open,
                     idle_upstreams: self.pool.values().map(Vec::len).sum(),
                     rate_limit_clients: self.limiter.as_ref().map_or(0, |r| r.tracked()),
-                    cors_entries: 0,
+                    cors_entries: self.cors.as_ref().map_or(0, cors::Cache::entries),
                 };
                 let text = metrics::render(&self.stats, fleet, &usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
-                answer(c, &req.method, 200, "", ct, text.as_bytes(), close);
+                answer(c, &req.method, 200, b"", Some(ct), text.as_bytes(), close);
             }
-            "/health" => answer(c, &req.method, 200, "", TEXT, b"ok\n", close),
-            _ => answer(c, &req.method, 404, "", TEXT, b"not found\n", close),
+            "/health" => answer(c, &req.method, 200, b"", Some(TEXT), b"ok\n", close),
+            _ => answer(c, &req.method, 404, b"", Some(TEXT), b"not found\n", close),
         }
     }
 
@@ -1388,6 +1422,14 @@ impl Edge {
                         ));
                         ex.sent += 1;
                         ex.client_keep = keep;
+                        if let (Some(k), Some(cc)) = (ex.cors_key.take(), &self.cors) {
+                            let len = match r.body {
+                                Body::None => Some(0),
+                                Body::Length(n) => Some(n),
+                                _ => None,
+                            };
+                            ex.capture = len.and_then(|n| cc.capture(k, &r, n)).map(Box::new);
+                        }
                         let reusable = r.keep_alive;
                         ex.resp = match r.body {
                             Body::None | Body::Length(0) => Resp::Done { reusable },
@@ -1431,6 +1473,10 @@ impl Edge {
                     match body {
                         RespBody::Length(left) => {
                             let k = (*left).min(n as u64) as usize;
+                            if let Some(cap) = &mut ex.capture {
+                                cap.body.extend_from_slice(&up.uin[..k]);
+                                cap.left = cap.left.saturating_sub(k as u64);
+                            }
                             c.cout.extend_from_slice(&up.uin[..k]);
                             up.uin.drain(..k);
                             *left -= k as u64;
@@ -1505,6 +1551,9 @@ impl Edge {
         }
         if let (ReqBody::Done, Resp::Done { reusable }) = (&ex.req, &ex.resp) {
             let reusable = *reusable;
+            if let (Some(cap), Some(cc)) = (ex.capture.take(), &mut self.cors) {
+                cc.put(*cap, self.now);
+            }
             self.account(c);
             if let Some(up) = c.up.take() {
                 if reusable
@@ -1640,7 +1689,7 @@ fn respond_to(c: &mut Conn, method: &str, status: u16, body: &str, close: bool) 
     b.extend_from_slice(body.as_bytes());
     b.push(b'\n');
     let ct = "text/plain; charset=utf-8";
-    answer(c, method, status, "", ct, &b, close);
+    answer(c, method, status, b"", Some(ct), &b, close);
 }
 
 /// Queues a whole answer of our own; the connection goes on with the next request unless
@@ -1649,8 +1698,8 @@ fn answer(
     c: &mut Conn,
     method: &str,
     status: u16,
-    extra: &str,
-    content_type: &str,
+    extra: &[u8],
+    content_type: Option<&str>,
     body: &[u8],
     close: bool,
 ) {

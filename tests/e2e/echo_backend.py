@@ -10,6 +10,10 @@ GET/POST anything      -> JSON: name, method, path, headers, body length and sha
 /reject                -> 413 at once, without reading the body, then the connection closes
 /flaky                 -> answered only as the first request of a connection; later ones
                           see the connection closed without an answer
+OPTIONS with Origin    -> a CORS preflight answer (204, Access-Control-Allow-*); its
+                          Max-Age is the query's max_age (default 600), and ?deny=1 gives
+                          403; each is counted
+/__preflights          -> how many preflights this backend answered
 Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
 """
 import hashlib
@@ -22,6 +26,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 NAME = sys.argv[2]
+PREFLIGHTS = 0
 CONNS = 0
 LOCK = threading.Lock()
 PATTERN = bytes(range(256)) * 256  # 64 KiB
@@ -77,6 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         return n, h.hexdigest()
 
     def handle_any(self):
+        global PREFLIGHTS
         self.served += 1
         path, _, query = self.path.partition("?")
         if path == "/flaky" and self.served > 1:
@@ -90,6 +96,24 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"too big\n")
             self.close_connection = True
+            return
+        if path == "/__preflights":
+            out = str(PREFLIGHTS).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        if self.command == "OPTIONS" and self.headers.get("Origin"):
+            with LOCK:
+                PREFLIGHTS += 1
+            self.send_response(403 if args.get("deny") else 204)
+            self.send_header("Access-Control-Allow-Origin", self.headers["Origin"])
+            self.send_header("Access-Control-Allow-Methods", "GET, POST, PUT")
+            self.send_header("Access-Control-Max-Age", args.get("max_age", "600"))
+            self.send_header("X-Preflight-Count", str(PREFLIGHTS))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         n, digest = self.read_body()
         if path == "/sleep":
@@ -159,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_any
 
 
 class TCP(socketserver.ThreadingMixIn, HTTPServer):

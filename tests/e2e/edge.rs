@@ -222,3 +222,98 @@ fn global_rate_limit_applies_to_every_client() {
     let text = curl(&[&format!("http://127.0.0.1:{mp}/metrics")]);
     assert!(metric(&text, "mothership_rate_limited_total{scope=\"global\"}").unwrap() >= 1.0);
 }
+
+fn preflight(h: u16, path: &str, origin: &str, headers: &str) -> String {
+    curl(&[
+        "-i",
+        "-X",
+        "OPTIONS",
+        "-H",
+        &format!("Origin: {origin}"),
+        "-H",
+        "Access-Control-Request-Method: PUT",
+        "-H",
+        &format!("Access-Control-Request-Headers: {headers}"),
+        &format!("http://127.0.0.1:{h}{path}"),
+    ])
+}
+
+fn preflights_seen(h: u16) -> u32 {
+    curl(&[&format!("http://127.0.0.1:{h}/__preflights")])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn cors_preflights_are_cached_by_key_with_ttl_and_eviction() {
+    let mp = free_port();
+    let extra = format!(
+        "[mothership]\nmetrics_port = {mp}\ncors_cache = {{ enabled = true, default_ttl = \"1h\", max_entries = 2 }}"
+    );
+    let (_d, _fleet, h, _) = fleet_with("cors", &extra);
+    let first = preflight(
+        h,
+        "/api/login",
+        "https://a.example",
+        "X-Token, Content-Type",
+    );
+    assert!(first.starts_with("HTTP/1.1 204"), "{first}");
+    // Same key, header list spelled differently: answered from the cache.
+    let again = preflight(h, "/api/login", "https://a.example", "content-type,x-token");
+    assert!(again.starts_with("HTTP/1.1 204"), "{again}");
+    let head = head_of(&again);
+    assert!(
+        head.contains("access-control-allow-origin: https://a.example\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-preflight-count: 1\r\n"),
+        "replayed: {head}"
+    );
+    assert!(head.contains("\r\nage: "), "{head}");
+    assert_eq!(preflights_seen(h), 1);
+    // Another origin, path or method is another key.
+    preflight(h, "/api/login", "https://b.example", "content-type,x-token");
+    assert_eq!(preflights_seen(h), 2);
+    // max_entries = 2: a third key evicts the least recently used (b, since a was just
+    // used again).
+    preflight(h, "/api/login", "https://a.example", "content-type,x-token");
+    preflight(h, "/api/other", "https://a.example", "");
+    assert_eq!(preflights_seen(h), 3);
+    preflight(h, "/api/login", "https://a.example", "content-type,x-token");
+    assert_eq!(preflights_seen(h), 3, "a stayed");
+    preflight(h, "/api/login", "https://b.example", "content-type,x-token");
+    assert_eq!(preflights_seen(h), 4, "b was evicted");
+    // Max-Age gives the TTL.
+    preflight(h, "/ttl?max_age=1", "https://a.example", "");
+    preflight(h, "/ttl?max_age=1", "https://a.example", "");
+    assert_eq!(preflights_seen(h), 5);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    preflight(h, "/ttl?max_age=1", "https://a.example", "");
+    assert_eq!(preflights_seen(h), 6, "expired after 1 s");
+    // Refusals are not cached; OPTIONS without the preflight headers is not either.
+    for _ in 0..2 {
+        assert!(preflight(h, "/deny?deny=1", "https://a.example", "").starts_with("HTTP/1.1 403"));
+    }
+    assert_eq!(preflights_seen(h), 8);
+    let text = curl(&[&format!("http://127.0.0.1:{mp}/metrics")]);
+    assert_eq!(
+        metric(&text, "mothership_cors_cache_hits_total"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "mothership_cors_cache_misses_total"),
+        Some(8.0)
+    );
+}
+
+#[test]
+fn cors_cache_can_be_turned_off() {
+    let (_d, _fleet, h, _) = fleet_with("cors-off", "[mothership]\ncors_cache = false");
+    for _ in 0..3 {
+        preflight(h, "/x", "https://a.example", "");
+    }
+    assert_eq!(preflights_seen(h), 3);
+}

@@ -1,0 +1,327 @@
+//! CORS preflight cache (`cors_cache`): answers to `OPTIONS` requests carrying `Origin` and
+//! `Access-Control-Request-Method` are kept and replayed without asking the backend.
+//!
+//! The key is the bind, the Host, the Origin, the request target, the requested method and
+//! the requested headers normalised (split at commas, trimmed, lowercased, sorted, without
+//! duplicates). Only 2xx answers with an `Access-Control-Allow-*` header and a small body
+//! are stored, for `Access-Control-Max-Age` seconds (0 or less: not stored) or else the
+//! configured default; at most `max_entries`, the least recently used evicted first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::manifest::CorsCache as Config;
+use crate::proto::http::{Header, RequestHead, ResponseHead};
+
+/// Largest preflight body stored.
+pub const MAX_BODY: u64 = 8 << 10;
+
+/// A stored answer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub status: u16,
+    /// End-to-end headers as the backend sent them (framing, hop-by-hop and Date left out).
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub stored: Instant,
+    expires: Instant,
+    stamp: u64,
+}
+
+impl Entry {
+    /// Header lines for replaying this answer, with an `Age`.
+    pub fn header_lines(&self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in &self.headers {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        let age = now.saturating_duration_since(self.stored).as_secs();
+        out.extend_from_slice(format!("age: {age}\r\n").as_bytes());
+        out
+    }
+}
+
+/// What to remember while the backend answers a cacheable preflight.
+#[derive(Debug)]
+pub struct Capture {
+    pub key: String,
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub ttl: Duration,
+    pub body: Vec<u8>,
+    /// Body bytes still to come.
+    pub left: u64,
+}
+
+pub struct Cache {
+    default_ttl: Duration,
+    max_entries: usize,
+    map: HashMap<String, Entry>,
+    /// Use order: stamp -> key.
+    order: BTreeMap<u64, String>,
+    next_stamp: u64,
+}
+
+/// The cache key of a request, if it is a CORS preflight.
+pub fn key_of(bind: usize, req: &RequestHead) -> Option<String> {
+    if req.method != "OPTIONS" {
+        return None;
+    }
+    let origin = req.header("origin")?;
+    let method = req.header("access-control-request-method")?;
+    let mut names: Vec<String> = req
+        .headers
+        .iter()
+        .filter(|h| h.is("access-control-request-headers"))
+        .flat_map(|h| {
+            h.value_str()
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    // Fields are separated by a byte no header value or target may hold.
+    Some(format!(
+        "{bind}\n{}\n{}\n{}\n{}\n{}",
+        req.host.as_deref().unwrap_or("").to_ascii_lowercase(),
+        origin.value_str(),
+        req.target,
+        method.value_str(),
+        names.join(",")
+    ))
+}
+
+fn ttl_of(headers: &[Header], default: Duration) -> Option<Duration> {
+    match headers.iter().find(|h| h.is("access-control-max-age")) {
+        None => Some(default),
+        Some(h) => match h.value_str().trim().parse::<i64>() {
+            Ok(n) if n > 0 => Some(Duration::from_secs(n as u64)),
+            Ok(_) => None,
+            Err(_) => Some(default),
+        },
+    }
+}
+
+impl Cache {
+    pub fn new(cfg: &Config) -> Option<Cache> {
+        (cfg.enabled && cfg.max_entries > 0).then(|| Cache {
+            default_ttl: cfg.default_ttl,
+            max_entries: cfg.max_entries,
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            next_stamp: 0,
+        })
+    }
+
+    /// Answers stored now.
+    pub fn entries(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A fresh entry for `key` (marked as just used); expired entries are dropped.
+    pub fn get(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+        let e = self.map.get_mut(key)?;
+        if e.expires <= now {
+            let stamp = e.stamp;
+            self.order.remove(&stamp);
+            self.map.remove(key);
+            return None;
+        }
+        self.order.remove(&e.stamp);
+        e.stamp = self.next_stamp;
+        self.next_stamp += 1;
+        self.order.insert(e.stamp, key.to_string());
+        self.map.get(key)
+    }
+
+    /// Whether this answer may be stored: what to capture of it.
+    pub fn capture(&self, key: String, r: &ResponseHead, body_len: u64) -> Option<Capture> {
+        if !(200..300).contains(&r.status) || body_len > MAX_BODY {
+            return None;
+        }
+        const ALLOW: &str = "access-control-allow-";
+        let allows = r.headers.iter().any(|h| {
+            h.name.len() > ALLOW.len()
+                && h.name
+                    .get(..ALLOW.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(ALLOW))
+        });
+        if !allows {
+            return None;
+        }
+        let ttl = ttl_of(&r.headers, self.default_ttl)?;
+        let tokens = crate::proto::http::connection_tokens(&r.headers);
+        let headers = r
+            .headers
+            .iter()
+            .filter(|h| {
+                !crate::proto::http::is_hop_by_hop(&h.name, &tokens)
+                    && !h.is("content-length")
+                    && !h.is("transfer-encoding")
+                    && !h.is("date")
+                    && !h.is("age")
+            })
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        Some(Capture {
+            key,
+            status: r.status,
+            headers,
+            ttl,
+            body: Vec::new(),
+            left: body_len,
+        })
+    }
+
+    /// Stores a complete capture.
+    pub fn put(&mut self, c: Capture, now: Instant) {
+        if c.left != 0 {
+            return;
+        }
+        if let Some(old) = self.map.remove(&c.key) {
+            self.order.remove(&old.stamp);
+        }
+        while self.map.len() >= self.max_entries {
+            let Some((_, k)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&k);
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        self.order.insert(stamp, c.key.clone());
+        self.map.insert(
+            c.key,
+            Entry {
+                status: c.status,
+                headers: c.headers,
+                body: c.body,
+                stored: now,
+                expires: now
+                    .checked_add(c.ttl)
+                    .unwrap_or(now + Duration::from_secs(86400 * 365)),
+                stamp,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::{parse_request, parse_response, Limits};
+
+    fn req(extra: &str) -> RequestHead {
+        let raw = format!("OPTIONS /api/x?y=1 HTTP/1.1\r\nHost: Example.com\r\n{extra}\r\n");
+        parse_request(raw.as_bytes(), &Limits::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn resp(extra: &str) -> ResponseHead {
+        let raw = format!("HTTP/1.1 204 No Content\r\n{extra}\r\n");
+        parse_response(raw.as_bytes(), &Limits::default(), "OPTIONS")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn cfg(max: usize) -> Config {
+        Config {
+            enabled: true,
+            default_ttl: Duration::from_secs(100),
+            max_entries: max,
+        }
+    }
+
+    #[test]
+    fn only_preflights_have_keys_and_headers_are_normalised() {
+        assert!(key_of(0, &req("Origin: https://a\r\n")).is_none());
+        assert!(key_of(0, &req("Access-Control-Request-Method: PUT\r\n")).is_none());
+        let a = key_of(
+            0,
+            &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
+        )
+        .unwrap();
+        let b = key_of(
+            0,
+            &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: Content-Type,x-b,x-b\r\n"),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        let other_origin = key_of(
+            0,
+            &req("Origin: https://b\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
+        );
+        assert_ne!(Some(a.clone()), other_origin);
+        let other_bind = key_of(
+            1,
+            &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
+        );
+        assert_ne!(Some(a), other_bind);
+    }
+
+    #[test]
+    fn what_is_stored_and_for_how_long() {
+        let c = Cache::new(&cfg(10)).unwrap();
+        let ok = resp("Access-Control-Allow-Origin: *\r\nAccess-Control-Max-Age: 600\r\nDate: x\r\nConnection: keep-alive\r\n");
+        let cap = c.capture("k".into(), &ok, 0).unwrap();
+        assert_eq!(cap.ttl, Duration::from_secs(600));
+        let names: Vec<&str> = cap.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Access-Control-Allow-Origin", "Access-Control-Max-Age"]
+        );
+        let default = resp("Access-Control-Allow-Methods: PUT\r\n");
+        assert_eq!(
+            c.capture("k".into(), &default, 0).unwrap().ttl,
+            Duration::from_secs(100)
+        );
+        assert!(c
+            .capture("k".into(), &resp("Vary: Origin\r\n"), 0)
+            .is_none());
+        let zero = resp("Access-Control-Allow-Origin: *\r\nAccess-Control-Max-Age: 0\r\n");
+        assert!(c.capture("k".into(), &zero, 0).is_none());
+        assert!(c.capture("k".into(), &ok, MAX_BODY + 1).is_none());
+        let raw = b"HTTP/1.1 403 Forbidden\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+        let denied = parse_response(raw, &Limits::default(), "OPTIONS")
+            .unwrap()
+            .unwrap();
+        assert!(c.capture("k".into(), &denied, 0).is_none());
+    }
+
+    #[test]
+    fn ttl_expiry_and_lru_eviction() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(&cfg(2)).unwrap();
+        let r = resp("Access-Control-Allow-Origin: *\r\nAccess-Control-Max-Age: 10\r\n");
+        for k in ["a", "b"] {
+            let cap = c.capture(k.into(), &r, 0).unwrap();
+            c.put(cap, t0);
+        }
+        // "a" used, so "b" is the least recently used when "c" comes.
+        assert!(c.get("a", t0).is_some());
+        let cap = c.capture("c".into(), &r, 0).unwrap();
+        c.put(cap, t0);
+        assert_eq!(c.entries(), 2);
+        assert!(c.get("b", t0).is_none());
+        assert!(c.get("a", t0).is_some());
+        let e = c.get("c", t0 + Duration::from_secs(3)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&e.header_lines(t0 + Duration::from_secs(3)))
+                .ends_with("age: 3\r\n")
+        );
+        assert!(c.get("c", t0 + Duration::from_secs(10)).is_none());
+        assert_eq!(c.entries(), 1);
+        // An incomplete capture is not stored.
+        let mut cap = c.capture("d".into(), &r, 5).unwrap();
+        cap.body.extend_from_slice(b"abc");
+        cap.left = 2;
+        c.put(cap, t0);
+        assert!(c.get("d", t0).is_none());
+    }
+}
