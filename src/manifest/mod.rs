@@ -835,6 +835,7 @@ impl Parser<'_> {
             let path = t.required_string(self.d, "path");
             let prefix = t.required_string(self.d, "prefix");
             let bind = t.string(self.d, "bind");
+            let dotfiles = t.bool(self.d, "dotfiles").unwrap_or(false);
             t.finish(self.d);
             let (Some(path), Some(prefix)) = (path, prefix) else {
                 continue;
@@ -859,6 +860,7 @@ impl Parser<'_> {
                 path: dir,
                 prefix: prefix.value,
                 bind: bind.map(|b| b.value),
+                dotfiles,
             });
         }
     }

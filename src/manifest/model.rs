@@ -157,6 +157,8 @@ pub struct StaticDir {
     pub path: PathBuf,
     pub prefix: String,
     pub bind: Option<String>,
+    /// Serve files and folders whose name starts with a dot.
+    pub dotfiles: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

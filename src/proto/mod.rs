@@ -3,7 +3,9 @@
 //! the bytes it consumed, or an error that maps to an HTTP status.
 
 pub mod chunked;
+pub mod coding;
 pub mod http;
+pub mod httpdate;
 pub mod ja4h;
 pub mod proxy_protocol;
 pub mod ua;

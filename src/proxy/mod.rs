@@ -11,6 +11,7 @@ pub mod cors;
 pub mod metrics;
 pub mod ratelimit;
 pub mod router;
+pub mod static_files;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -46,6 +47,11 @@ const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Bound::bind` of the metrics listener.
 const METRICS_BIND: usize = usize::MAX;
 const TEXT: &str = "text/plain; charset=utf-8";
+/// Static files up to this size are read into the client buffer; larger ones are sent from
+/// the file (sendfile) a chunk at a time.
+const SMALL_FILE: u64 = 32 << 10;
+/// Most bytes of a file handed to one sendfile call.
+const FILE_CHUNK: usize = 1 << 20;
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
 
@@ -158,9 +164,18 @@ struct Record {
     ja4h: Option<String>,
 }
 
+/// A static file being sent.
+struct FileSend {
+    file: std::fs::File,
+    pos: u64,
+    end: u64,
+    keep: bool,
+}
+
 enum Phase {
     Head,
     Exchange(Box<Exchange>),
+    File(Box<FileSend>),
     Tunnel {
         client_shut: bool,
         up_shut: bool,
@@ -244,6 +259,9 @@ pub struct Edge {
     stats: Stats,
     limiter: Option<RateLimiter>,
     cors: Option<cors::Cache>,
+    statics: static_files::Statics,
+    /// Stats index of the first static mount (they follow the routes).
+    static_base: usize,
 }
 
 impl Edge {
@@ -273,7 +291,8 @@ impl Edge {
             });
         }
         let router = Router::new(m);
-        let route_labels = router
+        let statics = static_files::Statics::new(m);
+        let mut route_labels: Vec<(String, String)> = router
             .routes()
             .into_iter()
             .map(|(label, t)| {
@@ -283,6 +302,8 @@ impl Edge {
                 )
             })
             .collect();
+        let static_base = route_labels.len();
+        route_labels.extend(statics.labels().into_iter().map(|l| (l, String::new())));
         Ok(Edge {
             listeners,
             router,
@@ -308,6 +329,8 @@ impl Edge {
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
             cors: cors::Cache::new(&m.cors_cache),
+            statics,
+            static_base,
         })
     }
 
@@ -580,6 +603,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
+            Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing | Phase::Busy if c.linger.is_some() => at(c.activity, LINGER_TIME),
             Phase::Closing | Phase::Busy => at(c.activity, s.body_timeout),
         }
@@ -757,6 +781,35 @@ impl Edge {
                     &mut c.dead,
                 );
             }
+            if let Phase::File(f) = &mut c.phase {
+                if c.cout.is_empty() && c.c_writable && f.pos < f.end {
+                    let n = (f.end - f.pos).min(FILE_CHUNK as u64) as usize;
+                    match c.client.send_file(&f.file, f.pos, n) {
+                        Ok(0) => {
+                            log::warn!("{}: static file shrank while being sent", c.peer);
+                            c.dead = true;
+                        }
+                        Ok(k) => {
+                            f.pos += k as u64;
+                            if let Some(st) = &mut c.stat {
+                                st.bytes_out += k as u64;
+                            }
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.c_writable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            log::debug!("{}: sendfile: {e}", c.peer);
+                            c.dead = true;
+                        }
+                    }
+                }
+                if f.pos >= f.end && !c.dead {
+                    c.phase = if f.keep { Phase::Head } else { Phase::Closing };
+                    self.account(&mut c);
+                    progress = true;
+                }
+            }
             if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
                 // Lingering close: stop writing, then read and drop what the client still
                 // sends (up to a bound), so that unread bytes do not make the kernel reset
@@ -866,6 +919,10 @@ impl Edge {
                     }
                 }
             }
+            Phase::File(f) => {
+                c.phase = Phase::File(f);
+                false
+            }
             Phase::Exchange(mut ex) => {
                 let p = self.exchange(c, id, &mut ex, registry);
                 if matches!(c.phase, Phase::Busy) {
@@ -959,6 +1016,17 @@ impl Edge {
                     !keep,
                 );
                 self.account(c);
+                return;
+            }
+        }
+        if !self.statics.is_empty() {
+            let (mount, outcome) = self.statics.lookup(c.bind, &req);
+            if !matches!(outcome, static_files::Outcome::Pass) {
+                if let (Some(st), Some(i)) = (&mut c.stat, mount) {
+                    st.route = self.static_base + i;
+                }
+                c.cin.drain(..req.head_len);
+                self.serve_static(c, &req.method, outcome, keep);
                 return;
             }
         }
@@ -1121,6 +1189,78 @@ impl Edge {
         c.cin.drain(..req.head_len);
         respond_to(c, &req.method, status, body, close);
         self.account(c);
+    }
+
+    /// Answers from a static mount (the request head is already consumed).
+    fn serve_static(&mut self, c: &mut Conn, method: &str, o: static_files::Outcome, keep: bool) {
+        use static_files::Outcome;
+        match o {
+            Outcome::Pass => {}
+            Outcome::Answer {
+                status,
+                headers,
+                body,
+            } => {
+                let ct = (!body.is_empty()).then_some(TEXT);
+                answer(c, method, status, &headers, ct, &body, !keep);
+                self.account(c);
+            }
+            Outcome::File {
+                status,
+                headers,
+                file,
+                start,
+                len,
+                ..
+            } => {
+                let mut head =
+                    format!("HTTP/1.1 {status} {}\r\n", http::reason(status)).into_bytes();
+                head.extend_from_slice(&headers);
+                head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+                if !keep {
+                    head.extend_from_slice(b"connection: close\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                c.cout.extend_from_slice(&head);
+                if let Some(st) = &mut c.stat {
+                    st.status = status;
+                }
+                let next = if keep { Phase::Head } else { Phase::Closing };
+                if method == "HEAD" || len == 0 {
+                    c.phase = next;
+                    self.account(c);
+                    return;
+                }
+                if len <= SMALL_FILE {
+                    // Small: one read, and head and body leave together.
+                    use std::os::unix::fs::FileExt;
+                    let at = c.cout.len();
+                    c.cout.resize(at + len as usize, 0);
+                    match file.read_exact_at(&mut c.cout[at..], start) {
+                        Ok(()) => {
+                            if let Some(st) = &mut c.stat {
+                                st.bytes_out += len;
+                            }
+                            c.phase = next;
+                            self.account(c);
+                        }
+                        Err(e) => {
+                            // The file changed under us: the head is out, so close.
+                            log::warn!("{}: static file read failed: {e}", c.peer);
+                            c.cout.truncate(at);
+                            c.dead = true;
+                        }
+                    }
+                    return;
+                }
+                c.phase = Phase::File(Box::new(FileSend {
+                    file,
+                    pos: start,
+                    end: start + len,
+                    keep,
+                }));
+            }
+        }
     }
 
     /// The metrics listener: `/metrics` and `/health`.

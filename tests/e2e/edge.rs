@@ -317,3 +317,291 @@ fn cors_cache_can_be_turned_off() {
     }
     assert_eq!(preflights_seen(h), 3);
 }
+
+/// A fleet with static mounts over `public/` (see the test for the layout) and the echo
+/// backend behind everything else.
+fn static_fleet(tag: &str) -> (Dir, Fleet, u16, u16) {
+    let d = Dir::new(tag);
+    let p = d.join("public");
+    for sub in [
+        "public/docs",
+        "public/deep/inner",
+        "public/.hidden",
+        "other",
+        "dots",
+    ] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let js = "function hello() { return 42; }\n".repeat(1000);
+    d.write("public/app.js", &js);
+    d.write("public/docs/index.html", "<h1>docs</h1>\n");
+    d.write("public/deep/inner/x.txt", "deep\n");
+    d.write("public/.env", "SECRET=1\n");
+    d.write("secret.txt", "top secret\n");
+    d.write("other/x.txt", "from the longer prefix\n");
+    d.write("dots/.well-known", "dotfile served\n");
+    d.write("public/100.txt", &"0123456789".repeat(10));
+    std::os::unix::fs::symlink("../secret.txt", p.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink("docs/index.html", p.join("in.html")).unwrap();
+    let (http, admin, a) = (free_port(), free_port(), free_port());
+    let root = d.join("").display().to_string();
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.bind]
+http = "127.0.0.1:{http}"
+admin = "127.0.0.1:{admin}"
+[[mothership.static_dirs]]
+path = "{root}public"
+prefix = "/static"
+[[mothership.static_dirs]]
+path = "{root}other"
+prefix = "/static/deep/"
+[[mothership.static_dirs]]
+path = "{root}dots"
+prefix = "/dots"
+dotfiles = true
+[[mothership.static_dirs]]
+path = "{root}other"
+prefix = "/adminonly"
+bind = "admin"
+[[fleet.web]]
+name = "echo"
+command = "python3"
+args = ["{BACKEND}", "{a}", "echo"]
+bind = "127.0.0.1:{a}"
+routes = ["http:/.*", "admin:/.*"]
+"#
+        ),
+    );
+    let fleet = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(15), || fleet.stderr().contains("echo: up")),
+        "{}",
+        fleet.stderr()
+    );
+    (d, fleet, http, admin)
+}
+
+fn status_of(r: &str) -> &str {
+    r.get(9..12).unwrap_or("")
+}
+
+#[test]
+fn static_mounts_prefixes_fallthrough_and_binds() {
+    let (d, _fleet, h, admin) = static_fleet("static-mounts");
+    let u = format!("http://127.0.0.1:{h}");
+    let r = curl(&["-i", &format!("{u}/static/app.js")]);
+    assert_eq!(status_of(&r), "200", "{r}");
+    assert!(head_of(&r).contains("content-type: text/javascript"), "{r}");
+    assert_eq!(r.split("\r\n\r\n").nth(1).unwrap(), d.read("public/app.js"));
+    // Misses, other segments and other methods go to the routes.
+    for (path, method) in [
+        ("/static/missing.js", "GET"),
+        ("/staticfoo", "GET"),
+        ("/static/app.js", "POST"),
+    ] {
+        let j = curl(&["-X", method, &format!("{u}{path}")]);
+        assert_eq!(json_field(&j, "name"), Some("echo"), "{method} {path}: {j}");
+    }
+    // Longest prefix wins.
+    assert_eq!(
+        curl(&[&format!("{u}/static/deep/x.txt")]),
+        "from the longer prefix\n"
+    );
+    // A mount restricted to one bind.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{admin}/adminonly/x.txt")]),
+        "from the longer prefix\n"
+    );
+    let j = curl(&[&format!("{u}/adminonly/x.txt")]);
+    assert_eq!(json_field(&j, "name"), Some("echo"), "{j}");
+    // Directory: index.html with a slash, a redirect keeping the mount prefix without.
+    assert_eq!(curl(&[&format!("{u}/static/docs/")]), "<h1>docs</h1>\n");
+    let r = curl(&["-i", &format!("{u}/static/docs?x=1")]);
+    assert_eq!(status_of(&r), "301", "{r}");
+    assert!(
+        head_of(&r).contains("location: /static/docs/?x=1\r\n"),
+        "{r}"
+    );
+    // HEAD: the headers of GET, no body.
+    let r = curl(&["-I", &format!("{u}/static/app.js")]);
+    assert!(head_of(&r).contains("content-length: 32000\r\n"), "{r}");
+}
+
+#[test]
+fn static_paths_cannot_leave_the_folder() {
+    let (_d, _fleet, h, _) = static_fleet("static-safe");
+    let u = format!("http://127.0.0.1:{h}");
+    for path in [
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+        "/static/docs/%2E%2E/%2e%2e/secret.txt",
+        "/static/a%00b",
+    ] {
+        let r = curl(&["-i", "--path-as-is", &format!("{u}{path}")]);
+        assert_eq!(status_of(&r), "400", "{path}: {r}");
+        assert!(!r.contains("top secret"));
+    }
+    // Double-encoded is a literal `%2e%2e` name: not found here, so the backend gets it.
+    let r = curl(&["--path-as-is", &format!("{u}/static/%252e%252e/secret.txt")]);
+    assert!(
+        !r.contains("top secret") && r.contains("\"name\": \"echo\""),
+        "{r}"
+    );
+    // A symlink out of the folder is refused; one inside is followed.
+    let r = curl(&["-i", &format!("{u}/static/out.txt")]);
+    assert_eq!(status_of(&r), "404", "{r}");
+    assert!(!r.contains("top secret"));
+    assert_eq!(curl(&[&format!("{u}/static/in.html")]), "<h1>docs</h1>\n");
+    // Dotfiles are hidden (the request goes on to the routes) unless the mount allows them.
+    let j = curl(&[&format!("{u}/static/.env")]);
+    assert!(
+        !j.contains("SECRET") && j.contains("\"name\": \"echo\""),
+        "{j}"
+    );
+    assert_eq!(
+        curl(&[&format!("{u}/dots/.well-known")]),
+        "dotfile served\n"
+    );
+}
+
+#[test]
+fn static_conditional_requests_and_ranges() {
+    let (_d, _fleet, h, _) = static_fleet("static-cond");
+    let url = format!("http://127.0.0.1:{h}/static/100.txt");
+    let r = curl(&["-i", &url]);
+    let head = head_of(&r);
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let lm = r
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("last-modified: ")
+                .or_else(|| l.strip_prefix("Last-Modified: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(head.contains("accept-ranges: bytes\r\n"));
+    let code = |args: &[&str]| -> String {
+        let mut a = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        a.extend_from_slice(args);
+        a.push(&url);
+        curl(&a)
+    };
+    assert_eq!(code(&["-H", &format!("If-None-Match: {etag}")]), "304");
+    assert_eq!(code(&["-H", "If-None-Match: \"other\", *"]), "304");
+    assert_eq!(code(&["-H", "If-None-Match: \"other\""]), "200");
+    assert_eq!(code(&["-H", &format!("If-Modified-Since: {lm}")]), "304");
+    assert_eq!(
+        code(&["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"]),
+        "200"
+    );
+    // Ranges.
+    let r = curl(&["-i", "-r", "10-19", &url]);
+    assert_eq!(status_of(&r), "206", "{r}");
+    assert!(
+        head_of(&r).contains("content-range: bytes 10-19/100\r\n"),
+        "{r}"
+    );
+    assert!(r.ends_with("\r\n\r\n0123456789"), "{r}");
+    assert!(curl(&["-r", "-5", &url]).ends_with("56789"));
+    let r = curl(&["-i", "-r", "100-", &url]);
+    assert_eq!(status_of(&r), "416", "{r}");
+    assert!(head_of(&r).contains("content-range: bytes */100\r\n"));
+    // Several ranges: the whole file. If-Range naming another version: the whole file.
+    assert_eq!(code(&["-r", "0-1,5-6"]), "200");
+    assert_eq!(code(&["-r", "0-1", "-H", "If-Range: \"old\""]), "200");
+    assert_eq!(
+        code(&["-r", "0-1", "-H", &format!("If-Range: {etag}")]),
+        "206"
+    );
+}
+
+#[test]
+fn precompressed_siblings_are_served_when_accepted() {
+    let (d, _fleet, h, _) = static_fleet("static-pre");
+    let js = d.read("public/app.js");
+    let gz = Command::new("gzip")
+        .args(["-9", "-k", "-f"])
+        .arg(d.join("public/app.js"))
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    // A stand-in "br" file: the edge serves siblings as they are, it does not check them.
+    d.write("public/app.js.br", "pretend brotli");
+    let url = format!("http://127.0.0.1:{h}/static/app.js");
+    let r = curl(&["-i", "-H", "Accept-Encoding: br, gzip", &url]);
+    let head = head_of(&r);
+    assert!(
+        head.contains("content-encoding: br\r\n") && head.contains("vary: accept-encoding\r\n"),
+        "{r}"
+    );
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(r.ends_with("pretend brotli"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -s -H 'Accept-Encoding: gzip' {url} | gzip -dc"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), js);
+    let r = curl(&["-i", &url]);
+    assert!(!head_of(&r).contains("content-encoding"), "{r}");
+    assert!(head_of(&r).contains("vary: accept-encoding\r\n"));
+    assert!(r.ends_with(&js));
+}
+
+#[test]
+fn a_1_gib_file_is_sent_while_other_requests_are_answered() {
+    use std::io::{Read, Write};
+    let (d, _fleet, h, _) = static_fleet("static-big");
+    let f = std::fs::File::create(d.join("public/big.bin")).unwrap();
+    f.set_len(1 << 30).unwrap(); // sparse: no disk used
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", h)).unwrap();
+    s.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The big answer waits on a client that does not read; others are served meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..20 {
+        assert_eq!(
+            curl(&[&format!("http://127.0.0.1:{h}/static/docs/")]),
+            "<h1>docs</h1>\n"
+        );
+    }
+    let mut total = 0u64;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut body_started = false;
+    while total < 1 << 30 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {total} bytes");
+        if body_started {
+            assert!(buf[..n].iter().all(|&b| b == 0));
+            total += n as u64;
+        } else {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..p]).to_ascii_lowercase();
+                assert!(text.contains("content-length: 1073741824"), "{text}");
+                total = (head.len() - p - 4) as u64;
+                body_started = true;
+            }
+        }
+    }
+    assert_eq!(total, 1 << 30);
+    // The connection is still usable.
+    s.write_all(b"GET /static/100.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}

@@ -1,0 +1,457 @@
+//! Static file mounts (`[[mothership.static_dirs]]`): which mount a request belongs to, which
+//! file it names, and the answer's status and headers (conditional requests, byte ranges,
+//! precompressed siblings). The file itself is sent by the edge.
+//!
+//! Safe by construction: the path is percent-decoded once and then refused if a segment is
+//! `..` or holds a NUL or a slash; the file found is resolved with every symlink followed
+//! and must still be inside the mount's folder (resolved the same way); names starting
+//! with a dot are hidden unless `dotfiles = true`.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::manifest::Manifest;
+use crate::proto::coding::{media_type, negotiate};
+use crate::proto::http::RequestHead;
+use crate::proto::httpdate;
+
+struct Mount {
+    /// Without a trailing slash (`""` for a mount at `/`).
+    prefix: String,
+    root: PathBuf,
+    /// Index in `Manifest::binds`, or every bind.
+    bind: Option<usize>,
+    dotfiles: bool,
+}
+
+/// What to do with a request.
+pub enum Outcome {
+    /// Not for a mount (or the file does not exist): go on with the routes.
+    Pass,
+    /// An answer with a small body (redirect, 304, 400, 404, 416).
+    Answer {
+        status: u16,
+        /// Header lines, each ending in CRLF.
+        headers: Vec<u8>,
+        body: Vec<u8>,
+    },
+    /// A file (or part of it) to send.
+    File {
+        status: u16,
+        headers: Vec<u8>,
+        file: File,
+        start: u64,
+        len: u64,
+        /// Media type, for the compression decision.
+        content_type: &'static str,
+        /// Already a compressed representation (a precompressed sibling).
+        encoded: bool,
+        /// A byte range: never compressed.
+        partial: bool,
+    },
+}
+
+pub struct Statics {
+    mounts: Vec<Mount>,
+}
+
+/// `%XX` decoding; None for a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn etag_of(m: &fs::Metadata) -> String {
+    let t = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    format!(
+        "\"{:x}-{:x}{:08x}\"",
+        m.len(),
+        t.as_secs(),
+        t.subsec_nanos()
+    )
+}
+
+fn mtime_secs(m: &fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether `If-None-Match` matches `etag` (weak comparison).
+fn none_match(values: &[&str], etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let mine = strip(etag);
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == mine)
+}
+
+/// A single `bytes=` range against a file of `size` bytes: Ok(None) when the header is to be
+/// ignored (not bytes, several ranges, malformed), Err(()) when it cannot be satisfied.
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    if a.is_empty() {
+        // Suffix: the last n bytes.
+        let Some(n) = num(b) else { return Ok(None) };
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        let n = n.min(size);
+        return Ok(Some((size - n, n)));
+    }
+    let Some(first) = num(a) else { return Ok(None) };
+    let last = if b.is_empty() {
+        size.saturating_sub(1)
+    } else {
+        match num(b) {
+            Some(l) if l >= first => l.min(size.saturating_sub(1)),
+            _ => return Ok(None),
+        }
+    };
+    if first >= size {
+        return Err(());
+    }
+    Ok(Some((first, last - first + 1)))
+}
+
+impl Statics {
+    pub fn new(m: &Manifest) -> Statics {
+        let mounts = m
+            .static_dirs
+            .iter()
+            .map(|s| Mount {
+                prefix: s.prefix.trim_end_matches('/').to_string(),
+                root: s.path.clone(),
+                bind: s
+                    .bind
+                    .as_ref()
+                    .and_then(|b| m.binds.iter().position(|x| &x.name == b)),
+                dotfiles: s.dotfiles,
+            })
+            .collect();
+        Statics { mounts }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty()
+    }
+
+    /// `static:<prefix>` for each mount, for the metrics.
+    pub fn labels(&self) -> Vec<String> {
+        self.mounts
+            .iter()
+            .map(|m| format!("static:{}/", m.prefix))
+            .collect()
+    }
+
+    /// The mount for `path` on `bind`: the longest prefix matching on whole segments.
+    fn mount_for(&self, bind: usize, path: &str) -> Option<(usize, &Mount)> {
+        self.mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.bind.is_none_or(|b| b == bind))
+            .filter(|(_, m)| {
+                path.strip_prefix(m.prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|(_, m)| m.prefix.len())
+    }
+
+    /// The mount index (for the metrics) and what to do. `now_secs`: wall-clock time, so
+    /// that a file modified in the future does not get a Last-Modified there.
+    pub fn lookup(&self, bind: usize, req: &RequestHead) -> (Option<usize>, Outcome) {
+        if req.method != "GET" && req.method != "HEAD" {
+            return (None, Outcome::Pass);
+        }
+        let path = req.path();
+        let Some((i, m)) = self.mount_for(bind, path) else {
+            return (None, Outcome::Pass);
+        };
+        (Some(i), self.resolve(m, req, path))
+    }
+
+    fn resolve(&self, m: &Mount, req: &RequestHead, path: &str) -> Outcome {
+        let rest = &path[m.prefix.len()..];
+        let Some(decoded) = percent_decode(rest) else {
+            return bad("malformed percent-encoding");
+        };
+        let mut rel = PathBuf::new();
+        let segments: Vec<&[u8]> = decoded.split(|&c| c == b'/').collect();
+        for seg in &segments {
+            match *seg {
+                b"" | b"." => continue,
+                b".." => return bad("`..` in a static path"),
+                s if s.contains(&0) || s.contains(&b'\\') => {
+                    return bad("invalid byte in a static path")
+                }
+                s if s.starts_with(b".") && !m.dotfiles => return Outcome::Pass,
+                s => rel.push(OsStr::from_bytes(s)),
+            }
+        }
+        let dir_wanted = rest.is_empty() || rest.ends_with('/');
+        let Ok(root) = fs::canonicalize(&m.root) else {
+            return Outcome::Pass;
+        };
+        let Some(mut file) = inside(&root, &root.join(&rel)) else {
+            return refuse_or_pass(&root, &rel);
+        };
+        let Ok(mut meta) = fs::metadata(&file) else {
+            return Outcome::Pass;
+        };
+        if meta.is_dir() {
+            if !dir_wanted {
+                // Keep the whole original path (mount prefix included) and the query.
+                let mut loc = format!("{path}/");
+                if let Some(q) = req.query() {
+                    loc.push('?');
+                    loc.push_str(q);
+                }
+                return Outcome::Answer {
+                    status: 301,
+                    headers: format!("location: {loc}\r\n").into_bytes(),
+                    body: Vec::new(),
+                };
+            }
+            let Some(index) = inside(&root, &file.join("index.html")) else {
+                return Outcome::Pass;
+            };
+            file = index;
+            match fs::metadata(&file) {
+                Ok(m2) if m2.is_file() => meta = m2,
+                _ => return Outcome::Pass,
+            }
+        } else if dir_wanted && !rest.is_empty() {
+            // `/file.txt/`: not a folder.
+            return Outcome::Pass;
+        }
+        if !meta.is_file() {
+            return Outcome::Pass;
+        }
+        let ext = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let content_type = media_type(&ext);
+        // A precompressed sibling, when the client takes it and there is no range.
+        let values = |name: &str| -> Vec<&str> {
+            req.headers
+                .iter()
+                .filter(|h| h.is(name))
+                .map(|h| h.value_str())
+                .collect()
+        };
+        let mut encoding = None;
+        let ranged = req.header("range").is_some();
+        if !ranged {
+            let accept = values("accept-encoding");
+            let mut offered: Vec<&str> = Vec::new();
+            let mut siblings = Vec::new();
+            for (coding, suffix) in [("br", "br"), ("gzip", "gz")] {
+                let mut name = file.clone().into_os_string();
+                name.push(".");
+                name.push(suffix);
+                if let Some(p) = inside(&root, Path::new(&name)) {
+                    if let Ok(sm) = fs::metadata(&p) {
+                        if sm.is_file() {
+                            offered.push(coding);
+                            siblings.push((coding, p, sm));
+                        }
+                    }
+                }
+            }
+            if let Some(c) = negotiate(&accept, &offered) {
+                if let Some((c, p, sm)) = siblings.into_iter().find(|(x, _, _)| *x == c) {
+                    file = p;
+                    meta = sm;
+                    encoding = Some(c);
+                }
+            }
+        }
+        let etag = etag_of(&meta);
+        let mtime = mtime_secs(&meta);
+        let size = meta.len();
+        let mut h = format!(
+            "content-type: {content_type}\r\netag: {etag}\r\nlast-modified: {}\r\naccept-ranges: bytes\r\n",
+            httpdate::format(mtime)
+        );
+        if let Some(c) = encoding {
+            h.push_str(&format!("content-encoding: {c}\r\n"));
+        }
+        let precompressed_exist = encoding.is_some() || {
+            // Vary also when a sibling exists but was not chosen (the answer still
+            // depends on Accept-Encoding).
+            ["br", "gz"].iter().any(|s| {
+                let mut n = file.clone().into_os_string();
+                n.push(".");
+                n.push(s);
+                Path::new(&n).is_file()
+            })
+        };
+        if precompressed_exist {
+            h.push_str("vary: accept-encoding\r\n");
+        }
+        // Conditional requests: If-None-Match wins over If-Modified-Since.
+        let inm = values("if-none-match");
+        let not_modified = if !inm.is_empty() {
+            none_match(&inm, &etag)
+        } else {
+            req.header("if-modified-since")
+                .and_then(|v| httpdate::parse(v.value_str()))
+                .is_some_and(|since| mtime <= since)
+        };
+        if not_modified {
+            return Outcome::Answer {
+                status: 304,
+                headers: h.into_bytes(),
+                body: Vec::new(),
+            };
+        }
+        let Ok(f) = File::open(&file) else {
+            return Outcome::Pass;
+        };
+        // Ranges, unless If-Range names another version.
+        let if_range_ok = match req.header("if-range").map(|v| v.value_str().trim()) {
+            None => true,
+            Some(v) if v.starts_with('"') => v == etag,
+            Some(v) => httpdate::parse(v) == Some(mtime),
+        };
+        if let (Some(r), true) = (req.header("range"), if_range_ok) {
+            match parse_range(r.value_str(), size) {
+                Ok(Some((start, len))) => {
+                    h.push_str(&format!(
+                        "content-range: bytes {start}-{}/{size}\r\n",
+                        start + len - 1
+                    ));
+                    return Outcome::File {
+                        status: 206,
+                        headers: h.into_bytes(),
+                        file: f,
+                        start,
+                        len,
+                        content_type,
+                        encoded: encoding.is_some(),
+                        partial: true,
+                    };
+                }
+                Ok(None) => {}
+                Err(()) => {
+                    return Outcome::Answer {
+                        status: 416,
+                        headers: format!("content-range: bytes */{size}\r\n").into_bytes(),
+                        body: b"range not satisfiable\n".to_vec(),
+                    }
+                }
+            }
+        }
+        Outcome::File {
+            status: 200,
+            headers: h.into_bytes(),
+            file: f,
+            start: 0,
+            len: size,
+            content_type,
+            encoded: encoding.is_some(),
+            partial: false,
+        }
+    }
+}
+
+/// `p` with every symlink resolved, if that is inside `root` (itself resolved).
+fn inside(root: &Path, p: &Path) -> Option<PathBuf> {
+    let real = fs::canonicalize(p).ok()?;
+    real.starts_with(root).then_some(real)
+}
+
+/// The path exists but resolves outside the mount: refuse it; else it is simply missing.
+fn refuse_or_pass(root: &Path, rel: &Path) -> Outcome {
+    if fs::canonicalize(root.join(rel)).is_ok() {
+        log::debug!("static: {} leaves its folder; refused", rel.display());
+        Outcome::Answer {
+            status: 404,
+            headers: Vec::new(),
+            body: b"not found\n".to_vec(),
+        }
+    } else {
+        Outcome::Pass
+    }
+}
+
+fn bad(why: &str) -> Outcome {
+    log::debug!("static: {why}");
+    Outcome::Answer {
+        status: 400,
+        headers: Vec::new(),
+        body: b"bad request path\n".to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 10))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 10))));
+        assert_eq!(parse_range("bytes=-1000", 100), Ok(Some((0, 100))));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 50))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+        assert_eq!(parse_range("bytes=5-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=a-b", 100), Ok(None));
+        assert_eq!(parse_range("bytes=+1-2", 100), Ok(None));
+    }
+
+    #[test]
+    fn decoding_and_etags() {
+        assert_eq!(percent_decode("/a%20b").unwrap(), b"/a b");
+        assert_eq!(percent_decode("/%2e%2E").unwrap(), b"/..");
+        assert_eq!(percent_decode("/%252e").unwrap(), b"/%2e");
+        assert!(percent_decode("/%2").is_none());
+        assert!(percent_decode("/%zz").is_none());
+        assert!(none_match(&["\"a\", W/\"b\""], "\"b\""));
+        assert!(none_match(&["*"], "\"x\""));
+        assert!(!none_match(&["\"a\""], "\"b\""));
+    }
+}
