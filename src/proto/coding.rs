@@ -60,6 +60,10 @@ pub fn compressible(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    if t == "text/event-stream" {
+        // A stream of events: compressing would hold them back.
+        return false;
+    }
     if t.starts_with("text/") {
         return true;
     }
@@ -176,6 +180,7 @@ mod tests {
         assert!(!compressible("image/png"));
         assert!(!compressible("application/octet-stream"));
         assert!(!compressible("font/woff2"));
+        assert!(!compressible("text/event-stream"));
         assert_eq!(media_type("js"), "text/javascript; charset=utf-8");
         assert_eq!(media_type("nope"), "application/octet-stream");
     }

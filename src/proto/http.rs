@@ -204,7 +204,7 @@ fn tokens(headers: &[Header], name: &str) -> Vec<String> {
 }
 
 /// Does a header named `name` list `token` (case-insensitive)? No allocation.
-fn has_token(headers: &[Header], name: &str, token: &str) -> bool {
+pub fn has_token(headers: &[Header], name: &str, token: &str) -> bool {
     headers.iter().filter(|h| h.is(name)).any(|h| {
         h.value_str()
             .split(',')

@@ -7,6 +7,7 @@
 //! the upstream, response back, both streamed through bounded buffers) -> `Head` again on
 //! keep-alive, or `Tunnel` after a `101`, or `Closing` (write what is left, then close).
 
+pub mod compress;
 pub mod cors;
 pub mod metrics;
 pub mod ratelimit;
@@ -138,6 +139,10 @@ struct Exchange {
     /// what is kept of the answer while its body arrives.
     cors_key: Option<String>,
     capture: Option<Box<cors::Capture>>,
+    /// The request's Accept-Encoding, when the response may be compressed.
+    accept: Option<String>,
+    /// Compressing the response body.
+    enc: Option<Box<compress::Encoder>>,
 }
 
 /// The request in progress on a connection, for metrics and logs; accounted once, when it
@@ -170,6 +175,8 @@ struct FileSend {
     pos: u64,
     end: u64,
     keep: bool,
+    /// Compressing: the file is read and encoded instead of sent with sendfile.
+    enc: Option<Box<compress::Encoder>>,
 }
 
 enum Phase {
@@ -260,6 +267,7 @@ pub struct Edge {
     limiter: Option<RateLimiter>,
     cors: Option<cors::Cache>,
     statics: static_files::Statics,
+    compression: bool,
     /// Stats index of the first static mount (they follow the routes).
     static_base: usize,
 }
@@ -330,6 +338,7 @@ impl Edge {
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
             cors: cors::Cache::new(&m.cors_cache),
             statics,
+            compression: m.compression,
             static_base,
         })
     }
@@ -782,7 +791,38 @@ impl Edge {
                 );
             }
             if let Phase::File(f) = &mut c.phase {
-                if c.cout.is_empty() && c.c_writable && f.pos < f.end {
+                if let Some(enc) = &mut f.enc {
+                    // Compressing: read a piece, encode it, queue the chunk.
+                    if c.cout.len() < BUF && f.pos < f.end {
+                        use std::os::unix::fs::FileExt;
+                        let want = (f.end - f.pos).min(self.scratch.len() as u64) as usize;
+                        match f.file.read_at(&mut self.scratch[..want], f.pos) {
+                            Ok(0) => {
+                                log::warn!("{}: static file shrank while being sent", c.peer);
+                                c.dead = true;
+                            }
+                            Ok(n) => {
+                                f.pos += n as u64;
+                                let before = c.cout.len();
+                                enc.feed(&self.scratch[..n], false, &mut c.cout);
+                                if f.pos >= f.end {
+                                    if let Some(enc) = f.enc.take() {
+                                        enc.finish(&mut c.cout);
+                                    }
+                                }
+                                if let Some(st) = &mut c.stat {
+                                    st.bytes_out += (c.cout.len() - before) as u64;
+                                }
+                                progress = true;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                log::warn!("{}: static file read failed: {e}", c.peer);
+                                c.dead = true;
+                            }
+                        }
+                    }
+                } else if c.cout.is_empty() && c.c_writable && f.pos < f.end {
                     let n = (f.end - f.pos).min(FILE_CHUNK as u64) as usize;
                     match c.client.send_file(&f.file, f.pos, n) {
                         Ok(0) => {
@@ -804,7 +844,7 @@ impl Edge {
                         }
                     }
                 }
-                if f.pos >= f.end && !c.dead {
+                if f.pos >= f.end && f.enc.is_none() && !c.dead {
                     c.phase = if f.keep { Phase::Head } else { Phase::Closing };
                     self.account(&mut c);
                     progress = true;
@@ -1026,7 +1066,7 @@ impl Edge {
                     st.route = self.static_base + i;
                 }
                 c.cin.drain(..req.head_len);
-                self.serve_static(c, &req.method, outcome, keep);
+                self.serve_static(c, &req, outcome, keep);
                 return;
             }
         }
@@ -1104,6 +1144,14 @@ impl Edge {
         );
         let replay = (up.reused && idempotent && req.body == Body::None && req.upgrade.is_none())
             .then(|| up.uout.clone());
+        let accept = (self.compression && req.minor == 1 && req.method != "HEAD").then(|| {
+            req.headers
+                .iter()
+                .filter(|h| h.is("accept-encoding"))
+                .map(|h| h.value_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         c.cin.drain(..req.head_len);
         let req_body = match req.body {
             Body::None | Body::UntilClose => ReqBody::Done,
@@ -1124,6 +1172,8 @@ impl Edge {
             target,
             cors_key,
             capture: None,
+            accept,
+            enc: None,
         }));
     }
 
@@ -1192,8 +1242,15 @@ impl Edge {
     }
 
     /// Answers from a static mount (the request head is already consumed).
-    fn serve_static(&mut self, c: &mut Conn, method: &str, o: static_files::Outcome, keep: bool) {
+    fn serve_static(
+        &mut self,
+        c: &mut Conn,
+        req: &RequestHead,
+        o: static_files::Outcome,
+        keep: bool,
+    ) {
         use static_files::Outcome;
+        let method = req.method.as_str();
         match o {
             Outcome::Pass => {}
             Outcome::Answer {
@@ -1207,16 +1264,43 @@ impl Edge {
             }
             Outcome::File {
                 status,
-                headers,
+                mut headers,
                 file,
                 start,
                 len,
-                ..
+                content_type,
+                encoded,
+                partial,
             } => {
+                let coding = if self.compression && !encoded && !partial && req.minor == 1 {
+                    let accept: Vec<&str> = req
+                        .headers
+                        .iter()
+                        .filter(|h| h.is("accept-encoding"))
+                        .map(|h| h.value_str())
+                        .collect();
+                    compress::choose(&accept, Some(content_type), false, Some(len), false)
+                } else {
+                    None
+                };
                 let mut head =
                     format!("HTTP/1.1 {status} {}\r\n", http::reason(status)).into_bytes();
+                if let Some(coding) = coding {
+                    // Another representation: weak validator, Vary, chunked.
+                    let text = String::from_utf8_lossy(&headers).replace("etag: \"", "etag: W/\"");
+                    headers = text.into_bytes();
+                    if !String::from_utf8_lossy(&headers).contains("vary: ") {
+                        headers.extend_from_slice(b"vary: accept-encoding\r\n");
+                    }
+                    headers.extend_from_slice(
+                        format!("content-encoding: {coding}\r\ntransfer-encoding: chunked\r\n")
+                            .as_bytes(),
+                    );
+                }
                 head.extend_from_slice(&headers);
-                head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+                if coding.is_none() {
+                    head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+                }
                 if !keep {
                     head.extend_from_slice(b"connection: close\r\n");
                 }
@@ -1229,6 +1313,16 @@ impl Edge {
                 if method == "HEAD" || len == 0 {
                     c.phase = next;
                     self.account(c);
+                    return;
+                }
+                if let Some(coding) = coding {
+                    c.phase = Phase::File(Box::new(FileSend {
+                        file,
+                        pos: start,
+                        end: start + len,
+                        keep,
+                        enc: compress::Encoder::new(coding).map(Box::new),
+                    }));
                     return;
                 }
                 if len <= SMALL_FILE {
@@ -1258,6 +1352,7 @@ impl Edge {
                     pos: start,
                     end: start + len,
                     keep,
+                    enc: None,
                 }));
             }
         }
@@ -1530,7 +1625,7 @@ impl Edge {
                         up.uin.drain(..r.head_len);
                         if r.status == 101 && ex.upgrade {
                             c.cout
-                                .extend_from_slice(&client_head(&r, ex, true, false, false));
+                                .extend_from_slice(&client_head(&r, ex, true, false, false, None));
                             ex.sent += 1;
                             c.phase = Phase::Tunnel {
                                 client_shut: false,
@@ -1540,13 +1635,19 @@ impl Edge {
                         }
                         if (100..200).contains(&r.status) {
                             if ex.client_minor == 1 && r.status != 101 {
-                                c.cout
-                                    .extend_from_slice(&client_head(&r, ex, true, false, false));
+                                c.cout.extend_from_slice(&client_head(
+                                    &r, ex, true, false, false, None,
+                                ));
                             }
                             continue;
                         }
-                        let dechunk = r.body == Body::Chunked && ex.client_minor == 0;
-                        let until_close = r.body == Body::UntilClose || dechunk;
+                        let coding = ex.accept.take().and_then(|a| compress_choice(&r, &a));
+                        ex.enc = coding.and_then(compress::Encoder::new).map(Box::new);
+                        let coding = ex.enc.as_ref().and(coding);
+                        let dechunk =
+                            r.body == Body::Chunked && (ex.client_minor == 0 || coding.is_some());
+                        let until_close =
+                            coding.is_none() && (r.body == Body::UntilClose || dechunk);
                         // An answer before the whole request body arrived ends the connection:
                         // the rest of the body cannot be told from a next request.
                         let keep = ex.client_keep
@@ -1559,6 +1660,7 @@ impl Edge {
                             keep,
                             r.body == Body::Chunked && !dechunk,
                             ex.client_minor == 0 && keep,
+                            coding,
                         ));
                         ex.sent += 1;
                         ex.client_keep = keep;
@@ -1672,6 +1774,17 @@ impl Edge {
                             up.uin.drain(..n);
                             progress |= n > 0;
                             finished = up.eof && up.uin.is_empty();
+                        }
+                    }
+                    if let Some(enc) = &mut ex.enc {
+                        let plain = c.cout.split_off(before);
+                        // Flush when nothing more is at hand, so a slow stream is not held.
+                        let flush = !finished && up.uin.is_empty() && !up.readable;
+                        enc.feed(&plain, flush, &mut c.cout);
+                        if finished {
+                            if let Some(enc) = ex.enc.take() {
+                                enc.finish(&mut c.cout);
+                            }
                         }
                     }
                     if let Some(st) = &mut c.stat {
@@ -1859,6 +1972,33 @@ fn answer(
     c.phase = if close { Phase::Closing } else { Phase::Head };
 }
 
+/// Whether (and how) to compress this proxied response for a client whose Accept-Encoding
+/// is `accept`.
+fn compress_choice(r: &ResponseHead, accept: &str) -> Option<&'static str> {
+    let framing_ok = r.codings.is_empty() || r.codings == ["chunked"];
+    if !(200..300).contains(&r.status)
+        || r.status == 204
+        || r.status == 206
+        || r.body == Body::None
+        || !framing_ok
+        || r.header("content-range").is_some()
+    {
+        return None;
+    }
+    let len = match r.body {
+        Body::Length(n) => Some(n),
+        _ => None,
+    };
+    let no_transform = http::has_token(&r.headers, "cache-control", "no-transform");
+    compress::choose(
+        &[accept],
+        r.header("content-type").map(|h| h.value_str()),
+        r.header("content-encoding").is_some(),
+        len,
+        no_transform,
+    )
+}
+
 /// The client's IP address, for the rate limits (None for a Unix-socket client).
 fn client_addr(peer: &str) -> Option<std::net::IpAddr> {
     client_ip(peer)?.parse().ok()
@@ -1944,12 +2084,15 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr
 }
 
 /// The response head sent to the client.
+/// The response head for the client. `compress`: the body is sent compressed with this
+/// coding, chunked.
 fn client_head(
     r: &ResponseHead,
     ex: &Exchange,
     keep: bool,
     chunked: bool,
     say_keep_alive: bool,
+    compress: Option<&str>,
 ) -> Vec<u8> {
     let conn = http::connection_tokens(&r.headers);
     let mut out = Vec::with_capacity(r.head_len + 64);
@@ -1968,6 +2111,19 @@ fn client_head(
         if h.is("content-length") && r.body != Body::None {
             continue;
         }
+        if compress.is_some() {
+            if h.is("vary") {
+                // Merged into the Vary written below.
+                continue;
+            }
+            if h.is("etag") && !h.value.starts_with(b"W/") {
+                // Another representation: the strong validator becomes weak.
+                out.extend_from_slice(b"etag: W/");
+                out.extend_from_slice(&h.value);
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+        }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(&h.value);
@@ -1981,6 +2137,21 @@ fn client_head(
         let _ = write!(out, "connection: upgrade\r\nupgrade: {proto}\r\n");
     } else if (100..200).contains(&r.status) {
         // interim responses carry no connection management
+    } else if let Some(coding) = compress {
+        let mut vary: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|h| h.is("vary"))
+            .flat_map(|h| h.value_str().split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("accept-encoding"))
+            .collect();
+        vary.push("Accept-Encoding");
+        let _ = write!(
+            out,
+            "content-encoding: {coding}\r\nvary: {}\r\ntransfer-encoding: chunked\r\n",
+            vary.join(", ")
+        );
     } else if chunked {
         let _ = write!(out, "transfer-encoding: {}\r\n", r.codings.join(", "));
     } else if let Body::Length(n) = r.body {

@@ -14,6 +14,9 @@ OPTIONS with Origin    -> a CORS preflight answer (204, Access-Control-Allow-*);
                           Max-Age is the query's max_age (default 600), and ?deny=1 gives
                           403; each is counted
 /__preflights          -> how many preflights this backend answered
+/text?bytes=N          -> N bytes of text; options: chunked=1, ct=TYPE (text/plain),
+                          ce=CODING (a Content-Encoding), cc=VALUE (Cache-Control); always
+                          sends ETag "t1" and Vary: Origin
 Usage: echo_backend.py PORT NAME  (or unix:/path NAME)
 """
 import hashlib
@@ -145,6 +148,33 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
                 sent += len(piece)
             self.wfile.write(b"0\r\nX-Trailer: done\r\n\r\n")
+            return
+        if path == "/text":
+            from urllib.parse import unquote
+
+            total = int(args.get("bytes", "0"))
+            line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
+            text = (line * (total // len(line) + 1))[:total]
+            self.send_response(200)
+            self.send_header("Content-Type", unquote(args.get("ct", "text/plain")))
+            if "ce" in args:
+                self.send_header("Content-Encoding", args["ce"])
+            if "cc" in args:
+                self.send_header("Cache-Control", unquote(args["cc"]))
+            self.send_header("ETag", '"t1"')
+            self.send_header("Vary", "Origin")
+            if args.get("chunked") == "1":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, total, 10000):
+                    piece = text[i : i + 10000]
+                    self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.send_header("Content-Length", str(total))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(text)
             return
         if path in ("/big", "/die"):
             total = int(args.get("bytes", "0"))

@@ -321,6 +321,11 @@ fn cors_cache_can_be_turned_off() {
 /// A fleet with static mounts over `public/` (see the test for the layout) and the echo
 /// backend behind everything else.
 fn static_fleet(tag: &str) -> (Dir, Fleet, u16, u16) {
+    static_fleet_with(tag, "")
+}
+
+/// [`static_fleet`] with more `[mothership]` keys.
+fn static_fleet_with(tag: &str, mothership: &str) -> (Dir, Fleet, u16, u16) {
     let d = Dir::new(tag);
     let p = d.join("public");
     for sub in [
@@ -349,6 +354,8 @@ fn static_fleet(tag: &str) -> (Dir, Fleet, u16, u16) {
         "ship-manifest.toml",
         &format!(
             r#"
+[mothership]
+{mothership}
 [mothership.bind]
 http = "127.0.0.1:{http}"
 admin = "127.0.0.1:{admin}"
@@ -604,4 +611,175 @@ fn a_1_gib_file_is_sent_while_other_requests_are_answered() {
         .unwrap();
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// The text the echo backend's `/text?bytes=n` sends.
+fn backend_text(n: usize) -> Vec<u8> {
+    let line = b"the quick brown fox jumps over the lazy dog 0123456789\n";
+    line.iter().copied().cycle().take(n).collect()
+}
+
+fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => flate2::read::GzDecoder::new(body).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(body).read_to_end(&mut out),
+        "br" => brotli::Decompressor::new(body, 4096).read_to_end(&mut out),
+        _ => {
+            out.extend_from_slice(body);
+            Ok(0)
+        }
+    }
+    .unwrap_or_else(|e| panic!("{coding}: {e}"));
+    out
+}
+
+/// One request with curl; returns the lowercased head and the raw (still encoded) body.
+fn fetch(args: &[&str]) -> (String, Vec<u8>) {
+    let d = std::env::temp_dir().join(format!("ms-fetch-{}-{}", std::process::id(), rand_id()));
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-D", "-", "-o"])
+        .arg(&d)
+        .args(args)
+        .output()
+        .unwrap();
+    let body = std::fs::read(&d).unwrap_or_default();
+    let _ = std::fs::remove_file(&d);
+    (
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase(),
+        body,
+    )
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn encoding_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-encoding: "))
+        .unwrap_or("identity")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn proxied_responses_are_compressed_by_negotiation() {
+    let (_d, _fleet, h, _) = fleet_with("compress", "[mothership]\ncompression = true");
+    let u = format!("http://127.0.0.1:{h}");
+    let text = backend_text(200_000);
+    // Negotiation matrix: Accept-Encoding -> expected coding.
+    for (accept, want) in [
+        ("", "identity"),
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("br", "br"),
+        ("gzip, deflate, br", "br"),
+        ("gzip;q=1, br;q=0.5", "gzip"),
+        ("br;q=0, gzip;q=0.2", "gzip"),
+        ("*", "br"),
+        ("identity", "identity"),
+        ("gzip;q=0", "identity"),
+    ] {
+        for chunked in ["0", "1"] {
+            let mut args = vec!["-H".to_string(), format!("Accept-Encoding: {accept}")];
+            if accept.is_empty() {
+                args.clear();
+            }
+            args.push(format!("{u}/text?bytes=200000&chunked={chunked}"));
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (head, body) = fetch(&a);
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert_eq!(
+                encoding_of(&head),
+                want,
+                "{accept:?} chunked={chunked}: {head}"
+            );
+            assert_eq!(decode(want, &body), text, "{accept:?} chunked={chunked}");
+            if want != "identity" {
+                assert!(body.len() < text.len() / 10, "{want}: {}", body.len());
+                assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+                assert!(!head.contains("content-length"), "{head}");
+                assert!(head.contains("vary: origin, accept-encoding\r\n"), "{head}");
+                assert!(head.contains("etag: w/\"t1\"\r\n"), "{head}");
+            } else if chunked == "0" {
+                assert!(head.contains("content-length: 200000\r\n"), "{head}");
+                assert!(head.contains("etag: \"t1\"\r\n"), "{head}");
+            }
+        }
+    }
+    // Not compressed: small bodies, incompressible types, already encoded, no-transform,
+    // HEAD, HTTP/1.0 clients.
+    for (path, extra) in [
+        ("/text?bytes=500", ""),
+        ("/text?bytes=50000&ct=image/png", ""),
+        ("/text?bytes=50000&ce=x-custom", ""),
+        ("/text?bytes=50000&cc=no-transform", ""),
+        ("/text?bytes=50000&ct=text/event-stream", ""),
+        ("/text?bytes=50000", "-I"),
+        ("/text?bytes=50000", "-0"),
+    ] {
+        let mut a = vec!["-H", "Accept-Encoding: gzip, br"];
+        if !extra.is_empty() {
+            a.push(extra);
+        }
+        let url = format!("{u}{path}");
+        a.push(&url);
+        let (head, _) = fetch(&a);
+        let enc = encoding_of(&head);
+        assert!(
+            enc == "identity" || enc == "x-custom",
+            "{path} {extra}: {head}"
+        );
+    }
+    // Keep-alive goes on after a compressed response.
+    let out = curl(&[
+        "-H",
+        "Accept-Encoding: gzip",
+        "--compressed",
+        "-w",
+        "[%{num_connects}]",
+        &format!("{u}/text?bytes=5000"),
+        &format!("{u}/text?bytes=5000&chunked=1"),
+    ]);
+    let expected = String::from_utf8(backend_text(5000)).unwrap();
+    assert_eq!(out, format!("{expected}[1]{expected}[0]"));
+}
+
+#[test]
+fn static_files_are_compressed_unless_ranged_or_precompressed() {
+    let (d, _fleet, h, _) = {
+        let (d, f, h, a) = static_fleet_with("static-compress", "compression = true");
+        (d, f, h, a)
+    };
+    let js = std::fs::read(d.join("public/app.js")).unwrap();
+    let url = format!("http://127.0.0.1:{h}/static/app.js");
+    for coding in ["gzip", "deflate", "br"] {
+        let (head, body) = fetch(&["-H", &format!("Accept-Encoding: {coding}"), &url]);
+        assert_eq!(encoding_of(&head), coding, "{head}");
+        assert!(
+            head.contains("vary: accept-encoding\r\n") && head.contains("etag: w/\""),
+            "{head}"
+        );
+        assert_eq!(decode(coding, &body), js, "{coding}");
+    }
+    let (head, body) = fetch(&["-H", "Accept-Encoding: gzip", "-r", "0-9", &url]);
+    assert!(
+        head.starts_with("http/1.1 206") && encoding_of(&head) == "identity",
+        "{head}"
+    );
+    assert_eq!(body, &js[..10]);
+    let (head, body) = fetch(&[&url]);
+    assert_eq!(encoding_of(&head), "identity");
+    assert_eq!(body, js);
+    // Too small to be worth it.
+    let (head, _) = fetch(&[
+        "-H",
+        "Accept-Encoding: gzip",
+        &format!("http://127.0.0.1:{h}/static/100.txt"),
+    ]);
+    assert_eq!(encoding_of(&head), "identity", "{head}");
 }
