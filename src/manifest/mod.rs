@@ -107,6 +107,7 @@ struct Base {
     restart: Option<Restart>,
     crash_limit: Option<u32>,
     crash_window: Option<Duration>,
+    max_memory: Option<u64>,
     cwd: Option<PathBuf>,
     phase: Option<Phase>,
 }
@@ -419,6 +420,9 @@ impl Parser<'_> {
         if let Some(w) = t.duration(self.d, "crash_window") {
             b.crash_window = Some(w);
         }
+        if let Some(n) = t.size(self.d, "max_memory", 1 << 20, u64::MAX) {
+            b.max_memory = Some(n);
+        }
         if let Some(c) = t.string(self.d, "cwd") {
             let expanded = self.expanded(&c);
             let p = self.path(&expanded);
@@ -554,6 +558,7 @@ impl Parser<'_> {
                 .crash_window
                 .or(base.crash_window)
                 .unwrap_or(DEFAULT_CRASH_WINDOW),
+            max_memory: own.max_memory.or(base.max_memory),
         };
         Some(Draft {
             program,
@@ -1326,6 +1331,19 @@ grace_period = 1
         assert_eq!(w.grace_period, Duration::from_secs(3));
         assert!(m.programs[1].critical);
         assert_eq!(m.programs[1].grace_period, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn max_memory_sizes() {
+        let m = parse_ok(
+            "[base.ship]\nmax_memory = \"1GiB\"\n[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nmax_memory = \"512MB\"\n[[fleet.web]]\nname = \"v\"\ncommand = \"x\"\n",
+        );
+        assert_eq!(m.programs[0].max_memory, Some(512 << 20));
+        assert_eq!(m.programs[1].max_memory, Some(1 << 30));
+        let e = errors("[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nmax_memory = \"10KB\"\n");
+        assert!(e.contains("4:14") && e.contains("max_memory"), "{e}");
+        let e = errors("[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nmax_memory = \"lots\"\n");
+        assert!(e.contains("invalid size"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Program {
     /// A critical program fails for good after `crash_limit` crashes within `crash_window`.
     pub crash_limit: u32,
     pub crash_window: Duration,
+    /// Restart gracefully when the process group's resident memory goes above this.
+    pub max_memory: Option<u64>,
 }
 
 impl Program {

@@ -129,6 +129,8 @@ pub enum Event {
     Timer,
     /// Graceful stop (fleet landing).
     Stop,
+    /// Graceful stop, then start again at once (over `max_memory`, say); not a crash.
+    Recycle,
     /// Immediate stop (second signal).
     Kill,
 }
@@ -165,6 +167,8 @@ pub struct Child {
     rng: u64,
     /// Set once the fleet is landing: never start or restart again.
     landing: bool,
+    /// Stopping to be started again (a recycle), not to stay down.
+    recycling: bool,
 }
 
 impl Child {
@@ -177,6 +181,7 @@ impl Child {
             crashes: VecDeque::new(),
             rng: seed | 1,
             landing: false,
+            recycling: false,
         }
     }
 
@@ -320,8 +325,15 @@ impl Child {
                 }
                 self.after_exit(exit, since, now, &mut out)
             }
-            (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Stop) => {
-                self.landing = true;
+            (
+                State::Starting { pid, .. } | State::Running { pid, .. },
+                ev @ (Event::Stop | Event::Recycle),
+            ) => {
+                if ev == Event::Stop {
+                    self.landing = true;
+                } else {
+                    self.recycling = true;
+                }
                 let sig = self.policy.stop_signal;
                 log::info!(target: "fleet", "{name}: stopping ({} to process group {pid}, grace {:?})", signal_name(sig), self.policy.grace);
                 out.push(Action::Signal { pgid: pid, sig });
@@ -360,13 +372,13 @@ impl Child {
                 } else {
                     out.push(Action::CancelTimer);
                     log::info!(target: "fleet", "{name}: stopped ({exit})");
-                    State::Done { exit: None }
+                    self.stopped(now, &mut out)
                 }
             }
             (State::Stopping { leader: false, .. }, Event::GroupGone) => {
                 out.push(Action::CancelTimer);
                 log::info!(target: "fleet", "{name}: stopped");
-                State::Done { exit: None }
+                self.stopped(now, &mut out)
             }
             (
                 State::Stopping {
@@ -390,7 +402,12 @@ impl Child {
             }
             (State::Stopping { pid, .. }, Event::Timer) => {
                 log::error!(target: "fleet", "{name}: process group {pid} still has members after SIGKILL; giving up on it");
-                State::Done { exit: None }
+                self.stopped(now, &mut out)
+            }
+            (s @ State::Stopping { .. }, Event::Stop) => {
+                // Already stopping (a recycle): stay down afterwards.
+                self.landing = true;
+                s
             }
             (State::Waiting | State::Backoff { .. }, Event::Stop | Event::Kill) => {
                 self.landing = true;
@@ -406,6 +423,19 @@ impl Child {
             (s, _) => s,
         };
         out
+    }
+
+    /// The program's processes are gone after a stop: down for good, or started again
+    /// when it was a recycle and the fleet is not landing.
+    fn stopped(&mut self, now: Instant, out: &mut Actions) -> State {
+        if std::mem::take(&mut self.recycling) && !self.landing {
+            self.restarts += 1;
+            log::info!(target: "fleet", "{}: starting again", self.policy.name);
+            out.push(Action::ArmTimer(now));
+            State::Backoff { until: now }
+        } else {
+            State::Done { exit: None }
+        }
     }
 
     fn kill(&mut self, pid: i32, leader: bool, now: Instant, out: &mut Actions) -> State {
@@ -919,6 +949,43 @@ mod tests {
         assert_eq!(c.pgid(), Some(50));
         assert_eq!(c.handle(Event::GroupGone, t0), vec![Action::CancelTimer]);
         assert!(c.is_down());
+    }
+
+    #[test]
+    fn recycle_stops_gracefully_then_starts_again_without_backoff() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Timer, t0 + SETTLE);
+        let a = c.handle(Event::Recycle, t0);
+        assert!(a.contains(&Action::Signal {
+            pgid: 50,
+            sig: libc::SIGTERM
+        }));
+        let a = c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(0),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert_eq!(a, vec![Action::CancelTimer, Action::ArmTimer(t0)]);
+        assert_eq!(c.restarts, 1);
+        assert_eq!(c.handle(Event::Timer, t0), vec![Action::Spawn]);
+        c.handle(Event::Spawned { pid: 60 }, t0);
+        assert_eq!(c.pid(), Some(60));
+        // A landing during a recycle keeps the program down.
+        c.handle(Event::Recycle, t0);
+        c.handle(Event::Stop, t0);
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(0),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert_eq!(c.state, State::Done { exit: None });
+        assert!(c.handle(Event::Timer, t0).is_empty());
     }
 
     #[test]

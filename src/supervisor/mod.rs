@@ -36,6 +36,8 @@ const RING_BYTES: usize = 64 << 10;
 const SPAWN_BATCH: usize = 32;
 /// Most bytes taken from one pipe at the final drain, whatever the output congestion.
 const FINAL_DRAIN: usize = 1 << 20;
+/// How often ships with `max_memory` have their memory sampled.
+pub const MEMORY_CHECK: Duration = Duration::from_secs(5);
 /// Bytes read from one pipe before the loop turns to other work.
 const READ_BUDGET: usize = 1 << 20;
 
@@ -109,6 +111,8 @@ enum TimerKind {
     ReapDeadline,
     ReapGiveUp,
     DrainDeadline,
+    /// Time to compare the ships' memory with their `max_memory`.
+    MemoryCheck,
 }
 
 pub struct Supervisor {
@@ -310,6 +314,10 @@ impl Supervisor {
             log::info!("launching {ships} program(s)");
         }
         let mut events = Events::with_capacity(256);
+        if self.members.iter().any(|m| m.prog.max_memory.is_some()) {
+            let at = child::deadline(Instant::now(), MEMORY_CHECK);
+            self.timers.insert(at, TimerKind::MemoryCheck);
+        }
         // A signal that arrived before the loop started is honoured at once.
         self.handle_signals(Instant::now());
         loop {
@@ -389,6 +397,16 @@ impl Supervisor {
                         );
                         self.drain_until = None;
                     }
+                    TimerKind::MemoryCheck => {
+                        if matches!(
+                            self.phase,
+                            Phase::Prelaunch | Phase::Launching | Phase::Running
+                        ) {
+                            self.check_memory(now);
+                            let at = child::deadline(now, MEMORY_CHECK);
+                            self.timers.insert(at, TimerKind::MemoryCheck);
+                        }
+                    }
                     TimerKind::ReapGiveUp => {
                         self.reap_timer = None;
                         log::error!(
@@ -430,6 +448,39 @@ impl Supervisor {
                 SIGHUP => log::warn!("received SIGHUP: reloading the manifest is not available yet; nothing was changed"),
                 SIGUSR1 => self.log_status(now),
                 other => log::info!("received {}: ignored", signal_name(other)),
+            }
+        }
+    }
+
+    /// Restarts (gracefully) each running program whose process group uses more resident
+    /// memory than its `max_memory`.
+    fn check_memory(&mut self, now: Instant) {
+        let watched: Vec<(usize, i32, u64)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_prelaunch() && !m.prog.oneshot)
+            .filter_map(|(i, m)| match (&m.child.state, m.prog.max_memory) {
+                (State::Running { pid, .. }, Some(max)) => Some((i, *pid, max)),
+                _ => None,
+            })
+            .collect();
+        if watched.is_empty() {
+            return;
+        }
+        let pgids: Vec<i32> = watched.iter().map(|w| w.1).collect();
+        let usage = resources::sample(&pgids);
+        for (i, pgid, max) in watched {
+            let Some(u) = usage.get(&pgid) else { continue };
+            if u.rss_bytes > max {
+                log::warn!(
+                    target: "fleet",
+                    "{}: resident memory {} MiB is over max_memory ({} MiB); restarting it",
+                    self.members[i].prog.name,
+                    u.rss_bytes >> 20,
+                    max >> 20
+                );
+                self.dispatch(i, Event::Recycle, now);
             }
         }
     }

@@ -783,3 +783,56 @@ fn static_files_are_compressed_unless_ranged_or_precompressed() {
     ]);
     assert_eq!(encoding_of(&head), "identity", "{head}");
 }
+
+#[test]
+fn a_ship_over_max_memory_is_restarted_gracefully() {
+    let d = Dir::new("maxmem");
+    let mp = free_port();
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership]
+metrics_port = {mp}
+[[fleet.web]]
+name = "hog"
+command = "python3"
+args = ["-c", "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (print('bye', flush=True), sys.exit(0))); x = b'x' * (80 << 20); print('hogging', flush=True); time.sleep(1000)"]
+max_memory = "40MB"
+[[fleet.web]]
+name = "calm"
+command = "sleep"
+args = ["1000"]
+max_memory = "40MB"
+"#
+        ),
+    );
+    let fleet = Fleet::start(&d, &[]);
+    // Checked every 5 s: the hog is stopped with its stop signal, then started again.
+    let ok = wait_for(secs(20), || {
+        let e = fleet.stderr();
+        e.contains("hog: resident memory") && e.contains("hog: starting again")
+    });
+    assert!(ok, "{}", fleet.stderr());
+    let err = fleet.stderr();
+    assert!(
+        err.contains("is over max_memory (40 MiB); restarting it"),
+        "{err}"
+    );
+    assert!(fleet.stdout().contains("bye"), "graceful: SIGTERM first");
+    assert!(!err.contains("calm: resident memory"), "{err}");
+    let text = curl(&[&format!("http://127.0.0.1:{mp}/metrics")]);
+    let r = metric(
+        &text,
+        "mothership_ship_restarts_total{ship=\"hog\",group=\"web\"}",
+    )
+    .unwrap();
+    assert!(r >= 1.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "mothership_ship_restarts_total{ship=\"calm\",group=\"web\"}"
+        ),
+        Some(0.0)
+    );
+}
