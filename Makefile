@@ -32,6 +32,7 @@ man-lint:
 bench: build
 	bash bench/run.sh
 	bash bench/proxy.sh
+	bash bench/edge.sh
 	bash bench/compress.sh
 
 # System packages the tests and the example need (Debian/Ubuntu, as root).

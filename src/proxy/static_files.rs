@@ -225,14 +225,18 @@ impl Statics {
             }
         }
         let dir_wanted = rest.is_empty() || rest.ends_with('/');
-        let Ok(root) = fs::canonicalize(&m.root) else {
-            return Outcome::Pass;
-        };
-        let Some(mut file) = inside(&root, &root.join(&rel)) else {
-            return refuse_or_pass(&root, &rel);
-        };
-        let Ok(mut meta) = fs::metadata(&file) else {
-            return Outcome::Pass;
+        let root = Beneath::new(&m.root);
+        let (mut f, mut meta) = match root.open(&rel) {
+            Open::File(f, meta) => (f, meta),
+            Open::Absent => return Outcome::Pass,
+            Open::Outside => {
+                log::debug!("static: {} leaves its folder; refused", rel.display());
+                return Outcome::Answer {
+                    status: 404,
+                    headers: Vec::new(),
+                    body: b"not found\n".to_vec(),
+                };
+            }
         };
         if meta.is_dir() {
             if !dir_wanted {
@@ -248,12 +252,9 @@ impl Statics {
                     body: Vec::new(),
                 };
             }
-            let Some(index) = inside(&root, &file.join("index.html")) else {
-                return Outcome::Pass;
-            };
-            file = index;
-            match fs::metadata(&file) {
-                Ok(m2) if m2.is_file() => meta = m2,
+            rel.push("index.html");
+            match root.open(&rel) {
+                Open::File(f2, m2) if m2.is_file() => (f, meta) = (f2, m2),
                 _ => return Outcome::Pass,
             }
         } else if dir_wanted && !rest.is_empty() {
@@ -263,13 +264,12 @@ impl Statics {
         if !meta.is_file() {
             return Outcome::Pass;
         }
-        let ext = file
+        let ext = rel
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .unwrap_or_default();
         let content_type = media_type(&ext);
-        // A precompressed sibling, when the client takes it and there is no range.
         let values = |name: &str| -> Vec<&str> {
             req.headers
                 .iter()
@@ -277,29 +277,33 @@ impl Statics {
                 .map(|h| h.value_str())
                 .collect()
         };
-        let mut encoding = None;
+        // Precompressed siblings, looked for only when the client takes br or gzip and asks
+        // for no range. Vary is sent with the answers that depend on Accept-Encoding; an
+        // identity answer without it is safe for a cache to give anyone.
+        let accept = values("accept-encoding");
+        let wants = |c: &str| negotiate(&accept, &[c]).is_some();
+        let mut siblings = Vec::new();
         let ranged = req.header("range").is_some();
-        if !ranged {
-            let accept = values("accept-encoding");
-            let mut offered: Vec<&str> = Vec::new();
-            let mut siblings = Vec::new();
-            for (coding, suffix) in [("br", "br"), ("gzip", "gz")] {
-                let mut name = file.clone().into_os_string();
-                name.push(".");
-                name.push(suffix);
-                if let Some(p) = inside(&root, Path::new(&name)) {
-                    if let Ok(sm) = fs::metadata(&p) {
-                        if sm.is_file() {
-                            offered.push(coding);
-                            siblings.push((coding, p, sm));
-                        }
-                    }
+        for (coding, suffix) in [("br", "br"), ("gzip", "gz")] {
+            if ranged || !wants(coding) {
+                continue;
+            }
+            let mut name = rel.clone().into_os_string();
+            name.push(".");
+            name.push(suffix);
+            if let Open::File(sf, sm) = root.open(Path::new(&name)) {
+                if sm.is_file() {
+                    siblings.push((coding, sf, sm));
                 }
             }
+        }
+        let vary = !siblings.is_empty();
+        let mut encoding = None;
+        if !siblings.is_empty() {
+            let offered: Vec<&str> = siblings.iter().map(|s| s.0).collect();
             if let Some(c) = negotiate(&accept, &offered) {
-                if let Some((c, p, sm)) = siblings.into_iter().find(|(x, _, _)| *x == c) {
-                    file = p;
-                    meta = sm;
+                if let Some((c, sf, sm)) = siblings.into_iter().find(|(x, _, _)| *x == c) {
+                    (f, meta) = (sf, sm);
                     encoding = Some(c);
                 }
             }
@@ -314,17 +318,7 @@ impl Statics {
         if let Some(c) = encoding {
             h.push_str(&format!("content-encoding: {c}\r\n"));
         }
-        let precompressed_exist = encoding.is_some() || {
-            // Vary also when a sibling exists but was not chosen (the answer still
-            // depends on Accept-Encoding).
-            ["br", "gz"].iter().any(|s| {
-                let mut n = file.clone().into_os_string();
-                n.push(".");
-                n.push(s);
-                Path::new(&n).is_file()
-            })
-        };
-        if precompressed_exist {
+        if vary {
             h.push_str("vary: accept-encoding\r\n");
         }
         // Conditional requests: If-None-Match wins over If-Modified-Since.
@@ -343,9 +337,6 @@ impl Statics {
                 body: Vec::new(),
             };
         }
-        let Ok(f) = File::open(&file) else {
-            return Outcome::Pass;
-        };
         // Ranges, unless If-Range names another version.
         let if_range_ok = match req.header("if-range").map(|v| v.value_str().trim()) {
             None => true,
@@ -393,24 +384,131 @@ impl Statics {
     }
 }
 
-/// `p` with every symlink resolved, if that is inside `root` (itself resolved).
-fn inside(root: &Path, p: &Path) -> Option<PathBuf> {
-    let real = fs::canonicalize(p).ok()?;
-    real.starts_with(root).then_some(real)
+enum Open {
+    File(File, fs::Metadata),
+    Absent,
+    /// It exists, but only outside the folder (through a symlink).
+    Outside,
 }
 
-/// The path exists but resolves outside the mount: refuse it; else it is simply missing.
-fn refuse_or_pass(root: &Path, rel: &Path) -> Outcome {
-    if fs::canonicalize(root.join(rel)).is_ok() {
-        log::debug!("static: {} leaves its folder; refused", rel.display());
-        Outcome::Answer {
-            status: 404,
-            headers: Vec::new(),
-            body: b"not found\n".to_vec(),
+/// A mount's folder, opened once per request, under which paths are opened following
+/// symlinks only as long as they stay inside it. On Linux one `openat2(RESOLVE_BENEATH)`
+/// call per file does it, race-free; elsewhere (or where a sandbox refuses `openat2`), the
+/// path is resolved with `realpath` and checked first.
+struct Beneath<'a> {
+    root: &'a Path,
+    #[cfg(target_os = "linux")]
+    dir: Option<std::os::fd::OwnedFd>,
+}
+
+impl<'a> Beneath<'a> {
+    fn new(root: &'a Path) -> Beneath<'a> {
+        Beneath {
+            root,
+            #[cfg(target_os = "linux")]
+            dir: open_dir(root).ok(),
         }
-    } else {
-        Outcome::Pass
     }
+
+    fn open(&self, rel: &Path) -> Open {
+        #[cfg(target_os = "linux")]
+        {
+            let Some(dir) = &self.dir else {
+                return Open::Absent;
+            };
+            match openat2_beneath(dir, rel) {
+                Ok(f) => {
+                    return match f.metadata() {
+                        Ok(m) => Open::File(f, m),
+                        Err(_) => Open::Absent,
+                    }
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EXDEV) => return Open::Outside,
+                    Some(libc::ENOSYS | libc::EPERM) => {}
+                    _ => return Open::Absent,
+                },
+            }
+        }
+        open_by_realpath(self.root, rel)
+    }
+}
+
+#[cfg(test)]
+fn open_beneath(root: &Path, rel: &Path) -> Open {
+    Beneath::new(root).open(rel)
+}
+
+/// The portable way: resolve the path with `realpath`, check it is inside, then open it.
+fn open_by_realpath(root: &Path, rel: &Path) -> Open {
+    let Ok(root) = fs::canonicalize(root) else {
+        return Open::Absent;
+    };
+    let Ok(real) = fs::canonicalize(root.join(rel)) else {
+        return Open::Absent;
+    };
+    if !real.starts_with(&root) {
+        return Open::Outside;
+    }
+    match File::open(&real).and_then(|f| f.metadata().map(|m| (f, m))) {
+        Ok((f, m)) => Open::File(f, m),
+        Err(_) => Open::Absent,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn c_path(p: &Path) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+#[cfg(target_os = "linux")]
+fn open_dir(root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let root_c = c_path(root)?;
+    // SAFETY: a valid C string; the descriptor returned is owned below.
+    let dir = unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `dir` was just opened and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(dir) })
+}
+
+#[cfg(target_os = "linux")]
+fn openat2_beneath(dir: &std::os::fd::OwnedFd, rel: &Path) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let c = c_path;
+    let rel_c = if rel.as_os_str().is_empty() {
+        c(Path::new("."))?
+    } else {
+        c(rel)?
+    };
+    // SAFETY: a plain-data struct; zero is valid for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid descriptor, C string and `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            rel_c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
 fn bad(why: &str) -> Outcome {
@@ -441,6 +539,27 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
         assert_eq!(parse_range("bytes=a-b", 100), Ok(None));
         assert_eq!(parse_range("bytes=+1-2", 100), Ok(None));
+    }
+
+    #[test]
+    fn both_ways_of_opening_stay_inside() {
+        let d = std::env::temp_dir().join(format!("ms-static-unit-{}", std::process::id()));
+        let root = d.join("root");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(d.join("secret"), "s").unwrap();
+        fs::write(root.join("sub/f"), "f").unwrap();
+        let _ = std::os::unix::fs::symlink("../secret", root.join("out"));
+        let _ = std::os::unix::fs::symlink("/etc/hostname", root.join("abs"));
+        let _ = std::os::unix::fs::symlink("sub/f", root.join("in"));
+        for open in [open_beneath, open_by_realpath] {
+            assert!(matches!(open(&root, Path::new("sub/f")), Open::File(..)));
+            assert!(matches!(open(&root, Path::new("in")), Open::File(..)));
+            assert!(matches!(open(&root, Path::new("")), Open::File(_, m) if m.is_dir()));
+            assert!(matches!(open(&root, Path::new("out")), Open::Outside));
+            assert!(matches!(open(&root, Path::new("abs")), Open::Outside));
+            assert!(matches!(open(&root, Path::new("nope")), Open::Absent));
+        }
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

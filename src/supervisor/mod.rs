@@ -586,8 +586,12 @@ impl Supervisor {
                     log::info!("running: {up} up, {ended} ended, {failed} failed");
                     self.phase = Phase::Running;
                 }
-                if progs()
-                    .all(|m| matches!(m.child.state, State::Done { .. } | State::Failed { .. }))
+                // A manifest without programs but with an edge (static files, metrics)
+                // serves until it is told to land.
+                let serving_only = progs().next().is_none() && self.edge.is_some();
+                if !serving_only
+                    && progs()
+                        .all(|m| matches!(m.child.state, State::Done { .. } | State::Failed { .. }))
                 {
                     self.land("every program has ended".into(), now);
                 }
