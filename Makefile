@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/mothership
 MANPAGES := man/mothership.1 man/ship-manifest.toml.5
 
-.PHONY: all build run test unit lint fmt-check man-lint bench setup clean
+.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean
 
 all: build
 
@@ -34,6 +34,12 @@ bench: build
 	bash bench/proxy.sh
 	bash bench/edge.sh
 	bash bench/compress.sh
+
+# Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
+cross:
+	rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
+	$(CARGO) clippy --target x86_64-unknown-freebsd --all-features -- -D warnings
+	$(CARGO) clippy --target x86_64-apple-darwin --all-features -- -D warnings
 
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:

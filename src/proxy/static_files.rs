@@ -384,6 +384,8 @@ impl Statics {
     }
 }
 
+// Short-lived on the stack; boxing the metadata would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Open {
     File(File, fs::Metadata),
     Absent,

@@ -190,12 +190,7 @@ mod imp {
             let bytes = (pids.len() * std::mem::size_of::<i32>()) as i32;
             // SAFETY: the buffer holds `bytes` bytes.
             let n = unsafe {
-                libc::proc_listpids(
-                    libc::PROC_PGRP_ONLY,
-                    pgid as u32,
-                    pids.as_mut_ptr().cast(),
-                    bytes,
-                )
+                libc::proc_listpids(PROC_PGRP_ONLY, pgid as u32, pids.as_mut_ptr().cast(), bytes)
             };
             if n <= 0 {
                 continue;
@@ -228,11 +223,23 @@ mod imp {
         }
     }
 
+    /// `proc_listpids` type for "the processes of one process group" (<libproc.h>).
+    const PROC_PGRP_ONLY: u32 = 2;
+
+    #[repr(C)]
+    struct Timebase {
+        numer: u32,
+        denom: u32,
+    }
+
+    extern "C" {
+        fn mach_timebase_info(info: *mut Timebase) -> libc::c_int;
+    }
+
     fn mach_to_secs(t: u64) -> f64 {
-        let mut tb = libc::mach_timebase_info { numer: 0, denom: 0 };
-        // SAFETY: `tb` is a valid out-pointer.
-        #[allow(deprecated)]
-        let ok = unsafe { libc::mach_timebase_info(&mut tb) } == 0 && tb.denom != 0;
+        let mut tb = Timebase { numer: 0, denom: 0 };
+        // SAFETY: `tb` is a valid out-pointer of the layout the function fills.
+        let ok = unsafe { mach_timebase_info(&mut tb) } == 0 && tb.denom != 0;
         let scale = if ok {
             tb.numer as f64 / tb.denom as f64
         } else {

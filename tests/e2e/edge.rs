@@ -862,3 +862,53 @@ fn a_manifest_with_only_static_files_serves_until_told_to_land() {
     fleet.signal(libc::SIGTERM);
     assert_eq!(fleet.wait(secs(10)), Some(0), "{}", fleet.stderr());
 }
+
+#[test]
+fn rate_limit_under_concurrent_load_refuses_the_excess_with_headers() {
+    let (_d, _fleet, h, _) = fleet_with("rl-load", "[mothership.rate_limiting]\nglobal_rps = 10.0");
+    // 100 requests at once from 20 threads: the bucket holds 10, so most are refused, each
+    // refusal complete with its headers, and nothing else goes wrong.
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        raw(
+                            h,
+                            b"GET /load HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<String> = handles
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    let limited: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429"))
+        .collect();
+    assert_eq!(ok + limited.len(), 100, "{answers:?}");
+    // At least the bucket, at most the bucket plus what refilled while the burst ran (10
+    // per second, however long it took).
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        ok >= 10 && ok <= 10 + refilled,
+        "{ok} passed, {refilled} refilled"
+    );
+    for a in limited {
+        let a = a.to_ascii_lowercase();
+        assert!(a.contains("\r\nretry-after: 1\r\n"), "{a}");
+        assert!(a.contains("\r\nratelimit-limit: 10\r\n"), "{a}");
+        assert!(a.contains("\r\nratelimit-remaining: 0\r\n"), "{a}");
+        assert!(a.contains("\r\nratelimit-policy: 10;w=1\r\n"), "{a}");
+        assert!(a.ends_with("too many requests\n"), "{a}");
+    }
+}
