@@ -37,17 +37,7 @@ mod imp {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
         // SAFETY: as above.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return;
-        };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
+        for pid in candidates() {
             // The process may be gone by now: skip it.
             let Ok(stat) = fs::read(format!("/proc/{pid}/stat")) else {
                 continue;
@@ -62,6 +52,53 @@ mod imp {
             u.cpu_seconds += (s.utime + s.stime) as f64 / ticks;
             u.processes += 1;
         }
+    }
+
+    /// The processes to look at: this one and its descendants, found through the
+    /// `children` files of /proc (every process of the fleet descends from mothership,
+    /// which is also the subreaper of what they orphan), so the cost follows the size of
+    /// the fleet, not of the host. Without those files (a kernel built without
+    /// CONFIG_PROC_CHILDREN), every process in /proc.
+    fn candidates() -> Vec<u32> {
+        let me = std::process::id();
+        let mut out = vec![me];
+        let mut i = 0;
+        while i < out.len() {
+            let pid = out[i];
+            i += 1;
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            let mut any = false;
+            for t in tasks.flatten() {
+                let mut p = t.path();
+                p.push("children");
+                let Ok(text) = fs::read_to_string(&p) else {
+                    continue;
+                };
+                any = true;
+                out.extend(
+                    text.split_ascii_whitespace()
+                        .filter_map(|x| x.parse::<u32>().ok()),
+                );
+            }
+            if !any && pid == me {
+                return all_processes();
+            }
+            if out.len() > 1_000_000 {
+                break;
+            }
+        }
+        out
+    }
+
+    fn all_processes() -> Vec<u32> {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
     }
 
     #[derive(Debug, PartialEq)]
