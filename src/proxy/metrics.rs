@@ -329,34 +329,24 @@ pub fn render(
             r.count
         );
     }
-    family(
+    let per_route = |o: &mut String, name: &str, help: &str, v: &dyn Fn(&RouteStats) -> u64| {
+        family(o, name, "counter", help);
+        for r in &stats.routes {
+            let _ = writeln!(o, "{name}{{route=\"{}\"}} {}", escape(&r.label), v(r));
+        }
+    };
+    per_route(
         &mut o,
         "mothership_request_body_bytes_total",
-        "counter",
         "Request body bytes received from clients, by route.",
+        &|r| r.bytes_in,
     );
-    for r in &stats.routes {
-        let _ = writeln!(
-            o,
-            "mothership_request_body_bytes_total{{route=\"{}\"}} {}",
-            escape(&r.label),
-            r.bytes_in
-        );
-    }
-    family(
+    per_route(
         &mut o,
         "mothership_response_body_bytes_total",
-        "counter",
         "Response body bytes sent to clients, by route.",
+        &|r| r.bytes_out,
     );
-    for r in &stats.routes {
-        let _ = writeln!(
-            o,
-            "mothership_response_body_bytes_total{{route=\"{}\"}} {}",
-            escape(&r.label),
-            r.bytes_out
-        );
-    }
     family(
         &mut o,
         "mothership_upstream_errors_total",
