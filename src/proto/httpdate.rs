@@ -57,6 +57,9 @@ pub fn parse(s: &str) -> Option<u64> {
         [_, dmy, t, "GMT"] => {
             let mut p = dmy.split('-');
             let (d, m, y) = (p.next()?, p.next()?, p.next()?.parse::<i64>().ok()?);
+            if !(0..=99).contains(&y) {
+                return None;
+            }
             // Two-digit years: the RFC says to read them as at most 50 years ahead.
             (d, m, if y < 70 { 2000 + y } else { 1900 + y }, *t)
         }
@@ -106,6 +109,8 @@ mod tests {
             "Sun, 06 Nov 1994 24:00:00 GMT",
             "Sun, 06 Nov 1994 08:49 GMT",
             "Sun, 06 Nov 1994 08:49:37:1 GMT",
+            "Sunday, 01-Jan-9223372036854775807 00:00:00 GMT",
+            "Sunday, 01-Jan-1994 00:00:00 GMT",
         ] {
             assert_eq!(parse(s), None, "{s}");
         }

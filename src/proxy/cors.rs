@@ -65,13 +65,29 @@ pub struct Cache {
     next_stamp: u64,
 }
 
-/// The cache key of a request, if it is a CORS preflight.
-pub fn key_of(bind: usize, req: &RequestHead) -> Option<String> {
+/// The cache key of a request to route `route` of `bind`, if it is a cacheable CORS
+/// preflight (fields that are not valid UTF-8 make it uncacheable, so that they cannot
+/// collide with others).
+pub fn key_of(bind: usize, route: usize, req: &RequestHead) -> Option<String> {
     if req.method != "OPTIONS" {
         return None;
     }
     let origin = req.header("origin")?;
     let method = req.header("access-control-request-method")?;
+    let utf8 = |h: &Header| std::str::from_utf8(&h.value).is_ok();
+    let fields = [
+        "origin",
+        "access-control-request-method",
+        "access-control-request-headers",
+        "host",
+    ];
+    if req
+        .headers
+        .iter()
+        .any(|h| fields.iter().any(|f| h.is(f)) && !utf8(h))
+    {
+        return None;
+    }
     let mut names: Vec<String> = req
         .headers
         .iter()
@@ -87,7 +103,7 @@ pub fn key_of(bind: usize, req: &RequestHead) -> Option<String> {
     names.dedup();
     // Fields are separated by a byte no header value or target may hold.
     Some(format!(
-        "{bind}\n{}\n{}\n{}\n{}\n{}",
+        "{bind}\n{route}\n{}\n{}\n{}\n{}\n{}",
         req.host.as_deref().unwrap_or("").to_ascii_lowercase(),
         origin.value_str(),
         req.target,
@@ -152,6 +168,24 @@ impl Cache {
                     .is_some_and(|p| p.eq_ignore_ascii_case(ALLOW))
         });
         if !allows {
+            return None;
+        }
+        // An answer that varies with more than the key, or that must not be stored.
+        let key_fields = [
+            "origin",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ];
+        let varies_more = r.headers.iter().filter(|h| h.is("vary")).any(|h| {
+            h.value_str()
+                .split(',')
+                .map(str::trim)
+                .any(|v| !v.is_empty() && !key_fields.iter().any(|k| v.eq_ignore_ascii_case(k)))
+        });
+        let no_store = ["no-store", "private", "no-cache"]
+            .iter()
+            .any(|t| crate::proto::http::has_token(&r.headers, "cache-control", t));
+        if varies_more || no_store {
             return None;
         }
         let ttl = ttl_of(&r.headers, self.default_ttl)?;
@@ -240,14 +274,16 @@ mod tests {
 
     #[test]
     fn only_preflights_have_keys_and_headers_are_normalised() {
-        assert!(key_of(0, &req("Origin: https://a\r\n")).is_none());
-        assert!(key_of(0, &req("Access-Control-Request-Method: PUT\r\n")).is_none());
+        assert!(key_of(0, 0, &req("Origin: https://a\r\n")).is_none());
+        assert!(key_of(0, 0, &req("Access-Control-Request-Method: PUT\r\n")).is_none());
         let a = key_of(
+            0,
             0,
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         )
         .unwrap();
         let b = key_of(
+            0,
             0,
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: Content-Type,x-b,x-b\r\n"),
         )
@@ -255,14 +291,25 @@ mod tests {
         assert_eq!(a, b);
         let other_origin = key_of(
             0,
+            0,
             &req("Origin: https://b\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         );
         assert_ne!(Some(a.clone()), other_origin);
         let other_bind = key_of(
             1,
+            0,
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         );
-        assert_ne!(Some(a), other_bind);
+        assert_ne!(Some(a.clone()), other_bind);
+        let other_route = key_of(
+            0,
+            1,
+            &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
+        );
+        assert_ne!(Some(a), other_route);
+        let raw = b"OPTIONS /x HTTP/1.1\r\nHost: h\r\nOrigin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: x\xff\r\n\r\n";
+        let binary = parse_request(raw, &Limits::default()).unwrap().unwrap();
+        assert!(key_of(0, 0, &binary).is_none());
     }
 
     #[test]

@@ -79,8 +79,8 @@ impl RouteStats {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Indexed by route id; the last entry counts requests without a route (404, and
-    /// answers such as 429 given before routing).
+    /// Indexed by route id (static mounts follow the routes); the last entry counts
+    /// requests without a route or mount (404, malformed requests, 408).
     pub routes: Vec<RouteStats>,
     /// By program index, then by [`UpstreamError`] kind.
     pub upstream_errors: Vec<[u64; 4]>,
@@ -92,14 +92,25 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// `routes`: label and target program of each route, by route id.
+    /// `routes`: label and target program of each route, by route id. Labels are made
+    /// unique (a repeated one gets ` #2`, ` #3`...), so no two series collide.
     pub fn new(routes: Vec<(String, String)>, programs: usize) -> Stats {
+        let mut seen: HashMap<String, usize> = HashMap::new();
         let mut r: Vec<RouteStats> = routes
             .into_iter()
-            .map(|(label, ship)| RouteStats {
-                label,
-                ship,
-                ..RouteStats::default()
+            .map(|(label, ship)| {
+                let n = seen.entry(label.clone()).or_insert(0);
+                *n += 1;
+                let label = if *n == 1 {
+                    label
+                } else {
+                    format!("{label} #{n}")
+                };
+                RouteStats {
+                    label,
+                    ship,
+                    ..RouteStats::default()
+                }
             })
             .collect();
         r.push(RouteStats {
@@ -457,6 +468,20 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_route_labels_are_made_unique() {
+        let s = Stats::new(
+            vec![
+                ("http:/".into(), "a".into()),
+                ("http:/".into(), "b".into()),
+                ("http:/".into(), "c".into()),
+            ],
+            3,
+        );
+        let labels: Vec<&str> = s.routes.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["http:/", "http:/ #2", "http:/ #3", "none"]);
+    }
 
     #[test]
     fn escaping() {

@@ -652,7 +652,9 @@ impl Edge {
                     self.settings.header_timeout
                 );
                 c.cin.clear();
+                c.stat = Some(self.begin(self.stats.unrouted(), None));
                 respond(&mut c, 408, "request timeout", true);
+                self.account(&mut c);
             }
             Phase::Exchange(ex) if ex.sent == 0 && !matches!(ex.req, ReqBody::Done) => {
                 log::debug!(
@@ -1076,7 +1078,10 @@ impl Edge {
             return;
         };
         let target = route.target;
-        let cors_key = self.cors.as_ref().and_then(|_| cors::key_of(c.bind, &req));
+        let cors_key = self
+            .cors
+            .as_ref()
+            .and_then(|_| cors::key_of(c.bind, route.id, &req));
         if let Some(k) = &cors_key {
             let now = self.now;
             let hit = self
@@ -1264,38 +1269,16 @@ impl Edge {
             }
             Outcome::File {
                 status,
-                mut headers,
+                headers,
                 file,
                 start,
                 len,
-                content_type,
-                encoded,
-                partial,
+                compress: coding,
             } => {
-                let coding = if self.compression && !encoded && !partial && req.minor == 1 {
-                    let accept: Vec<&str> = req
-                        .headers
-                        .iter()
-                        .filter(|h| h.is("accept-encoding"))
-                        .map(|h| h.value_str())
-                        .collect();
-                    compress::choose(&accept, Some(content_type), false, Some(len), false)
-                } else {
-                    None
-                };
                 let mut head =
                     format!("HTTP/1.1 {status} {}\r\n", http::reason(status)).into_bytes();
-                if let Some(coding) = coding {
-                    // Another representation: weak validator, Vary, chunked.
-                    let text = String::from_utf8_lossy(&headers).replace("etag: \"", "etag: W/\"");
-                    headers = text.into_bytes();
-                    if !String::from_utf8_lossy(&headers).contains("vary: ") {
-                        headers.extend_from_slice(b"vary: accept-encoding\r\n");
-                    }
-                    headers.extend_from_slice(
-                        format!("content-encoding: {coding}\r\ntransfer-encoding: chunked\r\n")
-                            .as_bytes(),
-                    );
+                if coding.is_some() {
+                    head.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 }
                 head.extend_from_slice(&headers);
                 if coding.is_none() {
@@ -2146,7 +2129,12 @@ fn client_head(
             .map(str::trim)
             .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("accept-encoding"))
             .collect();
-        vary.push("Accept-Encoding");
+        if vary.contains(&"*") {
+            // Varies with anything: `*` stays alone.
+            vary = vec!["*"];
+        } else {
+            vary.push("Accept-Encoding");
+        }
         let _ = write!(
             out,
             "content-encoding: {coding}\r\nvary: {}\r\ntransfer-encoding: chunked\r\n",

@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use super::compress;
 use crate::manifest::Manifest;
 use crate::proto::coding::{media_type, negotiate};
 use crate::proto::http::RequestHead;
@@ -45,17 +46,15 @@ pub enum Outcome {
         file: File,
         start: u64,
         len: u64,
-        /// Media type, for the compression decision.
-        content_type: &'static str,
-        /// Already a compressed representation (a precompressed sibling).
-        encoded: bool,
-        /// A byte range: never compressed.
-        partial: bool,
+        /// Compress on the fly with this coding (the headers already say so; the length
+        /// is unknown, so the body goes chunked).
+        compress: Option<&'static str>,
     },
 }
 
 pub struct Statics {
     mounts: Vec<Mount>,
+    compression: bool,
 }
 
 /// `%XX` decoding; None for a malformed escape.
@@ -165,14 +164,18 @@ impl Statics {
                 dotfiles: s.dotfiles,
             })
             .collect();
-        Statics { mounts }
+        Statics {
+            mounts,
+            compression: m.compression,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.mounts.is_empty()
     }
 
-    /// `static:<prefix>` for each mount, for the metrics.
+    /// `static:<prefix>/` for each mount, for the metrics (mounts sharing a prefix on
+    /// different binds get ` #2`... from `Stats::new`).
     pub fn labels(&self) -> Vec<String> {
         self.mounts
             .iter()
@@ -297,8 +300,9 @@ impl Statics {
                 }
             }
         }
-        let vary = !siblings.is_empty();
-        let mut encoding = None;
+        let mut vary = !siblings.is_empty();
+        // A `.svgz` file is gzip-compressed SVG: say so, and never compress it again.
+        let mut encoding = (ext == "svgz").then_some("gzip");
         if !siblings.is_empty() {
             let offered: Vec<&str> = siblings.iter().map(|s| s.0).collect();
             if let Some(c) = negotiate(&accept, &offered) {
@@ -308,14 +312,30 @@ impl Statics {
                 }
             }
         }
-        let etag = etag_of(&meta);
+        let mut etag = etag_of(&meta);
         let mtime = mtime_secs(&meta);
         let size = meta.len();
+        // Compressed on the fly (decided here so that a 304 carries the same validators and
+        // Vary as the 200 it stands for): an HTTP/1.1 client, no range, not already encoded.
+        let compress = if self.compression
+            && encoding.is_none()
+            && req.minor == 1
+            && req.header("range").is_none()
+        {
+            compress::choose(&accept, Some(content_type), false, Some(size), false)
+        } else {
+            None
+        };
+        if compress.is_some() {
+            // Another representation: the validator becomes weak.
+            etag = format!("W/{etag}");
+            vary = true;
+        }
         let mut h = format!(
             "content-type: {content_type}\r\netag: {etag}\r\nlast-modified: {}\r\naccept-ranges: bytes\r\n",
             httpdate::format(mtime)
         );
-        if let Some(c) = encoding {
+        if let Some(c) = encoding.or(compress) {
             h.push_str(&format!("content-encoding: {c}\r\n"));
         }
         if vary {
@@ -356,9 +376,7 @@ impl Statics {
                         file: f,
                         start,
                         len,
-                        content_type,
-                        encoded: encoding.is_some(),
-                        partial: true,
+                        compress: None,
                     };
                 }
                 Ok(None) => {}
@@ -377,9 +395,7 @@ impl Statics {
             file: f,
             start: 0,
             len: size,
-            content_type,
-            encoded: encoding.is_some(),
-            partial: false,
+            compress,
         }
     }
 }
@@ -452,7 +468,12 @@ fn open_by_realpath(root: &Path, rel: &Path) -> Open {
     if !real.starts_with(&root) {
         return Open::Outside;
     }
-    match File::open(&real).and_then(|f| f.metadata().map(|m| (f, m))) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&real);
+    match opened.and_then(|f| f.metadata().map(|m| (f, m))) {
         Ok((f, m)) => Open::File(f, m),
         Err(_) => Open::Absent,
     }
@@ -493,7 +514,9 @@ fn openat2_beneath(dir: &std::os::fd::OwnedFd, rel: &Path) -> std::io::Result<Fi
     };
     // SAFETY: a plain-data struct; zero is valid for every field.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    // O_NONBLOCK: opening a FIFO (or a device) someone put in the folder must not block
+    // the loop; such files are then refused as not regular.
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     use std::os::fd::AsRawFd;
     // SAFETY: valid descriptor, C string and `open_how` of the size passed.
@@ -553,6 +576,9 @@ mod tests {
         let _ = std::os::unix::fs::symlink("../secret", root.join("out"));
         let _ = std::os::unix::fs::symlink("/etc/hostname", root.join("abs"));
         let _ = std::os::unix::fs::symlink("sub/f", root.join("in"));
+        let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
         for open in [open_beneath, open_by_realpath] {
             assert!(matches!(open(&root, Path::new("sub/f")), Open::File(..)));
             assert!(matches!(open(&root, Path::new("in")), Open::File(..)));
@@ -560,6 +586,8 @@ mod tests {
             assert!(matches!(open(&root, Path::new("out")), Open::Outside));
             assert!(matches!(open(&root, Path::new("abs")), Open::Outside));
             assert!(matches!(open(&root, Path::new("nope")), Open::Absent));
+            // A FIFO opens without blocking and is seen for what it is.
+            assert!(matches!(open(&root, Path::new("fifo")), Open::File(_, m) if !m.is_file()));
         }
         let _ = fs::remove_dir_all(&d);
     }

@@ -402,7 +402,10 @@ impl Child {
             }
             (State::Stopping { pid, .. }, Event::Timer) => {
                 log::error!(target: "fleet", "{name}: process group {pid} still has members after SIGKILL; giving up on it");
-                self.stopped(now, &mut out)
+                // Not started again even after a recycle: the old one may still hold its
+                // port or files.
+                self.recycling = false;
+                State::Done { exit: None }
             }
             (s @ State::Stopping { .. }, Event::Stop) => {
                 // Already stopping (a recycle): stay down afterwards.
@@ -986,6 +989,19 @@ mod tests {
         );
         assert_eq!(c.state, State::Done { exit: None });
         assert!(c.handle(Event::Timer, t0).is_empty());
+    }
+
+    #[test]
+    fn a_recycle_whose_group_survives_sigkill_does_not_start_a_second_copy() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Timer, t0 + SETTLE);
+        c.handle(Event::Recycle, t0);
+        c.handle(Event::Timer, t0 + Duration::from_secs(10)); // grace over: SIGKILL
+        c.handle(Event::Timer, t0 + Duration::from_secs(13)); // still there: give up
+        assert_eq!(c.state, State::Done { exit: None });
+        assert_eq!(c.restarts, 0);
     }
 
     #[test]

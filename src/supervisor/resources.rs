@@ -49,7 +49,7 @@ mod imp {
             let u = out.entry(s.pgrp).or_default();
             u.rss_bytes += s.rss_pages * page;
             u.virtual_bytes += s.vsize;
-            u.cpu_seconds += (s.utime + s.stime) as f64 / ticks;
+            u.cpu_seconds += (s.utime + s.stime + s.cutime + s.cstime) as f64 / ticks;
             u.processes += 1;
         }
     }
@@ -106,6 +106,9 @@ mod imp {
         pub pgrp: i32,
         pub utime: u64,
         pub stime: u64,
+        /// Time of the children each process has waited for (workers that came and went).
+        pub cutime: u64,
+        pub cstime: u64,
         pub vsize: u64,
         pub rss_pages: u64,
     }
@@ -122,6 +125,8 @@ mod imp {
             pgrp: at(5)?.parse().ok()?,
             utime: at(14)?.parse().ok()?,
             stime: at(15)?.parse().ok()?,
+            cutime: at(16)?.parse::<i64>().ok()?.max(0) as u64,
+            cstime: at(17)?.parse::<i64>().ok()?.max(0) as u64,
             vsize: at(23)?.parse().ok()?,
             rss_pages: at(24)?.parse::<i64>().ok()?.max(0) as u64,
         })
@@ -141,6 +146,8 @@ mod imp {
                     pgrp: 4240,
                     utime: 250,
                     stime: 50,
+                    cutime: 0,
+                    cstime: 0,
                     vsize: 123456789,
                     rss_pages: 321
                 }

@@ -767,6 +767,25 @@ fn static_files_are_compressed_unless_ranged_or_precompressed() {
         );
         assert_eq!(decode(coding, &body), js, "{coding}");
     }
+    // A 304 carries the validators and Vary of the compressed 200 it stands for.
+    let (head, _) = fetch(&["-H", "Accept-Encoding: gzip", &url]);
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(etag.starts_with("w/\""), "{head}");
+    let (head304, _) = fetch(&[
+        "-H",
+        "Accept-Encoding: gzip",
+        "-H",
+        &format!("If-None-Match: W/{}", &etag[2..]),
+        &url,
+    ]);
+    assert!(head304.starts_with("http/1.1 304"), "{head304}");
+    assert!(head304.contains(&format!("etag: {etag}\r\n")), "{head304}");
+    assert!(head304.contains("vary: accept-encoding\r\n"), "{head304}");
     let (head, body) = fetch(&["-H", "Accept-Encoding: gzip", "-r", "0-9", &url]);
     assert!(
         head.starts_with("http/1.1 206") && encoding_of(&head) == "identity",
@@ -865,7 +884,7 @@ fn a_manifest_with_only_static_files_serves_until_told_to_land() {
 
 #[test]
 fn rate_limit_under_concurrent_load_refuses_the_excess_with_headers() {
-    let (_d, _fleet, h, _) = fleet_with("rl-load", "[mothership.rate_limiting]\nglobal_rps = 10.0");
+    let (_d, fleet, h, _) = fleet_with("rl-load", "[mothership.rate_limiting]\nglobal_rps = 10.0");
     // 100 requests at once from 20 threads: the bucket holds 10, so most are refused, each
     // refusal complete with its headers, and nothing else goes wrong.
     let started = std::time::Instant::now();
@@ -895,7 +914,7 @@ fn rate_limit_under_concurrent_load_refuses_the_excess_with_headers() {
         .iter()
         .filter(|a| a.starts_with("HTTP/1.1 429"))
         .collect();
-    assert_eq!(ok + limited.len(), 100, "{answers:?}");
+    assert_eq!(ok + limited.len(), 100, "{answers:?}\n{}", fleet.stderr());
     // At least the bucket, at most the bucket plus what refilled while the burst ran (10
     // per second, however long it took).
     let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;

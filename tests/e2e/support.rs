@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mothership");
@@ -193,13 +193,39 @@ pub fn marker(tag: &str) -> String {
     )
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (where outgoing connections get their local
+/// ports: the 10,000-connection test alone takes thousands), each port handed out once per
+/// test binary, starting at a place that depends on the process id so that two test runs
+/// at once rarely meet; and checked to be bindable now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (lo, hi) = ephemeral_range();
+    // The window below the ephemeral range, or above it when there is no room below.
+    let (base, span) = if lo > 11_000 {
+        (10_000u64, u64::from(lo) - 10_000)
+    } else {
+        (u64::from(hi) + 1, 65_535 - u64::from(hi))
+    };
+    let start = u64::from(std::process::id()) * 97 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port outside the ephemeral range");
+}
+
+fn ephemeral_range() -> (u16, u16) {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|x| x.parse().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+        _ => (32_768, 60_999),
+    }
 }
 
 /// Value of a `Key:  N kB` line of /proc/<pid>/status, in KiB.
