@@ -8,3 +8,4 @@ pub mod proto;
 pub mod proxy;
 pub mod reactor;
 pub mod supervisor;
+pub mod uplinks;

@@ -3,6 +3,7 @@
 
 mod chart;
 mod init;
+mod preflight;
 mod run;
 
 use std::ffi::OsString;
@@ -67,6 +68,8 @@ enum Command {
     Clearance,
     /// Print binds, routes in match order, static dirs and the launch order
     Chart,
+    /// Validate the manifest and check that every uplink is reachable
+    Preflight,
     /// Write a commented starter manifest
     Init {
         /// Overwrite an existing manifest
@@ -99,6 +102,7 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Run => run::run(&g),
         Command::Clearance => clearance(&g),
         Command::Chart => chart::chart(&g),
+        Command::Preflight => preflight::preflight(&g),
         Command::Init { force } => init::init(&g, force),
     }
 }

@@ -37,6 +37,12 @@ pub fn run(g: &Global) -> i32 {
     );
 
     raise_fd_limit();
+    if !m.uplinks.is_empty() {
+        if let Err(code) = check_uplinks(&m) {
+            out.finish(writer);
+            return code;
+        }
+    }
     let socket_dir = socket_dir();
     if m.programs
         .iter()
@@ -73,6 +79,45 @@ pub fn run(g: &Global) -> i32 {
     };
     out.finish(writer);
     code
+}
+
+/// Checks every uplink before anything starts; `Err` carries the exit status.
+fn check_uplinks(m: &crate::manifest::Manifest) -> Result<(), i32> {
+    log::info!("checking {} uplink(s)", m.uplinks.len());
+    let reports = match crate::uplinks::check_all(&m.uplinks) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            log::error!("failed: interrupted while checking uplinks");
+            return Err(EXIT_FAILED);
+        }
+        Err(e) => {
+            log::error!("failed: cannot check uplinks: {e}");
+            return Err(EXIT_FAILED);
+        }
+    };
+    let lines = crate::uplinks::format_reports(&reports);
+    for (r, line) in reports.iter().zip(&lines) {
+        if r.result.is_ok() {
+            log::info!("uplink {line}");
+        } else {
+            log::error!("uplink {line}");
+        }
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        log::error!(
+            "failed: {} uplink(s) unreachable: {}; nothing was started",
+            failed.len(),
+            failed.join(", ")
+        );
+        Err(EXIT_FAILED)
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: a proxy with many connections

@@ -7,3 +7,4 @@ mod pid1;
 mod proxy;
 mod supervise;
 mod support;
+mod uplinks;

@@ -1,0 +1,417 @@
+//! Uplink checks (`[[mothership.uplinks]]`): is each dependency of this server reachable?
+//!
+//! All checks run at once from one `mio` loop with non-blocking connects, trying every
+//! address a name resolves to, in order. Names are resolved on short-lived threads (the
+//! system resolver blocks), which report back through a channel and a `mio::Waker`, so
+//! TERM and INT are handled at once even while a resolver hangs. The same check is made
+//! once: TCP-style uplinks (databases, `tcp://`, `https://`) by host and port, HTTP uplinks
+//! by host, port and path.
+//!
+//! What passes: for `postgres`, `mysql`, `redis`, `memgraph`/`neo4j`/`bolt`, `tcp` and
+//! `https`, a TCP connection (for `https` this build does not speak TLS: the report says
+//! so); for `http`, a `GET` of the URL's path answered with a 2xx status (redirects are not
+//! followed).
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::signal::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::manifest::Uplink;
+use crate::proto::http::{self, Limits};
+
+const SIGNALS: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Most bytes of an HTTP answer read before its head must be complete.
+const MAX_HEAD: usize = 16 << 10;
+
+/// The outcome of one uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub name: String,
+    /// The URL with its password masked.
+    pub masked: String,
+    /// What passed (`Ok`, with a note) or what failed.
+    pub result: Result<String, String>,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Kind {
+    Tcp,
+    /// TCP only: TLS is not spoken by this build.
+    Tls,
+    Http(String),
+}
+
+enum State {
+    Resolving,
+    Connecting {
+        addrs: Vec<SocketAddr>,
+        next: usize,
+        stream: TcpStream,
+        last_error: Option<String>,
+    },
+    Http {
+        stream: TcpStream,
+        out: Vec<u8>,
+        buf: Vec<u8>,
+    },
+    Done(Result<String, String>),
+}
+
+struct Check {
+    host: String,
+    port: u16,
+    kind: Kind,
+    deadline: Instant,
+    timeout: Duration,
+    started: Instant,
+    took: Option<Duration>,
+    state: State,
+}
+
+/// Runs every check; `None` if a signal (TERM, INT, QUIT) interrupted them.
+pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
+    let mut poll = Poll::new()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel::<(usize, io::Result<Vec<SocketAddr>>)>();
+    let now = Instant::now();
+
+    // One check per distinct target; each uplink points at its check.
+    let mut checks: Vec<Check> = Vec::new();
+    let mut index: HashMap<(String, u16, Kind), usize> = HashMap::new();
+    let mut of_uplink = Vec::with_capacity(uplinks.len());
+    for u in uplinks {
+        let kind = match u.scheme.as_str() {
+            "http" => Kind::Http(u.path.clone()),
+            "https" => Kind::Tls,
+            _ => Kind::Tcp,
+        };
+        let key = (u.host.to_ascii_lowercase(), u.port, kind.clone());
+        let i = *index.entry(key).or_insert_with(|| {
+            checks.push(Check {
+                host: u.host.clone(),
+                port: u.port,
+                kind,
+                deadline: now,
+                timeout: Duration::ZERO,
+                started: now,
+                took: None,
+                state: State::Resolving,
+            });
+            checks.len() - 1
+        });
+        // Shared checks get the longest timeout asked for.
+        let c = &mut checks[i];
+        c.timeout = c.timeout.max(u.timeout);
+        c.deadline = crate::supervisor::child::deadline(now, c.timeout);
+        of_uplink.push(i);
+    }
+    for (i, c) in checks.iter().enumerate() {
+        let (host, port) = (c.host.clone(), c.port);
+        let (tx2, waker2) = (tx.clone(), Arc::clone(&waker));
+        let spawned = std::thread::Builder::new()
+            .name("uplink-resolve".into())
+            .spawn(move || {
+                let r = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx2.send((i, r));
+                let _ = waker2.wake();
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send((i, Err(e)));
+            let _ = waker.wake();
+        }
+    }
+    drop(tx);
+
+    let mut events = Events::with_capacity(64);
+    loop {
+        let now = Instant::now();
+        for c in checks.iter_mut() {
+            if !matches!(c.state, State::Done(_)) && c.deadline <= now {
+                let what = match &c.state {
+                    State::Resolving => "resolving the name",
+                    State::Connecting { .. } => "connecting",
+                    _ => "waiting for the answer",
+                };
+                finish(
+                    c,
+                    Err(format!("timed out after {:?} {what}", c.timeout)),
+                    poll.registry(),
+                );
+            }
+        }
+        if checks.iter().all(|c| matches!(c.state, State::Done(_))) {
+            break;
+        }
+        let next = checks
+            .iter()
+            .filter(|c| !matches!(c.state, State::Done(_)))
+            .map(|c| c.deadline)
+            .min();
+        let timeout = next.map(|d| d.saturating_duration_since(now));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNALS => {
+                    if signals.pending().next().is_some() {
+                        return Ok(None);
+                    }
+                }
+                WAKER => {
+                    while let Ok((i, r)) = rx.try_recv() {
+                        if let Some(c) = checks.get_mut(i) {
+                            if matches!(c.state, State::Resolving) {
+                                resolved(c, i, r, poll.registry());
+                            }
+                        }
+                    }
+                }
+                Token(t) => {
+                    let i = t - 2;
+                    if let Some(c) = checks.get_mut(i) {
+                        drive(c, i, poll.registry());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(
+        uplinks
+            .iter()
+            .zip(of_uplink)
+            .map(|(u, i)| {
+                let c = &checks[i];
+                Report {
+                    name: u.name.clone(),
+                    masked: u.masked.clone(),
+                    result: match &c.state {
+                        State::Done(r) => r.clone(),
+                        _ => Err("not checked".into()),
+                    },
+                    took: c.took.unwrap_or_default(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+fn finish(c: &mut Check, r: Result<String, String>, registry: &mio::Registry) {
+    match &mut c.state {
+        State::Connecting { stream, .. } | State::Http { stream, .. } => {
+            let _ = registry.deregister(stream);
+        }
+        _ => {}
+    }
+    c.took = Some(c.started.elapsed());
+    c.state = State::Done(r);
+}
+
+fn resolved(c: &mut Check, i: usize, r: io::Result<Vec<SocketAddr>>, registry: &mio::Registry) {
+    match r {
+        Ok(addrs) if !addrs.is_empty() => connect_from(c, i, addrs, 0, None, registry),
+        Ok(_) => finish(c, Err(format!("{} has no address", c.host)), registry),
+        Err(e) => finish(c, Err(format!("cannot resolve {}: {e}", c.host)), registry),
+    }
+}
+
+/// Starts a connect to `addrs[next]`, or the following ones if that fails at once.
+fn connect_from(
+    c: &mut Check,
+    i: usize,
+    addrs: Vec<SocketAddr>,
+    mut next: usize,
+    mut last_error: Option<String>,
+    registry: &mio::Registry,
+) {
+    while let Some(&a) = addrs.get(next) {
+        next += 1;
+        match TcpStream::connect(a) {
+            Ok(mut s) => {
+                let r = registry.register(
+                    &mut s,
+                    Token(i + 2),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+                if let Err(e) = r {
+                    last_error = Some(format!("{a}: {e}"));
+                    continue;
+                }
+                c.state = State::Connecting {
+                    addrs,
+                    next,
+                    stream: s,
+                    last_error,
+                };
+                return;
+            }
+            Err(e) => last_error = Some(format!("{a}: {e}")),
+        }
+    }
+    let why = last_error.unwrap_or_else(|| "no address to connect to".into());
+    finish(c, Err(format!("cannot connect: {why}")), registry);
+}
+
+fn drive(c: &mut Check, i: usize, registry: &mio::Registry) {
+    match std::mem::replace(&mut c.state, State::Resolving) {
+        State::Connecting {
+            addrs,
+            next,
+            mut stream,
+            last_error,
+        } => {
+            let err = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => None,
+            };
+            let connected = err.is_none() && stream.peer_addr().is_ok();
+            if let Some(e) = err {
+                let _ = registry.deregister(&mut stream);
+                // This address failed; its error replaces the earlier ones.
+                let a = addrs.get(next - 1).map_or(String::new(), |a| a.to_string());
+                connect_from(c, i, addrs, next, Some(format!("{a}: {e}")), registry);
+                return;
+            }
+            if !connected {
+                // Not yet: wait for the next event.
+                c.state = State::Connecting {
+                    addrs,
+                    next,
+                    stream,
+                    last_error,
+                };
+                return;
+            }
+            match &c.kind {
+                Kind::Tcp => finish(c, Ok(String::new()), registry),
+                Kind::Tls => finish(
+                    c,
+                    Ok("TCP connect only: this build does not check TLS".into()),
+                    registry,
+                ),
+                Kind::Http(path) => {
+                    let host = if c.host.contains(':') {
+                        format!("[{}]", c.host)
+                    } else {
+                        c.host.clone()
+                    };
+                    let host = if c.port == 80 {
+                        host
+                    } else {
+                        format!("{host}:{}", c.port)
+                    };
+                    let out = format!(
+                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mothership-preflight/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                        env!("CARGO_PKG_VERSION")
+                    )
+                    .into_bytes();
+                    c.state = State::Http {
+                        stream,
+                        out,
+                        buf: Vec::new(),
+                    };
+                    drive(c, i, registry);
+                }
+            }
+        }
+        State::Http {
+            mut stream,
+            mut out,
+            mut buf,
+        } => {
+            while !out.is_empty() {
+                match stream.write(&out) {
+                    Ok(n) => {
+                        out.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        c.state = State::Http { stream, out, buf };
+                        return finish(c, Err(format!("sending the request: {e}")), registry);
+                    }
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let mut eof = false;
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        c.state = State::Http { stream, out, buf };
+                        return finish(c, Err(format!("reading the answer: {e}")), registry);
+                    }
+                }
+                if buf.len() > MAX_HEAD {
+                    break;
+                }
+            }
+            let verdict = match http::parse_response(&buf, &Limits::default(), "GET") {
+                Ok(Some(r)) => Some(match r.status {
+                    200..=299 => Ok(format!("HTTP {}", r.status)),
+                    300..=399 => Err(format!(
+                        "HTTP {} (redirect to {}, not followed)",
+                        r.status,
+                        r.header("location").map_or("?", |h| h.value_str())
+                    )),
+                    s => Err(format!("HTTP {s}")),
+                }),
+                Ok(None) if eof => Some(Err("the connection closed before an answer".into())),
+                Ok(None) if buf.len() > MAX_HEAD => Some(Err("answer head too large".into())),
+                Ok(None) => None,
+                Err(e) => Some(Err(format!("not an HTTP answer: {e}"))),
+            };
+            c.state = State::Http { stream, out, buf };
+            if let Some(v) = verdict {
+                finish(c, v, registry);
+            }
+        }
+        other => c.state = other,
+    }
+}
+
+/// One line per uplink, aligned: name, masked URL, `ok` or the error, time taken.
+pub fn format_reports(reports: &[Report]) -> Vec<String> {
+    let wn = reports.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let wu = reports.iter().map(|r| r.masked.len()).max().unwrap_or(0);
+    reports
+        .iter()
+        .map(|r| {
+            let verdict = match &r.result {
+                Ok(note) if note.is_empty() => "ok".to_string(),
+                Ok(note) => format!("ok ({note})"),
+                Err(e) => format!("error: {e}"),
+            };
+            format!(
+                "{:<wn$}  {:<wu$}  {verdict}  {} ms",
+                r.name,
+                r.masked,
+                r.took.as_millis()
+            )
+        })
+        .collect()
+}
