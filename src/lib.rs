@@ -2,6 +2,7 @@
 //! later layers) exposes them over HTTP and WebSocket. `main.rs` only calls [`cli::main`].
 
 pub mod cli;
+pub mod flagship;
 pub mod manifest;
 pub mod output;
 pub mod proto;

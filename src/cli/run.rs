@@ -11,7 +11,7 @@ use crate::output::{logger, Output};
 use crate::supervisor::{Style, Supervisor};
 
 pub fn run(g: &Global) -> i32 {
-    let m = match load(g) {
+    let mut m = match load(g) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -39,6 +39,12 @@ pub fn run(g: &Global) -> i32 {
     raise_fd_limit();
     if !m.uplinks.is_empty() {
         if let Err(code) = check_uplinks(&m) {
+            out.finish(writer);
+            return code;
+        }
+    }
+    if m.flagship.enabled {
+        if let Err(code) = elect(&mut m) {
             out.finish(writer);
             return code;
         }
@@ -79,6 +85,41 @@ pub fn run(g: &Global) -> i32 {
     };
     out.finish(writer);
     code
+}
+
+/// Decides whether this instance is the flagship; an escort drops the prelaunch jobs.
+fn elect(m: &mut crate::manifest::Manifest) -> Result<(), i32> {
+    use crate::flagship::{decide_static, Rank};
+    use crate::manifest::Election;
+    let dir = match m.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (rank, why) = match &m.flagship.election {
+        Election::Static(s) => match decide_static(s, &dir, m.flagship.election_timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("failed: flagship election: {e}");
+                return Err(EXIT_FAILED);
+            }
+        },
+        Election::Postgres { .. } => {
+            // Refused by the manifest check in a build without the `postgres` feature.
+            log::error!("failed: flagship election with PostgreSQL is not in this build");
+            return Err(EXIT_FAILED);
+        }
+    };
+    match rank {
+        Rank::Flagship => log::info!("flagship: this instance runs the prelaunch jobs ({why})"),
+        Rank::Escort => {
+            log::info!(
+                "escort: skipping {} prelaunch job(s), which the flagship runs ({why})",
+                m.prelaunch.len()
+            );
+            m.prelaunch.clear();
+        }
+    }
+    Ok(())
 }
 
 /// Checks every uplink before anything starts; `Err` carries the exit status.

@@ -266,3 +266,100 @@ fn ipv6_literal_uplink() {
     let mut b = [0u8; 1];
     let _ = s.read(&mut b);
 }
+
+fn flagship_manifest(d: &Dir, flagship: &str) {
+    let pre = d.join("prelaunch-ran");
+    let ship = d.join("ship-ran");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.flagship]
+enabled = true
+election = "static"
+{flagship}
+[[mothership.prelaunch]]
+name = "migrate"
+command = "touch"
+args = ["{}"]
+[[fleet.web]]
+name = "app"
+command = "touch"
+args = ["{}"]
+oneshot = true
+"#,
+            pre.display(),
+            ship.display()
+        ),
+    );
+}
+
+#[test]
+fn static_flagship_runs_prelaunch_and_escorts_skip_it() {
+    for (value, flagship) in [
+        ("yes", true),
+        ("TRUE", true),
+        ("1", true),
+        ("no", false),
+        ("", false),
+    ] {
+        let d = Dir::new("flagship-static");
+        flagship_manifest(&d, "static_flagship = \"$IS_FLAGSHIP\"");
+        let out = Command::new(env!("CARGO_BIN_EXE_mothership"))
+            .current_dir(&d.path)
+            .env("IS_FLAGSHIP", value)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{value:?}: {err}");
+        assert_eq!(
+            d.join("prelaunch-ran").exists(),
+            flagship,
+            "{value:?}: {err}"
+        );
+        assert!(d.join("ship-ran").exists(), "{value:?}: {err}");
+        let said = if flagship {
+            "flagship: this instance runs"
+        } else {
+            "escort: skipping 1 prelaunch job(s)"
+        };
+        assert!(err.contains(said), "{value:?}: {err}");
+    }
+}
+
+#[test]
+fn static_flagship_by_command() {
+    let d = Dir::new("flagship-cmd");
+    flagship_manifest(
+        &d,
+        "static_flagship = { command = \"echo web-1\", equals = \"web-1\" }",
+    );
+    let (code, _, err) = run_in(&d.path, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(d.join("prelaunch-ran").exists(), "{err}");
+    let d = Dir::new("flagship-cmd-escort");
+    flagship_manifest(
+        &d,
+        "static_flagship = { command = \"echo web-2\", equals = \"web-1\" }",
+    );
+    let (code, _, err) = run_in(&d.path, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !d.join("prelaunch-ran").exists() && d.join("ship-ran").exists(),
+        "{err}"
+    );
+    // A command that fails decides nothing: nothing starts, exit 1.
+    let d = Dir::new("flagship-cmd-fails");
+    flagship_manifest(
+        &d,
+        "static_flagship = { command = \"false\", equals = \"web-1\" }",
+    );
+    let (code, _, err) = run_in(&d.path, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("flagship election") && err.contains("failed"),
+        "{err}"
+    );
+    assert!(!d.join("ship-ran").exists(), "{err}");
+}

@@ -1,0 +1,146 @@
+//! Flagship election (`[mothership.flagship]`): of several servers running the same
+//! manifest, exactly one (the flagship) runs the prelaunch jobs; the others (escorts) skip
+//! them. This module has the static election; the PostgreSQL one needs the `postgres`
+//! feature.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::manifest::StaticFlagship;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    Flagship,
+    Escort,
+}
+
+/// `true`, `1` and `yes`, in any case, are truthy; anything else (empty included) is not.
+pub fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+}
+
+/// Decides this instance's rank from `static_flagship`; `Err` says why it cannot be
+/// decided (the command failed, printed nothing usable in time...). The command runs in
+/// `cwd`, with at most `timeout` to finish.
+pub fn decide_static(
+    s: &StaticFlagship,
+    cwd: &Path,
+    timeout: Duration,
+) -> Result<(Rank, String), String> {
+    match s {
+        StaticFlagship::Value(v) => {
+            let rank = if truthy(v) {
+                Rank::Flagship
+            } else {
+                Rank::Escort
+            };
+            Ok((rank, format!("static_flagship is {v:?}")))
+        }
+        StaticFlagship::Command { command, equals } => {
+            let (prog, args) = command
+                .split_first()
+                .ok_or_else(|| "static_flagship command is empty".to_string())?;
+            let mut child = Command::new(prog)
+                .args(args)
+                .current_dir(cwd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot run static_flagship command `{prog}`: {e}"))?;
+            let mut stdout = child.stdout.take();
+            let reader = std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.take(64 << 10).read_to_end(&mut out);
+                }
+                out
+            });
+            let deadline = Instant::now() + timeout;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break st,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(format!(
+                            "static_flagship command `{prog}` did not finish within {timeout:?}"
+                        ));
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => return Err(format!("waiting for `{prog}`: {e}")),
+                }
+            };
+            let out = reader.join().unwrap_or_default();
+            if !status.success() {
+                return Err(format!(
+                    "static_flagship command `{prog}` failed ({status})"
+                ));
+            }
+            let got = String::from_utf8_lossy(&out).trim().to_string();
+            let rank = if got == *equals {
+                Rank::Flagship
+            } else {
+                Rank::Escort
+            };
+            Ok((
+                rank,
+                format!(
+                    "`{}` printed {got:?} (flagship when {equals:?})",
+                    command.join(" ")
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness() {
+        for v in ["true", "TRUE", "1", "yes", " Yes "] {
+            assert!(truthy(v), "{v}");
+        }
+        for v in ["", "0", "no", "false", "y", "on"] {
+            assert!(!truthy(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn static_values_and_commands() {
+        let cwd = Path::new("/");
+        let t = Duration::from_secs(5);
+        let v = |s: &str| {
+            decide_static(&StaticFlagship::Value(s.into()), cwd, t)
+                .unwrap()
+                .0
+        };
+        assert_eq!(v("yes"), Rank::Flagship);
+        assert_eq!(v(""), Rank::Escort);
+        let cmd = |argv: &[&str], equals: &str, t: Duration| {
+            decide_static(
+                &StaticFlagship::Command {
+                    command: argv.iter().map(|s| s.to_string()).collect(),
+                    equals: equals.into(),
+                },
+                cwd,
+                t,
+            )
+        };
+        assert_eq!(
+            cmd(&["echo", " web-1 "], "web-1", t).unwrap().0,
+            Rank::Flagship
+        );
+        assert_eq!(cmd(&["echo", "web-2"], "web-1", t).unwrap().0, Rank::Escort);
+        assert!(cmd(&["false"], "x", t).unwrap_err().contains("failed"));
+        assert!(cmd(&["/no/such/prog"], "x", t)
+            .unwrap_err()
+            .contains("cannot run"));
+        let slow = cmd(&["sleep", "5"], "x", Duration::from_millis(200)).unwrap_err();
+        assert!(slow.contains("did not finish"), "{slow}");
+    }
+}
