@@ -44,7 +44,7 @@ cross:
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
 	apt-get update
-	apt-get install -y --no-install-recommends mandoc python3 curl procps util-linux nginx haproxy wrk prometheus
+	apt-get install -y --no-install-recommends mandoc python3 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
 
 clean:
 	$(CARGO) clean

@@ -3,6 +3,10 @@
 //! them. This module has the static election; the PostgreSQL one needs the `postgres`
 //! feature.
 
+pub mod coord;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -8,7 +8,7 @@ mod expand;
 pub mod model;
 mod reader;
 pub mod units;
-mod uplink;
+pub mod uplink;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -967,8 +967,12 @@ impl Parser<'_> {
                     return;
                 };
                 let expanded = self.expanded(&url);
-                if m.flagship.enabled {
-                    self.d.error(span, "this build has no PostgreSQL support: flagship election with election = \"postgres\" is not available");
+                if m.flagship.enabled && !cfg!(feature = "postgres") {
+                    self.d.error(span, "this build has no PostgreSQL support: flagship election with election = \"postgres\" is not available (build with --features postgres)");
+                } else if m.flagship.enabled {
+                    if let Err(e) = check_sslmode(&expanded) {
+                        self.d.error(url.span.clone(), e);
+                    }
                 }
                 m.flagship.election = Election::Postgres { url: expanded };
             }
@@ -1253,6 +1257,41 @@ pub fn check_name(n: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `sslmode` of a PostgreSQL URL (libpq's default, `prefer`, when absent).
+pub fn sslmode_of(url: &str) -> String {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sslmode="))
+        .unwrap_or("prefer")
+        .to_ascii_lowercase()
+}
+
+/// Refuses the sslmodes that allow a plain-text connection (`disable`, `allow`, `prefer`)
+/// unless `MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE` is `1`, `true` or `yes`.
+fn check_sslmode(url: &str) -> Result<(), String> {
+    let mode = sslmode_of(url);
+    match mode.as_str() {
+        "require" | "verify-ca" | "verify-full" => Ok(()),
+        "disable" | "allow" | "prefer" => {
+            let allowed = std::env::var("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE")
+                .is_ok_and(|v| crate::flagship::truthy(&v));
+            if allowed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sslmode={mode} may connect without TLS; use sslmode=require, verify-ca or verify-full (or set MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE=1 to allow it){}",
+                    if url.contains("sslmode=") { "" } else { " (no sslmode means prefer)" }
+                ))
+            }
+        }
+        other => Err(format!(
+            "unknown sslmode {other:?}; use disable, allow, prefer, require, verify-ca or verify-full"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1427,10 +1466,34 @@ prelaunch_timeout = "2m"
             e.contains("m.toml:4:7: error: uplink scheme `ftp://` is not supported"),
             "{e}"
         );
-        assert!(
-            e.contains("m.toml:7:12: error: this build has no PostgreSQL support"),
-            "{e}"
+        if cfg!(feature = "postgres") {
+            assert!(
+                e.contains("m.toml:8:16: error: sslmode=prefer may connect without TLS"),
+                "{e}"
+            );
+        } else {
+            assert!(
+                e.contains("m.toml:7:12: error: this build has no PostgreSQL support"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sslmodes() {
+        assert_eq!(sslmode_of("postgres://h/db"), "prefer");
+        assert_eq!(
+            sslmode_of("postgres://h/db?x=1&sslmode=Verify-Full"),
+            "verify-full"
         );
+        assert!(check_sslmode("postgres://h/db?sslmode=require").is_ok());
+        assert!(check_sslmode("postgres://h/db?sslmode=verify-ca").is_ok());
+        assert!(check_sslmode("postgres://h/db?sslmode=bogus").is_err());
+        if std::env::var_os("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE").is_none() {
+            let e = check_sslmode("postgres://h/db").unwrap_err();
+            assert!(e.contains("no sslmode means prefer"), "{e}");
+            assert!(check_sslmode("postgres://h/db?sslmode=disable").is_err());
+        }
     }
 
     #[test]

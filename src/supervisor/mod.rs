@@ -22,6 +22,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::flagship::coord::{Coordinator, Report};
+use crate::flagship::Rank;
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
@@ -57,6 +59,9 @@ pub struct Style {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Flagship election on its worker thread: waiting for this instance's rank (and, as
+    /// an escort, for the flagship's `ready`).
+    Electing,
     Prelaunch,
     Launching,
     Running,
@@ -143,6 +148,8 @@ pub struct Supervisor {
     npre: usize,
     /// While landing: wait for HTTP exchanges in flight until then.
     drain_until: Option<Instant>,
+    /// The flagship election worker, when the election is PostgreSQL.
+    coord: Option<Coordinator>,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -162,6 +169,18 @@ impl Supervisor {
     ) -> io::Result<Supervisor> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        #[cfg(feature = "postgres")]
+        let coord = if m.flagship.enabled
+            && matches!(
+                m.flagship.election,
+                crate::manifest::Election::Postgres { .. }
+            ) {
+            Some(crate::flagship::postgres::start(m, Arc::clone(&waker))?)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "postgres"))]
+        let coord: Option<Coordinator> = None;
         out.set_waker(waker);
         let mut signals =
             Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
@@ -269,7 +288,9 @@ impl Supervisor {
             }
             edge = Some(e);
         }
-        let phase = if m.prelaunch.is_empty() {
+        let phase = if coord.is_some() {
+            Phase::Electing
+        } else if m.prelaunch.is_empty() {
             Phase::Launching
         } else {
             Phase::Prelaunch
@@ -298,6 +319,7 @@ impl Supervisor {
             fleet: view::FleetView::new(&m.programs, Instant::now()),
             npre: m.prelaunch.len(),
             drain_until: None,
+            coord,
         })
     }
 
@@ -363,7 +385,10 @@ impl Supervisor {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.handle_signals(now),
-                    WAKER => self.paused = false,
+                    WAKER => {
+                        self.paused = false;
+                        self.election_reports(now);
+                    }
                     t if t.0 >= EDGE_BASE => {
                         if let Some(edge) = &mut self.edge {
                             edge.ready(ev, self.poll.registry(), &self.fleet, now);
@@ -418,6 +443,10 @@ impl Supervisor {
             }
         }
         self.close_all();
+        if let Some(c) = &mut self.coord {
+            // Let the election worker publish `abort` (or finish publishing) first.
+            c.wait(Duration::from_secs(2));
+        }
         match self.failure.take() {
             Some(reason) => Outcome { code: 1, reason },
             None => Outcome {
@@ -523,6 +552,13 @@ impl Supervisor {
             return;
         }
         log::info!("landing: {reason}");
+        if matches!(self.phase, Phase::Prelaunch | Phase::Electing) {
+            // Escorts must hear that this flagship's prelaunch will not complete (a worker
+            // that is not leading ignores it).
+            if let Some(c) = &mut self.coord {
+                c.prelaunch_done(false);
+            }
+        }
         self.land_reason = Some(reason);
         self.phase = Phase::Landing;
         if let Some(edge) = &mut self.edge {
@@ -548,9 +584,37 @@ impl Supervisor {
         self.land(reason, now);
     }
 
+    /// Acts on what the flagship election worker reported.
+    fn election_reports(&mut self, now: Instant) {
+        while let Some(r) = self.coord.as_mut().and_then(Coordinator::report) {
+            if self.phase != Phase::Electing {
+                if let Report::Failed(why) = &r {
+                    log::warn!("flagship election: {why}");
+                }
+                continue;
+            }
+            match r {
+                Report::Elected(Rank::Flagship, why) => {
+                    log::info!("flagship: this instance runs the prelaunch jobs ({why})");
+                    self.phase = Phase::Prelaunch;
+                    self.schedule(now);
+                }
+                Report::Elected(Rank::Escort, why) => log::info!("escort: {why}"),
+                Report::Ready(why) => {
+                    let n = self.members.iter().filter(|m| !m.is_prelaunch()).count();
+                    log::info!("escort: {why}; launching {n} program(s)");
+                    self.phase = Phase::Launching;
+                    self.schedule(now);
+                }
+                Report::Failed(why) => self.fail(format!("flagship election: {why}"), now),
+            }
+        }
+    }
+
     /// Starts what may start and stops what must stop, according to the phase.
     fn schedule(&mut self, now: Instant) {
         match self.phase {
+            Phase::Electing => {}
             Phase::Prelaunch => {
                 self.start_ready(true, now);
                 if self.phase == Phase::Prelaunch
@@ -562,6 +626,9 @@ impl Supervisor {
                 {
                     let n = self.members.iter().filter(|m| !m.is_prelaunch()).count();
                     log::info!("prelaunch complete; launching {n} program(s)");
+                    if let Some(c) = &mut self.coord {
+                        c.prelaunch_done(true);
+                    }
                     self.phase = Phase::Launching;
                     self.schedule(now);
                 }

@@ -2,6 +2,8 @@
 
 mod cli;
 mod edge;
+#[cfg(feature = "postgres")]
+mod flagship_pg;
 mod output;
 mod pid1;
 mod proxy;

@@ -1,0 +1,368 @@
+//! Flagship election with a real PostgreSQL (feature `postgres`): a cluster made in a temp
+//! dir with initdb and pg_ctl (run as the `postgres` user when the tests run as root).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cli::secs;
+use crate::support::*;
+
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (apt-get install postgresql)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("no initdb under /usr/lib/postgresql")
+}
+
+fn as_postgres(bin: &Path, args: &[&str]) -> std::process::Output {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut c = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.args(args).output().unwrap()
+}
+
+/// A PostgreSQL cluster on a free loopback port, stopped on drop.
+pub struct Pg {
+    pub port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+    _dir: Dir,
+}
+
+impl Pg {
+    /// `ssl`: (server cert, key) to enable TLS with.
+    pub fn start(tag: &str, ssl: Option<(&Path, &Path)>) -> Pg {
+        let dir = Dir::new(tag);
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.join("data");
+        let bin = pg_bin();
+        fs::create_dir_all(dir.join("sock")).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let st = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir.path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let o = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let port = free_port();
+        let mut opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.join("sock").display()
+        );
+        if let Some((cert, key)) = ssl {
+            // The server reads its key as the postgres user, with tight permissions.
+            let c = data.join("server.crt");
+            let k = data.join("server.key");
+            fs::copy(cert, &c).unwrap();
+            fs::copy(key, &k).unwrap();
+            fs::set_permissions(&k, fs::Permissions::from_mode(0o600)).unwrap();
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                Command::new("chown")
+                    .args(["postgres"])
+                    .arg(&c)
+                    .arg(&k)
+                    .status()
+                    .unwrap();
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
+        let log = dir.join("pg.log");
+        let o = as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&o.stderr),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        Pg {
+            port,
+            data,
+            bin,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?{query}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+/// A manifest for an election: prelaunch `pre` and one ship that records when it started.
+fn election_manifest(d: &Dir, url: &str, pre: &str, extra: &str) {
+    let out = d.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.flagship]
+enabled = true
+election = "postgres"
+election_url = "{url}"
+election_timeout = "10s"
+{extra}
+[[mothership.prelaunch]]
+name = "migrate"
+command = "sh"
+args = ["-c", "echo $$ >> {o}/prelaunch; {pre}; date +%s%N > {o}/prelaunch-done"]
+[[fleet.web]]
+name = "app"
+command = "sh"
+args = ["-c", "date +%s%N >> {o}/started; exec sleep 1000"]
+"#
+        ),
+    );
+}
+
+fn instance(d: &Dir, n: usize) -> Fleet {
+    let err = d.join(&format!("i{n}.err"));
+    let out = d.join(&format!("i{n}.out"));
+    let mut f = Fleet::start_with(d, &[], |c| {
+        c.env("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE", "1")
+            .env("MOTHERSHIP_DEPLOYMENT", "release-1")
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+    });
+    f.out = out;
+    f.err = err;
+    f
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn three_instances_one_flagship_escorts_start_after_ready() {
+    let pg = Pg::start("pg-three", None);
+    let d = Dir::new("election-three");
+    election_manifest(&d, &pg.url("sslmode=disable"), "sleep 1.5", "");
+    let mut fleets: Vec<Fleet> = (0..3).map(|i| instance(&d, i)).collect();
+    let started = d.join("out/started");
+    let ok = wait_for(secs(30), || lines(&started).len() >= 3);
+    let logs: Vec<String> = fleets.iter().map(|f| f.stderr()).collect();
+    assert!(ok, "{logs:#?}");
+    assert_eq!(lines(&d.join("out/prelaunch")).len(), 1, "{logs:#?}");
+    let done: u128 = lines(&d.join("out/prelaunch-done"))[0].parse().unwrap();
+    for s in lines(&started) {
+        assert!(
+            s.parse::<u128>().unwrap() >= done,
+            "a ship started before ready: {logs:#?}"
+        );
+    }
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("flagship: this instance runs"))
+            .count(),
+        1,
+        "{logs:#?}"
+    );
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("escort: the flagship published ready"))
+            .count(),
+        2,
+        "{logs:#?}"
+    );
+    // A restart of the same deployment finds it ready and skips prelaunch.
+    let mut late = instance(&d, 3);
+    assert!(
+        wait_for(secs(20), || lines(&started).len() >= 4),
+        "{}",
+        late.stderr()
+    );
+    assert!(late.stderr().contains("already ran"), "{}", late.stderr());
+    assert_eq!(lines(&d.join("out/prelaunch")).len(), 1);
+    for f in fleets.iter_mut().chain(std::iter::once(&mut late)) {
+        f.signal(libc::SIGTERM);
+        assert_eq!(f.wait(secs(15)), Some(0), "{}", f.stderr());
+    }
+}
+
+#[test]
+fn a_failed_prelaunch_makes_every_instance_exit_1() {
+    let pg = Pg::start("pg-abort", None);
+    let d = Dir::new("election-abort");
+    election_manifest(&d, &pg.url("sslmode=disable"), "sleep 1; exit 3", "");
+    let mut fleets: Vec<Fleet> = (0..3).map(|i| instance(&d, i)).collect();
+    for f in &mut fleets {
+        assert_eq!(f.wait(secs(30)), Some(1), "{}", f.stderr());
+    }
+    let logs: Vec<String> = fleets.iter().map(|f| f.stderr()).collect();
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("published abort"))
+            .count(),
+        2,
+        "{logs:#?}"
+    );
+    assert!(lines(&d.join("out/started")).is_empty());
+}
+
+#[test]
+fn an_escort_takes_over_when_the_flagship_dies_during_prelaunch() {
+    let pg = Pg::start("pg-takeover", None);
+    let d = Dir::new("election-takeover");
+    election_manifest(&d, &pg.url("sslmode=disable"), "sleep 3", "");
+    let mut a = instance(&d, 0);
+    assert!(
+        wait_for(secs(20), || a
+            .stderr()
+            .contains("flagship: this instance runs")),
+        "{}",
+        a.stderr()
+    );
+    let mut b = instance(&d, 1);
+    assert!(
+        wait_for(secs(20), || b.stderr().contains("escort: another instance")),
+        "{}",
+        b.stderr()
+    );
+    a.signal(libc::SIGKILL);
+    let _ = a.wait(secs(5));
+    let started = d.join("out/started");
+    assert!(
+        wait_for(secs(30), || !lines(&started).is_empty()),
+        "{}",
+        b.stderr()
+    );
+    assert!(b.stderr().contains("takes over"), "{}", b.stderr());
+    assert_eq!(
+        lines(&d.join("out/prelaunch")).len(),
+        2,
+        "the escort ran prelaunch again"
+    );
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait(secs(15)), Some(0), "{}", b.stderr());
+}
+
+#[test]
+fn escorts_give_up_after_prelaunch_timeout_and_signals_work_while_waiting() {
+    let pg = Pg::start("pg-timeout", None);
+    let d = Dir::new("election-timeout");
+    election_manifest(
+        &d,
+        &pg.url("sslmode=disable"),
+        "sleep 20",
+        "prelaunch_timeout = \"1s\"",
+    );
+    let mut a = instance(&d, 0);
+    assert!(
+        wait_for(secs(20), || a
+            .stderr()
+            .contains("flagship: this instance runs")),
+        "{}",
+        a.stderr()
+    );
+    let mut b = instance(&d, 1);
+    assert_eq!(b.wait(secs(15)), Some(1), "{}", b.stderr());
+    assert!(
+        b.stderr()
+            .contains("did not publish ready within prelaunch_timeout"),
+        "{}",
+        b.stderr()
+    );
+    // Another escort, stopped by a signal while it waits.
+    let mut c = instance(&d, 2);
+    assert!(
+        wait_for(secs(20), || c.stderr().contains("escort: another instance")),
+        "{}",
+        c.stderr()
+    );
+    let t = std::time::Instant::now();
+    c.signal(libc::SIGTERM);
+    assert!(c.wait(secs(10)).is_some(), "{}", c.stderr());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    a.signal(libc::SIGTERM);
+    assert!(a.wait(secs(30)).is_some());
+}
+
+#[test]
+fn insecure_sslmodes_are_refused_unless_allowed() {
+    let d = Dir::new("election-insecure");
+    election_manifest(
+        &d,
+        "postgres://postgres@127.0.0.1:1/postgres?sslmode=prefer",
+        "true",
+        "",
+    );
+    let (code, _, err) = run_in(&d.path, &["clearance"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("sslmode=prefer may connect without TLS"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mothership"))
+        .arg("clearance")
+        .current_dir(&d.path)
+        .env("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE", "yes")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
