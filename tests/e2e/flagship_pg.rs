@@ -37,8 +37,8 @@ fn as_postgres(bin: &Path, args: &[&str]) -> std::process::Output {
 /// A PostgreSQL cluster on a free loopback port, stopped on drop.
 pub struct Pg {
     pub port: u16,
-    data: PathBuf,
-    bin: PathBuf,
+    pub data: PathBuf,
+    pub bin: PathBuf,
     _dir: Dir,
 }
 
@@ -365,4 +365,181 @@ fn insecure_sslmodes_are_refused_unless_allowed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A CA and a server certificate for `localhost` only (no IP address in it), and a second,
+/// unrelated CA.
+fn make_certs(d: &Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// One instance, a prelaunch that writes a file and a job: exit status and stderr.
+fn elect_once(url: &str, tag: &str) -> (i32, String, bool) {
+    let d = Dir::new(tag);
+    let ran = d.join("ran");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership.flagship]\nenabled = true\nelection = \"postgres\"\nelection_url = \"{url}\"\nelection_timeout = \"5s\"\n[[mothership.prelaunch]]\nname = \"p\"\ncommand = \"touch\"\nargs = [\"{}\"]\n[[fleet.web]]\nname = \"j\"\ncommand = \"true\"\noneshot = true\n",
+            ran.display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mothership"))
+        .current_dir(&d.path)
+        .env("NO_COLOR", "1")
+        .env("MOTHERSHIP_DEPLOYMENT", tag)
+        .env("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        ran.exists(),
+    )
+}
+
+#[test]
+fn tls_sslmodes_against_a_server_with_a_test_ca() {
+    let certs = Dir::new("pg-certs");
+    make_certs(&certs.path);
+    let pg = Pg::start(
+        "pg-tls",
+        Some((&certs.join("server.crt"), &certs.join("server.key"))),
+    );
+    // Only TLS connections are let in, so a pass proves TLS was used.
+    fs::write(
+        pg.data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+    )
+    .unwrap();
+    let o = as_postgres(
+        &pg.bin.join("pg_ctl"),
+        &["-D", pg.data.to_str().unwrap(), "reload"],
+    );
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let ca = certs.join("ca.pem").display().to_string();
+    let other = certs.join("other-ca.pem").display().to_string();
+    let at = |host: &str, q: &str| format!("postgres://postgres@{host}:{}/postgres?{q}", pg.port);
+
+    let (code, err, ran) = elect_once(
+        &at(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        "tls-full",
+    );
+    assert_eq!((code, ran), (0, true), "verify-full by name: {err}");
+    let (code, err, ran) = elect_once(
+        &at(
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        "tls-full-ip",
+    );
+    assert_eq!((code, ran), (1, false), "{err}");
+    assert!(
+        err.contains("cannot connect"),
+        "the name does not match: {err}"
+    );
+    let (code, err, _) = elect_once(
+        &at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        "tls-ca",
+    );
+    assert_eq!(code, 0, "verify-ca ignores the name: {err}");
+    let (code, err, _) = elect_once(
+        &at(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={other}"),
+        ),
+        "tls-other-ca",
+    );
+    assert_eq!(code, 1, "another CA: {err}");
+    let (code, err, _) = elect_once(&at("127.0.0.1", "sslmode=require"), "tls-require");
+    assert_eq!(code, 0, "require: {err}");
+    let (code, err, _) = elect_once(
+        &at("127.0.0.1", &format!("sslmode=require&sslrootcert={other}")),
+        "tls-require-root",
+    );
+    assert_eq!(code, 1, "require with a root checks the chain: {err}");
+    let (code, err, _) = elect_once(&at("127.0.0.1", "sslmode=disable"), "tls-disable");
+    assert_eq!(code, 1, "plain text is refused by this server: {err}");
+    let (code, err, _) = elect_once(&at("127.0.0.1", "sslmode=prefer"), "tls-prefer");
+    assert_eq!(code, 0, "prefer uses TLS when offered: {err}");
 }
