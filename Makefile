@@ -21,6 +21,7 @@ unit:
 
 lint:
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

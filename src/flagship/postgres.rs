@@ -167,6 +167,13 @@ fn db_err(what: &str, e: postgres::Error) -> String {
 
 fn run(s: &Setup, out: &Out, cmds: &Receiver<Command>) -> Result<(), String> {
     let mut client = connect(&s.url, s.election_timeout)?;
+    // Every statement of the election (not the escort's wait below) within the timeout.
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            s.election_timeout.as_millis().clamp(1, i32::MAX as u128)
+        ))
+        .map_err(|e| db_err("setting up the session", e))?;
     ensure_table(&mut client)?;
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&s.key])
@@ -184,7 +191,7 @@ fn run(s: &Setup, out: &Out, cmds: &Receiver<Command>) -> Result<(), String> {
     ));
     client
         .batch_execute(&format!(
-            "LISTEN {CHANNEL}; SET lock_timeout = {}",
+            "LISTEN {CHANNEL}; SET statement_timeout = 0; SET lock_timeout = {}",
             s.prelaunch_timeout.as_millis().clamp(1, i32::MAX as u128)
         ))
         .map_err(|e| db_err("waiting for the flagship", e))?;
