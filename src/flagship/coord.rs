@@ -23,7 +23,11 @@ pub enum Report {
 /// From the loop to the worker: the flagship's prelaunch ended (successfully or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    PrelaunchDone { ok: bool },
+    PrelaunchDone {
+        ok: bool,
+    },
+    /// Landing on a signal: let go of the lock without a verdict (an escort takes over).
+    Release,
 }
 
 pub struct Coordinator {
@@ -85,6 +89,14 @@ impl Coordinator {
             }
             Err(TryRecvError::Disconnected) => None,
         }
+    }
+
+    /// Landing without a failure before the prelaunch ended: the worker releases the lock
+    /// without publishing anything.
+    pub fn release(&mut self) {
+        self.finished = true;
+        self.told = true;
+        let _ = self.tx.send(Command::Release);
     }
 
     /// Tells the worker how the prelaunch went (it publishes `ready` or `abort`).

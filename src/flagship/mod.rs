@@ -55,12 +55,13 @@ pub fn decide_static(
                 .spawn()
                 .map_err(|e| format!("cannot run static_flagship command `{prog}`: {e}"))?;
             let mut stdout = child.stdout.take();
-            let reader = std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
                 let mut out = Vec::new();
                 if let Some(s) = stdout.as_mut() {
                     let _ = s.take(64 << 10).read_to_end(&mut out);
                 }
-                out
+                let _ = tx.send(out);
             });
             let deadline = Instant::now() + timeout;
             let status = loop {
@@ -77,7 +78,14 @@ pub fn decide_static(
                     Err(e) => return Err(format!("waiting for `{prog}`: {e}")),
                 }
             };
-            let out = reader.join().unwrap_or_default();
+            // Output up to the end of stream, which a background process that kept the
+            // command's stdout could hold back: bounded by the same deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(out) = rx.recv_timeout(left.max(Duration::from_millis(100))) else {
+                return Err(format!(
+                    "static_flagship command `{prog}` left its output open past {timeout:?}"
+                ));
+            };
             if !status.success() {
                 return Err(format!(
                     "static_flagship command `{prog}` failed ({status})"
@@ -146,5 +154,12 @@ mod tests {
             .contains("cannot run"));
         let slow = cmd(&["sleep", "5"], "x", Duration::from_millis(200)).unwrap_err();
         assert!(slow.contains("did not finish"), "{slow}");
+        // A background process keeping the output open cannot hold the election.
+        let held = cmd(
+            &["sh", "-c", "echo x; sleep 5 &"],
+            "x",
+            Duration::from_millis(300),
+        );
+        assert!(held.unwrap_err().contains("left its output open"));
     }
 }

@@ -53,6 +53,8 @@ use super::Rank;
 use crate::manifest::{Election, Manifest};
 
 const CHANNEL: &str = "mothership_flagship";
+/// How often the flagship checks that its session (and so its lock) is still there.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// Release identifiers set by common platforms, tried in order after
 /// `MOTHERSHIP_DEPLOYMENT`.
@@ -103,6 +105,9 @@ pub fn deployment_id(m: &Manifest) -> String {
         }
     }
     let text = std::fs::read(&m.path).unwrap_or_default();
+    log::warn!(
+        "flagship election: no MOTHERSHIP_DEPLOYMENT (nor a platform release variable): the deployment is named after the manifest's contents, so a new release with the same manifest will find prelaunch done and skip it"
+    );
     format!("manifest:{:016x}", fnv1a(&text))
 }
 
@@ -174,6 +179,8 @@ fn run(s: &Setup, out: &Out, cmds: &Receiver<Command>) -> Result<(), String> {
             s.election_timeout.as_millis().clamp(1, i32::MAX as u128)
         ))
         .map_err(|e| db_err("setting up the session", e))?;
+    // The flagship's session must outlive the prelaunch (PostgreSQL 14 and later).
+    let _ = client.batch_execute("SET idle_session_timeout = 0");
     ensure_table(&mut client)?;
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&s.key])
@@ -205,7 +212,10 @@ fn run(s: &Setup, out: &Out, cmds: &Receiver<Command>) -> Result<(), String> {
         }
         Err(e) => return Err(db_err("waiting for the flagship", e)),
     }
-    let _ = client.batch_execute("SET lock_timeout = 0");
+    let _ = client.batch_execute(&format!(
+        "SET lock_timeout = 0; SET statement_timeout = {}",
+        s.election_timeout.as_millis().clamp(1, i32::MAX as u128)
+    ));
     {
         use postgres::fallible_iterator::FallibleIterator;
         let mut notes = client.notifications();
@@ -254,8 +264,27 @@ fn lead(
     }
     publish(&mut client, s, "running")?;
     out.send(Report::Elected(Rank::Flagship, why.to_string()));
-    // The session (and so the lock) is held until the loop says how prelaunch went.
-    let ok = matches!(cmds.recv(), Ok(Command::PrelaunchDone { ok: true }));
+    // The session (and so the lock) is held until the loop says how prelaunch went; it is
+    // checked now and then, since losing it frees the lock for an escort to take over.
+    let ok = loop {
+        match cmds.recv_timeout(SESSION_CHECK) {
+            Ok(Command::PrelaunchDone { ok }) => break ok,
+            Ok(Command::Release) => {
+                // Landing on a signal: no verdict; an escort takes over.
+                unlock(&mut client, s.key);
+                return Ok(());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = client.simple_query("SELECT 1") {
+                    return Err(db_err(
+                        "lost the election session during prelaunch (an escort may take over)",
+                        e,
+                    ));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+        }
+    };
     let state = if ok { "ready" } else { "abort" };
     let r = publish(&mut client, s, state);
     unlock(&mut client, s.key);
@@ -321,11 +350,16 @@ fn split_tls_params(url: &str) -> (String, String, Option<String>) {
         None => (url, ""),
     };
     let mut mode = "prefer".to_string();
+    let mut seen_mode = false;
     let mut root = None;
     let mut rest = Vec::new();
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         if let Some(v) = kv.strip_prefix("sslmode=") {
-            mode = v.to_ascii_lowercase();
+            // The manifest check refuses a second one; the first is the one it checked.
+            if !seen_mode {
+                mode = v.to_ascii_lowercase();
+                seen_mode = true;
+            }
         } else if let Some(v) = kv.strip_prefix("sslrootcert=") {
             root = Some(v.to_string());
         } else {
@@ -347,6 +381,11 @@ fn connect(url: &str, timeout: Duration) -> Result<Client, String> {
         .parse()
         .map_err(|e| format!("election_url {masked}: {e}"))?;
     cfg.connect_timeout(timeout);
+    // A connection that dies silently is noticed in about 25 s, not hours.
+    cfg.keepalives(true);
+    cfg.keepalives_idle(Duration::from_secs(10));
+    cfg.keepalives_interval(Duration::from_secs(5));
+    cfg.keepalives_retries(3);
     let fail = |e: postgres::Error| db_err(&format!("cannot connect to {masked}"), e);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = |verifier: Arc<dyn ServerCertVerifier>| -> Result<_, String> {
@@ -378,7 +417,10 @@ fn connect(url: &str, timeout: Duration) -> Result<Client, String> {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .build()
                     .map_err(|e| format!("TLS roots: {e}"))?;
-            let verifier: Arc<dyn ServerCertVerifier> = if mode == "verify-full" {
+            // The system's roots vouch for any public name: only with the name checked
+            // (libpq refuses anything else with them).
+            let full = mode == "verify-full" || root.as_deref() == Some("system");
+            let verifier: Arc<dyn ServerCertVerifier> = if full {
                 webpki
             } else {
                 Arc::new(ChainOnly(webpki))

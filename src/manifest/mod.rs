@@ -1271,6 +1271,9 @@ pub fn sslmode_of(url: &str) -> String {
 /// Refuses the sslmodes that allow a plain-text connection (`disable`, `allow`, `prefer`)
 /// unless `MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE` is `1`, `true` or `yes`.
 fn check_sslmode(url: &str) -> Result<(), String> {
+    if url.matches("sslmode=").count() > 1 {
+        return Err("`sslmode` is given more than once in election_url".into());
+    }
     let mode = sslmode_of(url);
     match mode.as_str() {
         "require" | "verify-ca" | "verify-full" => Ok(()),

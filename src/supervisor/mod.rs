@@ -118,6 +118,8 @@ enum TimerKind {
     DrainDeadline,
     /// Time to compare the ships' memory with their `max_memory`.
     MemoryCheck,
+    /// The election has taken longer than it may: give up.
+    ElectionDeadline,
 }
 
 pub struct Supervisor {
@@ -150,6 +152,10 @@ pub struct Supervisor {
     drain_until: Option<Instant>,
     /// The flagship election worker, when the election is PostgreSQL.
     coord: Option<Coordinator>,
+    /// How long the worker may take to publish at the end.
+    election_wait: Duration,
+    /// Longest time in the Electing phase.
+    election_limit: Duration,
 }
 
 fn stream_index(s: Stream) -> usize {
@@ -320,6 +326,12 @@ impl Supervisor {
             npre: m.prelaunch.len(),
             drain_until: None,
             coord,
+            election_wait: m.flagship.election_timeout,
+            election_limit: m
+                .flagship
+                .election_timeout
+                .saturating_add(m.flagship.prelaunch_timeout)
+                .saturating_add(Duration::from_secs(10)),
         })
     }
 
@@ -336,6 +348,10 @@ impl Supervisor {
             log::info!("launching {ships} program(s)");
         }
         let mut events = Events::with_capacity(256);
+        if self.coord.is_some() {
+            let at = child::deadline(Instant::now(), self.election_limit);
+            self.timers.insert(at, TimerKind::ElectionDeadline);
+        }
         if self.members.iter().any(|m| m.prog.max_memory.is_some()) {
             let at = child::deadline(Instant::now(), MEMORY_CHECK);
             self.timers.insert(at, TimerKind::MemoryCheck);
@@ -432,6 +448,14 @@ impl Supervisor {
                             self.timers.insert(at, TimerKind::MemoryCheck);
                         }
                     }
+                    TimerKind::ElectionDeadline => {
+                        if self.phase == Phase::Electing {
+                            self.fail(
+                                "flagship election: no outcome within election_timeout + prelaunch_timeout".into(),
+                                now,
+                            );
+                        }
+                    }
                     TimerKind::ReapGiveUp => {
                         self.reap_timer = None;
                         log::error!(
@@ -445,7 +469,7 @@ impl Supervisor {
         self.close_all();
         if let Some(c) = &mut self.coord {
             // Let the election worker publish `abort` (or finish publishing) first.
-            c.wait(Duration::from_secs(2));
+            c.wait(self.election_wait);
         }
         match self.failure.take() {
             Some(reason) => Outcome { code: 1, reason },
@@ -553,10 +577,14 @@ impl Supervisor {
         }
         log::info!("landing: {reason}");
         if matches!(self.phase, Phase::Prelaunch | Phase::Electing) {
-            // Escorts must hear that this flagship's prelaunch will not complete (a worker
-            // that is not leading ignores it).
             if let Some(c) = &mut self.coord {
-                c.prelaunch_done(false);
+                if self.failure.is_some() {
+                    // Escorts must hear that this flagship's prelaunch failed.
+                    c.prelaunch_done(false);
+                } else {
+                    // Stopped by a signal: no verdict, an escort takes over.
+                    c.release();
+                }
             }
         }
         self.land_reason = Some(reason);
@@ -588,8 +616,13 @@ impl Supervisor {
     fn election_reports(&mut self, now: Instant) {
         while let Some(r) = self.coord.as_mut().and_then(Coordinator::report) {
             if self.phase != Phase::Electing {
-                if let Report::Failed(why) = &r {
-                    log::warn!("flagship election: {why}");
+                if let Report::Failed(why) = r {
+                    if self.phase == Phase::Prelaunch {
+                        // The lock is gone: going on could run prelaunch twice.
+                        self.fail(format!("flagship election: {why}"), now);
+                    } else {
+                        log::warn!("flagship election: {why}");
+                    }
                 }
                 continue;
             }

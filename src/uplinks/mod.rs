@@ -58,6 +58,9 @@ enum State {
         next: usize,
         stream: TcpStream,
         last_error: Option<String>,
+        /// This address's share of the time: past it, the next address is tried (an
+        /// address that drops packets must not use up the whole timeout).
+        until: Instant,
     },
     Http {
         stream: TcpStream,
@@ -140,7 +143,26 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
     let mut events = Events::with_capacity(64);
     loop {
         let now = Instant::now();
-        for c in checks.iter_mut() {
+        for (i, c) in checks.iter_mut().enumerate() {
+            let moved_on = match &mut c.state {
+                State::Connecting {
+                    addrs,
+                    next,
+                    stream,
+                    until,
+                    ..
+                } if *until <= now && *next < addrs.len() && c.deadline > now => {
+                    let _ = poll.registry().deregister(stream);
+                    let a = addrs[*next - 1];
+                    let (addrs, next) = (std::mem::take(addrs), *next);
+                    Some((addrs, next, a))
+                }
+                _ => None,
+            };
+            if let Some((addrs, next, a)) = moved_on {
+                let why = format!("{a}: no answer in its share of the timeout");
+                connect_from(c, i, addrs, next, Some(why), poll.registry());
+            }
             if !matches!(c.state, State::Done(_)) && c.deadline <= now {
                 let what = match &c.state {
                     State::Resolving => "resolving the name",
@@ -159,8 +181,11 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
         }
         let next = checks
             .iter()
-            .filter(|c| !matches!(c.state, State::Done(_)))
-            .map(|c| c.deadline)
+            .filter_map(|c| match &c.state {
+                State::Done(_) => None,
+                State::Connecting { until, .. } => Some(c.deadline.min(*until)),
+                _ => Some(c.deadline),
+            })
             .min();
         let timeout = next.map(|d| d.saturating_duration_since(now));
         if let Err(e) = poll.poll(&mut events, timeout) {
@@ -173,6 +198,8 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             match ev.token() {
                 SIGNALS => {
                     if signals.pending().next().is_some() {
+                        drop(signals);
+                        restore_default_signals();
                         return Ok(None);
                     }
                 }
@@ -194,6 +221,8 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             }
         }
     }
+    drop(signals);
+    restore_default_signals();
     Ok(Some(
         uplinks
             .iter()
@@ -212,6 +241,18 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             })
             .collect(),
     ))
+}
+
+/// signal-hook leaves its handler installed when its `Signals` goes away: put TERM, INT and
+/// QUIT back to their default action, so that one arriving before the supervisor takes
+/// over still ends the process.
+fn restore_default_signals() {
+    for sig in [SIGINT, SIGTERM, SIGQUIT] {
+        // SAFETY: restoring a default disposition.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
 }
 
 fn finish(c: &mut Check, r: Result<String, String>, registry: &mio::Registry) {
@@ -242,6 +283,10 @@ fn connect_from(
     mut last_error: Option<String>,
     registry: &mio::Registry,
 ) {
+    // Each address gets an equal share of what is left (at least 250 ms).
+    let left = c.deadline.saturating_duration_since(Instant::now());
+    let share =
+        (left / (addrs.len().saturating_sub(next).max(1)) as u32).max(Duration::from_millis(250));
     while let Some(&a) = addrs.get(next) {
         next += 1;
         match TcpStream::connect(a) {
@@ -260,6 +305,7 @@ fn connect_from(
                     next,
                     stream: s,
                     last_error,
+                    until: Instant::now() + share,
                 };
                 return;
             }
@@ -277,6 +323,7 @@ fn drive(c: &mut Check, i: usize, registry: &mio::Registry) {
             next,
             mut stream,
             last_error,
+            until,
         } => {
             let err = match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Some(e),
@@ -297,6 +344,7 @@ fn drive(c: &mut Check, i: usize, registry: &mio::Registry) {
                     next,
                     stream,
                     last_error,
+                    until,
                 };
                 return;
             }
@@ -369,6 +417,13 @@ fn drive(c: &mut Check, i: usize, registry: &mio::Registry) {
                 if buf.len() > MAX_HEAD {
                     break;
                 }
+            }
+            // Interim (1xx) answers come before the real one: skip them.
+            while let Ok(Some(r)) = http::parse_response(&buf, &Limits::default(), "GET") {
+                if !(100..200).contains(&r.status) {
+                    break;
+                }
+                buf.drain(..r.head_len);
             }
             let verdict = match http::parse_response(&buf, &Limits::default(), "GET") {
                 Ok(Some(r)) => Some(match r.status {

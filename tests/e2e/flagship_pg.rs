@@ -260,10 +260,10 @@ fn a_failed_prelaunch_makes_every_instance_exit_1() {
     assert!(lines(&d.join("out/started")).is_empty());
 }
 
-#[test]
-fn an_escort_takes_over_when_the_flagship_dies_during_prelaunch() {
-    let pg = Pg::start("pg-takeover", None);
-    let d = Dir::new("election-takeover");
+/// The flagship stops with `sig` during prelaunch: the escort takes over.
+fn takeover_after(sig: i32, tag: &str) {
+    let pg = Pg::start(tag, None);
+    let d = Dir::new(&format!("election-{tag}"));
     election_manifest(&d, &pg.url("sslmode=disable"), "sleep 3", "");
     let mut a = instance(&d, 0);
     assert!(
@@ -279,8 +279,8 @@ fn an_escort_takes_over_when_the_flagship_dies_during_prelaunch() {
         "{}",
         b.stderr()
     );
-    a.signal(libc::SIGKILL);
-    let _ = a.wait(secs(5));
+    a.signal(sig);
+    assert!(a.wait(secs(15)).is_some(), "{}", a.stderr());
     let started = d.join("out/started");
     assert!(
         wait_for(secs(30), || !lines(&started).is_empty()),
@@ -295,6 +295,16 @@ fn an_escort_takes_over_when_the_flagship_dies_during_prelaunch() {
     );
     b.signal(libc::SIGTERM);
     assert_eq!(b.wait(secs(15)), Some(0), "{}", b.stderr());
+}
+
+#[test]
+fn an_escort_takes_over_when_the_flagship_dies_during_prelaunch() {
+    takeover_after(libc::SIGKILL, "pg-takeover-kill");
+}
+
+#[test]
+fn a_flagship_stopped_by_a_signal_hands_over_instead_of_aborting() {
+    takeover_after(libc::SIGTERM, "pg-takeover-term");
 }
 
 #[test]
