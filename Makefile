@@ -39,8 +39,8 @@ bench: build
 # Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
 cross:
 	rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
-	$(CARGO) clippy --target x86_64-unknown-freebsd --all-features -- -D warnings
-	$(CARGO) clippy --target x86_64-apple-darwin --all-features -- -D warnings
+	$(CARGO) clippy --target x86_64-unknown-freebsd -- -D warnings
+	$(CARGO) clippy --target x86_64-apple-darwin -- -D warnings
 
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
