@@ -53,6 +53,8 @@ use super::Rank;
 use crate::manifest::{Election, Manifest};
 
 const CHANNEL: &str = "mothership_flagship";
+/// Advisory lock taken while the table is created (a fixed key: "MS_FLAG1" in ASCII).
+const TABLE_LOCK: i64 = 0x4d53_5f46_4c41_4731;
 /// How often the flagship checks that its session (and so its lock) is still there.
 const SESSION_CHECK: Duration = Duration::from_secs(5);
 
@@ -179,8 +181,10 @@ fn run(s: &Setup, out: &Out, cmds: &Receiver<Command>) -> Result<(), String> {
             s.election_timeout.as_millis().clamp(1, i32::MAX as u128)
         ))
         .map_err(|e| db_err("setting up the session", e))?;
-    // The flagship's session must outlive the prelaunch (PostgreSQL 14 and later).
+    // The flagship's session must outlive the prelaunch (PostgreSQL 14 and later); the
+    // server's notices (such as "already exists, skipping") are not for the log.
     let _ = client.batch_execute("SET idle_session_timeout = 0");
+    let _ = client.batch_execute("SET client_min_messages = warning");
     ensure_table(&mut client)?;
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&s.key])
@@ -322,20 +326,26 @@ fn unlock(client: &mut Client, key: i64) {
 }
 
 fn ensure_table(client: &mut Client) -> Result<(), String> {
-    let r = client.batch_execute(
-        "CREATE TABLE IF NOT EXISTS mothership_flagship (\
+    // Instances starting together would race to create it (IF NOT EXISTS is not safe
+    // against that): a transaction-level advisory lock of its own puts them in a row.
+    let r = client.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK}); \
+         CREATE TABLE IF NOT EXISTS mothership_flagship (\
            key bigint PRIMARY KEY, deployment text NOT NULL, state text NOT NULL, \
-           updated_at timestamptz NOT NULL DEFAULT now())",
-    );
+           updated_at timestamptz NOT NULL DEFAULT now()); COMMIT"
+    ));
     match r {
         Ok(()) => Ok(()),
-        // Two instances creating it at once: one of them loses the race, harmlessly.
+        // Created by an instance that does not take that lock (an older one): harmless.
         Err(e)
             if matches!(
                 e.code(),
-                Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::DUPLICATE_TABLE)
+                Some(&SqlState::UNIQUE_VIOLATION)
+                    | Some(&SqlState::DUPLICATE_TABLE)
+                    | Some(&SqlState::DUPLICATE_OBJECT)
             ) =>
         {
+            let _ = client.batch_execute("ROLLBACK");
             Ok(())
         }
         Err(e) => Err(db_err("creating the table mothership_flagship", e)),
