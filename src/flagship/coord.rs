@@ -38,6 +38,9 @@ pub struct Coordinator {
     finished: bool,
     /// The worker was told how prelaunch went and is publishing it.
     told: bool,
+    /// The worker leads (it reported `Elected(Flagship)`): only then is there something
+    /// to publish at the end. An escort's worker may be blocked waiting for the lock.
+    leading: bool,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -52,6 +55,7 @@ impl Coordinator {
             tx,
             finished: false,
             told: false,
+            leading: false,
             worker,
         }
     }
@@ -59,7 +63,7 @@ impl Coordinator {
     /// Before the process exits: gives the worker up to `max` to publish what it was told
     /// (a worker blocked on the database is left behind).
     pub fn wait(&mut self, max: Duration) {
-        if !self.told {
+        if !self.told || !self.leading {
             return;
         }
         let until = Instant::now() + max;
@@ -77,8 +81,10 @@ impl Coordinator {
     pub fn report(&mut self) -> Option<Report> {
         match self.rx.try_recv() {
             Ok(r) => {
-                if matches!(r, Report::Ready(_) | Report::Failed(_)) {
-                    self.finished = true;
+                match &r {
+                    Report::Ready(_) | Report::Failed(_) => self.finished = true,
+                    Report::Elected(Rank::Flagship, _) => self.leading = true,
+                    Report::Elected(Rank::Escort, _) => {}
                 }
                 Some(r)
             }

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cli::secs;
 use crate::proxy::BACKEND;
@@ -109,9 +109,7 @@ command = "true"
 "#
         ),
     );
-    let t0 = Instant::now();
     let (code, out, err) = run_in(&d.path, &["preflight"]);
-    let took = t0.elapsed();
     assert_eq!(code, 1, "{out}{err}");
     let line = |name: &str| {
         out.lines()
@@ -138,8 +136,6 @@ command = "true"
     assert!(line("tls").contains("TCP connect only"), "{out}");
     assert!(line("db").ends_with(" ms"), "{out}");
     assert!(err.contains("3 of 8 uplink(s) failed"), "{err}");
-    // Checks run at once: the whole run is about the longest timeout, not their sum.
-    assert!(took < Duration::from_secs(10), "{took:?}");
     // db, db-again (same host and port), tls (another kind): two connections to `tcp`
     // from the 127.0.0.1 checks, plus the one by name.
     let n = seen.load(Ordering::SeqCst);
