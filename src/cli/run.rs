@@ -65,12 +65,7 @@ pub fn run(g: &Global) -> i32 {
             let outcome = sup.run();
             // The loop no longer watches signals: let TERM and INT end the process while
             // the last output is written, should the terminal or log reader be stuck.
-            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
-                // SAFETY: restoring a default disposition.
-                unsafe {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
+            crate::reactor::default_stop_signals();
             if outcome.code == 0 {
                 log::info!("landed: {}", outcome.reason);
             } else {

@@ -9,6 +9,18 @@ use mio::Token;
 
 /// Fixed tokens; everything else comes from a [`Slab`].
 pub const SIGNALS: Token = Token(0);
+
+/// Puts TERM, INT and QUIT back to their default action (ending the process). Needed once
+/// a loop stops watching them: signal-hook leaves its own handler installed when its
+/// `Signals` goes away, and a signal would then be swallowed.
+pub fn default_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: restoring a default disposition.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
 pub const WAKER: Token = Token(1);
 const FIRST_DYNAMIC: usize = 2;
 

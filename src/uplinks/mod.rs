@@ -199,7 +199,7 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
                 SIGNALS => {
                     if signals.pending().next().is_some() {
                         drop(signals);
-                        restore_default_signals();
+                        crate::reactor::default_stop_signals();
                         return Ok(None);
                     }
                 }
@@ -222,7 +222,7 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
         }
     }
     drop(signals);
-    restore_default_signals();
+    crate::reactor::default_stop_signals();
     Ok(Some(
         uplinks
             .iter()
@@ -241,18 +241,6 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             })
             .collect(),
     ))
-}
-
-/// signal-hook leaves its handler installed when its `Signals` goes away: put TERM, INT and
-/// QUIT back to their default action, so that one arriving before the supervisor takes
-/// over still ends the process.
-fn restore_default_signals() {
-    for sig in [SIGINT, SIGTERM, SIGQUIT] {
-        // SAFETY: restoring a default disposition.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-    }
 }
 
 fn finish(c: &mut Check, r: Result<String, String>, registry: &mio::Registry) {
