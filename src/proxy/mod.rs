@@ -261,6 +261,9 @@ pub struct Edge {
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
     pending: Vec<usize>,
+    /// Connections whose whole request went to the backend during this turn: their
+    /// upstream is read once at the end of the turn (see `tick`).
+    awaiting: Vec<usize>,
     /// Read buffer shared by all connections (bytes are copied to their own buffers).
     scratch: Vec<u8>,
     stats: Stats,
@@ -333,6 +336,7 @@ impl Edge {
             open: 0,
             accept_paused: false,
             pending: Vec::new(),
+            awaiting: Vec::new(),
             scratch: vec![0; BUF],
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
@@ -569,7 +573,7 @@ impl Edge {
     /// The earliest edge deadline (for the poll timeout); `Some(now)` when connections have
     /// work left over from the last turn.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || !self.awaiting.is_empty() {
             return Some(self.now);
         }
         self.timers.next_deadline()
@@ -578,6 +582,19 @@ impl Edge {
     /// Drives connections left with work, then handles expired timers.
     pub fn tick(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
+        // A backend on this machine often answers while the rest of the turn is handled:
+        // reading then, rather than right after writing (too early) or when its event comes
+        // round in a later turn (a whole queue later), takes a queue's wait off most
+        // requests at the cost of one read that may find nothing. The event still comes
+        // and finds nothing to read; a slot reused meanwhile just reads once for nothing.
+        for id in std::mem::take(&mut self.awaiting) {
+            if let Some(Some(c)) = self.conns.get_mut(id) {
+                if let Some(up) = &mut c.up {
+                    up.readable = true;
+                }
+                self.drive(id, registry, fleet);
+            }
+        }
         for id in std::mem::take(&mut self.pending) {
             self.drive(id, registry, fleet);
         }
@@ -769,13 +786,19 @@ impl Edge {
                     progress = true;
                 } else if up.connected && up.writable && !up.uout.is_empty() {
                     let mut failed = false;
-                    progress |= write_from(
+                    let wrote = write_from(
                         &mut up.stream,
                         &mut up.uout,
                         false,
                         &mut up.writable,
                         &mut failed,
                     );
+                    progress |= wrote;
+                    let whole = matches!(&c.phase, Phase::Exchange(ex)
+                        if matches!(ex.req, ReqBody::Done) && matches!(ex.resp, Resp::Head));
+                    if wrote && whole && up.uout.is_empty() && !up.readable {
+                        self.awaiting.push(id);
+                    }
                     if failed {
                         up.write_failed = true;
                         up.uout.clear();
@@ -1421,8 +1444,10 @@ impl Edge {
         self.timers.cancel(idle.timer);
         self.up_owner[up_id] = Owner::Conn(conn);
         let mut up = idle.up;
-        // Readiness seen while pooled was not recorded: try both directions.
-        up.readable = true;
+        // Writable readiness seen while pooled was not recorded. Readable readiness was (it
+        // drops the connection), and an answer can only come after the request is written,
+        // raising a new edge; the end of the turn also reads once (see `tick`).
+        up.readable = false;
         up.writable = true;
         up.since = self.now;
         up.reused = true;
