@@ -61,21 +61,37 @@ for p in $PB $PM $PN $PH; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" > /dev/null && break; sleep 0.1; done
 done
 
-run() { # port conns -> "rps p99"
-  wrk -t1 -c"$2" -d"${D}s" --latency "http://127.0.0.1:$1/" 2>/dev/null |
-    awk '/Requests\/sec/ {r=$2}
+# The process doing the proxying for each target (for its CPU time): mothership itself,
+# the nginx workers, HAProxy; for "direct", the backend's worker.
+sleep 0.5
+declare -A PIDS=(
+  [mothership]=${pids[0]}
+  [nginx]=$(pgrep -P "$(cat "$W/n.pid")" | head -1)
+  [haproxy]=${pids[2]}
+  [direct]=$(pgrep -P "$(cat "$W/b.pid")" | head -1)
+)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+HZ=$(getconf CLK_TCK)
+run() { # name port conns -> "rps p99 cpu-us-per-request"
+  local a b
+  a=$(ticks "${PIDS[$1]}")
+  wrk -t1 -c"$3" -d"${D}s" --latency "http://127.0.0.1:$2/" 2>/dev/null > "$W/wrk.out"
+  b=$(ticks "${PIDS[$1]}")
+  awk -v t=$((b - a)) -v hz="$HZ" '
+         / requests in / {n=$1}
+         /Requests\/sec/ {r=$2}
          / 99%/ {p=$2; u=p; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", p);
                  p = (u == "us") ? p / 1000 : (u == "s") ? p * 1000 : p}
-         END {printf "%d %.2f", r, p}'
+         END {printf "%d %.2f %.1f", r, p, (n > 0) ? t / hz * 1e6 / n : 0}' "$W/wrk.out"
 }
 REPS=${REPS:-5}
 echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk -t1, ${D}s per run, median of $REPS runs taken round-robin)"
-printf '%-6s %-12s %12s %10s %8s\n' conns target req/s p99 ms/target
+printf '%-6s %-12s %12s %10s %8s %12s\n' conns target req/s p99 ms/target "CPU us/req"
 for c in 50 500; do
   declare -A all=()
   for rep in $(seq "$REPS"); do
     for t in mothership:$PM direct:$PB nginx:$PN haproxy:$PH; do
-      all[${t%%:*}]+="$(run ${t#*:} $c);"
+      all[${t%%:*}]+="$(run ${t%%:*} ${t#*:} $c);"
     done
   done
   # column 1 (req/s) or 2 (p99 ms) of the runs of one target -> its median
@@ -84,10 +100,12 @@ for c in 50 500; do
   base=$(echo "${all[mothership]}" | median 1)
   for name in direct mothership nginx haproxy; do
     r=$(echo "${all[$name]}" | median 1); p=$(echo "${all[$name]}" | median 2)
-    printf '%-6s %-12s %12s %10s %8s\n' "$c" "$name" "$r" "${p}ms" "$(python3 -c "print(f'{$base/max($r,1):.2f}')")"
+    u=$(echo "${all[$name]}" | median 3)
+    printf '%-6s %-12s %12s %10s %8s %12s\n' "$c" "$name" "$r" "${p}ms" \
+      "$(python3 -c "print(f'{$base/max($r,1):.2f}')")" "$u"
   done
   unset all
 done
-pid=$(pgrep -f "mothership -c $W/ship-manifest.toml" | head -1)
+pid=${PIDS[mothership]}
 echo "mothership RSS after the runs: $(awk '/^VmRSS:/ {print $2}' /proc/$pid/status) KiB"
-echo "(req/s and p99 are each the median over the runs; the ratio column is mothership's req/s over the target's)"
+echo "(req/s, p99 and CPU are each the median over the runs; the ratio column is mothership's req/s over the target's; CPU us/req is the proxying process's user+system time per request, the backend's for direct)"
