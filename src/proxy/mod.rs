@@ -17,6 +17,7 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 use std::time::Instant;
 
 use mio::event::Event;
@@ -80,7 +81,7 @@ struct Up {
     addr: BindAddr,
     /// Taken from the pool (it may have been closed by the backend meanwhile).
     reused: bool,
-    key: String,
+    key: Rc<str>,
     /// When the connect started (for the connect timeout).
     since: Instant,
     readable: bool,
@@ -251,7 +252,10 @@ pub struct Edge {
     /// Owner of each upstream id; `idle` holds pooled upstreams by the same id.
     up_owner: Vec<Owner>,
     up_free: Vec<usize>,
-    pool: HashMap<String, Vec<usize>>,
+    pool: HashMap<Rc<str>, Vec<usize>>,
+    /// Per program: its backend address and that address as a pool key, made once rather
+    /// than formatted for every request.
+    keys: Vec<Option<(BindAddr, Rc<str>)>>,
     draining: bool,
     settings: HttpSettings,
     timers: DeadlineQueue<TimerKey>,
@@ -329,6 +333,7 @@ impl Edge {
             up_owner: Vec::new(),
             up_free: Vec::new(),
             pool: HashMap::new(),
+            keys: Vec::new(),
             draining: false,
             settings: m.http.clone(),
             timers: DeadlineQueue::new(),
@@ -1144,8 +1149,8 @@ impl Edge {
             self.refuse(c, &req, 503, "backend not available", !keep);
             return;
         };
-        let key = addr.to_string();
         let new_target = router::rewrite_target(&req.target, route.strip_prefix.as_deref());
+        let key = self.key_of(target, &addr);
         // An upstream: a pooled one if there is one, else a new connection.
         let up = match self.take_idle(&key, id) {
             Some(up) => up,
@@ -1404,7 +1409,7 @@ impl Edge {
     fn connect_up(
         &mut self,
         addr: &BindAddr,
-        key: String,
+        key: Rc<str>,
         conn: usize,
         registry: &Registry,
     ) -> io::Result<Up> {
@@ -1437,6 +1442,21 @@ impl Edge {
         })
     }
 
+    /// The pool key of program `target`'s backend at `addr`.
+    fn key_of(&mut self, target: usize, addr: &BindAddr) -> Rc<str> {
+        if self.keys.len() <= target {
+            self.keys.resize(target + 1, None);
+        }
+        match &self.keys[target] {
+            Some((a, k)) if a == addr => k.clone(),
+            _ => {
+                let k: Rc<str> = addr.to_string().into();
+                self.keys[target] = Some((addr.clone(), k.clone()));
+                k
+            }
+        }
+    }
+
     fn take_idle(&mut self, key: &str, conn: usize) -> Option<Up> {
         let list = self.pool.get_mut(key)?;
         let up_id = list.pop()?;
@@ -1461,7 +1481,7 @@ impl Edge {
             TimerKey::Idle(id),
         );
         self.up_owner[id] = Owner::Idle;
-        let list = self.pool.entry(up.key.clone()).or_default();
+        let list = self.pool.entry(Rc::clone(&up.key)).or_default();
         list.push(id);
         let oldest = (list.len() > MAX_IDLE).then(|| list[0]);
         self.idle[id] = Some(Idle { up, timer });
