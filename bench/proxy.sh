@@ -85,12 +85,16 @@ run() { # name port conns -> "rps p99 cpu-us-per-request"
          END {printf "%d %.2f %.1f", r, p, (n > 0) ? t / hz * 1e6 / n : 0}' "$W/wrk.out"
 }
 REPS=${REPS:-5}
-echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk -t1, ${D}s per run, median of $REPS runs taken round-robin)"
+echo "== proxy benchmark ($(date -u +%FT%TZ), $(nproc) cores, wrk -t1, ${D}s per run, median of $REPS rounds, order rotated each round)"
 printf '%-6s %-12s %12s %10s %8s %12s\n' conns target req/s p99 ms/target "CPU us/req"
 for c in 50 500; do
   declare -A all=()
+  # The order turns by one each round: which target runs first measurably changes its
+  # figures on a shared VM, so every target takes every place.
+  order=(mothership:$PM direct:$PB nginx:$PN haproxy:$PH)
   for rep in $(seq "$REPS"); do
-    for t in mothership:$PM direct:$PB nginx:$PN haproxy:$PH; do
+    for i in "${!order[@]}"; do
+      t=${order[$(( (i + rep) % ${#order[@]} ))]}
       all[${t%%:*}]+="$(run ${t%%:*} ${t#*:} $c);"
     done
   done
