@@ -587,12 +587,16 @@ impl Edge {
     /// Drives connections left with work, then handles expired timers.
     pub fn tick(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
-        // A backend on this machine often answers while the rest of the turn is handled:
-        // reading then, rather than right after writing (too early) or when its event comes
-        // round in a later turn (a whole queue later), takes a queue's wait off most
-        // requests at the cost of one read that may find nothing. The event still comes
-        // and finds nothing to read; a slot reused meanwhile just reads once for nothing.
-        for id in std::mem::take(&mut self.awaiting) {
+        // Reused upstreams whose whole request went out during the turn are read once
+        // now. A backend on this machine has often answered while the rest of the turn was
+        // handled; reading now rather than right after the write (too early) or when the
+        // answer's event comes round (a whole ready-list queue later) takes that wait off
+        // most requests, for the same number of reads: the event still comes and finds
+        // nothing. A slot reused meanwhile just reads once for nothing. Requests written
+        // while this runs are read at the end of the next turn (the poll does not wait).
+        let awaiting = std::mem::take(&mut self.awaiting);
+        let pending = std::mem::take(&mut self.pending);
+        for id in awaiting {
             if let Some(Some(c)) = self.conns.get_mut(id) {
                 if let Some(up) = &mut c.up {
                     up.readable = true;
@@ -600,7 +604,7 @@ impl Edge {
                 self.drive(id, registry, fleet);
             }
         }
-        for id in std::mem::take(&mut self.pending) {
+        for id in pending {
             self.drive(id, registry, fleet);
         }
         while let Some((_, key)) = self.timers.pop_due(now) {
@@ -801,7 +805,9 @@ impl Edge {
                     progress |= wrote;
                     let whole = matches!(&c.phase, Phase::Exchange(ex)
                         if matches!(ex.req, ReqBody::Done) && matches!(ex.resp, Resp::Head));
-                    if wrote && whole && up.uout.is_empty() && !up.readable {
+                    // Only reused connections: a fresh one never read after its write, so the
+                    // extra read would be one more system call per request.
+                    if wrote && whole && up.reused && up.uout.is_empty() && !up.readable {
                         self.awaiting.push(id);
                     }
                     if failed {
@@ -1464,10 +1470,11 @@ impl Edge {
         self.timers.cancel(idle.timer);
         self.up_owner[up_id] = Owner::Conn(conn);
         let mut up = idle.up;
-        // Writable readiness seen while pooled was not recorded. Readable readiness was (it
-        // drops the connection), and an answer can only come after the request is written,
-        // raising a new edge; the end of the turn also reads once (see `tick`).
-        up.readable = false;
+        // Writable readiness seen while pooled was not recorded; readable readiness reported
+        // while pooled drops the connection. `readable` keeps what it was when pooled: false
+        // after a read that drained the socket, true if bytes may be left. No read right
+        // after the request is written: the answer cannot be there yet. It raises a new
+        // edge, and the end of the turn reads once (see `tick`).
         up.writable = true;
         up.since = self.now;
         up.reused = true;
@@ -1842,6 +1849,7 @@ impl Edge {
                     && up.uout.is_empty()
                     && up.uin.is_empty()
                     && !up.eof
+                    && !up.hup
                     && !self.draining
                 {
                     self.put_idle(up, registry);
