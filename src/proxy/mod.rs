@@ -265,8 +265,8 @@ pub struct Edge {
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
     pending: Vec<usize>,
-    /// Connections whose whole request went to the backend during this turn: their
-    /// upstream is read once at the end of the turn (see `tick`).
+    /// Connections whose whole request went out on a reused upstream during this turn:
+    /// that upstream is read once at the end of the turn (see `tick`).
     awaiting: Vec<usize>,
     /// Read buffer shared by all connections (bytes are copied to their own buffers).
     scratch: Vec<u8>,
