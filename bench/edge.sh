@@ -8,14 +8,8 @@
 #  - CORS: requests/s of a preflight answered from mothership's cache vs the same preflight
 #    proxied to the nginx backend (cors_cache = false).
 # Needs nginx, wrk, curl. Usage: bench/edge.sh [seconds per run, default 5]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${BIN:-$PWD/target/release/mothership}
+. "$(dirname "$0")/common.sh" edge
 D=${1:-5}
-W=$(mktemp -d /tmp/ms-edge-bench.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$W"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PB=$(port); PM=$(port); PM2=$(port); PN=$(port)
 
 mkdir -p "$W/public"

@@ -3,14 +3,8 @@
 # connections against: the backend directly, mothership, nginx (one worker, upstream
 # keep-alive) and HAProxy (one thread, http-reuse always). Same run, same machine.
 # Needs nginx, haproxy, wrk. Usage: bench/proxy.sh [seconds per run, default 5]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${BIN:-$PWD/target/release/mothership}
+. "$(dirname "$0")/common.sh" proxy
 D=${1:-5}
-W=$(mktemp -d /tmp/ms-proxy-bench.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$W"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PB=$(port); PM=$(port); PN=$(port); PH=$(port)
 
 cat > "$W/backend.conf" <<NG
