@@ -45,7 +45,9 @@ cross:
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
 	apt-get update
-	apt-get install -y --no-install-recommends mandoc python3 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
+	apt-get install -y --no-install-recommends mandoc python3 python3-pip python3-h11 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
+	# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
+	python3 -c 'import h11' 2>/dev/null || python3 -m pip install --quiet h11 || python3 -m pip install --quiet --break-system-packages h11
 
 clean:
 	$(CARGO) clean

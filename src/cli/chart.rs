@@ -25,10 +25,19 @@ pub fn render(m: &Manifest) -> String {
         line("  (none)".into());
     }
     for b in &m.binds {
-        let pp = if b.proxy_protocol {
-            " (PROXY protocol)"
-        } else {
-            ""
+        let from = || {
+            b.proxy_protocol_from
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let pp = match b.proxy_protocol {
+            crate::manifest::ProxyProtocol::Off => String::new(),
+            crate::manifest::ProxyProtocol::Auto => format!(" (PROXY protocol from {})", from()),
+            crate::manifest::ProxyProtocol::Required => {
+                format!(" (PROXY protocol required, from {})", from())
+            }
         };
         line(format!("  {:<12} {}{pp}", b.name, b.addr));
     }

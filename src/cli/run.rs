@@ -11,6 +11,9 @@ use crate::output::{logger, Output};
 use crate::supervisor::{Style, Supervisor};
 
 pub fn run(g: &Global) -> i32 {
+    // Before anything opens a descriptor of its own: what the parent left open is not
+    // passed on to the children.
+    crate::supervisor::spawn::cloexec_inherited();
     let mut m = match load(g) {
         Ok(m) => m,
         Err(code) => return code,
@@ -60,7 +63,10 @@ pub fn run(g: &Global) -> i32 {
             return EXIT_FAILED;
         }
     }
-    let code = match Supervisor::new(&m, out.clone(), style, &socket_dir) {
+    // What an earlier instance of this manifest left when it was killed is stopped before
+    // anything is bound or spawned.
+    let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
+    let code = match Supervisor::new(&m, out.clone(), style, &socket_dir, record) {
         Ok(sup) => {
             let outcome = sup.run();
             // The loop no longer watches signals: let TERM and INT end the process while

@@ -754,24 +754,52 @@ impl Parser<'_> {
         for (k, v) in sorted_entries(groups_table(&bt)) {
             let name = k.get_ref().to_string();
             let path = format!("mothership.bind.{name}");
-            let (addr, proxy) = match v.get_ref() {
-                DeValue::String(s) => (Located::new(s.to_string(), v.span()), false),
+            let (addr, proxy, from) = match v.get_ref() {
+                DeValue::String(s) => (
+                    Located::new(s.to_string(), v.span()),
+                    ProxyProtocol::Off,
+                    None,
+                ),
                 DeValue::Table(tt) => {
                     let mut t = Table::new(tt, v.span(), path.clone());
                     let addr = t.required_string(self.d, "addr");
-                    let proxy = t.bool(self.d, "proxy_protocol").unwrap_or(false);
+                    let proxy = match t.get("proxy_protocol").map(|pv| (pv, pv.get_ref())) {
+                        None | Some((_, DeValue::Boolean(false))) => ProxyProtocol::Off,
+                        Some((_, DeValue::Boolean(true))) => ProxyProtocol::Auto,
+                        Some((_, DeValue::String(s))) if s == "required" => ProxyProtocol::Required,
+                        Some((pv, other)) => {
+                            self.d.error(pv.span(), format!("`{path}.proxy_protocol` must be true, false or \"required\", found {}", match other { DeValue::String(s) => format!("\"{s}\""), o => type_name(o).to_string() }));
+                            ProxyProtocol::Off
+                        }
+                    };
+                    let from_span = t.key_span("proxy_protocol_from");
+                    let from: Option<Vec<Cidr>> = from_span.clone().map(|_| {
+                        t.string_list(self.d, "proxy_protocol_from")
+                            .into_iter()
+                            .filter_map(|c| match Cidr::parse(&c.value) {
+                                Ok(n) => Some(n),
+                                Err(e) => {
+                                    self.d.error(c.span, e);
+                                    None
+                                }
+                            })
+                            .collect()
+                    });
+                    if let (Some(span), ProxyProtocol::Off) = (from_span, proxy) {
+                        self.d.error(span, format!("`{path}.proxy_protocol_from` has no effect without `proxy_protocol = true` or `\"required\"`"));
+                    }
                     t.finish(self.d);
                     let Some(addr) = addr else { continue };
-                    (addr, proxy)
+                    (addr, proxy, from)
                 }
                 other => {
-                    self.d.error(v.span(), format!("`{path}` must be a bind string or a table {{ addr, proxy_protocol }}, found {}", type_name(other)));
+                    self.d.error(v.span(), format!("`{path}` must be a bind string or a table {{ addr, proxy_protocol, proxy_protocol_from }}, found {}", type_name(other)));
                     continue;
                 }
             };
             match BindAddr::parse(&addr.value, self.dir) {
                 Ok(a) => {
-                    if proxy && matches!(a, BindAddr::Unix(_)) {
+                    if proxy != ProxyProtocol::Off && matches!(a, BindAddr::Unix(_)) {
                         self.d.error(
                             addr.span.clone(),
                             "`proxy_protocol` is only available on TCP binds",
@@ -782,10 +810,17 @@ impl Parser<'_> {
                         self.d
                             .error(addr.span.clone(), format!("{key} is bound twice"));
                     }
+                    let from = from.unwrap_or_else(|| {
+                        DEFAULT_PROXY_FROM
+                            .iter()
+                            .filter_map(|c| Cidr::parse(c).ok())
+                            .collect()
+                    });
                     m.binds.push(Bind {
                         name,
                         addr: a,
                         proxy_protocol: proxy,
+                        proxy_protocol_from: from,
                     });
                 }
                 Err(e) => self.d.error(addr.span, e),

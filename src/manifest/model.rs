@@ -46,7 +46,94 @@ impl Manifest {
 pub struct Bind {
     pub name: String,
     pub addr: BindAddr,
-    pub proxy_protocol: bool,
+    pub proxy_protocol: ProxyProtocol,
+    /// Peers whose PROXY header is honoured (a header from any other peer is refused).
+    pub proxy_protocol_from: Vec<Cidr>,
+}
+
+/// `proxy_protocol` of a bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    /// `true`: a header is read when one comes (upstream's auto-detection).
+    Auto,
+    /// `"required"`: a connection without a header is refused.
+    Required,
+}
+
+/// The peers trusted to send a PROXY header when `proxy_protocol_from` is not given:
+/// loopback and the private ranges (RFC 1918, RFC 6598 shared space, RFC 4193 unique
+/// local), where the load balancers that speak it sit. A public peer reaching the port
+/// directly cannot forge its address. Set the key to trust others (a cloud balancer that
+/// keeps public client addresses needs `["0.0.0.0/0", "::/0"]`).
+pub const DEFAULT_PROXY_FROM: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or network (CIDR)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let bits = |n: u32, len: u32| {
+            if n == 0 {
+                0u128
+            } else {
+                (!0u128) << (len - n)
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let m = bits(u32::from(self.prefix), 32) as u32;
+                u32::from(net) & m == u32::from(ip) & m
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let m = bits(u32::from(self.prefix), 128);
+                u128::from(net) & m == u128::from(ip) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,10 @@
 //! Streaming validation (and decoding) of `Transfer-Encoding: chunked` bodies. The decoder
 //! consumes exactly the bytes of one message body, trailers included, so a proxy can pass
-//! them on unchanged and know where the next message starts. Strict: CRLF only, hex sizes
-//! without padding or signs, bounded extensions and trailers.
+//! them on and know where the next message starts. Strict: CRLF only, hex sizes without
+//! padding or signs, bounded extensions and trailers. Trailer lines are checked like header
+//! lines, and [`ChunkedDecoder::forward`] passes the body on with the trailer fields that
+//! may not be trailers (RFC 9110 6.5.1: framing, routing, controls, authentication,
+//! content metadata) removed.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkError {
@@ -10,6 +13,9 @@ pub enum ChunkError {
     BadLineEnding,
     ExtensionTooLong,
     TrailersTooLarge,
+    /// A trailer line that is not `name: value` with a token name and no control bytes,
+    /// or an obs-fold.
+    BadTrailer,
 }
 
 /// Longest chunk extension accepted (bytes after `;` up to CRLF).
@@ -49,6 +55,11 @@ pub struct ChunkedDecoder {
     st: St,
     size: u64,
     trailer_bytes: usize,
+    /// The trailer section as received (bounded by `MAX_TRAILERS`), then, once the body
+    /// is done, the part of it that may be passed on.
+    trailers: Vec<u8>,
+    /// In the last `feed`, the bytes before the trailer section.
+    plain: usize,
     /// Total payload bytes seen (without framing).
     pub payload: u64,
 }
@@ -59,6 +70,8 @@ impl Default for ChunkedDecoder {
             st: St::Size { digits: 0 },
             size: 0,
             trailer_bytes: 0,
+            trailers: Vec::new(),
+            plain: 0,
             payload: 0,
         }
     }
@@ -78,8 +91,12 @@ impl ChunkedDecoder {
         mut on_data: impl FnMut(&[u8]),
     ) -> Result<usize, ChunkError> {
         let mut i = 0;
+        self.plain = if self.in_trailers() { 0 } else { input.len() };
         while i < input.len() {
             let b = input[i];
+            if self.in_trailers() {
+                self.trailers.push(b);
+            }
             match self.st {
                 St::Done => return Ok(i),
                 St::Size { digits } => match b {
@@ -112,6 +129,7 @@ impl ChunkedDecoder {
                         return Err(ChunkError::SizeTooLarge);
                     }
                     self.st = if self.size == 0 {
+                        self.plain = i + 1;
                         St::TrailerStart
                     } else {
                         St::Data { left: self.size }
@@ -119,7 +137,7 @@ impl ChunkedDecoder {
                     self.size = 0;
                 }
                 St::Data { left } => {
-                    let n = (left as usize).min(input.len() - i);
+                    let n = data_step(left, input.len() - i);
                     on_data(&input[i..i + n]);
                     self.payload += n as u64;
                     i += n;
@@ -163,12 +181,39 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err(ChunkError::BadLineEnding);
                     }
-                    self.st = if last { St::Done } else { St::TrailerStart };
+                    if last {
+                        self.st = St::Done;
+                        self.trailers = keep_trailers(&self.trailers)?;
+                    } else {
+                        self.st = St::TrailerStart;
+                    }
                 }
             }
             i += 1;
         }
         Ok(i)
+    }
+
+    fn in_trailers(&self) -> bool {
+        matches!(
+            self.st,
+            St::TrailerStart | St::Trailer | St::TrailerLf { .. }
+        )
+    }
+
+    /// [`feed`](Self::feed) for a proxy passing the body on still chunked: appends to
+    /// `out` what to forward of the consumed bytes (chunks as they came; once the body is
+    /// done, the trailer fields that may be trailers, and the final CRLF).
+    pub fn forward(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
+        let was_done = self.is_done();
+        let used = self.feed(input, |_| {})?;
+        out.extend_from_slice(&input[..self.plain.min(used)]);
+        if self.is_done() && !was_done {
+            out.extend_from_slice(&self.trailers);
+            out.extend_from_slice(b"\r\n");
+            self.trailers = Vec::new();
+        }
+        Ok(used)
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {
@@ -178,6 +223,99 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// Bytes of a chunk's data to take now: `left` bytes remain in the chunk and `avail` are
+/// at hand. Compared in 64 bits: narrowing `left` first would turn a size of 2^32 into 0
+/// on a 32-bit target (a zero-length step, so a loop that never ends).
+fn data_step<U: Copy + TryFrom<u64> + TryInto<u64>>(left: u64, avail: U) -> U {
+    match avail.try_into() {
+        Ok(a) if left < a => U::try_from(left).unwrap_or(avail),
+        _ => avail,
+    }
+}
+
+/// Trailer fields that must not be trailers (RFC 9110 6.5.1) or that a backend could take
+/// for a field mothership sets: never passed on.
+const FORBIDDEN_TRAILERS: &[&str] = &[
+    "transfer-encoding",
+    "content-length",
+    "trailer",
+    "host",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "te",
+    "cache-control",
+    "expect",
+    "max-forwards",
+    "pragma",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "cookie",
+    "set-cookie",
+    "age",
+    "expires",
+    "date",
+    "location",
+    "retry-after",
+    "vary",
+    "warning",
+    "content-encoding",
+    "content-type",
+    "content-range",
+    "content-location",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks the trailer section (every line with its CRLF, the final empty line excluded)
+/// and returns the lines that may be passed on.
+fn keep_trailers(section: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    let body = section.strip_suffix(b"\r\n").unwrap_or(section);
+    let mut kept = Vec::new();
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let Some(text) = line.strip_suffix(b"\r\n") else {
+            return Err(ChunkError::BadTrailer);
+        };
+        let colon = text
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(ChunkError::BadTrailer)?;
+        let (name, value) = (&text[..colon], &text[colon + 1..]);
+        // An empty name or one that is not a token (a leading space: obs-fold).
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(ChunkError::BadTrailer);
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(ChunkError::BadTrailer);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| ChunkError::BadTrailer)?;
+        let unders = name.replace('_', "-");
+        if !FORBIDDEN_TRAILERS
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(name) || f.eq_ignore_ascii_case(&unders))
+        {
+            kept.extend_from_slice(line);
+        }
+    }
+    Ok(kept)
 }
 
 /// Writes `data` as one chunk (nothing for empty data: an empty chunk ends the body).
@@ -311,6 +449,63 @@ mod tests {
             decode_all(&trailers, 1000).map(|_| ()),
             Err(ChunkError::TrailersTooLarge)
         );
+    }
+
+    #[test]
+    fn a_chunk_of_4_gib_is_not_a_zero_step_on_32_bits() {
+        // The arithmetic as a 32-bit usize runs it: 0x1_0000_0000 as u32 would be 0.
+        assert_eq!(data_step::<u32>(0x1_0000_0000, 10), 10);
+        assert_eq!(data_step::<u32>(u64::MAX, u32::MAX), u32::MAX);
+        assert_eq!(data_step::<u32>(5, 10), 5);
+        assert_eq!(data_step::<usize>(0x1_0000_0000, 7), 7);
+        assert_eq!(data_step::<usize>(3, 7), 3);
+        let mut d = ChunkedDecoder::default();
+        let mut got = 0;
+        let used = d.feed(b"100000000\r\nabc", |b| got += b.len()).unwrap();
+        assert_eq!((used, got), (14, 3));
+    }
+
+    #[test]
+    fn trailers_are_checked_and_filtered_when_forwarded() {
+        let body = b"1\r\nx\r\n0\r\nX-Sum: 1\r\nContent-Length: 5\r\nhost: evil\r\nX_Forwarded_For: 6.6.6.6\r\nY: 2\r\n\r\nNEXT";
+        for step in [1, 3, 1000] {
+            let mut d = ChunkedDecoder::default();
+            let mut out = Vec::new();
+            let mut used = 0;
+            for piece in body.chunks(step) {
+                let n = d.forward(piece, &mut out).unwrap();
+                used += n;
+                if n < piece.len() {
+                    break;
+                }
+            }
+            assert!(d.is_done());
+            assert_eq!(used, body.len() - 4, "step {step}");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "1\r\nx\r\n0\r\nX-Sum: 1\r\nY: 2\r\n\r\n",
+                "step {step}"
+            );
+        }
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        d.forward(b"2\r\nab\r\n0\r\n\r\n", &mut out).unwrap();
+        assert_eq!(out, b"2\r\nab\r\n0\r\n\r\n");
+        for (name, input) in [
+            ("NUL", &b"0\r\nX: a\x00b\r\n\r\n"[..]),
+            ("control", b"0\r\nX: a\x01b\r\n\r\n"),
+            ("obs-fold", b"0\r\nX: a\r\n  b\r\n\r\n"),
+            ("no colon", b"0\r\nX\r\n\r\n"),
+            ("space in name", b"0\r\nX Y: 1\r\n\r\n"),
+            ("empty name", b"0\r\n: 1\r\n\r\n"),
+        ] {
+            let mut d = ChunkedDecoder::default();
+            assert_eq!(
+                d.forward(input, &mut Vec::new()).map(|_| ()),
+                Err(ChunkError::BadTrailer),
+                "{name}"
+            );
+        }
     }
 
     #[test]

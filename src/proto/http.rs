@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::target;
+
 /// Size limits for one head.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -11,6 +13,9 @@ pub struct Limits {
     pub max_head: usize,
     /// Most header fields.
     pub max_headers: usize,
+    /// Most bytes of the request line (or status line), CRLF excluded: a longer request
+    /// line is answered 414.
+    pub max_line: usize,
 }
 
 impl Default for Limits {
@@ -18,6 +23,7 @@ impl Default for Limits {
         Limits {
             max_head: 16 << 10,
             max_headers: 100,
+            max_line: 8 << 10,
         }
     }
 }
@@ -29,6 +35,8 @@ pub enum HttpError {
     Bad(&'static str),
     /// 431: head or header count over the limit.
     HeadTooLarge,
+    /// 414: request line over the limit.
+    UriTooLong,
     /// 501: a transfer coding we do not implement.
     NotImplemented(&'static str),
     /// 505
@@ -40,6 +48,7 @@ impl HttpError {
         match self {
             HttpError::Bad(_) => 400,
             HttpError::HeadTooLarge => 431,
+            HttpError::UriTooLong => 414,
             HttpError::NotImplemented(_) => 501,
             HttpError::Version => 505,
         }
@@ -51,6 +60,7 @@ impl fmt::Display for HttpError {
         match self {
             HttpError::Bad(why) => write!(f, "bad request: {why}"),
             HttpError::HeadTooLarge => write!(f, "request head too large"),
+            HttpError::UriTooLong => write!(f, "request line too long"),
             HttpError::NotImplemented(why) => write!(f, "not implemented: {why}"),
             HttpError::Version => write!(f, "HTTP version not supported"),
         }
@@ -160,25 +170,55 @@ fn header_slots<'a, 'b>(
     }
 }
 
-/// Finds the end of a head (`\r\n\r\n`), refusing bare LF. `Ok(None)` means "need more".
-fn head_end(buf: &[u8], limit: usize) -> Result<Option<usize>, HttpError> {
+/// Finds the end of a head (`\r\n\r\n`), refusing bare LF and a first line longer than
+/// `line_limit`. `Ok(None)` means "need more". `scanned` is how far earlier calls on the
+/// same (grown) buffer looked: the scan resumes there, so a head that arrives a few bytes
+/// at a time costs linear, not quadratic, time. Reset it to 0 when the buffer is consumed.
+fn head_end(
+    buf: &[u8],
+    limit: usize,
+    line_limit: usize,
+    scanned: &mut usize,
+) -> Result<Option<usize>, HttpError> {
     let scan = &buf[..buf.len().min(limit)];
-    let mut prev = 0u8;
-    for (i, &b) in scan.iter().enumerate() {
+    let start = (*scanned).min(scan.len());
+    let mut prev = if start > 0 { scan[start - 1] } else { 0 };
+    for (i, &b) in scan.iter().enumerate().skip(start) {
+        if i == line_limit + 2 && memchr::memchr(b'\n', &scan[..i]).is_none() {
+            return Err(HttpError::UriTooLong);
+        }
         if b == b'\n' {
             if prev != b'\r' {
                 return Err(HttpError::Bad("bare LF in head"));
             }
             if i >= 3 && &scan[i - 3..=i] == b"\r\n\r\n" {
+                *scanned = 0;
                 return Ok(Some(i + 1));
             }
         }
         prev = b;
     }
+    *scanned = scan.len();
     if buf.len() >= limit {
+        if memchr::memchr(b'\n', scan).is_none() && scan.len() > line_limit + 1 {
+            return Err(HttpError::UriTooLong);
+        }
         return Err(HttpError::HeadTooLarge);
     }
     Ok(None)
+}
+
+/// A request line whose version is `HTTP/1.x` with x from 2 to 9: a later minor version
+/// of HTTP/1 is served as HTTP/1.1 (RFC 9110 2.5). The copy has it rewritten, same length.
+fn newer_minor(head: &[u8]) -> Option<Vec<u8>> {
+    let line_end = memchr::memchr(b'\r', head)?;
+    let v = head[..line_end].rsplit(|&b| b == b' ').next()?;
+    if v.len() == 8 && v.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&v[7]) {
+        let mut copy = head.to_vec();
+        copy[line_end - 1] = b'1';
+        return Some(copy);
+    }
+    None
 }
 
 fn check_value(v: &[u8]) -> Result<(), HttpError> {
@@ -265,23 +305,42 @@ fn convert_headers(raw: &[httparse::Header<'_>]) -> Result<Vec<Header>, HttpErro
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpError> {
-    let Some(head_len) = head_end(buf, limits.max_head)? else {
+    parse_request_resume(buf, limits, &mut 0)
+}
+
+/// [`parse_request`] for a head that arrives in pieces: `scanned` carries how far the
+/// search for its end got (start at 0, keep it while the buffer only grows).
+///
+/// Beyond httparse's syntax: the target is classified and normalised ([`target`]),
+/// absolute-form becomes origin-form with `Host` taken from its authority, CONNECT is not
+/// implemented, `Host` must be a valid authority, `HTTP/1.x` with x > 1 is served as
+/// HTTP/1.1, and only `Upgrade: websocket` is honoured (on HTTP/1.1).
+pub fn parse_request_resume(
+    buf: &[u8],
+    limits: &Limits,
+    scanned: &mut usize,
+) -> Result<Option<RequestHead>, HttpError> {
+    let Some(head_len) = head_end(buf, limits.max_head, limits.max_line, scanned)? else {
         return Ok(None);
     };
+    let fixed = newer_minor(&buf[..head_len]);
+    let head = fixed.as_deref().unwrap_or(&buf[..head_len]);
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
     let raw = header_slots(&mut stack, &mut heap, limits.max_headers);
     let mut req = httparse::Request::new(raw);
-    match req.parse(&buf[..head_len]) {
+    match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::Bad("malformed head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
         Err(httparse::Error::Version) => {
-            // 505 for a well-formed other version (HTTP/2.0 over cleartext, say); anything
-            // else in that place is just a bad request line.
+            // 505 for a well-formed other version (HTTP/2.0 over cleartext, say) on a
+            // well-formed line; anything else (a space in the target, say) is a bad
+            // request line.
             let line = buf.split(|&b| b == b'\r').next().unwrap_or(b"");
             let v = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-            let versioned = v.len() == 8
+            let versioned = line.split(|&b| b == b' ').count() == 3
+                && v.len() == 8
                 && v.starts_with(b"HTTP/")
                 && v[5].is_ascii_digit()
                 && v[6] == b'.'
@@ -304,10 +363,16 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HttpError::Bad("incomplete request line"));
     };
-    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b >= 0x7f) {
         return Err(HttpError::Bad("invalid request target"));
     }
-    let headers = convert_headers(req.headers)?;
+    if method == "CONNECT" {
+        return Err(HttpError::NotImplemented(
+            "CONNECT (this is not a forward proxy)",
+        ));
+    }
+    let form = target::parse(method, target).map_err(|e| HttpError::Bad(e.0))?;
+    let mut headers = convert_headers(req.headers)?;
 
     let codings = tokens(&headers, "transfer-encoding");
     let has_te = headers.iter().any(|h| h.is("transfer-encoding"));
@@ -334,28 +399,49 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if hosts.len() > 1 {
         return Err(HttpError::Bad("more than one Host header"));
     }
-    let host = hosts.first().map(|h| h.value_str().trim().to_string());
+    let mut host = hosts.first().map(|h| h.value_str().trim().to_string());
     if minor == 1 && host.is_none() {
         return Err(HttpError::Bad("HTTP/1.1 request without Host"));
     }
+    // RFC 9112 3.2: Host is an authority (empty when the target has none).
+    if host
+        .as_deref()
+        .is_some_and(|h| !h.is_empty() && !target::valid_authority(h))
+    {
+        return Err(HttpError::Bad("invalid Host"));
+    }
+    let target = match form {
+        target::Form::Origin(t) => t.into_owned(),
+        target::Form::Asterisk => "*".to_string(),
+        target::Form::Absolute { authority, target } => {
+            // RFC 9112 3.2.2: the target's authority replaces Host.
+            headers.retain(|h| !h.is("host"));
+            headers.insert(
+                0,
+                Header {
+                    name: "Host".into(),
+                    value: authority.as_bytes().to_vec(),
+                },
+            );
+            host = Some(authority.to_string());
+            target.into_owned()
+        }
+    };
     let keep_alive = if minor == 1 {
         !has_token(&headers, "connection", "close")
     } else {
         has_token(&headers, "connection", "keep-alive")
     };
-    let upgrade = if has_token(&headers, "connection", "upgrade") {
-        headers
-            .iter()
-            .find(|h| h.is("upgrade"))
-            .map(|h| h.value_str().trim().to_string())
-            .filter(|u| !u.is_empty())
-    } else {
-        None
-    };
+    // Only WebSocket is tunnelled: any other protocol (h2c, say) would carry requests
+    // that no route, class or limit sees. HTTP/1.0 has no Upgrade.
+    let upgrade = (minor == 1
+        && has_token(&headers, "connection", "upgrade")
+        && has_token(&headers, "upgrade", "websocket"))
+    .then(|| "websocket".to_string());
     let expect_continue = minor == 1 && has_token(&headers, "expect", "100-continue");
     Ok(Some(RequestHead {
         method: method.to_string(),
-        target: target.to_string(),
+        target,
         minor,
         headers,
         body,
@@ -375,8 +461,21 @@ pub fn parse_response(
     limits: &Limits,
     method: &str,
 ) -> Result<Option<ResponseHead>, HttpError> {
-    let Some(head_len) = head_end(buf, limits.max_head)? else {
-        return Ok(None);
+    parse_response_resume(buf, limits, method, &mut 0)
+}
+
+/// [`parse_response`] for a head that arrives in pieces (see [`parse_request_resume`]).
+pub fn parse_response_resume(
+    buf: &[u8],
+    limits: &Limits,
+    method: &str,
+    scanned: &mut usize,
+) -> Result<Option<ResponseHead>, HttpError> {
+    let head_len = match head_end(buf, limits.max_head, limits.max_line, scanned) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(None),
+        Err(HttpError::UriTooLong) => return Err(HttpError::Bad("status line too long")),
+        Err(e) => return Err(e),
     };
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
@@ -407,6 +506,13 @@ pub fn parse_response(
         || status == 204
         || status == 304;
     let body = if no_body {
+        // A 1xx or 204 that announces a body (a non-zero length, or chunks) comes from a
+        // broken upstream: whatever follows cannot be trusted, so it is not reused.
+        let announces = headers.iter().any(|h| h.is("transfer-encoding"))
+            || !matches!(content_length(&headers), Ok(None | Some(0)));
+        if status != 304 && !method.eq_ignore_ascii_case("HEAD") && announces {
+            keep_alive = false;
+        }
         Body::None
     } else if headers.iter().any(|h| h.is("transfer-encoding")) {
         // With Transfer-Encoding, Content-Length is ignored, and the connection is not
@@ -690,6 +796,23 @@ mod tests {
                 400,
             ),
             ("garbage", "\x16\x03\x01\x00\x05\x01\x00\x00\r\n\r\n", 400),
+            // Issue 12: what a differential probe found answered wrongly.
+            ("asterisk on GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("authority-form on GET", "GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501),
+            ("space in the target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("two spaces in the target", "GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("non-ASCII target", "GET /\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("fragment in the target", "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("bad percent-encoding", "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("absolute-form with userinfo", "GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("absolute-form, other scheme", "GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("Host with userinfo", "GET / HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
+            ("Host with a path", "GET / HTTP/1.1\r\nHost: x/admin\r\n\r\n", 400),
+            ("Host with a space", "GET / HTTP/1.1\r\nHost: x y\r\n\r\n", 400),
+            ("Host with a bad port", "GET / HTTP/1.1\r\nHost: x:99999\r\n\r\n", 400),
+            ("Host with a letter port", "GET / HTTP/1.1\r\nHost: x:8o\r\n\r\n", 400),
+            ("HTTP/3 line", "GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
         ] {
             match req(input) {
                 Err(e) => assert_eq!(e.status(), status, "{name}: {e}"),
@@ -699,10 +822,130 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_normalised_and_absolute_form_takes_its_host() {
+        let r = req("GET /x/../%61dmin//y?q=/../z HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.target, "/admin/y?q=/../z");
+        let r = req("GET http://example.test/abs?q=1 HTTP/1.1\r\nHost: other.test\r\nX: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.target, "/abs?q=1");
+        assert_eq!(r.host.as_deref(), Some("example.test"));
+        let hosts: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|h| h.is("host"))
+            .map(Header::value_str)
+            .collect();
+        assert_eq!(hosts, ["example.test"]);
+        let r = req("GET http://h:8080 HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            (r.target.as_str(), r.host.as_deref()),
+            ("/", Some("h:8080"))
+        );
+        let r = req("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.target, "*");
+        let r = req("GET / HTTP/1.1\r\nHost: \r\n\r\n").unwrap().unwrap();
+        assert_eq!(r.host.as_deref(), Some(""), "an empty Host is valid");
+        let r = req("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.host.as_deref(), Some("[::1]:8080"));
+    }
+
+    #[test]
+    fn later_http1_minor_versions_are_served_as_1_1() {
+        let r = req("GET /v HTTP/1.2\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!((r.minor, r.target.as_str(), r.keep_alive), (1, "/v", true));
+        let r = req("GET /v HTTP/1.9\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.minor, r.keep_alive), (1, false));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_on_http_1_1() {
+        for (input, want) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n", Some("websocket")),
+            ("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n", Some("websocket")),
+            ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", None),
+            ("GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", None),
+        ] {
+            let r = req(input).unwrap().unwrap();
+            assert_eq!(r.upgrade.as_deref(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn request_line_limit_is_414() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+        assert_eq!(req(&long).map(|_| ()), Err(HttpError::UriTooLong));
+        let at = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(8192 - 14));
+        assert!(
+            req(&at).unwrap().is_some(),
+            "a line of exactly 8 KiB is accepted"
+        );
+        let over = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(8192 - 13));
+        assert_eq!(req(&over).map(|_| ()), Err(HttpError::UriTooLong));
+        // Arriving in pieces, with no end in sight.
+        let partial = format!("GET /{}", "a".repeat(9000));
+        let mut scanned = 0;
+        let mut result = Ok(None);
+        for end in (1..=partial.len()).step_by(100) {
+            result =
+                parse_request_resume(&partial.as_bytes()[..end], &Limits::default(), &mut scanned)
+                    .map(|r| r.map(|_| ()));
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(HttpError::UriTooLong));
+    }
+
+    #[test]
+    fn resumed_scans_agree_with_whole_ones() {
+        let input =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-Long: 0123456789\r\n\r\nabc";
+        let whole = parse_request(input, &Limits::default()).unwrap().unwrap();
+        for step in [1, 2, 3, 5, 17] {
+            let mut scanned = 0;
+            let mut got = None;
+            let mut end = 0;
+            while got.is_none() {
+                end = (end + step).min(input.len());
+                got =
+                    parse_request_resume(&input[..end], &Limits::default(), &mut scanned).unwrap();
+                assert!(scanned <= end);
+            }
+            let got = got.unwrap();
+            assert_eq!(
+                (got.head_len, got.body),
+                (whole.head_len, whole.body),
+                "step {step}"
+            );
+        }
+        let bad = b"GET / HTTP/1.1\r\nHost: x\nY: z\r\n\r\n";
+        let mut scanned = 0;
+        let mut err = None;
+        for end in 1..=bad.len() {
+            if let Err(e) = parse_request_resume(&bad[..end], &Limits::default(), &mut scanned) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(HttpError::Bad("bare LF in head")));
+    }
+
+    #[test]
     fn limits() {
         let small = Limits {
             max_head: 64,
             max_headers: 3,
+            max_line: 8192,
         };
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
         assert_eq!(
@@ -716,7 +959,8 @@ mod tests {
                 many.as_bytes(),
                 &Limits {
                     max_head: 1000,
-                    max_headers: 3
+                    max_headers: 3,
+                    max_line: 8192,
                 }
             )
             .map(|_| ()),
@@ -739,6 +983,10 @@ mod tests {
             ("101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "GET", Body::None, true),
             ("TE and CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "GET", Body::Chunked, false),
             ("close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", "GET", Body::Length(1), false),
+            ("204 announcing a body", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", "GET", Body::None, false),
+            ("204 with length 0", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", "GET", Body::None, true),
+            ("204 with chunks", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", "GET", Body::None, false),
+            ("HEAD keeps its length", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", "HEAD", Body::None, true),
         ] {
             let r = parse_response(input.as_bytes(), &l, method).unwrap_or_else(|e| panic!("{name}: {e}")).unwrap();
             assert_eq!((r.body, r.keep_alive), (body, keep), "{name}");

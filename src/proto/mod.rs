@@ -8,4 +8,5 @@ pub mod http;
 pub mod httpdate;
 pub mod ja4h;
 pub mod proxy_protocol;
+pub mod target;
 pub mod ua;

@@ -15,7 +15,7 @@ pub mod router;
 pub mod static_files;
 pub mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use std::time::Instant;
 use mio::event::Event;
 use mio::{Interest, Registry, Token};
 
-use crate::manifest::{BindAddr, HttpSettings, Manifest};
+use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
@@ -56,6 +56,10 @@ const SMALL_FILE: u64 = 32 << 10;
 const FILE_CHUNK: usize = 1 << 20;
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
+/// Connections accepted per listener in one turn of the loop: a connect storm must not
+/// starve signals, child output and the connections already open. The rest of the backlog
+/// is taken on the next turns (the poll does not wait while some is left).
+const ACCEPTS_PER_TURN: usize = 64;
 
 fn token(kind: usize, id: usize) -> Token {
     Token(EDGE_BASE + ((id << 2) | kind))
@@ -70,7 +74,18 @@ struct Bound {
     listener: Listener,
     bind: usize,
     open: bool,
-    proxy_protocol: bool,
+    proxy: ProxyProtocol,
+    /// Peers whose PROXY header is honoured.
+    proxy_from: Vec<Cidr>,
+}
+
+/// What a connection on a PROXY-protocol bind must still settle before its first request.
+#[derive(Clone, Copy, Debug)]
+struct ProxyCheck {
+    /// The peer is in `proxy_protocol_from`: its header is honoured.
+    trusted: bool,
+    /// `proxy_protocol = "required"`: no header, no service.
+    required: bool,
 }
 
 struct Up {
@@ -131,6 +146,8 @@ struct Exchange {
     /// The client buffer holds a response head whose body has not arrived yet: it is sent
     /// with MSG_MORE so that head and first body bytes leave in one segment.
     head_only: bool,
+    /// How far the search for the end of the response head in the upstream buffer got.
+    resp_scan: usize,
     /// For an idempotent request without a body sent on a reused connection: the bytes to
     /// send again on a fresh connection if the reused one turns out to be closed.
     replay: Option<Vec<u8>>,
@@ -207,7 +224,12 @@ struct Conn {
     phase: Phase,
     dead: bool,
     /// A PROXY protocol header may still come first.
-    proxy_pending: bool,
+    proxy_pending: Option<ProxyCheck>,
+    /// How far the search for the end of the request head in `cin` got.
+    head_scan: usize,
+    /// A request head has been received on this connection (until then, an idle
+    /// connection is held for `header_timeout`, not `keepalive_timeout`).
+    served: bool,
     /// The client's side may have closed (read until end of stream).
     c_hup: bool,
     /// Closing with our side shut: bytes read and dropped so far.
@@ -252,7 +274,8 @@ pub struct Edge {
     /// Owner of each upstream id; `idle` holds pooled upstreams by the same id.
     up_owner: Vec<Owner>,
     up_free: Vec<usize>,
-    pool: HashMap<Rc<str>, Vec<usize>>,
+    /// Idle upstreams per backend, oldest first.
+    pool: HashMap<Rc<str>, VecDeque<usize>>,
     /// Per program: its backend address and that address as a pool key, made once rather
     /// than formatted for every request.
     keys: Vec<Option<(BindAddr, Rc<str>)>>,
@@ -265,6 +288,8 @@ pub struct Edge {
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
     pending: Vec<usize>,
+    /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`.
+    accept_more: Vec<usize>,
     /// Connections whose whole request went out on a reused upstream during this turn:
     /// that upstream is read once at the end of the turn (see `tick`).
     awaiting: Vec<usize>,
@@ -291,7 +316,8 @@ impl Edge {
                 listener: l,
                 bind: i,
                 open: true,
-                proxy_protocol: b.proxy_protocol,
+                proxy: b.proxy_protocol,
+                proxy_from: b.proxy_protocol_from.clone(),
             });
         }
         if let Some(port) = m.metrics_port {
@@ -302,7 +328,8 @@ impl Edge {
                 listener: l,
                 bind: METRICS_BIND,
                 open: true,
-                proxy_protocol: false,
+                proxy: ProxyProtocol::Off,
+                proxy_from: Vec::new(),
             });
         }
         let router = Router::new(m);
@@ -326,6 +353,7 @@ impl Edge {
             limits: Limits {
                 max_head: m.http.max_head_size,
                 max_headers: m.http.max_headers,
+                max_line: Limits::default().max_line,
             },
             conns: Vec::new(),
             free: Vec::new(),
@@ -342,6 +370,7 @@ impl Edge {
             accept_paused: false,
             pending: Vec::new(),
             awaiting: Vec::new(),
+            accept_more: Vec::new(),
             scratch: vec![0; BUF],
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
@@ -434,7 +463,13 @@ impl Edge {
     }
 
     fn accept(&mut self, li: usize, registry: &Registry, fleet: &FleetView) {
-        loop {
+        for taken in 0.. {
+            if taken >= ACCEPTS_PER_TURN {
+                if !self.accept_more.contains(&li) {
+                    self.accept_more.push(li);
+                }
+                return;
+            }
             if self.open >= self.settings.max_connections {
                 if !self.accept_paused {
                     log::warn!(
@@ -468,6 +503,17 @@ impl Edge {
                         self.free.push(id);
                         continue;
                     }
+                    let proxy_pending = match l.proxy {
+                        ProxyProtocol::Off => None,
+                        mode => {
+                            let ip = client_addr(&peer);
+                            Some(ProxyCheck {
+                                trusted: ip
+                                    .is_some_and(|ip| l.proxy_from.iter().any(|n| n.contains(ip))),
+                                required: mode == ProxyProtocol::Required,
+                            })
+                        }
+                    };
                     self.conns[id] = Some(Conn {
                         client: s,
                         peer,
@@ -480,7 +526,9 @@ impl Edge {
                         up: None,
                         phase: Phase::Head,
                         dead: false,
-                        proxy_pending: l.proxy_protocol,
+                        proxy_pending,
+                        head_scan: 0,
+                        served: false,
                         c_hup: false,
                         linger: None,
                         activity: self.now,
@@ -578,7 +626,7 @@ impl Edge {
     /// The earliest edge deadline (for the poll timeout); `Some(now)` when connections have
     /// work left over from the last turn.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        if !self.pending.is_empty() || !self.awaiting.is_empty() {
+        if !self.pending.is_empty() || !self.awaiting.is_empty() || !self.accept_more.is_empty() {
             return Some(self.now);
         }
         self.timers.next_deadline()
@@ -607,6 +655,11 @@ impl Edge {
         for id in pending {
             self.drive(id, registry, fleet);
         }
+        for li in std::mem::take(&mut self.accept_more) {
+            if !self.accept_paused {
+                self.accept(li, registry, fleet);
+            }
+        }
         while let Some((_, key)) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Idle(id) => {
@@ -626,6 +679,8 @@ impl Edge {
         let s = &self.settings;
         let at = |since: Instant, d| deadline(since, d);
         match &c.phase {
+            // A connection that never sent a request is held no longer than a slow head.
+            Phase::Head if c.cin.is_empty() && !c.served => at(c.activity, s.header_timeout),
             Phase::Head if c.cin.is_empty() => at(c.activity, s.keepalive_timeout),
             Phase::Head => at(c.head_start.unwrap_or(c.activity), s.header_timeout),
             Phase::Exchange(ex) => match (&c.up, &ex.resp) {
@@ -948,20 +1003,38 @@ impl Edge {
                     c.phase = Phase::Head;
                     return false;
                 }
-                if c.proxy_pending {
+                if let Some(check) = c.proxy_pending {
                     match proxy_protocol::parse(&c.cin) {
                         Ok(None) => {
                             c.dead = c.c_eof;
                             c.phase = Phase::Head;
                             return false;
                         }
-                        Ok(Some(proxy_protocol::Outcome::Absent)) => c.proxy_pending = false,
+                        Ok(Some(proxy_protocol::Outcome::Absent)) if check.required => {
+                            log::debug!(
+                                "{}: no PROXY protocol header on a bind that requires one",
+                                c.peer
+                            );
+                            self.refuse_connection(c, 400, "PROXY protocol header required");
+                            return true;
+                        }
+                        Ok(Some(proxy_protocol::Outcome::Absent)) => c.proxy_pending = None,
+                        Ok(Some(proxy_protocol::Outcome::Header { .. })) if !check.trusted => {
+                            log::warn!("{}: PROXY protocol header from a peer outside proxy_protocol_from; refused", c.peer);
+                            self.refuse_connection(
+                                c,
+                                400,
+                                "PROXY protocol header from an untrusted peer",
+                            );
+                            return true;
+                        }
                         Ok(Some(proxy_protocol::Outcome::Header { len, addr })) => {
                             c.cin.drain(..len);
                             if let Some(a) = addr {
                                 c.peer = a.to_string();
                             }
-                            c.proxy_pending = false;
+                            c.proxy_pending = None;
+                            c.head_scan = 0;
                             c.phase = Phase::Head;
                             return true;
                         }
@@ -972,7 +1045,7 @@ impl Edge {
                         }
                     }
                 }
-                match http::parse_request(&c.cin, &self.limits) {
+                match http::parse_request_resume(&c.cin, &self.limits, &mut c.head_scan) {
                     Ok(None) => {
                         if c.c_eof {
                             c.dead = true;
@@ -982,14 +1055,13 @@ impl Edge {
                     }
                     Err(e) => {
                         log::debug!("{}: {e}", c.peer);
-                        c.cin.clear();
-                        c.stat = Some(self.begin(self.stats.unrouted(), None));
-                        respond(c, e.status(), &e.to_string(), true);
-                        self.account(c);
+                        c.head_scan = 0;
+                        self.refuse_connection(c, e.status(), &e.to_string());
                         true
                     }
                     Ok(Some(req)) => {
                         c.head_start = None;
+                        c.served = true;
                         self.start_exchange(c, id, req, registry, fleet);
                         true
                     }
@@ -1158,7 +1230,7 @@ impl Edge {
         let new_target = router::rewrite_target(&req.target, route.strip_prefix.as_deref());
         let key = self.key_of(target, &addr);
         // An upstream: a pooled one if there is one, else a new connection.
-        let up = match self.take_idle(&key, id) {
+        let up = match self.take_idle(&key, id, registry) {
             Some(up) => up,
             None => match self.connect_up(&addr, key.clone(), id, registry) {
                 Ok(up) => up,
@@ -1207,6 +1279,7 @@ impl Edge {
             resp: Resp::Head,
             sent: 0,
             head_only: false,
+            resp_scan: 0,
             replay,
             target,
             cors_key,
@@ -1271,6 +1344,16 @@ impl Edge {
             r.observe(status, secs, s.bytes_in, s.bytes_out);
         }
         self.emit(&c.peer, s.rec.as_deref(), status, s.bytes_out, secs);
+    }
+
+    /// Answers what came on the connection with an error of our own and closes it (the
+    /// bytes read cannot be trusted to frame a next request).
+    fn refuse_connection(&mut self, c: &mut Conn, status: u16, why: &str) {
+        c.cin.clear();
+        c.proxy_pending = None;
+        c.stat = Some(self.begin(self.stats.unrouted(), None));
+        respond(c, status, why, true);
+        self.account(c);
     }
 
     /// Answers a request without a backend (an error) and accounts it.
@@ -1398,7 +1481,7 @@ impl Edge {
                 let usage = crate::supervisor::resources::sample(&pgids);
                 let g = metrics::Gauges {
                     open_connections: self.open,
-                    idle_upstreams: self.pool.values().map(Vec::len).sum(),
+                    idle_upstreams: self.pool.values().map(VecDeque::len).sum(),
                     rate_limit_clients: self.limiter.as_ref().map_or(0, |r| r.tracked()),
                     cors_entries: self.cors.as_ref().map_or(0, cors::Cache::entries),
                 };
@@ -1463,13 +1546,27 @@ impl Edge {
         }
     }
 
-    fn take_idle(&mut self, key: &str, conn: usize) -> Option<Up> {
-        let list = self.pool.get_mut(key)?;
-        let up_id = list.pop()?;
-        let idle = self.idle.get_mut(up_id)?.take()?;
-        self.timers.cancel(idle.timer);
-        self.up_owner[up_id] = Owner::Conn(conn);
-        let mut up = idle.up;
+    /// The oldest idle upstream to `key` that is still quiet. The oldest, because the
+    /// events of its socket have surely been seen; quiet, checked with a non-blocking
+    /// peek: a connection with unread bytes (a backend that answered more than it
+    /// announced, or left a body unread and answered it) or at end of stream would hand
+    /// the next client someone else's answer, so it is closed instead.
+    fn take_idle(&mut self, key: &str, conn: usize, registry: &Registry) -> Option<Up> {
+        loop {
+            let up_id = self.pool.get_mut(key)?.pop_front()?;
+            let idle = self.idle.get_mut(up_id)?.take()?;
+            self.timers.cancel(idle.timer);
+            self.up_owner[up_id] = Owner::Conn(conn);
+            if !idle.up.stream.is_quiet() {
+                log::debug!("pooled connection to {key} has unread bytes or ended; closed");
+                self.close_up(idle.up, registry);
+                continue;
+            }
+            return Some(self.reuse(idle.up));
+        }
+    }
+
+    fn reuse(&mut self, mut up: Up) -> Up {
         // Writable readiness seen while pooled was not recorded; readable readiness reported
         // while pooled drops the connection. `readable` keeps what it was when pooled: false
         // after a read that drained the socket, true if bytes may be left. No read right
@@ -1478,7 +1575,7 @@ impl Edge {
         up.writable = true;
         up.since = self.now;
         up.reused = true;
-        Some(up)
+        up
     }
 
     fn put_idle(&mut self, up: Up, registry: &Registry) {
@@ -1489,7 +1586,7 @@ impl Edge {
         );
         self.up_owner[id] = Owner::Idle;
         let list = self.pool.entry(Rc::clone(&up.key)).or_default();
-        list.push(id);
+        list.push_back(id);
         let oldest = (list.len() > MAX_IDLE).then(|| list[0]);
         self.idle[id] = Some(Idle { up, timer });
         if let Some(oldest) = oldest {
@@ -1554,7 +1651,9 @@ impl Edge {
                 }
                 ReqBody::Chunked(dec) => {
                     let n = c.cin.len().min(room);
-                    match dec.feed(&c.cin[..n], |_| {}) {
+                    // Chunks pass as they came; trailers are checked, and the fields that
+                    // may not be trailers are removed.
+                    match dec.forward(&c.cin[..n], &mut up.uout) {
                         Ok(_) if dec.payload > self.settings.max_body_size => {
                             log::debug!("{}: chunked body over max_body_size", c.peer);
                             c.cin.clear();
@@ -1570,7 +1669,6 @@ impl Edge {
                             return true;
                         }
                         Ok(used) => {
-                            up.uout.extend_from_slice(&c.cin[..used]);
                             c.cin.drain(..used);
                             if let Some(st) = &mut c.stat {
                                 st.bytes_in += used as u64;
@@ -1606,7 +1704,12 @@ impl Edge {
         while let Some(up) = c.up.as_mut() {
             match &mut ex.resp {
                 Resp::Head if c.cout.len() >= BUF => break,
-                Resp::Head => match http::parse_response(&up.uin, &self.limits, &ex.method) {
+                Resp::Head => match http::parse_response_resume(
+                    &up.uin,
+                    &self.limits,
+                    &ex.method,
+                    &mut ex.resp_scan,
+                ) {
                     Ok(None) => {
                         if up.eof && up.uin.is_empty() && ex.replay.is_some() {
                             // The pooled connection was closed by the backend before it
@@ -1624,6 +1727,7 @@ impl Edge {
                             match self.connect_up(&addr, key, id, registry) {
                                 Ok(mut fresh) => {
                                     fresh.uout = bytes;
+                                    ex.resp_scan = 0;
                                     c.up = Some(fresh);
                                     progress = true;
                                     continue;
@@ -1668,8 +1772,18 @@ impl Edge {
                             };
                             return true;
                         }
+                        if r.status == 101 {
+                            // Switching protocols without being asked (RFC 9110 7.8): what
+                            // follows is another protocol, never an answer to pass on, and
+                            // the connection must not go back to the pool.
+                            let why =
+                                format!("upstream {} switched protocols (101) unasked", up.key);
+                            let kind = UpstreamError::Invalid;
+                            self.upstream_failed(c, registry, ts, kind, &why);
+                            return true;
+                        }
                         if (100..200).contains(&r.status) {
-                            if ex.client_minor == 1 && r.status != 101 {
+                            if ex.client_minor == 1 {
                                 c.cout.extend_from_slice(&client_head(
                                     &r, ex, true, false, false, None,
                                 ));
@@ -1775,13 +1889,10 @@ impl Edge {
                             let res = if *dechunk {
                                 dec.feed(&up.uin[..n], |d| cout.extend_from_slice(d))
                             } else {
-                                dec.feed(&up.uin[..n], |_| {})
+                                dec.forward(&up.uin[..n], cout)
                             };
                             match res {
                                 Ok(used) => {
-                                    if !*dechunk {
-                                        c.cout.extend_from_slice(&up.uin[..used]);
-                                    }
                                     up.uin.drain(..used);
                                     progress |= used > 0;
                                     finished = dec.is_done();
@@ -2048,6 +2159,37 @@ fn client_ip(peer: &str) -> Option<&str> {
     Some(ip.trim_start_matches('[').trim_end_matches(']'))
 }
 
+/// Fields that mothership sets itself on the way upstream.
+const SET_UPSTREAM: [&str; 9] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+];
+
+/// A client field spelt with underscores that names one mothership sets (`X_Real_IP`,
+/// `X-Forwarded_Proto`): WSGI and CGI backends map `-` and `_` to the same variable, so
+/// passing it on would let a client forge the real one.
+fn underscore_twin(name: &str) -> bool {
+    name.contains('_')
+        && SET_UPSTREAM.iter().any(|s| {
+            s.len() == name.len()
+                && s.bytes().zip(name.bytes()).all(|(a, b)| {
+                    let b = if b == b'_' {
+                        b'-'
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
+                    a == b
+                })
+        })
+}
+
 /// The request head sent to the upstream: hop-by-hop headers removed, forwarding headers
 /// set, framing kept.
 fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr) -> Vec<u8> {
@@ -2076,6 +2218,7 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr
             || n.eq_ignore_ascii_case("x-real-ip")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
             || n.eq_ignore_ascii_case("x-forwarded-host")
+            || underscore_twin(n)
         {
             continue;
         }
@@ -2109,7 +2252,7 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr
         let _ = write!(out, "x-forwarded-for: {}\r\n", xff.join(", "));
     }
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-    if let Some(host) = &req.host {
+    if let Some(host) = req.host.as_deref().filter(|h| !h.is_empty()) {
         let _ = write!(out, "x-forwarded-host: {host}\r\n");
     }
     if let Some(proto) = &req.upgrade {
@@ -2143,8 +2286,9 @@ fn client_head(
             continue;
         }
         // Framing is written from what was parsed; only a response without a body (HEAD,
-        // 304) passes its Content-Length on, as information.
-        if h.is("content-length") && r.body != Body::None {
+        // 304) passes its Content-Length on, as information (never a 1xx or 204, which
+        // may not have one).
+        if h.is("content-length") && (r.body != Body::None || r.status < 200 || r.status == 204) {
             continue;
         }
         if compress.is_some() {

@@ -113,6 +113,28 @@ impl Stream {
         }
     }
 
+    /// True when nothing can be read right now and the peer has not closed: a
+    /// non-blocking peek says it would block.
+    pub fn is_quiet(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut b = [0u8; 1];
+        // SAFETY: recv into a one-byte buffer we own, on a socket we own; MSG_PEEK leaves
+        // the byte in the socket and MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
     pub fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),

@@ -5,11 +5,13 @@
 
 pub mod child;
 pub mod graph;
+pub mod leftovers;
 pub mod resources;
 pub mod spawn;
 pub mod view;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -76,7 +78,7 @@ struct Member {
     child: Child,
     deps: Vec<usize>,
     dependents: Vec<usize>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
     timer: Option<TimerId>,
     probe: Option<Token>,
     pipes: Vec<Token>,
@@ -156,7 +158,15 @@ pub struct Supervisor {
     election_wait: Duration,
     /// Longest time in the Electing phase.
     election_limit: Duration,
+    /// The signal that started the landing, and when.
+    stop_signal: Option<(i32, Instant)>,
+    /// Where the process groups of the children are recorded (see `leftovers`).
+    record: Option<leftovers::Record>,
 }
+
+/// A stop signal repeated within this window of the first is the same request (see
+/// `handle_signals`); a later one kills everything at once.
+const REPEAT_WINDOW: Duration = Duration::from_millis(250);
 
 fn stream_index(s: Stream) -> usize {
     match s {
@@ -172,6 +182,7 @@ impl Supervisor {
         out: Output,
         style: Style,
         socket_dir: &std::path::Path,
+        record: Option<leftovers::Record>,
     ) -> io::Result<Supervisor> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -197,9 +208,8 @@ impl Supervisor {
             log::debug!("could not become a child subreaper; orphans of the fleet go to init");
         }
 
-        let inherited: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        // Inherited variables are passed on as they are, UTF-8 or not.
+        let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         let width = m.name_width().max(10);
         crate::output::logger::set_width(width);
         let mut members = Vec::new();
@@ -332,6 +342,8 @@ impl Supervisor {
                 .election_timeout
                 .saturating_add(m.flagship.prelaunch_timeout)
                 .saturating_add(Duration::from_secs(10)),
+            stop_signal: None,
+            record,
         })
     }
 
@@ -467,6 +479,17 @@ impl Supervisor {
             }
         }
         self.close_all();
+        if let Some(r) = self.record.take() {
+            // Nothing left behind: a later start has nothing to look for.
+            let left = self
+                .members
+                .iter()
+                .filter_map(|m| m.child.pgid())
+                .any(spawn::group_alive);
+            if !left {
+                r.remove();
+            }
+        }
         if let Some(c) = &mut self.coord {
             // Let the election worker publish `abort` (or finish publishing) first.
             c.wait(self.election_wait);
@@ -486,6 +509,15 @@ impl Supervisor {
             match sig {
                 SIGCHLD => self.reap(now),
                 SIGTERM | SIGINT | SIGQUIT => {
+                    let repeat = self
+                        .stop_signal
+                        .is_some_and(|(s, at)| s == sig && now.saturating_duration_since(at) < REPEAT_WINDOW);
+                    if repeat {
+                        // timeout(1), `docker kill` on a group or a terminal can deliver the
+                        // same signal twice within microseconds: one request, not two.
+                        log::debug!("received {} again within {REPEAT_WINDOW:?}: the same request", signal_name(sig));
+                        continue;
+                    }
                     if matches!(self.phase, Phase::Landing | Phase::Reaping | Phase::Done) {
                         log::warn!("received {} again: killing every process now", signal_name(sig));
                         for i in 0..self.members.len() {
@@ -495,6 +527,7 @@ impl Supervisor {
                             kill_everything();
                         }
                     } else {
+                        self.stop_signal = Some((sig, now));
                         self.land(format!("received {}", signal_name(sig)), now);
                     }
                 }
@@ -866,6 +899,9 @@ impl Supervisor {
         match spawn::spawn(&m.prog.argv, &m.env, &m.prog.cwd) {
             Ok(s) => {
                 self.pids.insert(s.pid, i);
+                if let Some(r) = &mut self.record {
+                    r.spawned(s.pid, m.prog.grace_period, &m.prog.name);
+                }
                 for (fd, stream) in [
                     (OwnedFd::from(s.stdout), Stream::Stdout),
                     (OwnedFd::from(s.stderr), Stream::Stderr),
@@ -1164,11 +1200,11 @@ impl Supervisor {
     }
 }
 
-fn set_all(env: &mut Vec<(String, String)>, vars: &[(String, String)]) {
+fn set_all(env: &mut Vec<(OsString, OsString)>, vars: &[(String, String)]) {
     for (k, v) in vars {
-        match env.iter_mut().find(|(ek, _)| ek == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => env.push((k.clone(), v.clone())),
+        match env.iter_mut().find(|(ek, _)| ek.as_os_str() == k.as_str()) {
+            Some(slot) => slot.1 = v.into(),
+            None => env.push((k.into(), v.into())),
         }
     }
 }

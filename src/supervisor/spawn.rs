@@ -14,7 +14,11 @@ pub struct Spawned {
 }
 
 /// Spawns `argv` with exactly the environment `env` (already merged by the caller).
-pub fn spawn(argv: &[String], env: &[(String, String)], cwd: &Path) -> io::Result<Spawned> {
+pub fn spawn(
+    argv: &[String],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    cwd: &Path,
+) -> io::Result<Spawned> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
@@ -112,9 +116,25 @@ pub fn become_subreaper() -> bool {
     false
 }
 
-/// Sends `sig` to process group `pgid`. ESRCH (already gone) is not an error.
+/// Is group `pgid` still the one spawned here? Each child calls `setsid`, so its group
+/// and session have its pid as id. Once the leader is reaped its pid may be reused; a
+/// process that now has that pid and leads a group of that id is in another session, and
+/// must not be signalled. (While any member of the old group lives, the kernel does not
+/// reuse the id.)
+fn still_ours(pgid: i32) -> bool {
+    // SAFETY: getsid has no memory arguments.
+    let sid = unsafe { libc::getsid(pgid) };
+    sid < 0 || sid == pgid
+}
+
+/// Sends `sig` to process group `pgid`, if it is still the group spawned here (see
+/// [`still_ours`]). ESRCH (already gone) is not an error.
 pub fn signal_group(pgid: i32, sig: i32) {
     if pgid <= 1 {
+        return;
+    }
+    if !still_ours(pgid) {
+        log::debug!("process group {pgid} now belongs to another session; not signalled");
         return;
     }
     // SAFETY: kill with a negative pid addresses one process group we created.
@@ -123,12 +143,103 @@ pub fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
-/// True while any process of group `pgid` exists (zombies included).
+/// True while any process of group `pgid` exists (zombies included) and the group is
+/// still the one spawned here.
 pub fn group_alive(pgid: i32) -> bool {
-    if pgid <= 1 {
+    if pgid <= 1 || !still_ours(pgid) {
         return false;
     }
     // SAFETY: signal 0 only checks existence.
     let r = unsafe { libc::kill(-pgid, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Marks every file descriptor above 2 close-on-exec, so that what the parent left open
+/// (a service manager's sockets, a shell's redirections) does not leak into every child.
+/// Linux 5.11+ and FreeBSD 13+ do it in one call; elsewhere the open descriptors are
+/// walked.
+pub fn cloexec_inherited() {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        // SAFETY: close_range with flags only changes descriptor flags of this process.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect();
+            fds.into_iter().for_each(set_cloexec);
+            return;
+        }
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 16) as i32
+    } else {
+        1024
+    };
+    (3..max).for_each(set_cloexec);
+}
+
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on a descriptor number; a closed one just fails with EBADF.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_id_in_another_session_is_not_signalled() {
+        // A process whose group id is its pid but which is in this test's session: what a
+        // reused pid looks like to the supervisor.
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = c.id() as i32;
+        assert!(!still_ours(pid));
+        assert!(!group_alive(pid));
+        signal_group(pid, libc::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(c.try_wait().unwrap().is_none(), "it was signalled");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: clearing the flag on our own descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        cloexec_inherited();
+        // SAFETY: reading the flags of our own descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+    }
 }

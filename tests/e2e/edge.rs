@@ -441,16 +441,22 @@ fn static_mounts_prefixes_fallthrough_and_binds() {
 fn static_paths_cannot_leave_the_folder() {
     let (_d, _fleet, h, _) = static_fleet("static-safe");
     let u = format!("http://127.0.0.1:{h}");
+    // Dot-segments, encoded or not, are removed before anything else looks at the path
+    // (issue 12): these are `/secret.txt`, outside the mount, so they go to the routes.
     for path in [
         "/static/../secret.txt",
         "/static/%2e%2e/secret.txt",
         "/static/docs/%2E%2E/%2e%2e/secret.txt",
-        "/static/a%00b",
     ] {
         let r = curl(&["-i", "--path-as-is", &format!("{u}{path}")]);
-        assert_eq!(status_of(&r), "400", "{path}: {r}");
-        assert!(!r.contains("top secret"));
+        assert!(!r.contains("top secret"), "{path}: {r}");
+        assert!(
+            r.contains("\"name\": \"echo\"") && r.contains("/secret.txt"),
+            "{path}: {r}"
+        );
     }
+    let r = curl(&["-i", "--path-as-is", &format!("{u}/static/a%00b")]);
+    assert_eq!(status_of(&r), "400", "{r}");
     // Double-encoded is a literal `%2e%2e` name: not found here, so the backend gets it.
     let r = curl(&["--path-as-is", &format!("{u}/static/%252e%252e/secret.txt")]);
     assert!(

@@ -4,6 +4,7 @@ mod cli;
 mod edge;
 #[cfg(feature = "postgres")]
 mod flagship_pg;
+mod hardening;
 mod output;
 mod pid1;
 mod proxy;

@@ -448,6 +448,13 @@ fn proxy_protocol_v1_and_v2_set_the_client_address() {
 
 /// A fleet with small limits and short timeouts.
 fn strict_edge() -> (Dir, Fleet, u16) {
+    strict_edge_with(
+        r#"header_timeout = "700ms", keepalive_timeout = "1s", response_timeout = "700ms", max_body_size = "1KiB", max_connections = 4"#,
+    )
+}
+
+/// A fleet whose edge has these `[mothership.http]` settings.
+fn strict_edge_with(http_settings: &str) -> (Dir, Fleet, u16) {
     let d = Dir::new("strict-edge");
     let (http, a) = (free_port(), free_port());
     d.write(
@@ -456,7 +463,7 @@ fn strict_edge() -> (Dir, Fleet, u16) {
             r#"
 [mothership]
 bind = {{ http = "127.0.0.1:{http}" }}
-http = {{ header_timeout = "700ms", keepalive_timeout = "1s", response_timeout = "700ms", max_body_size = "1KiB", max_connections = 4 }}
+http = {{ {http_settings} }}
 [[fleet.web]]
 name = "echo"
 command = "python3"
@@ -550,7 +557,8 @@ fn body_limit_answers_413() {
 
 #[test]
 fn connection_limit_pauses_accepting() {
-    let (_d, _f, http) = strict_edge();
+    // Connections that send nothing are held for header_timeout: long enough here.
+    let (_d, _f, http) = strict_edge_with(r#"header_timeout = "30s", max_connections = 4"#);
     let held: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(("127.0.0.1", http)).unwrap())
         .collect();
@@ -576,6 +584,38 @@ fn connection_limit_pauses_accepting() {
     assert!(
         String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200 "),
         "not served after the others closed"
+    );
+}
+
+#[test]
+fn a_connection_that_never_sends_a_byte_is_closed_at_header_timeout() {
+    // Issue 12: it was held for keepalive_timeout (60 s by default).
+    let (_d, _f, http) = strict_edge_with(r#"header_timeout = "500ms", keepalive_timeout = "60s""#);
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("still open after 20 s (header_timeout is 500 ms): {e}"),
+    }
+    // A connection that was served waits for keepalive_timeout instead.
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    s.set_nonblocking(true).unwrap();
+    let still_open = matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        still_open,
+        "a served keep-alive connection was closed at header_timeout"
     );
 }
 
@@ -667,7 +707,7 @@ fn ten_thousand_keep_alive_connections_are_held_and_each_answered() {
     d.write(
         "ship-manifest.toml",
         &format!(
-            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\n[[fleet.web]]\nname = \"nginx\"\ncommand = \"nginx\"\nargs = [\"-c\", \"{}/nginx.conf\"]\nbind = \"127.0.0.1:{b}\"\nroutes = [\"http:/\"]\n",
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ header_timeout = \"300s\" }}\n[[fleet.web]]\nname = \"nginx\"\ncommand = \"nginx\"\nargs = [\"-c\", \"{}/nginx.conf\"]\nbind = \"127.0.0.1:{b}\"\nroutes = [\"http:/\"]\n",
             d.path.display()
         ),
     );

@@ -139,12 +139,30 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Lands the fleet as an operator would: SIGTERM, then a wait; SIGKILL only if it is
+    /// still running after `bound` (a SIGKILLed supervisor leaves its grandchildren).
+    pub fn stop(&mut self, bound: Duration) -> Option<i32> {
+        if self.status.is_some() || self.child.try_wait().ok().flatten().is_some() {
+            return self.wait(Duration::ZERO);
+        }
+        self.signal(libc::SIGTERM);
+        if let Some(code) = self.wait(bound) {
+            return Some(code);
+        }
+        eprintln!(
+            "fleet {} still running {bound:?} after SIGTERM: SIGKILL",
+            self.pid()
+        );
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        None
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            self.signal(libc::SIGKILL);
-            let _ = self.child.wait();
-        }
+        self.stop(Duration::from_secs(30));
     }
 }
 
