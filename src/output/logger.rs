@@ -4,7 +4,7 @@
 //! child output and never block the loop.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Output, Stream};
@@ -27,13 +27,30 @@ pub fn width() -> usize {
     WIDTH.load(Ordering::Relaxed)
 }
 
+/// Own log lines dropped because the output queue was full (see `Output::push_own`).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Where formatted log lines go: the output queue when it runs, else stderr directly.
-struct Sink(Option<Output>);
+struct Sink(Option<Output>, LogFormat);
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.0 {
-            Some(o) => o.push(Stream::Stderr, buf.to_vec()),
+            Some(o) => {
+                let dropped = DROPPED.load(Ordering::Relaxed);
+                if dropped > 0 {
+                    // Room again: say how many lines were lost first.
+                    let note = dropped_note(self.1, dropped);
+                    if !o.push_own(Stream::Stderr, note.into_bytes()) {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                        return Ok(buf.len());
+                    }
+                    DROPPED.fetch_sub(dropped, Ordering::Relaxed);
+                }
+                if !o.push_own(Stream::Stderr, buf.to_vec()) {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             None => io::stderr().write_all(buf)?,
         }
         Ok(buf.len())
@@ -51,7 +68,7 @@ pub fn init(format: LogFormat, output: Option<Output>, colour: bool) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.target(env_logger::Target::Pipe(Box::new(Sink(output))));
+    b.target(env_logger::Target::Pipe(Box::new(Sink(output, format))));
     match format {
         LogFormat::Text => {
             b.format(move |buf, record| {
@@ -96,6 +113,19 @@ pub fn init(format: LogFormat, output: Option<Output>, colour: bool) {
         }
     }
     let _ = b.try_init();
+}
+
+/// The line that reports `n` of our own lines dropped while the output was stuck.
+fn dropped_note(format: LogFormat, n: u64) -> String {
+    let msg = format!("{n} log line(s) of mothership dropped while its output was blocked (child output is never dropped)");
+    match format {
+        LogFormat::Text => format!("{:<w$} | warning: {msg}\n", "mothership", w = width()),
+        LogFormat::Json => format!(
+            "{{\"ts\":\"{}\",\"level\":\"warn\",\"target\":\"mothership\",\"msg\":{}}}\n",
+            rfc3339_now(),
+            json_string(&msg)
+        ),
+    }
 }
 
 /// A JSON string literal for `s`.

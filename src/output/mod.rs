@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 pub const HIGH_WATER: usize = 1 << 20;
 /// The writer wakes a paused loop once the queue is back under this many bytes.
 pub const LOW_WATER: usize = 256 << 10;
+/// Longest wait at exit for the writer to finish.
+pub const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -95,6 +97,21 @@ impl Output {
         }
     }
 
+    /// Queues one of mothership's own log lines, unless the queue is over its high-water
+    /// mark (the reader of our output is stuck): then the line is refused (`false`) and the
+    /// caller counts it. Child output is never refused (the loop stops reading it instead),
+    /// but our own lines (the access log: tens of thousands a second) cannot wait.
+    pub fn push_own(&self, stream: Stream, data: Vec<u8>) -> bool {
+        {
+            let q = self.lock();
+            if !q.closed && q.bytes >= HIGH_WATER {
+                return false;
+            }
+        }
+        self.push(stream, data);
+        true
+    }
+
     /// True when the loop should stop reading child output; if so, the writer will wake
     /// the loop (through the waker) when there is room again.
     pub fn congested(&self) -> bool {
@@ -107,14 +124,23 @@ impl Output {
         }
     }
 
-    /// Writes out everything queued and stops the writer thread. Later pushes are written
-    /// directly.
+    /// Writes out everything queued and stops the writer thread, waiting at most
+    /// `FINISH_WAIT` for it: a stuck stdout must not keep the process from ending (as PID
+    /// 1 the kernel drops default-action signals, so nothing else would end it). Later
+    /// pushes are written directly.
     pub fn finish(&self, handle: JoinHandle<()>) {
         {
             let mut q = self.lock();
             q.closed = true;
         }
         self.shared.ready.notify_one();
+        let end = std::time::Instant::now() + FINISH_WAIT;
+        while !handle.is_finished() {
+            if std::time::Instant::now() >= end {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let _ = handle.join();
     }
 }

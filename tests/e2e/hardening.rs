@@ -435,3 +435,62 @@ fn the_next_start_stops_what_a_killed_instance_left() {
     let records: Vec<_> = std::fs::read_dir(&sock).unwrap().flatten().collect();
     assert!(records.is_empty(), "{records:?}");
 }
+
+#[test]
+fn own_log_lines_are_bounded_when_stderr_is_stuck() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Dir::new("stuck-log");
+    let http = free_port();
+    std::fs::create_dir_all(d.join("pub")).unwrap();
+    d.write("pub/a.txt", "hello\n");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ access_log = true }}\n[[mothership.static_dirs]]\npath = \"pub\"\nprefix = \"/\"\n"
+        ),
+    );
+    // A FIFO held open here and never read: once its buffer is full, writes to it block.
+    let fifo = d.join("stuck");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let stuck = held.try_clone().unwrap();
+    let mut f = Fleet::start_with(&d, &[], |cmd| {
+        cmd.stderr(stuck);
+    });
+    let url = format!("http://127.0.0.1:{http}/a.txt");
+    assert!(
+        wait_for(secs(10), || crate::proxy::curl(&["-s", &url]) == "hello\n"),
+        "not serving"
+    );
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", "-c20", "-d5s", &url])
+        .output()
+        .expect("wrk (make setup installs it)");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let rss = proc_status_kib(f.pid(), "VmRSS:").unwrap_or(u64::MAX);
+    // Far more access-log lines than the 1 MiB queue holds went by, and requests were
+    // answered all along.
+    assert!(requests > 20_000, "{report}");
+    assert!(
+        rss < 16 * 1024,
+        "RSS {rss} KiB after {requests} access-log lines with stderr stuck"
+    );
+    // Landing is not held for ever by the stuck writer either.
+    f.signal(libc::SIGTERM);
+    let code = f.wait(secs(30));
+    drop(held);
+    assert!(
+        code.is_some(),
+        "still running 30 s after SIGTERM with stderr stuck"
+    );
+}
