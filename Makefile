@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/mothership
 MANPAGES := man/mothership.1 man/ship-manifest.toml.5
 
-.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean
+.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean fuzz
 
 all: build
 
@@ -35,6 +35,12 @@ bench: build
 	bash bench/proxy.sh
 	bash bench/edge.sh
 	bash bench/compress.sh
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer; installs cargo-fuzz when missing): every
+# target for FUZZ_SECONDS (default 60) each; fails on a crash, a hang or a leak.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
 
 # Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
 cross:

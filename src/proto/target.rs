@@ -60,7 +60,7 @@ pub fn parse<'a>(method: &str, target: &'a str) -> Result<Form<'a>, Invalid> {
     let target = if path.is_empty() {
         Cow::Borrowed("/")
     } else if path.starts_with('?') {
-        Cow::Owned(format!("/{path}"))
+        Cow::Owned(normalize(&format!("/{path}"))?.into_owned())
     } else {
         normalize(path)?
     };
@@ -249,6 +249,8 @@ mod tests {
         assert!(parse("GET", "ftp://x/y").is_err());
         assert!(parse("GET", "http://user@x/y").is_err(), "userinfo");
         assert!(parse("GET", "http:///y").is_err());
+        // Found by the fuzzer: a fragment after an authority with only a query.
+        assert!(parse("GET", "http://h?0/x#y").is_err());
         assert_eq!(
             parse("GET", "http://example.test/abs?q=1"),
             Ok(Form::Absolute {

@@ -163,6 +163,15 @@ struct Exchange {
     enc: Option<Box<compress::Encoder>>,
 }
 
+impl Exchange {
+    fn side(&self) -> ClientSide {
+        ClientSide {
+            upgrade: self.upgrade,
+            client_minor: self.client_minor,
+        }
+    }
+}
+
 /// The request in progress on a connection, for metrics and logs; accounted once, when it
 /// ends (or when its connection goes away first).
 struct ReqStat {
@@ -1763,8 +1772,14 @@ impl Edge {
                         progress = true;
                         up.uin.drain(..r.head_len);
                         if r.status == 101 && ex.upgrade {
-                            c.cout
-                                .extend_from_slice(&client_head(&r, ex, true, false, false, None));
+                            c.cout.extend_from_slice(&client_head(
+                                &r,
+                                ex.side(),
+                                true,
+                                false,
+                                false,
+                                None,
+                            ));
                             ex.sent += 1;
                             c.phase = Phase::Tunnel {
                                 client_shut: false,
@@ -1785,7 +1800,12 @@ impl Edge {
                         if (100..200).contains(&r.status) {
                             if ex.client_minor == 1 {
                                 c.cout.extend_from_slice(&client_head(
-                                    &r, ex, true, false, false, None,
+                                    &r,
+                                    ex.side(),
+                                    true,
+                                    false,
+                                    false,
+                                    None,
                                 ));
                             }
                             continue;
@@ -1805,7 +1825,7 @@ impl Edge {
                             && matches!(ex.req, ReqBody::Done);
                         c.cout.extend_from_slice(&client_head(
                             &r,
-                            ex,
+                            ex.side(),
                             keep,
                             r.body == Body::Chunked && !dechunk,
                             ex.client_minor == 0 && keep,
@@ -2191,8 +2211,8 @@ fn underscore_twin(name: &str) -> bool {
 }
 
 /// The request head sent to the upstream: hop-by-hop headers removed, forwarding headers
-/// set, framing kept.
-fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr) -> Vec<u8> {
+/// set, framing kept. Public for the fuzz targets.
+pub fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr) -> Vec<u8> {
     let conn = http::connection_tokens(&req.headers);
     let mut out = Vec::with_capacity(req.head_len + 128);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", req.method, target);
@@ -2262,12 +2282,20 @@ fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr
     out
 }
 
-/// The response head sent to the client.
+/// What the response head for the client depends on in the exchange.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSide {
+    /// The request asked for an upgrade (WebSocket).
+    pub upgrade: bool,
+    /// Minor version of the client's request.
+    pub client_minor: u8,
+}
+
 /// The response head for the client. `compress`: the body is sent compressed with this
-/// coding, chunked.
-fn client_head(
+/// coding, chunked. Public for the fuzz targets.
+pub fn client_head(
     r: &ResponseHead,
-    ex: &Exchange,
+    ex: ClientSide,
     keep: bool,
     chunked: bool,
     say_keep_alive: bool,
