@@ -16,8 +16,9 @@ run: build
 # Every test: unit and end-to-end tests, lints, formatting, man pages.
 test: unit lint fmt-check man-lint
 
+# Under a child subreaper that fails the run when a process started by a test outlives it.
 unit:
-	$(CARGO) test --all-features
+	python3 tests/no-leftovers.py $(CARGO) test --all-features
 
 lint:
 	$(CARGO) clippy --all-targets --all-features -- -D warnings

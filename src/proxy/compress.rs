@@ -7,7 +7,9 @@
 //! level 6 for a 4 % larger output), brotli at quality 3 with a 256 KiB window (faster than
 //! gzip level 4 with a smaller output; the window bounds memory per response).
 
+use std::cell::Cell;
 use std::io::Write;
+use std::rc::Rc;
 
 use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression;
@@ -22,34 +24,89 @@ pub const GZIP_LEVEL: u32 = 4;
 pub const BROTLI_QUALITY: u32 = 3;
 pub const BROTLI_LGWIN: u32 = 18;
 
-pub enum Encoder {
+/// Encoders alive at once, all responses together: each holds a few hundred KiB (a
+/// deflate state and window, or a brotli window of 256 KiB and its tables), so the budget
+/// bounds their memory to some tens of MiB. Above it responses are sent as they are.
+pub const MAX_ENCODERS: usize = 128;
+
+/// The budget of encoders at once; each encoder it hands out gives its share back when it
+/// is dropped.
+#[derive(Clone)]
+pub struct Budget {
+    live: Rc<Cell<usize>>,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Budget {
+        Budget {
+            live: Rc::new(Cell::new(0)),
+            max,
+        }
+    }
+
+    /// Encoders alive now.
+    pub fn live(&self) -> usize {
+        self.live.get()
+    }
+
+    /// An encoder for `coding`, or None when the coding is unknown or the budget is spent.
+    pub fn encoder(&self, coding: &str) -> Option<Encoder> {
+        if self.live.get() >= self.max {
+            return None;
+        }
+        let mut e = Encoder::new(coding)?;
+        self.live.set(self.live.get() + 1);
+        e.ticket = Some(Ticket(Rc::clone(&self.live)));
+        Some(e)
+    }
+}
+
+/// One encoder's share of a [`Budget`].
+struct Ticket(Rc<Cell<usize>>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+pub struct Encoder {
+    inner: Inner,
+    ticket: Option<Ticket>,
+}
+
+enum Inner {
     Gzip(GzEncoder<Vec<u8>>),
     Deflate(ZlibEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
 
 impl Encoder {
+    /// An encoder outside any budget (see [`Budget::encoder`]).
     pub fn new(coding: &str) -> Option<Encoder> {
-        Some(match coding {
-            "gzip" => Encoder::Gzip(GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL))),
-            "deflate" => {
-                Encoder::Deflate(ZlibEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL)))
-            }
-            "br" => Encoder::Br(Box::new(brotli::CompressorWriter::new(
+        let inner = match coding {
+            "gzip" => Inner::Gzip(GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL))),
+            "deflate" => Inner::Deflate(ZlibEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL))),
+            "br" => Inner::Br(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 16 << 10,
                 BROTLI_QUALITY,
                 BROTLI_LGWIN,
             ))),
             _ => return None,
+        };
+        Some(Encoder {
+            inner,
+            ticket: None,
         })
     }
 
     fn out(&mut self) -> &mut Vec<u8> {
-        match self {
-            Encoder::Gzip(e) => e.get_mut(),
-            Encoder::Deflate(e) => e.get_mut(),
-            Encoder::Br(e) => e.get_mut(),
+        match &mut self.inner {
+            Inner::Gzip(e) => e.get_mut(),
+            Inner::Deflate(e) => e.get_mut(),
+            Inner::Br(e) => e.get_mut(),
         }
     }
 
@@ -58,16 +115,16 @@ impl Encoder {
     /// HTTP chunk.
     pub fn feed(&mut self, data: &[u8], flush: bool, dst: &mut Vec<u8>) {
         // Writing to a Vec cannot fail.
-        let _ = match self {
-            Encoder::Gzip(e) => e.write_all(data),
-            Encoder::Deflate(e) => e.write_all(data),
-            Encoder::Br(e) => e.write_all(data),
+        let _ = match &mut self.inner {
+            Inner::Gzip(e) => e.write_all(data),
+            Inner::Deflate(e) => e.write_all(data),
+            Inner::Br(e) => e.write_all(data),
         };
         if flush {
-            let _ = match self {
-                Encoder::Gzip(e) => e.flush(),
-                Encoder::Deflate(e) => e.flush(),
-                Encoder::Br(e) => e.flush(),
+            let _ = match &mut self.inner {
+                Inner::Gzip(e) => e.flush(),
+                Inner::Deflate(e) => e.flush(),
+                Inner::Br(e) => e.flush(),
             };
         }
         let out = self.out();
@@ -77,10 +134,10 @@ impl Encoder {
 
     /// Ends the stream: the last data chunk and the terminating zero-size chunk.
     pub fn finish(self, dst: &mut Vec<u8>) {
-        let rest = match self {
-            Encoder::Gzip(e) => e.finish().unwrap_or_default(),
-            Encoder::Deflate(e) => e.finish().unwrap_or_default(),
-            Encoder::Br(mut e) => {
+        let rest = match self.inner {
+            Inner::Gzip(e) => e.finish().unwrap_or_default(),
+            Inner::Deflate(e) => e.finish().unwrap_or_default(),
+            Inner::Br(mut e) => {
                 let _ = e.flush();
                 e.into_inner()
             }
@@ -163,6 +220,25 @@ mod tests {
             assert_eq!(plain, text, "{coding}");
         }
         assert!(Encoder::new("zstd").is_none());
+    }
+
+    #[test]
+    fn the_budget_bounds_encoders_alive_at_once() {
+        let b = Budget::new(2);
+        let e1 = b.encoder("gzip").unwrap();
+        let e2 = b.encoder("br").unwrap();
+        assert!(b.encoder("gzip").is_none(), "over the budget: identity");
+        assert_eq!(b.live(), 2);
+        drop(e1);
+        assert_eq!(b.live(), 1);
+        let e3 = b.encoder("deflate").unwrap();
+        let mut out = Vec::new();
+        e2.finish(&mut out);
+        assert_eq!(b.live(), 1);
+        drop(e3);
+        assert_eq!(b.live(), 0);
+        assert!(b.encoder("zstd").is_none());
+        assert_eq!(b.live(), 0);
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! the requested headers normalised (split at commas, trimmed, lowercased, sorted, without
 //! duplicates). Only 2xx answers with an `Access-Control-Allow-*` header and a small body
 //! are stored, for `Access-Control-Max-Age` seconds (0 or less: not stored) or else the
-//! configured default; at most `max_entries`, the least recently used evicted first.
+//! configured default; at most `max_entries` and `MAX_BYTES` (keys, headers and bodies
+//! counted), the least recently used evicted first. A key longer than `MAX_KEY` is not
+//! cached. Each key is stored once, shared by the map and the use order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::manifest::CorsCache as Config;
@@ -15,6 +18,13 @@ use crate::proto::http::{Header, RequestHead, ResponseHead};
 
 /// Largest preflight body stored.
 pub const MAX_BODY: u64 = 8 << 10;
+/// Longest key cached (Origin, target and requested headers are the client's to choose).
+pub const MAX_KEY: usize = 4 << 10;
+/// Most bytes the cache holds, all entries together.
+pub const MAX_BYTES: usize = 16 << 20;
+/// Bookkeeping counted per entry and per header, beyond their bytes.
+const ENTRY_OVERHEAD: usize = 160;
+const HEADER_OVERHEAD: usize = 48;
 
 /// A stored answer.
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub struct Entry {
     pub stored: Instant,
     expires: Instant,
     stamp: u64,
+    /// What this entry counts for against `MAX_BYTES`.
+    size: usize,
 }
 
 impl Entry {
@@ -59,10 +71,12 @@ pub struct Capture {
 pub struct Cache {
     default_ttl: Duration,
     max_entries: usize,
-    map: HashMap<String, Entry>,
+    map: HashMap<Rc<str>, Entry>,
     /// Use order: stamp -> key.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Rc<str>>,
     next_stamp: u64,
+    /// Bytes held (sum of the entries' sizes).
+    bytes: usize,
 }
 
 /// The cache key of a request to route `route` of `bind`, if it is a cacheable CORS
@@ -102,14 +116,15 @@ pub fn key_of(bind: usize, route: usize, req: &RequestHead) -> Option<String> {
     names.sort();
     names.dedup();
     // Fields are separated by a byte no header value or target may hold.
-    Some(format!(
+    let key = format!(
         "{bind}\n{route}\n{}\n{}\n{}\n{}\n{}",
         req.host.as_deref().unwrap_or("").to_ascii_lowercase(),
         origin.value_str(),
         req.target,
         method.value_str(),
         names.join(",")
-    ))
+    );
+    (key.len() <= MAX_KEY).then_some(key)
 }
 
 fn ttl_of(headers: &[Header], default: Duration) -> Option<Duration> {
@@ -131,7 +146,20 @@ impl Cache {
             map: HashMap::new(),
             order: BTreeMap::new(),
             next_stamp: 0,
+            bytes: 0,
         })
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.map.remove(key) {
+            self.order.remove(&old.stamp);
+            self.bytes -= old.size;
+        }
     }
 
     /// Answers stored now.
@@ -141,17 +169,17 @@ impl Cache {
 
     /// A fresh entry for `key` (marked as just used); expired entries are dropped.
     pub fn get(&mut self, key: &str, now: Instant) -> Option<&Entry> {
-        let e = self.map.get_mut(key)?;
+        let (k, e) = self.map.get_key_value(key)?;
         if e.expires <= now {
-            let stamp = e.stamp;
-            self.order.remove(&stamp);
-            self.map.remove(key);
+            self.remove(key);
             return None;
         }
+        let k = Rc::clone(k);
+        let e = self.map.get_mut(key)?;
         self.order.remove(&e.stamp);
         e.stamp = self.next_stamp;
         self.next_stamp += 1;
-        self.order.insert(e.stamp, key.to_string());
+        self.order.insert(e.stamp, k);
         self.map.get(key)
     }
 
@@ -214,23 +242,35 @@ impl Cache {
 
     /// Stores a complete capture.
     pub fn put(&mut self, c: Capture, now: Instant) {
-        if c.left != 0 {
+        if c.left != 0 || c.key.len() > MAX_KEY {
             return;
         }
-        if let Some(old) = self.map.remove(&c.key) {
-            self.order.remove(&old.stamp);
+        let size = ENTRY_OVERHEAD
+            + c.key.len()
+            + c.body.len()
+            + c.headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + HEADER_OVERHEAD)
+                .sum::<usize>();
+        if size > MAX_BYTES {
+            return;
         }
-        while self.map.len() >= self.max_entries {
+        self.remove(&c.key);
+        while self.map.len() >= self.max_entries || self.bytes + size > MAX_BYTES {
             let Some((_, k)) = self.order.pop_first() else {
                 break;
             };
-            self.map.remove(&k);
+            if let Some(old) = self.map.remove(&k) {
+                self.bytes -= old.size;
+            }
         }
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        self.order.insert(stamp, c.key.clone());
+        let key: Rc<str> = c.key.into();
+        self.order.insert(stamp, Rc::clone(&key));
+        self.bytes += size;
         self.map.insert(
-            c.key,
+            key,
             Entry {
                 status: c.status,
                 headers: c.headers,
@@ -240,6 +280,7 @@ impl Cache {
                     .checked_add(c.ttl)
                     .unwrap_or(now + Duration::from_secs(86400 * 365)),
                 stamp,
+                size,
             },
         );
     }
@@ -370,5 +411,47 @@ mod tests {
         cap.left = 2;
         c.put(cap, t0);
         assert!(c.get("d", t0).is_none());
+    }
+
+    #[test]
+    fn bounded_by_bytes_and_oversized_keys_are_refused() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(&cfg(1_000_000)).unwrap();
+        let r = resp("Access-Control-Allow-Origin: *\r\nAccess-Control-Max-Age: 600\r\n");
+        // Keys near the limit, far more of them than MAX_BYTES holds.
+        let n = MAX_BYTES / MAX_KEY * 3;
+        for i in 0..n {
+            let key = format!("{i:08}{}", "k".repeat(MAX_KEY - 8));
+            let cap = c.capture(key, &r, 0).unwrap();
+            c.put(cap, t0);
+            assert!(c.bytes() <= MAX_BYTES);
+        }
+        assert!(c.entries() < n / 2, "{} entries", c.entries());
+        assert!(c.bytes() > MAX_BYTES / 2);
+        // The most recent is kept, the oldest evicted.
+        assert!(c
+            .get(&format!("{:08}{}", n - 1, "k".repeat(MAX_KEY - 8)), t0)
+            .is_some());
+        assert!(c
+            .get(&format!("{:08}{}", 0, "k".repeat(MAX_KEY - 8)), t0)
+            .is_none());
+        // A key over MAX_KEY is never stored, nor made by key_of.
+        let before = c.entries();
+        let cap = c.capture("x".repeat(MAX_KEY + 1), &r, 0).unwrap();
+        c.put(cap, t0);
+        assert_eq!(c.entries(), before);
+        let long_origin = format!(
+            "Origin: https://{}\r\nAccess-Control-Request-Method: GET\r\n",
+            "o".repeat(MAX_KEY)
+        );
+        assert!(key_of(0, 0, &req(&long_origin)).is_none());
+        // Removing and expiring give the bytes back.
+        let total: usize = c.bytes();
+        assert!(total > 0);
+        for i in 0..n {
+            let key = format!("{i:08}{}", "k".repeat(MAX_KEY - 8));
+            c.get(&key, t0 + Duration::from_secs(601));
+        }
+        assert_eq!((c.entries(), c.bytes()), (0, 0));
     }
 }

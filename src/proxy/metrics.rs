@@ -142,6 +142,8 @@ pub struct Gauges {
     pub idle_upstreams: usize,
     pub rate_limit_clients: usize,
     pub cors_entries: usize,
+    pub cors_bytes: usize,
+    pub compression_encoders: usize,
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
@@ -446,6 +448,20 @@ pub fn render(
     );
     gauge(
         &mut o,
+        "mothership_cors_cache_bytes",
+        "gauge",
+        "Bytes held by the CORS cache (keys, headers, bodies).",
+        g.cors_bytes as f64,
+    );
+    gauge(
+        &mut o,
+        "mothership_compression_encoders",
+        "gauge",
+        "Compression encoders alive now (at most 128; above, responses go uncompressed).",
+        g.compression_encoders as f64,
+    );
+    gauge(
+        &mut o,
         "mothership_uptime_seconds",
         "gauge",
         "Seconds since mothership started.",
@@ -535,6 +551,8 @@ mod tests {
             idle_upstreams: 1,
             rate_limit_clients: 0,
             cors_entries: 0,
+            cors_bytes: 0,
+            compression_encoders: 0,
         };
         let text = render(&s, &fleet, &usage, &g, t0);
         assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));

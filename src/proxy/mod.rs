@@ -60,6 +60,8 @@ const MAX_IDLE: usize = 1024;
 /// starve signals, child output and the connections already open. The rest of the backlog
 /// is taken on the next turns (the poll does not wait while some is left).
 const ACCEPTS_PER_TURN: usize = 64;
+/// `/metrics` serves a resource sample of the fleet up to this old.
+const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn token(kind: usize, id: usize) -> Token {
     Token(EDGE_BASE + ((id << 2) | kind))
@@ -309,6 +311,11 @@ pub struct Edge {
     cors: Option<cors::Cache>,
     statics: static_files::Statics,
     compression: bool,
+    /// Compression encoders alive at once.
+    encoders: compress::Budget,
+    /// The last resource sample of the fleet, served by `/metrics` until it is older than
+    /// `SAMPLE_MAX_AGE`.
+    sample: Option<(Instant, HashMap<i32, crate::supervisor::resources::Usage>)>,
     /// Stats index of the first static mount (they follow the routes).
     static_base: usize,
 }
@@ -386,6 +393,8 @@ impl Edge {
             cors: cors::Cache::new(&m.cors_cache),
             statics,
             compression: m.compression,
+            encoders: compress::Budget::new(compress::MAX_ENCODERS),
+            sample: None,
             static_base,
         })
     }
@@ -1430,7 +1439,7 @@ impl Edge {
                         pos: start,
                         end: start + len,
                         keep,
-                        enc: compress::Encoder::new(coding).map(Box::new),
+                        enc: self.encoders.encoder(coding).map(Box::new),
                     }));
                     return;
                 }
@@ -1486,15 +1495,28 @@ impl Edge {
         }
         match req.path() {
             "/metrics" => {
+                // Walking the processes of the fleet costs with its size: a scrape storm
+                // on this unauthenticated listener gets the last sample while it is fresh.
                 let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-                let usage = crate::supervisor::resources::sample(&pgids);
+                let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
+                    self.now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
+                        && pgids.iter().all(|p| u.contains_key(p))
+                });
+                if !fresh {
+                    let usage = crate::supervisor::resources::sample(&pgids);
+                    self.sample = Some((self.now, usage));
+                }
+                let empty = HashMap::new();
+                let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
                 let g = metrics::Gauges {
                     open_connections: self.open,
                     idle_upstreams: self.pool.values().map(VecDeque::len).sum(),
                     rate_limit_clients: self.limiter.as_ref().map_or(0, |r| r.tracked()),
                     cors_entries: self.cors.as_ref().map_or(0, cors::Cache::entries),
+                    cors_bytes: self.cors.as_ref().map_or(0, cors::Cache::bytes),
+                    compression_encoders: self.encoders.live(),
                 };
-                let text = metrics::render(&self.stats, fleet, &usage, &g, self.now);
+                let text = metrics::render(&self.stats, fleet, usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
                 answer(c, &req.method, 200, b"", Some(ct), text.as_bytes(), close);
             }
@@ -1811,7 +1833,7 @@ impl Edge {
                             continue;
                         }
                         let coding = ex.accept.take().and_then(|a| compress_choice(&r, &a));
-                        ex.enc = coding.and_then(compress::Encoder::new).map(Box::new);
+                        ex.enc = coding.and_then(|c| self.encoders.encoder(c)).map(Box::new);
                         let coding = ex.enc.as_ref().and(coding);
                         let dechunk =
                             r.body == Body::Chunked && (ex.client_minor == 0 || coding.is_some());

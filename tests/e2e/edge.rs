@@ -119,6 +119,8 @@ fn metrics_and_health_on_the_metrics_port() {
     let out = "mothership_response_body_bytes_total{route=\"http:/.*\"}";
     assert!(metric(&text, out).unwrap() > 100.0);
     assert!(metric(&text, "mothership_connections_total").unwrap() >= 5.0);
+    assert_eq!(metric(&text, "mothership_compression_encoders"), Some(0.0));
+    assert!(metric(&text, "mothership_cors_cache_bytes").is_some());
 
     // promtool (Debian's prometheus package) accepts the whole text.
     let mut p = Command::new("promtool")

@@ -403,7 +403,16 @@ fn the_next_start_stops_what_a_killed_instance_left() {
     // The case to handle: the supervisor killed outright, its grandchild left running.
     first.signal(libc::SIGKILL);
     first.wait(secs(10));
-    let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+    // Running, not a zombie waiting for whoever it was reparented to.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    };
     assert!(
         alive(old),
         "precondition: the grandchild {old} survived the SIGKILL"
