@@ -216,6 +216,8 @@ enum Phase {
         client_shut: bool,
         up_shut: bool,
     },
+    /// A routed request waiting for its ship to come up.
+    Held(Box<Held>),
     Closing,
     /// Placeholder while a step has the phase out; a step that does not set a new phase
     /// gets its own back.
@@ -260,6 +262,15 @@ struct Idle {
     timer: TimerId,
 }
 
+/// A request parked until its ship is up (its head stays in the client buffer).
+struct Held {
+    req: RequestHead,
+    target: usize,
+    strip: Option<String>,
+    cors_key: Option<String>,
+    since: Instant,
+}
+
 /// Who an upstream id belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
@@ -301,6 +312,10 @@ pub struct Edge {
     pending: Vec<usize>,
     /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`.
     accept_more: Vec<usize>,
+    /// Connections whose request waits for its ship to come up.
+    held: Vec<usize>,
+    /// Per program: it has a bind (a request to it can wait for it to come up).
+    has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
     /// that upstream is read once at the end of the turn (see `tick`).
     awaiting: Vec<usize>,
@@ -387,6 +402,8 @@ impl Edge {
             pending: Vec::new(),
             awaiting: Vec::new(),
             accept_more: Vec::new(),
+            held: Vec::new(),
+            has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
@@ -673,6 +690,9 @@ impl Edge {
         for id in pending {
             self.drive(id, registry, fleet);
         }
+        if !self.held.is_empty() {
+            self.resume_held(registry, fleet);
+        }
         for li in std::mem::take(&mut self.accept_more) {
             if !self.accept_paused {
                 self.accept(li, registry, fleet);
@@ -689,6 +709,48 @@ impl Edge {
                 }
                 TimerKey::Conn(id) => self.on_timer(id, registry, fleet),
             }
+        }
+    }
+
+    /// Sends on the held requests whose ship came up, and refuses those whose ship will
+    /// not come up any more.
+    fn resume_held(&mut self, registry: &Registry, fleet: &FleetView) {
+        let held = std::mem::take(&mut self.held);
+        for id in held {
+            let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
+                continue;
+            };
+            let target = match &c.phase {
+                Phase::Held(h) => h.target,
+                _ => {
+                    self.conns[id] = Some(c);
+                    continue;
+                }
+            };
+            let up = fleet.backends.get(target).is_some_and(Option::is_some);
+            if !up && self.coming_up(target, fleet) {
+                self.held.push(id);
+                self.conns[id] = Some(c);
+                continue;
+            }
+            if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::Busy) {
+                let h = *h;
+                self.forward(
+                    &mut c,
+                    id,
+                    h.req,
+                    h.target,
+                    h.strip.as_deref(),
+                    h.cors_key,
+                    registry,
+                    fleet,
+                );
+            }
+            if matches!(c.phase, Phase::Busy) {
+                c.phase = Phase::Closing;
+            }
+            self.conns[id] = Some(c);
+            self.drive(id, registry, fleet);
         }
     }
 
@@ -711,6 +773,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
+            Phase::Held(h) => at(h.since, s.connect_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing | Phase::Busy if c.linger.is_some() => at(c.activity, LINGER_TIME),
             Phase::Closing | Phase::Busy => at(c.activity, s.body_timeout),
@@ -767,6 +830,18 @@ impl Edge {
                 }
                 c.cin.clear();
                 respond(&mut c, 408, "request body timeout", true);
+            }
+            Phase::Held(h) => {
+                let name = self.names.get(h.target).map_or("?", |s| s.as_str());
+                log::warn!(
+                    "{}: {name} did not come up within {:?}; answering 503",
+                    c.peer,
+                    self.settings.connect_timeout
+                );
+                let (method, head_len) = (h.req.method.clone(), h.req.head_len);
+                c.cin.drain(..head_len.min(c.cin.len()));
+                respond_to(&mut c, &method, 503, "backend not available", true);
+                self.account(&mut c);
             }
             Phase::Exchange(ex) if ex.sent == 0 => {
                 let what = match &c.up {
@@ -1089,6 +1164,13 @@ impl Edge {
                 c.phase = Phase::File(f);
                 false
             }
+            Phase::Held(h) => {
+                // The client may send its body meanwhile (up to the buffer); one that
+                // leaves is let go.
+                c.dead = c.c_eof;
+                c.phase = Phase::Held(h);
+                false
+            }
             Phase::Exchange(mut ex) => {
                 let p = self.exchange(c, id, &mut ex, registry);
                 if matches!(c.phase, Phase::Busy) {
@@ -1234,6 +1316,65 @@ impl Edge {
                 return;
             }
         }
+        let strip = route.strip_prefix.clone();
+        if fleet.backends.get(target).is_some_and(Option::is_none) && self.coming_up(target, fleet)
+        {
+            // The ship is starting (or about to): the request waits for it (see `tick`),
+            // its head still in `cin`, up to connect_timeout.
+            log::debug!(
+                "{} {} {}: {} is starting; the request waits for it",
+                c.peer,
+                req.method,
+                req.target,
+                self.names.get(target).map_or("?", |s| s)
+            );
+            c.phase = Phase::Held(Box::new(Held {
+                req,
+                target,
+                strip,
+                cors_key,
+                since: self.now,
+            }));
+            self.held.push(id);
+            return;
+        }
+        self.forward(
+            c,
+            id,
+            req,
+            target,
+            strip.as_deref(),
+            cors_key,
+            registry,
+            fleet,
+        );
+    }
+
+    /// Can program `target` still come up without anyone's action: it has a bind and is
+    /// waiting to start, starting, or waiting to restart?
+    fn coming_up(&self, target: usize, fleet: &FleetView) -> bool {
+        self.has_bind.get(target).copied().unwrap_or(false)
+            && !self.draining
+            && fleet
+                .ships
+                .get(target)
+                .is_some_and(|s| matches!(s.state, "waiting" | "starting" | "backoff"))
+    }
+
+    /// Sends a routed request to its ship (the request head is still in `cin`).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        req: RequestHead,
+        target: usize,
+        strip: Option<&str>,
+        cors_key: Option<String>,
+        registry: &Registry,
+        fleet: &FleetView,
+    ) {
+        let keep = req.body == Body::None && req.keep_alive;
         let Some(addr) = fleet.backends.get(target).cloned().flatten() else {
             log::warn!(
                 "{} {} {}: {} is not up",
@@ -1245,7 +1386,7 @@ impl Edge {
             self.refuse(c, &req, 503, "backend not available", !keep);
             return;
         };
-        let new_target = router::rewrite_target(&req.target, route.strip_prefix.as_deref());
+        let new_target = router::rewrite_target(&req.target, strip);
         let key = self.key_of(target, &addr);
         // An upstream: a pooled one if there is one, else a new connection.
         let up = match self.take_idle(&key, id, registry) {

@@ -503,3 +503,66 @@ fn own_log_lines_are_bounded_when_stderr_is_stuck() {
         "still running 30 s after SIGTERM with stderr stuck"
     );
 }
+
+#[test]
+fn a_request_to_a_ship_that_is_starting_waits_for_it() {
+    let d = Dir::new("held");
+    let (http, a, b) = (free_port(), free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership]
+bind = {{ http = "127.0.0.1:{http}" }}
+http = {{ connect_timeout = "3s" }}
+[[fleet.web]]
+name = "slow"
+command = "sh"
+args = ["-c", "sleep 1; exec python3 {STRICT} {a} slow"]
+bind = "127.0.0.1:{a}"
+routes = ["http:^/slow"]
+[[fleet.web]]
+name = "never"
+command = "sleep"
+args = ["1000"]
+bind = "127.0.0.1:{b}"
+critical = false
+routes = ["http:^/never"]
+"#
+        ),
+    );
+    let f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("listening on")),
+        "{}",
+        f.stderr()
+    );
+    // The listener is up long before the ship is.
+    assert!(
+        wait_for(secs(10), || {
+            let r = raw(
+                http,
+                b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            );
+            r.starts_with("HTTP/1.1 404 ")
+        }),
+        "{}",
+        f.stderr()
+    );
+    assert!(!f.stderr().contains("slow: up"), "{}", f.stderr());
+    let r = raw(
+        http,
+        b"GET /slow/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 200 ") && r.contains(r#""target": "/slow/x""#),
+        "{r}\n{}",
+        f.stderr()
+    );
+    // One that does not come up within connect_timeout gets 503.
+    let r = raw(
+        http,
+        b"GET /never HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+}
