@@ -255,3 +255,26 @@ impl Source for Listener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_means_nothing_to_read_and_not_closed() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let a = Stream::Unix(UnixStream::from_std(a));
+        assert!(a.is_quiet());
+        let mut b = b;
+        b.write_all(b"x").unwrap();
+        assert!(!a.is_quiet(), "unread bytes");
+        assert!(!a.is_quiet(), "a peek leaves them there");
+        drop(b);
+        let (c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+        c.set_nonblocking(true).unwrap();
+        let c = Stream::Unix(UnixStream::from_std(c));
+        drop(d);
+        assert!(!c.is_quiet(), "end of stream");
+    }
+}

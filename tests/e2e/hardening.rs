@@ -566,3 +566,40 @@ routes = ["http:^/never"]
     );
     assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
 }
+
+#[test]
+fn a_connect_storm_is_accepted_over_several_turns_and_every_connection_served() {
+    let d = Dir::new("storm");
+    let http = free_port();
+    std::fs::create_dir_all(d.join("pub")).unwrap();
+    d.write("pub/a.txt", "hello\n");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\n[[mothership.static_dirs]]\npath = \"pub\"\nprefix = \"/\"\n"
+        ),
+    );
+    let f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("listening on")),
+        "{}",
+        f.stderr()
+    );
+    // Far more connections than one turn accepts (64), all in the backlog at once.
+    let mut conns: Vec<TcpStream> = (0..400)
+        .map(|_| TcpStream::connect(("127.0.0.1", http)).unwrap())
+        .collect();
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(
+            out.starts_with("HTTP/1.1 200 ") && out.ends_with("hello\n"),
+            "connection {i}: {out:?}"
+        );
+    }
+}
