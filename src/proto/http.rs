@@ -200,7 +200,8 @@ fn head_end(
     }
     *scanned = scan.len();
     if buf.len() >= limit {
-        if memchr::memchr(b'\n', scan).is_none() && scan.len() > line_limit + 1 {
+        // The request line alone fills the head: it is the line that is too long.
+        if memchr::memchr(b'\n', scan).is_none() {
             return Err(HttpError::UriTooLong);
         }
         return Err(HttpError::HeadTooLarge);
@@ -951,12 +952,22 @@ mod tests {
             max_headers: 3,
             max_line: 8192,
         };
+        // A request line that alone fills max_head is a line too long (414)...
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
         assert_eq!(
             parse_request(long.as_bytes(), &small).map(|_| ()),
+            Err(HttpError::UriTooLong)
+        );
+        assert_eq!(parse_request(b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &small).map(|_| ()), Err(HttpError::UriTooLong));
+        // ...and headers past it are a head too large (431).
+        let fat = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "b".repeat(100)
+        );
+        assert_eq!(
+            parse_request(fat.as_bytes(), &small).map(|_| ()),
             Err(HttpError::HeadTooLarge)
         );
-        assert_eq!(parse_request(b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &small).map(|_| ()), Err(HttpError::HeadTooLarge));
         let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(
             parse_request(

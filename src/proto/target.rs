@@ -9,6 +9,10 @@
 //! - dot-segments are removed (RFC 3986 5.2.4): `/x/../admin` is `/admin`, and `..`
 //!   never climbs above the root;
 //! - the query is kept as it came.
+//!
+//! Refused: a backslash in the path (some backends take it for a slash) and a dot-segment
+//! with parameters (`/..;/`, which Java servlet containers resolve as `..`), so that no
+//! backend resolves a path differently from the router.
 
 use std::borrow::Cow;
 use std::net::Ipv6Addr;
@@ -80,18 +84,32 @@ pub fn normalize(target: &str) -> Result<Cow<'_, str>, Invalid> {
     if target.contains('#') {
         return Err(Invalid("a fragment in the request target"));
     }
-    let needs_work =
-        path.contains('%') || path.contains("//") || path.split('/').any(|s| s == "." || s == "..");
+    if path.contains('\\') {
+        return Err(Invalid("a backslash in the request path"));
+    }
+    let needs_work = path.contains('%')
+        || path.contains("//")
+        || path
+            .split('/')
+            .any(|s| s == "." || s == ".." || dot_with_params(s));
     if !needs_work {
         return Ok(Cow::Borrowed(target));
     }
     let decoded = decode_unreserved(path)?;
+    if decoded.split('/').any(dot_with_params) {
+        return Err(Invalid("a dot-segment with parameters in the request path"));
+    }
     let mut out = remove_dots(&decoded);
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);
     }
     Ok(Cow::Owned(out))
+}
+
+/// `.;x` or `..;x`: a dot-segment as servlet containers see it.
+fn dot_with_params(seg: &str) -> bool {
+    seg.starts_with(".;") || seg.starts_with("..;")
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -232,11 +250,23 @@ mod tests {
             ("/a/", "/a/"),
             ("/.well-known/x", "/.well-known/x"),
             ("/a..b/c", "/a..b/c"),
+            ("/a;b/c;d", "/a;b/c;d"),
+            ("/x/..a;/y", "/x/..a;/y"),
         ] {
             assert_eq!(normalize(input).as_deref(), Ok(want), "{input}");
         }
         assert!(matches!(normalize("/plain/path?q"), Ok(Cow::Borrowed(_))));
-        for bad in ["/%", "/%4", "/%zz", "/a#frag", "a/b"] {
+        for bad in [
+            "/%",
+            "/%4",
+            "/%zz",
+            "/a#frag",
+            "a/b",
+            "/a\\..\\admin",
+            "/pub/..;/admin",
+            "/pub/%2e%2e;x/admin",
+            "/.;/admin",
+        ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
     }

@@ -50,6 +50,11 @@ impl Budget {
         self.live.get()
     }
 
+    /// Whether [`encoder`](Self::encoder) would hand one out now.
+    pub fn available(&self) -> bool {
+        self.live.get() < self.max
+    }
+
     /// An encoder for `coding`, or None when the coding is unknown or the budget is spent.
     pub fn encoder(&self, coding: &str) -> Option<Encoder> {
         if self.live.get() >= self.max {

@@ -150,6 +150,8 @@ struct Exchange {
     head_only: bool,
     /// How far the search for the end of the response head in the upstream buffer got.
     resp_scan: usize,
+    /// An interim (1xx) response said the connection cannot be reused.
+    no_reuse: bool,
     /// For an idempotent request without a body sent on a reused connection: the bytes to
     /// send again on a fresh connection if the reused one turns out to be closed.
     replay: Option<Vec<u8>>,
@@ -240,9 +242,11 @@ struct Conn {
     proxy_pending: Option<ProxyCheck>,
     /// How far the search for the end of the request head in `cin` got.
     head_scan: usize,
-    /// A request head has been received on this connection (until then, an idle
-    /// connection is held for `header_timeout`, not `keepalive_timeout`).
+    /// A request head has been received on this connection (until then, the connection
+    /// has `header_timeout` from `opened`, not `keepalive_timeout`).
     served: bool,
+    /// When it was accepted.
+    opened: Instant,
     /// The client's side may have closed (read until end of stream).
     c_hup: bool,
     /// Closing with our side shut: bytes read and dropped so far.
@@ -310,8 +314,10 @@ pub struct Edge {
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
     pending: Vec<usize>,
-    /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`.
+    /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`: taken
+    /// on at the end of the next turn (`accept_due`), not of this one.
     accept_more: Vec<usize>,
+    accept_due: Vec<usize>,
     /// Connections whose request waits for its ship to come up.
     held: Vec<usize>,
     /// Per program: it has a bind (a request to it can wait for it to come up).
@@ -402,6 +408,7 @@ impl Edge {
             pending: Vec::new(),
             awaiting: Vec::new(),
             accept_more: Vec::new(),
+            accept_due: Vec::new(),
             held: Vec::new(),
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
@@ -564,6 +571,7 @@ impl Edge {
                         proxy_pending,
                         head_scan: 0,
                         served: false,
+                        opened: self.now,
                         c_hup: false,
                         linger: None,
                         activity: self.now,
@@ -661,7 +669,11 @@ impl Edge {
     /// The earliest edge deadline (for the poll timeout); `Some(now)` when connections have
     /// work left over from the last turn.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        if !self.pending.is_empty() || !self.awaiting.is_empty() || !self.accept_more.is_empty() {
+        if !self.pending.is_empty()
+            || !self.awaiting.is_empty()
+            || !self.accept_more.is_empty()
+            || !self.accept_due.is_empty()
+        {
             return Some(self.now);
         }
         self.timers.next_deadline()
@@ -693,8 +705,11 @@ impl Edge {
         if !self.held.is_empty() {
             self.resume_held(registry, fleet);
         }
-        for li in std::mem::take(&mut self.accept_more) {
-            if !self.accept_paused {
+        // Backlogs left at the cap in the previous turn; those capped in this turn wait
+        // for the next, so that no turn accepts more than ACCEPTS_PER_TURN per listener.
+        let due = std::mem::replace(&mut self.accept_due, std::mem::take(&mut self.accept_more));
+        for li in due {
+            if !self.accept_paused && !self.accept_due.contains(&li) {
                 self.accept(li, registry, fleet);
             }
         }
@@ -729,7 +744,9 @@ impl Edge {
             };
             let up = fleet.backends.get(target).is_some_and(Option::is_some);
             if !up && self.coming_up(target, fleet) {
-                self.held.push(id);
+                if !self.held.contains(&id) {
+                    self.held.push(id);
+                }
                 self.conns[id] = Some(c);
                 continue;
             }
@@ -759,8 +776,9 @@ impl Edge {
         let s = &self.settings;
         let at = |since: Instant, d| deadline(since, d);
         match &c.phase {
-            // A connection that never sent a request is held no longer than a slow head.
-            Phase::Head if c.cin.is_empty() && !c.served => at(c.activity, s.header_timeout),
+            // Until its first request head is in, a connection has header_timeout from
+            // its accept: silent or slow, it is held no longer than a slow head.
+            Phase::Head if !c.served => at(c.opened, s.header_timeout),
             Phase::Head if c.cin.is_empty() => at(c.activity, s.keepalive_timeout),
             Phase::Head => at(c.head_start.unwrap_or(c.activity), s.header_timeout),
             Phase::Exchange(ex) => match (&c.up, &ex.resp) {
@@ -1165,9 +1183,15 @@ impl Edge {
                 false
             }
             Phase::Held(h) => {
-                // The client may send its body meanwhile (up to the buffer); one that
-                // leaves is let go.
-                c.dead = c.c_eof;
+                // The client may send its body meanwhile (up to the buffer). One that
+                // closes its side after a whole request still gets its answer; one that
+                // leaves in the middle of its body is let go.
+                let whole = match h.req.body {
+                    Body::None | Body::UntilClose => true,
+                    Body::Length(n) => (c.cin.len().saturating_sub(h.req.head_len) as u64) >= n,
+                    Body::Chunked => false,
+                };
+                c.dead = c.c_eof && !whole;
                 c.phase = Phase::Held(h);
                 false
             }
@@ -1268,7 +1292,8 @@ impl Edge {
             }
         }
         if !self.statics.is_empty() {
-            let (mount, outcome) = self.statics.lookup(c.bind, &req);
+            let may_compress = self.encoders.available();
+            let (mount, outcome) = self.statics.lookup(c.bind, &req, may_compress);
             if !matches!(outcome, static_files::Outcome::Pass) {
                 if let (Some(st), Some(i)) = (&mut c.stat, mount) {
                     st.route = self.static_base + i;
@@ -1335,7 +1360,9 @@ impl Edge {
                 cors_key,
                 since: self.now,
             }));
-            self.held.push(id);
+            if !self.held.contains(&id) {
+                self.held.push(id);
+            }
             return;
         }
         self.forward(
@@ -1439,6 +1466,7 @@ impl Edge {
             sent: 0,
             head_only: false,
             resp_scan: 0,
+            no_reuse: false,
             replay,
             target,
             cors_key,
@@ -1575,12 +1603,18 @@ impl Edge {
                     return;
                 }
                 if let Some(coding) = coding {
+                    // The lookup chose compression only with an encoder available.
+                    let Some(enc) = self.encoders.encoder(coding) else {
+                        log::error!("{}: no encoder for a compressed static answer", c.peer);
+                        c.dead = true;
+                        return;
+                    };
                     c.phase = Phase::File(Box::new(FileSend {
                         file,
                         pos: start,
                         end: start + len,
                         keep,
-                        enc: self.encoders.encoder(coding).map(Box::new),
+                        enc: Some(Box::new(enc)),
                     }));
                     return;
                 }
@@ -1961,6 +1995,8 @@ impl Edge {
                             return true;
                         }
                         if (100..200).contains(&r.status) {
+                            // One that announced a body comes from a broken upstream.
+                            ex.no_reuse |= !r.keep_alive;
                             if ex.client_minor == 1 {
                                 c.cout.extend_from_slice(&client_head(
                                     &r,
@@ -2004,7 +2040,7 @@ impl Edge {
                             };
                             ex.capture = len.and_then(|n| cc.capture(k, &r, n)).map(Box::new);
                         }
-                        let reusable = r.keep_alive;
+                        let reusable = r.keep_alive && !ex.no_reuse;
                         ex.resp = match r.body {
                             Body::None | Body::Length(0) => Resp::Done { reusable },
                             Body::Length(n) => Resp::Body {

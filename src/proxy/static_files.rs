@@ -198,7 +198,14 @@ impl Statics {
 
     /// The mount index (for the metrics) and what to do. `now_secs`: wall-clock time, so
     /// that a file modified in the future does not get a Last-Modified there.
-    pub fn lookup(&self, bind: usize, req: &RequestHead) -> (Option<usize>, Outcome) {
+    /// `may_compress`: an encoder is available for on-the-fly compression (the edge's
+    /// budget has room); without one, the file is sent as it is.
+    pub fn lookup(
+        &self,
+        bind: usize,
+        req: &RequestHead,
+        may_compress: bool,
+    ) -> (Option<usize>, Outcome) {
         if req.method != "GET" && req.method != "HEAD" {
             return (None, Outcome::Pass);
         }
@@ -206,10 +213,10 @@ impl Statics {
         let Some((i, m)) = self.mount_for(bind, path) else {
             return (None, Outcome::Pass);
         };
-        (Some(i), self.resolve(m, req, path))
+        (Some(i), self.resolve(m, req, path, may_compress))
     }
 
-    fn resolve(&self, m: &Mount, req: &RequestHead, path: &str) -> Outcome {
+    fn resolve(&self, m: &Mount, req: &RequestHead, path: &str, may_compress: bool) -> Outcome {
         let rest = &path[m.prefix.len()..];
         let Some(decoded) = percent_decode(rest) else {
             return bad("malformed percent-encoding");
@@ -318,6 +325,7 @@ impl Statics {
         // Compressed on the fly (decided here so that a 304 carries the same validators and
         // Vary as the 200 it stands for): an HTTP/1.1 client, no range, not already encoded.
         let compress = if self.compression
+            && may_compress
             && encoding.is_none()
             && req.minor == 1
             && req.header("range").is_none()

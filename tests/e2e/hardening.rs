@@ -507,20 +507,26 @@ fn own_log_lines_are_bounded_when_stderr_is_stuck() {
 #[test]
 fn a_request_to_a_ship_that_is_starting_waits_for_it() {
     let d = Dir::new("held");
-    let (http, a, b) = (free_port(), free_port(), free_port());
+    let (http, a, b, c) = (free_port(), free_port(), free_port(), free_port());
     d.write(
         "ship-manifest.toml",
         &format!(
             r#"
 [mothership]
 bind = {{ http = "127.0.0.1:{http}" }}
-http = {{ connect_timeout = "3s" }}
+http = {{ connect_timeout = "4s" }}
 [[fleet.web]]
 name = "slow"
 command = "sh"
 args = ["-c", "sleep 1; exec python3 {STRICT} {a} slow"]
 bind = "127.0.0.1:{a}"
 routes = ["http:^/slow"]
+[[fleet.web]]
+name = "late"
+command = "sh"
+args = ["-c", "sleep 2; exec python3 {STRICT} {c} late"]
+bind = "127.0.0.1:{c}"
+routes = ["http:^/late"]
 [[fleet.web]]
 name = "never"
 command = "sleep"
@@ -559,6 +565,17 @@ routes = ["http:^/never"]
         "{r}\n{}",
         f.stderr()
     );
+    // A client that closes its side after a whole request still gets its answer.
+    if !f.stderr().contains("late: up") {
+        let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /late HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out:?}\n{}", f.stderr());
+    }
     // One that does not come up within connect_timeout gets 503.
     let r = raw(
         http,
