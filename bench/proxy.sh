@@ -3,6 +3,8 @@
 # connections against: the backend directly, mothership, nginx (one worker, upstream
 # keep-alive) and HAProxy (one thread, http-reuse always). Same run, same machine.
 # Needs nginx, haproxy, wrk. Usage: bench/proxy.sh [seconds per run, default 5]
+# BASE_BIN=/path/to/another/mothership adds it as target "base" (an A/B of two builds in one
+# run: it proxies to the same backend, which the first mothership supervises).
 . "$(dirname "$0")/common.sh" proxy
 D=${1:-5}
 PB=$(port); PM=$(port); PN=$(port); PH=$(port)
@@ -51,7 +53,26 @@ ulimit -n 65536 2>/dev/null || true
 "$BIN" -c "$W/ship-manifest.toml" > "$W/ms.log" 2>&1 & pids+=($!)
 nginx -c "$W/nginx.conf" & pids+=($!)
 haproxy -f "$W/haproxy.cfg" -p "$W/ha.pid" > /dev/null 2>&1 & pids+=($!)
-for p in $PB $PM $PN $PH; do
+ports="$PB $PM $PN $PH"
+if [ -n "${BASE_BIN:-}" ]; then
+  PBASE=$(port)
+  mkdir -p "$W/base"
+  cat > "$W/base/ship-manifest.toml" <<TOML
+[mothership]
+bind = { http = "127.0.0.1:$PBASE" }
+# The backend is the first mothership's nginx: this ship only stands for it.
+[[fleet.web]]
+name = "backend"
+command = "sleep"
+args = ["1000000"]
+bind = "127.0.0.1:$PB"
+routes = ["http:/"]
+TOML
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PB/" > /dev/null && break; sleep 0.1; done
+  "$BASE_BIN" -c "$W/base/ship-manifest.toml" > "$W/base.log" 2>&1 & pids+=($!)
+  ports="$ports $PBASE"
+fi
+for p in $ports; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" > /dev/null && break; sleep 0.1; done
 done
 
@@ -64,6 +85,13 @@ declare -A PIDS=(
   [haproxy]=${pids[2]}
   [direct]=$(pgrep -P "$(cat "$W/b.pid")" | head -1)
 )
+targets=(mothership:$PM direct:$PB nginx:$PN haproxy:$PH)
+names="direct mothership nginx haproxy"
+if [ -n "${BASE_BIN:-}" ]; then
+  PIDS[base]=${pids[3]}
+  targets+=(base:$PBASE)
+  names="$names base"
+fi
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
 HZ=$(getconf CLK_TCK)
 run() { # name port conns -> "rps p99 cpu-us-per-request"
@@ -85,7 +113,7 @@ for c in 50 500; do
   declare -A all=()
   # The order turns by one each round: which target runs first measurably changes its
   # figures on a shared VM, so every target takes every place.
-  order=(mothership:$PM direct:$PB nginx:$PN haproxy:$PH)
+  order=("${targets[@]}")
   for rep in $(seq "$REPS"); do
     for i in "${!order[@]}"; do
       t=${order[$(( (i + rep) % ${#order[@]} ))]}
@@ -96,7 +124,7 @@ for c in 50 500; do
   median() { tr ';' '\n' | grep . | awk -v k="$1" '{print $k}' | sort -g |
     awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
   base=$(echo "${all[mothership]}" | median 1)
-  for name in direct mothership nginx haproxy; do
+  for name in $names; do
     r=$(echo "${all[$name]}" | median 1); p=$(echo "${all[$name]}" | median 2)
     u=$(echo "${all[$name]}" | median 3)
     printf '%-6s %-12s %12s %10s %8s %12s\n' "$c" "$name" "$r" "${p}ms" \
