@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/mothership
 MANPAGES := man/mothership.1 man/ship-manifest.toml.5
 
-.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean fuzz
+.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean fuzz static static-deps static-check
 
 all: build
 
@@ -23,6 +23,7 @@ unit:
 lint:
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -42,6 +43,54 @@ bench: build
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
+# Fully static x86_64 musl binaries: target/static/mothership (default features) and
+# target/static/mothership-minimal (no default features). rustup cannot fetch the musl
+# target here, so std is built from source (-Zbuild-std) with Debian's Rust 1.96
+# (rustc-web, cargo-web, rust-web-src), linked by musl-gcc (musl-tools) against LLVM's
+# libunwind (libunwind-16-dev) plus a shim for the one glibc symbol it calls
+# (packaging/static/fortify_shim.c). Installs those packages when missing (as root).
+STATIC_TARGET := x86_64-unknown-linux-musl
+STATIC_SHIM := target/static-shim
+STATIC_FLAGS := -C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -L $(CURDIR)/$(STATIC_SHIM)
+STATIC_CARGO := env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc RUSTFLAGS="$(STATIC_FLAGS)" /usr/bin/cargo
+# Neither static build has the postgres feature, whose worker thread is the one thing a
+# panic may end without ending the process: they abort on a panic.
+STATIC_BUILD := $(STATIC_CARGO) build --release --locked --config 'profile.release.panic="abort"' -Zbuild-std=std,panic_abort --target $(STATIC_TARGET)
+# Budgets of the stripped static binaries (issue 13).
+BUDGET_DEFAULT := 3145728
+BUDGET_MINIMAL := 2621440
+
+static: $(STATIC_SHIM)/libunwind.a
+	$(STATIC_BUILD) --target-dir target/static-build
+	$(STATIC_BUILD) --target-dir target/static-build-minimal --no-default-features
+	mkdir -p target/static
+	cp target/static-build/$(STATIC_TARGET)/release/mothership target/static/mothership
+	cp target/static-build-minimal/$(STATIC_TARGET)/release/mothership target/static/mothership-minimal
+	-bash packaging/static/check.sh target/static/mothership $(BUDGET_DEFAULT)
+	-bash packaging/static/check.sh target/static/mothership-minimal $(BUDGET_MINIMAL)
+
+# Fails when a static binary is dynamic or over its budget (not yet part of CI: see README).
+static-check: static
+	bash packaging/static/check.sh target/static/mothership $(BUDGET_DEFAULT)
+	bash packaging/static/check.sh target/static/mothership-minimal $(BUDGET_MINIMAL)
+
+static-deps:
+	@missing=""; \
+	for p in rustc-web cargo-web rust-web-src musl-tools libunwind-16-dev; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	  else echo "run as root: apt-get install -y$$missing" >&2; exit 1; fi; \
+	fi
+
+$(STATIC_SHIM)/libunwind.a: packaging/static/fortify_shim.c | static-deps
+	mkdir -p $(STATIC_SHIM)
+	musl-gcc -O2 -c packaging/static/fortify_shim.c -o $(STATIC_SHIM)/fortify_shim.o
+	cp /usr/lib/llvm-16/lib/libunwind.a $@.tmp
+	ar rs $@.tmp $(STATIC_SHIM)/fortify_shim.o
+	mv $@.tmp $@
 
 # Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
 cross:
