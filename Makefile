@@ -56,7 +56,7 @@ STATIC_FLAGS := -C target-feature=+crt-static -C link-self-contained=no -C reloc
 STATIC_CARGO := env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc RUSTFLAGS="$(STATIC_FLAGS)" /usr/bin/cargo
 # Neither static build has the postgres feature, whose worker thread is the one thing a
 # panic may end without ending the process: they abort on a panic.
-STATIC_BUILD := $(STATIC_CARGO) build --release --locked --config 'profile.release.panic="abort"' -Zbuild-std=std,panic_abort --target $(STATIC_TARGET)
+STATIC_BUILD := $(STATIC_CARGO) build --release --locked --config 'profile.release.panic="abort"' -Zbuild-std=std,panic_abort -Zbuild-std-features= --target $(STATIC_TARGET)
 # Budgets of the stripped static binaries (issue 13).
 BUDGET_DEFAULT := 3145728
 BUDGET_MINIMAL := 2621440
