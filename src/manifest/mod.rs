@@ -185,7 +185,7 @@ impl Parser<'_> {
         let mut static_binds = Vec::new();
         if let Some(mut ms) = top.table(self.d, "mothership") {
             self.binds(&mut ms, &mut m);
-            m.metrics_port = ms.int(self.d, "metrics_port", 1, 65535).map(|n| n as u16);
+            m.metrics_port = self.metrics_port(&mut ms);
             self.metrics_span = ms.get("metrics_port").map(|v| v.span()).unwrap_or(0..0);
             m.env = self.expanded_map(&mut ms, "env");
             m.compression = ms.bool(self.d, "compression").unwrap_or(false);
@@ -305,6 +305,48 @@ impl Parser<'_> {
                 self.d.error(s.span.clone(), e);
                 String::new()
             }
+        }
+    }
+
+    /// A bind string after `$VAR` expansion (`"127.0.0.1:${PORT:-8080}"`); an invalid one is
+    /// reported at the original's location with the value it expanded to.
+    fn bind_addr(&mut self, s: &Located<String>) -> Option<BindAddr> {
+        let expanded = self.expanded(s);
+        match BindAddr::parse(&expanded, self.dir) {
+            Ok(a) => Some(a),
+            Err(e) if expanded != s.value => {
+                self.d.error(
+                    s.span.clone(),
+                    format!("{e} (`{}` expanded to `{expanded}`)", s.value),
+                );
+                None
+            }
+            Err(e) => {
+                self.d.error(s.span.clone(), e);
+                None
+            }
+        }
+    }
+
+    /// `metrics_port`: an integer, or a string expanded like a bind (`"${METRICS_PORT}"`).
+    fn metrics_port(&mut self, ms: &mut Table<'_, '_>) -> Option<u16> {
+        let v = ms.get("metrics_port")?;
+        match v.get_ref() {
+            DeValue::String(s) => {
+                let raw = Located::new(s.to_string(), v.span());
+                let expanded = self.expanded(&raw);
+                match expanded.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => Some(p),
+                    _ => {
+                        self.d.error(
+                            v.span(),
+                            format!("`mothership.metrics_port` must be a port from 1 to 65535, found `{expanded}` (from `{s}`)"),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => ms.int(self.d, "metrics_port", 1, 65535).map(|n| n as u16),
         }
     }
 
@@ -457,9 +499,8 @@ impl Parser<'_> {
         if !is_prelaunch {
             if !is_bay {
                 if let Some(b) = t.string(self.d, "bind") {
-                    match BindAddr::parse(&b.value, self.dir) {
-                        Ok(a) => bind = Some(a),
-                        Err(e) => self.d.error(b.span, e),
+                    if let Some(a) = self.bind_addr(&b) {
+                        bind = Some(a);
                     }
                 }
                 healthcheck = t.string(self.d, "healthcheck").map(|h| h.value);
@@ -797,33 +838,30 @@ impl Parser<'_> {
                     continue;
                 }
             };
-            match BindAddr::parse(&addr.value, self.dir) {
-                Ok(a) => {
-                    if proxy != ProxyProtocol::Off && matches!(a, BindAddr::Unix(_)) {
-                        self.d.error(
-                            addr.span.clone(),
-                            "`proxy_protocol` is only available on TCP binds",
-                        );
-                    }
-                    let key = a.to_string();
-                    if !seen.insert(key.clone()) {
-                        self.d
-                            .error(addr.span.clone(), format!("{key} is bound twice"));
-                    }
-                    let from = from.unwrap_or_else(|| {
-                        DEFAULT_PROXY_FROM
-                            .iter()
-                            .filter_map(|c| Cidr::parse(c).ok())
-                            .collect()
-                    });
-                    m.binds.push(Bind {
-                        name,
-                        addr: a,
-                        proxy_protocol: proxy,
-                        proxy_protocol_from: from,
-                    });
+            if let Some(a) = self.bind_addr(&addr) {
+                if proxy != ProxyProtocol::Off && matches!(a, BindAddr::Unix(_)) {
+                    self.d.error(
+                        addr.span.clone(),
+                        "`proxy_protocol` is only available on TCP binds",
+                    );
                 }
-                Err(e) => self.d.error(addr.span, e),
+                let key = a.to_string();
+                if !seen.insert(key.clone()) {
+                    self.d
+                        .error(addr.span.clone(), format!("{key} is bound twice"));
+                }
+                let from = from.unwrap_or_else(|| {
+                    DEFAULT_PROXY_FROM
+                        .iter()
+                        .filter_map(|c| Cidr::parse(c).ok())
+                        .collect()
+                });
+                m.binds.push(Bind {
+                    name,
+                    addr: a,
+                    proxy_protocol: proxy,
+                    proxy_protocol_from: from,
+                });
             }
         }
         let mut bt = bt;
@@ -1360,6 +1398,39 @@ mod tests {
         );
         assert!(l.manifest.is_none(), "expected errors");
         l.render_diags()
+    }
+
+    #[test]
+    fn binds_and_metrics_port_expand_variables() {
+        let m = parse_ok(
+            "[mothership]\nbind = { http = \"127.0.0.1:${PORT}\", other = { addr = \"0.0.0.0:${NOPE:-4001}\" } }\nmetrics_port = \"${METRICS:-9100}\"\n[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nbind = \"tcp://127.0.0.1:${PORT:-1}\"\n",
+        );
+        let binds: Vec<String> = m.binds.iter().map(|b| b.addr.to_string()).collect();
+        assert!(
+            binds.contains(&"tcp://127.0.0.1:4000".to_string()),
+            "{binds:?}"
+        );
+        assert!(
+            binds.contains(&"tcp://0.0.0.0:4001".to_string()),
+            "{binds:?}"
+        );
+        assert_eq!(m.metrics_port, Some(9100));
+        assert_eq!(
+            m.programs[0]
+                .bind
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("tcp://127.0.0.1:4000")
+        );
+        // An invalid expanded value is reported where it was written, with what it became.
+        let e = errors("[mothership]\nbind = { http = \"127.0.0.1:${PORT}\" }\n");
+        assert!(
+            e.contains("m.toml:2:") && e.contains("expanded to `127.0.0.1:`"),
+            "{e}"
+        );
+        let e = errors("[mothership]\nmetrics_port = \"x${PORT}\"\n");
+        assert!(e.contains("m.toml:2:") && e.contains("found `x`"), "{e}");
     }
 
     #[test]

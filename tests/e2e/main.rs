@@ -7,6 +7,7 @@ mod flagship_pg;
 mod hardening;
 mod output;
 mod pid1;
+mod platform;
 mod proxy;
 mod supervise;
 mod support;
