@@ -4,6 +4,7 @@
 
 pub mod bind;
 pub mod diag;
+pub mod dotenv;
 mod expand;
 pub mod model;
 mod reader;
@@ -141,6 +142,7 @@ impl Parser<'_> {
             binds: Vec::new(),
             metrics_port: None,
             env: Vec::new(),
+            env_file: Vec::new(),
             static_dirs: Vec::new(),
             compression: false,
             cors_cache: CorsCache::default(),
@@ -187,6 +189,7 @@ impl Parser<'_> {
             self.binds(&mut ms, &mut m);
             m.metrics_port = self.metrics_port(&mut ms);
             self.metrics_span = ms.get("metrics_port").map(|v| v.span()).unwrap_or(0..0);
+            m.env_file = self.env_file(&mut ms);
             m.env = self.expanded_map(&mut ms, "env");
             m.compression = ms.bool(self.d, "compression").unwrap_or(false);
             self.cors_cache(&mut ms, &mut m);
@@ -326,6 +329,66 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `env_file`: a path or a list of paths (relative to the manifest's folder, `$VAR`
+    /// expanded) of dotenv files, read now; later files win. A file that cannot be read or
+    /// parsed is an error at the key's value. Values are never put in a message.
+    fn env_file(&mut self, t: &mut Table<'_, '_>) -> Vec<(String, String)> {
+        let Some(v) = t.get("env_file") else {
+            return Vec::new();
+        };
+        let paths: Vec<Located<String>> = match v.get_ref() {
+            DeValue::String(s) => vec![Located::new(s.to_string(), v.span())],
+            DeValue::Array(_) => t.string_list(self.d, "env_file"),
+            other => {
+                self.d.error(
+                    v.span(),
+                    format!(
+                        "`{}` must be a path or an array of paths, found {}",
+                        t.child_path("env_file"),
+                        type_name(other)
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        for p in paths {
+            let expanded = self.expanded(&p);
+            let path = self.path(&expanded);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.d.error(
+                        p.span.clone(),
+                        format!("cannot read env_file {}: {e}", path.display()),
+                    );
+                    continue;
+                }
+            };
+            match dotenv::parse(&text, self.env) {
+                Ok((vars, unset)) => {
+                    for name in unset {
+                        self.d.warning(
+                            p.span.clone(),
+                            format!("{}: environment variable `{name}` is not set; it expands to an empty string", path.display()),
+                        );
+                    }
+                    for (k, val) in vars {
+                        match out.iter_mut().find(|(n, _)| *n == k) {
+                            Some(slot) => slot.1 = val,
+                            None => out.push((k, val)),
+                        }
+                    }
+                }
+                Err(e) => self.d.error(
+                    p.span.clone(),
+                    format!("{}:{}: {}", path.display(), e.line, e.why),
+                ),
+            }
+        }
+        out
     }
 
     /// `metrics_port`: an integer, or a string expanded like a bind (`"${METRICS_PORT}"`).
@@ -489,6 +552,7 @@ impl Parser<'_> {
             .into_iter()
             .map(|s| s.value)
             .collect();
+        let env_file = self.env_file(&mut t);
         let own_env = self.expanded_map(&mut t, "env");
         let deps = t.string_list(self.d, "depends_on");
         let mut own = Base::default();
@@ -570,6 +634,7 @@ impl Parser<'_> {
             role,
             argv,
             env,
+            env_file,
             config: merged_config,
             cwd: own
                 .cwd

@@ -17,6 +17,8 @@ pub struct Manifest {
     pub binds: Vec<Bind>,
     pub metrics_port: Option<u16>,
     pub env: Vec<(String, String)>,
+    /// The variables of `mothership.env_file`, applied before `env`.
+    pub env_file: Vec<(String, String)>,
     pub static_dirs: Vec<StaticDir>,
     pub compression: bool,
     pub cors_cache: CorsCache,
@@ -169,6 +171,9 @@ pub struct Program {
     pub argv: Vec<String>,
     /// `mothership.env` is not included; it is applied at spawn time, before this.
     pub env: Vec<(String, String)>,
+    /// The variables of the program's `env_file`, applied before `env` (and after the
+    /// fleet's `env`).
+    pub env_file: Vec<(String, String)>,
     /// Bays only: sent to the bay when it docks.
     pub config: Vec<(String, String)>,
     pub cwd: PathBuf,

@@ -52,3 +52,67 @@ fn an_invalid_expanded_bind_is_reported_where_it_is_written() {
         "{err}"
     );
 }
+
+#[test]
+fn env_files_take_their_place_in_the_precedence() {
+    let d = Dir::new("env-file");
+    let secret = marker("secret");
+    d.write(
+        "fleet.env",
+        "# fleet\nP2=fleet-file\nP3=fleet-file\nP4=fleet-file\nP5=fleet-file\n",
+    );
+    d.write(
+        "prog.env",
+        &format!("export P4=prog-file\nP5='prog-file'\nREF=\"${{OUTER}}-ref\"\nSECRET={secret}\n"),
+    );
+    let out = d.join("order.env");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nenv_file = \"fleet.env\"\nenv = {{ P3 = \"fleet-env\", P4 = \"fleet-env\", P5 = \"fleet-env\" }}\n[[fleet.jobs]]\nname = \"order\"\ncommand = \"sh\"\nargs = [\"-c\", \"env > {}\"]\nenv_file = \"prog.env\"\nenv = {{ P5 = \"prog-env\" }}\noneshot = true\n",
+            out.display()
+        ),
+    );
+    let mut f = Fleet::start_with(&d, &[], |c| {
+        for p in ["P1", "P2", "P3", "P4", "P5"] {
+            c.env(p, "inherited");
+        }
+        c.env("OUTER", "outer").env("RUST_LOG", "debug");
+    });
+    assert_eq!(f.wait(secs(20)), Some(0), "{}", f.stderr());
+    let env = std::fs::read_to_string(&out).unwrap();
+    let val = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        ["P1", "P2", "P3", "P4", "P5"].map(val),
+        [
+            "inherited",
+            "fleet-file",
+            "fleet-env",
+            "prog-file",
+            "prog-env"
+        ]
+    );
+    assert_eq!(val("REF"), "outer-ref");
+    assert_eq!(val("SECRET"), secret);
+    assert!(
+        !f.stderr().contains(&secret),
+        "a value was logged: {}",
+        f.stderr()
+    );
+    // A missing file is an error at its line.
+    d.write(
+        "missing.toml",
+        "[[fleet.jobs]]\nname = \"x\"\ncommand = \"true\"\nenv_file = \"absent.env\"\n",
+    );
+    let (code, _, err) = run_in(&d.path, &["clearance", "-c", "missing.toml"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("missing.toml:4:") && err.contains("absent.env"),
+        "{err}"
+    );
+}

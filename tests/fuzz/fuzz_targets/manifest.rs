@@ -1,5 +1,5 @@
-//! The manifest reader and `$VAR` expansion: whatever the text, a manifest or diagnostics
-//! that render with a location, never a panic.
+//! The manifest reader, `$VAR` expansion and env_file (dotenv) parsing: whatever the
+//! text, a manifest or diagnostics that render with a location, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
@@ -24,4 +24,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(loaded.diags.has_errors());
     }
     let _ = mothership::manifest::expand(text, &env);
+    // The same text as an env_file.
+    if let Ok((vars, _)) = mothership::manifest::dotenv::parse(text, &env) {
+        assert!(vars.iter().all(|(k, _)| !k.is_empty()));
+    }
 });
