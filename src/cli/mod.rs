@@ -70,11 +70,15 @@ enum Command {
     Chart,
     /// Validate the manifest and check that every uplink is reachable
     Preflight,
-    /// Write a commented starter manifest
+    /// Write a commented starter manifest (or one made from a Procfile)
     Init {
         /// Overwrite an existing manifest
         #[arg(short, long)]
         force: bool,
+        /// Make the manifest from this Procfile: one program per line, `web` behind the
+        /// edge on $PORT
+        #[arg(long, value_name = "PROCFILE")]
+        from: Option<std::path::PathBuf>,
     },
 }
 
@@ -103,7 +107,7 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
         Command::Clearance => clearance(&g),
         Command::Chart => chart::chart(&g),
         Command::Preflight => preflight::preflight(&g),
-        Command::Init { force } => init::init(&g, force),
+        Command::Init { force, from } => init::init(&g, force, from.as_deref()),
     }
 }
 

@@ -116,3 +116,54 @@ fn env_files_take_their_place_in_the_precedence() {
         "{err}"
     );
 }
+
+#[test]
+fn a_procfile_becomes_a_fleet_whose_web_answers_on_port() {
+    let d = Dir::new("procfile");
+    let worker_out = d.join("worker.out");
+    let m = marker("procfile");
+    d.write(
+        "Procfile",
+        &format!(
+            "web: python3 -m http.server $PORT --bind 127.0.0.1\nworker: python3 -c \"import time; open('{}', 'w').write('ran'); time.sleep(600)\" {m}\n",
+            worker_out.display()
+        ),
+    );
+    let (code, out, err) = run_in(&d.path, &["init", "--from", "Procfile"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let port = free_port();
+    let clearance = std::process::Command::new(BIN)
+        .arg("clearance")
+        .current_dir(&d.path)
+        .env("PORT", port.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        clearance.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clearance.stderr)
+    );
+    let f = Fleet::start_with(&d, &[], |c| {
+        c.env("PORT", port.to_string());
+    });
+    let mut got = String::new();
+    let ok = wait_for(secs(20), || {
+        got = crate::proxy::curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/"),
+        ]);
+        got == "200"
+    });
+    assert!(ok, "{got}\n{}", f.stderr());
+    assert!(
+        wait_for(secs(10), || std::fs::read_to_string(&worker_out)
+            .is_ok_and(|s| s == "ran")),
+        "{}",
+        f.stderr()
+    );
+}
