@@ -79,6 +79,46 @@ pub fn expand(
     Ok((out, unset))
 }
 
+/// Expansion for command arguments, which a shell may read next: only `${NAME}` and
+/// `${NAME:-default}` whose NAME is set (or which have a default) are replaced; `$NAME`,
+/// `$$`, `$(...)`, `${NAME}` of an unset variable and any other `${...}` (`${#x}`,
+/// `${x%y}`) are left as written for the shell. With `lookup` resolving the environment
+/// the child will get, a `sh -c` script sees what its shell would have seen.
+pub fn expand_braced(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(off) = s[i..].find("${") {
+        let start = i + off;
+        out.push_str(&s[i..start]);
+        let Some(close) = find_close(s, start + 2) else {
+            out.push_str(&s[start..]);
+            return out;
+        };
+        let inner = &s[start + 2..close];
+        let (name, default) = match inner.find(":-") {
+            Some(p) => (&inner[..p], Some(&inner[p + 2..])),
+            None => (inner, None),
+        };
+        let value = if is_name(name) {
+            match (lookup(name), default) {
+                (Some(v), Some(d)) if v.is_empty() => Some(expand_braced(d, lookup)),
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => Some(expand_braced(d, lookup)),
+                (None, None) => None,
+            }
+        } else {
+            None
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&s[start..=close]),
+        }
+        i = close + 1;
+    }
+    out.push_str(&s[i..]);
+    out
+}
+
 /// Index of the `}` closing a `${` whose content starts at `from`, allowing nested `${...}`
 /// in defaults.
 fn find_close(s: &str, from: usize) -> Option<usize> {
@@ -140,6 +180,30 @@ mod tests {
             let (got, u) = expand(input, &env).unwrap();
             assert_eq!(got, want, "{input}");
             assert_eq!(u, unset, "{input}");
+        }
+    }
+
+    #[test]
+    fn braced_only_for_arguments() {
+        for (input, want) in [
+            ("${PORT}", "8080"),
+            ("--port=${PORT}", "--port=8080"),
+            ("${NOPE:-3000}", "3000"),
+            ("${NOPE:-${PORT}}", "8080"),
+            ("${EMPTY:-d}", "d"),
+            ("$PORT", "$PORT"),
+            ("$$", "$$"),
+            ("echo $$ $! $(date) $1", "echo $$ $! $(date) $1"),
+            ("${NOPE}", "${NOPE}"),
+            ("${#arr} ${x%y} ${echo hi}", "${#arr} ${x%y} ${echo hi}"),
+            (
+                "for f in *; do echo ${f}; done",
+                "for f in *; do echo ${f}; done",
+            ),
+            ("open ${", "open ${"),
+            ("ünï${PORT}", "ünï8080"),
+        ] {
+            assert_eq!(expand_braced(input, &env), want, "{input}");
         }
     }
 

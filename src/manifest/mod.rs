@@ -21,7 +21,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use bind::BindAddr;
 pub use diag::{Diags, Severity};
-pub use expand::expand;
+pub use expand::{expand, expand_braced};
 pub use model::*;
 use reader::{sorted_entries, type_name, Located, Table, Value};
 
@@ -73,6 +73,7 @@ pub fn parse(
                 dir,
                 env,
                 metrics_span: 0..0,
+                fleet_env: Vec::new(),
             };
             let m = p.manifest(doc.get_ref(), doc.span(), path);
             if diags.has_errors() {
@@ -127,6 +128,8 @@ struct Parser<'a> {
     dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
     metrics_span: Range<usize>,
+    /// `mothership.env_file` then `mothership.env`, for expanding program arguments.
+    fleet_env: Vec<(String, String)>,
 }
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -191,6 +194,8 @@ impl Parser<'_> {
             self.metrics_span = ms.get("metrics_port").map(|v| v.span()).unwrap_or(0..0);
             m.env_file = self.env_file(&mut ms);
             m.env = self.expanded_map(&mut ms, "env");
+            self.fleet_env = m.env_file.clone();
+            merge(&mut self.fleet_env, m.env.clone());
             m.compression = ms.bool(self.d, "compression").unwrap_or(false);
             self.cors_cache(&mut ms, &mut m);
             self.static_dirs(&mut ms, &mut m, &mut static_binds);
@@ -616,6 +621,40 @@ impl Parser<'_> {
 
         let mut env = base.env.clone();
         merge(&mut env, own_env);
+        // `${NAME}` in arguments, from the environment the child will get (see
+        // `expand_braced`): the supervisor adds MS_SHIP, and env beats env_file beats the
+        // fleet's beats the inherited.
+        let argv: Vec<String> = {
+            let ship = name.value.clone();
+            let fleet = &self.fleet_env;
+            let inherited = self.env;
+            let lookup = |k: &str| -> Option<String> {
+                if k == "MS_SHIP" {
+                    return Some(ship.clone());
+                }
+                [&env, &env_file, fleet]
+                    .iter()
+                    .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| inherited(k))
+            };
+            let mut v = argv;
+            for a in v.iter_mut().skip(1) {
+                *a = expand_braced(a, &lookup);
+            }
+            v
+        };
+        let healthcheck = healthcheck.map(|h: String| {
+            let fleet = &self.fleet_env;
+            let inherited = self.env;
+            expand_braced(&h, &|k: &str| {
+                [&env, &env_file, fleet]
+                    .iter()
+                    .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| inherited(k))
+            })
+        });
         let mut merged_config = base.config.clone();
         merge(&mut merged_config, config);
         let mut all_tags = base.tags.clone();
@@ -1463,6 +1502,17 @@ mod tests {
         );
         assert!(l.manifest.is_none(), "expected errors");
         l.render_diags()
+    }
+
+    #[test]
+    fn arguments_expand_braced_variables_from_the_childs_environment() {
+        let m = parse_ok(
+            "[mothership]\nenv = { FLEET = \"f\" }\n[[fleet.web]]\nname = \"w\"\ncommand = \"sh\"\nargs = [\"-c\", \"serve ${PORT} ${OWN} ${FLEET} ${MS_SHIP} ${UNSET} ${UNSET:-d} $PORT $$ ${x%y}\"]\nenv = { OWN = \"o\" }\nbind = \"127.0.0.1:${PORT}\"\n",
+        );
+        assert_eq!(
+            m.programs[0].argv[2],
+            "serve 4000 o f w ${UNSET} d $PORT $$ ${x%y}"
+        );
     }
 
     #[test]

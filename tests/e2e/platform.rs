@@ -167,3 +167,32 @@ fn a_procfile_becomes_a_fleet_whose_web_answers_on_port() {
         f.stderr()
     );
 }
+
+#[test]
+fn a_ships_bind_and_arguments_expand_its_port() {
+    let d = Dir::new("ship-port");
+    let (http, ship) = (free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\n[[fleet.web]]\nname = \"echo\"\ncommand = \"python3\"\nargs = [\"{}\", \"${{SHIP_PORT}}\", \"echo\"]\nbind = \"tcp://127.0.0.1:${{SHIP_PORT}}\"\nroutes = [\"http:/.*\"]\n",
+            crate::proxy::BACKEND
+        ),
+    );
+    let f = Fleet::start_with(&d, &[], |c| {
+        c.env("SHIP_PORT", ship.to_string());
+    });
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("echo: up")),
+        "{}",
+        f.stderr()
+    );
+    let out = raw(
+        http,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 200 ") && out.contains("\"name\": \"echo\""),
+        "{out}"
+    );
+}
