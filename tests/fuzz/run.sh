@@ -25,8 +25,8 @@ for t in $targets; do
     echo "fuzz target $t failed (log: $log; the input is under tests/fuzz/artifacts/$t)" >&2
     exit 1
   fi
-  done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
+  done_line=$(grep -a -E '^Done [0-9]+ runs' "$log" | tail -1)
+  cov=$(grep -a -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
   corpus=$(ls "$work" | wc -l)
   echo "   $done_line; $cov; corpus $corpus"
   summary="$summary\n  $t: $done_line; $cov; corpus $corpus"
