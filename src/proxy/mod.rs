@@ -1969,14 +1969,7 @@ impl Edge {
                         progress = true;
                         up.uin.drain(..r.head_len);
                         if r.status == 101 && ex.upgrade {
-                            c.cout.extend_from_slice(&client_head(
-                                &r,
-                                ex.side(),
-                                true,
-                                false,
-                                false,
-                                None,
-                            ));
+                            c.cout.extend_from_slice(&interim_head(&r, ex.side()));
                             ex.sent += 1;
                             c.phase = Phase::Tunnel {
                                 client_shut: false,
@@ -1998,14 +1991,7 @@ impl Edge {
                             // One that announced a body comes from a broken upstream.
                             ex.no_reuse |= !r.keep_alive;
                             if ex.client_minor == 1 {
-                                c.cout.extend_from_slice(&client_head(
-                                    &r,
-                                    ex.side(),
-                                    true,
-                                    false,
-                                    false,
-                                    None,
-                                ));
+                                c.cout.extend_from_slice(&interim_head(&r, ex.side()));
                             }
                             continue;
                         }
@@ -2488,6 +2474,11 @@ pub struct ClientSide {
     pub upgrade: bool,
     /// Minor version of the client's request.
     pub client_minor: u8,
+}
+
+/// The head of a 1xx (or of the 101 that starts a tunnel) for the client.
+fn interim_head(r: &ResponseHead, side: ClientSide) -> Vec<u8> {
+    client_head(r, side, true, false, false, None)
 }
 
 /// The response head for the client. `compress`: the body is sent compressed with this
