@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/mothership
 MANPAGES := man/mothership.1 man/ship-manifest.toml.5
 
-.PHONY: all build run test unit lint fmt-check man-lint bench cross setup clean fuzz static static-deps static-check
+.PHONY: all build run test unit lint fmt-check man-lint package-lint bench cross setup clean fuzz static static-deps static-check dist
 
 all: build
 
@@ -13,8 +13,8 @@ build:
 run: build
 	./$(BIN) -c examples/ship-manifest.toml
 
-# Every test: unit and end-to-end tests, lints, formatting, man pages.
-test: unit lint fmt-check man-lint
+# Every test: unit and end-to-end tests, lints, formatting, man pages, packaging scripts.
+test: unit lint fmt-check man-lint package-lint
 
 # Under a child subreaper that fails the run when a process started by a test outlives it.
 unit:
@@ -30,6 +30,11 @@ fmt-check:
 
 man-lint:
 	mandoc -T lint -W warning $(MANPAGES)
+
+# The shell parts of the Alpine and FreeBSD packaging.
+package-lint:
+	shellcheck -s sh packaging/alpine/mothership.initd packaging/alpine/mothership.pre-install packaging/freebsd/files/mothership.in
+	shellcheck -s sh -e SC2034,SC2154 packaging/alpine/APKBUILD
 
 # Benchmarks (slow; not part of `make test`). Figures go to stdout.
 bench: build
@@ -92,6 +97,21 @@ $(STATIC_SHIM)/libunwind.a: packaging/static/fortify_shim.c | static-deps
 	ar rs $@.tmp $(STATIC_SHIM)/fortify_shim.o
 	mv $@.tmp $@
 
+# The release tarball: the static default binary (stripped), the man pages, the example
+# manifest, the README and the licence, as dist/mothership-VERSION-x86_64-linux-musl.tar.gz
+# (owner, order and times fixed, so it is the same for the same binary), and
+# dist/SHA256SUMS for it.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DIST := mothership-$(VERSION)-x86_64-linux-musl
+dist: static
+	rm -rf dist/$(DIST) dist/$(DIST).tar.gz
+	mkdir -p dist/$(DIST)
+	strip -o dist/$(DIST)/mothership target/static/mothership
+	cp man/mothership.1 man/ship-manifest.toml.5 examples/ship-manifest.toml README.md packaging/LICENSE dist/$(DIST)/
+	tar -C dist --owner=0 --group=0 --numeric-owner --sort=name --mtime=@0 -cf - $(DIST) | gzip -9n > dist/$(DIST).tar.gz
+	rm -rf dist/$(DIST)
+	cd dist && sha256sum $(DIST).tar.gz > SHA256SUMS && sha256sum -c SHA256SUMS
+
 # Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
 cross:
 	rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
@@ -101,7 +121,7 @@ cross:
 # System packages the tests and the example need (Debian/Ubuntu, as root).
 setup:
 	apt-get update
-	apt-get install -y --no-install-recommends mandoc python3 python3-pip python3-h11 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
+	apt-get install -y --no-install-recommends mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
 	# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
 	python3 -c 'import h11' 2>/dev/null || python3 -m pip install --quiet h11 || python3 -m pip install --quiet --break-system-packages h11
 
