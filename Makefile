@@ -108,7 +108,8 @@ dist: static
 	mkdir -p dist/$(DIST)
 	strip -o dist/$(DIST)/mothership target/static/mothership
 	cp man/mothership.1 man/ship-manifest.toml.5 examples/ship-manifest.toml README.md packaging/LICENSE dist/$(DIST)/
-	tar -C dist --owner=0 --group=0 --numeric-owner --sort=name --mtime=@0 -cf - $(DIST) | gzip -9n > dist/$(DIST).tar.gz
+	chmod 0755 dist/$(DIST)/mothership && chmod 0644 dist/$(DIST)/*.1 dist/$(DIST)/*.5 dist/$(DIST)/*.toml dist/$(DIST)/README.md dist/$(DIST)/LICENSE
+	tar -C dist --owner=0 --group=0 --numeric-owner --sort=name --mtime=@0 --mode=go-w -cf - $(DIST) | gzip -9n > dist/$(DIST).tar.gz
 	rm -rf dist/$(DIST)
 	cd dist && sha256sum $(DIST).tar.gz > SHA256SUMS && sha256sum -c SHA256SUMS
 

@@ -46,8 +46,9 @@ command = "echo hello from a one-shot job"   # split into words, run without a s
 oneshot = true
 "#;
 
-/// Port the `web` process of a Procfile listens on behind the edge (foreman's first port).
-pub const WEB_PORT: u16 = 5000;
+/// Port the `web` process of a Procfile listens on behind the edge: next to foreman's
+/// 5000, which Dokku and `heroku local` hand out as `$PORT` (the edge's port).
+pub const WEB_PORT: u16 = 5001;
 
 /// A manifest made from a Procfile (`name: command` lines; blank lines and `#` comments
 /// skipped). Commands run as written through `sh -c`, as foreman and Heroku run them. The
@@ -205,10 +206,10 @@ mod tests {
                 "bundle exec puma -p $PORT -C \"config/puma.rb\""
             ]
         );
-        assert_eq!(web.env, [("PORT".to_string(), "5000".to_string())]);
+        assert_eq!(web.env, [("PORT".to_string(), "5001".to_string())]);
         assert_eq!(
             web.bind.as_ref().map(ToString::to_string).as_deref(),
-            Some("tcp://127.0.0.1:5000")
+            Some("tcp://127.0.0.1:5001")
         );
         assert_eq!(m.programs[1].argv[2], "bin/worker --queue=a\\\\b");
         assert_eq!(m.programs[1].depends_on, ["web"]);

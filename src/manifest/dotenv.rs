@@ -23,11 +23,14 @@ pub struct Invalid {
 /// Variables in the order they were first set.
 pub type Vars = Vec<(String, String)>;
 
-/// The variables of `text`, and the names of variables that were referred to while unset.
+/// The variables of `text`, and the lines that referred to an unset variable. Nothing of
+/// a value (not even a name read from one: `s3cr$tValue` would give `tValue`) is put in a
+/// message: only line numbers.
 pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vars, Vec<String>), Invalid> {
+) -> Result<(Vars, Vec<usize>), Invalid> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut unset = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -78,8 +81,12 @@ pub fn parse(
                     .map(|(_, v)| v.clone())
                     .or_else(|| lookup(k))
             };
-            let (v, u) = expand(&value, &seen).map_err(|e| bad(&e))?;
-            unset.extend(u);
+            let (v, u) = expand(&value, &seen).map_err(|_| {
+                bad("invalid `${...}` in the value (unterminated, not a variable name, or nested too deep)")
+            })?;
+            if !u.is_empty() {
+                unset.push(i + 1);
+            }
             v
         } else {
             value
@@ -159,8 +166,14 @@ mod tests {
         assert_eq!(get("I"), Some("spaced"));
         assert_eq!(get("J"), Some("x"));
         assert!(unset.is_empty(), "{unset:?}");
-        let (_, unset) = parse("X=$NOPE\n", &env).unwrap();
-        assert_eq!(unset, ["NOPE"]);
+        let (_, unset) = parse("A=1\nX=$NOPE\n", &env).unwrap();
+        assert_eq!(unset, [2]);
+        // A byte-order mark is not part of the first name.
+        let (vars, _) = parse("\u{feff}K=v\n", &env).unwrap();
+        assert_eq!(vars, [("K".to_string(), "v".to_string())]);
+        // Nothing of a value reaches a message.
+        let e = parse("P=\"s3cr${et\"\n", &env).unwrap_err();
+        assert!(!e.why.contains("s3cr") && !e.why.contains("et\""), "{e:?}");
     }
 
     #[test]

@@ -7,6 +7,23 @@ pub fn expand(
     s: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(String, Vec<String>), String> {
+    expand_at(s, lookup, 0)
+}
+
+/// Defaults nest at most this deep (`${A:-${B:-...}}`): deeper is an error, not a stack
+/// overflow.
+const MAX_NESTING: usize = 16;
+
+fn expand_at(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<(String, Vec<String>), String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "`${{...:-...}}` defaults nest more than {MAX_NESTING} deep"
+        ));
+    }
     let mut out = String::with_capacity(s.len());
     let mut unset = Vec::new();
     let bytes = s.as_bytes();
@@ -40,13 +57,13 @@ pub fn expand(
                 }
                 match (lookup(name), default) {
                     (Some(v), Some(_)) if v.is_empty() => {
-                        let (d, u) = expand(default.unwrap_or(""), lookup)?;
+                        let (d, u) = expand_at(default.unwrap_or(""), lookup, depth + 1)?;
                         out.push_str(&d);
                         unset.extend(u);
                     }
                     (Some(v), _) => out.push_str(&v),
                     (None, Some(d)) => {
-                        let (d, u) = expand(d, lookup)?;
+                        let (d, u) = expand_at(d, lookup, depth + 1)?;
                         out.push_str(&d);
                         unset.extend(u);
                     }
@@ -85,6 +102,13 @@ pub fn expand(
 /// `${x%y}`) are left as written for the shell. With `lookup` resolving the environment
 /// the child will get, a `sh -c` script sees what its shell would have seen.
 pub fn expand_braced(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    braced_at(s, lookup, 0)
+}
+
+fn braced_at(s: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
+    if depth > MAX_NESTING {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while let Some(off) = s[i..].find("${") {
@@ -101,9 +125,9 @@ pub fn expand_braced(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String
         };
         let value = if is_name(name) {
             match (lookup(name), default) {
-                (Some(v), Some(d)) if v.is_empty() => Some(expand_braced(d, lookup)),
+                (Some(v), Some(d)) if v.is_empty() => Some(braced_at(d, lookup, depth + 1)),
                 (Some(v), _) => Some(v),
-                (None, Some(d)) => Some(expand_braced(d, lookup)),
+                (None, Some(d)) => Some(braced_at(d, lookup, depth + 1)),
                 (None, None) => None,
             }
         } else {
@@ -205,6 +229,16 @@ mod tests {
         ] {
             assert_eq!(expand_braced(input, &env), want, "{input}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}x{}", "${A:-".repeat(50_000), "}".repeat(50_000));
+        assert!(expand(&deep, &env).is_err());
+        let _ = expand_braced(&deep, &env);
+        let ok = format!("{}x{}", "${A:-".repeat(5), "}".repeat(5));
+        assert_eq!(expand(&ok, &env).unwrap().0, "x");
+        assert_eq!(expand_braced(&ok, &env), "x");
     }
 
     #[test]

@@ -374,10 +374,10 @@ impl Parser<'_> {
             };
             match dotenv::parse(&text, self.env) {
                 Ok((vars, unset)) => {
-                    for name in unset {
+                    for line in unset {
                         self.d.warning(
                             p.span.clone(),
-                            format!("{}: environment variable `{name}` is not set; it expands to an empty string", path.display()),
+                            format!("{}:{line}: a variable in this value is not set; it expands to an empty string", path.display()),
                         );
                     }
                     for (k, val) in vars {
@@ -619,11 +619,15 @@ impl Parser<'_> {
             return None;
         }
 
+        // The program's env_file sits between its group's defaults and its own env.
         let mut env = base.env.clone();
+        merge(&mut env, env_file);
         merge(&mut env, own_env);
         // `${NAME}` in arguments, from the environment the child will get (see
-        // `expand_braced`): the supervisor adds MS_SHIP, and env beats env_file beats the
-        // fleet's beats the inherited.
+        // `expand_braced`): the supervisor adds MS_SHIP, and the program's env beats the
+        // fleet's beats the inherited. The script of a shell's `-c` is left alone: the
+        // shell expands it itself, from that same environment, as its own syntax says
+        // (pasting a value into a script would make code of its quotes and `&`).
         let argv: Vec<String> = {
             let ship = name.value.clone();
             let fleet = &self.fleet_env;
@@ -632,15 +636,25 @@ impl Parser<'_> {
                 if k == "MS_SHIP" {
                     return Some(ship.clone());
                 }
-                [&env, &env_file, fleet]
+                [&env, fleet]
                     .iter()
                     .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
                     .map(|(_, v)| v.clone())
                     .or_else(|| inherited(k))
             };
+            let shell = argv.first().is_some_and(|p| {
+                let base = p.rsplit('/').next().unwrap_or(p);
+                matches!(
+                    base,
+                    "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh" | "mksh"
+                )
+            });
             let mut v = argv;
-            for a in v.iter_mut().skip(1) {
-                *a = expand_braced(a, &lookup);
+            for i in 1..v.len() {
+                if shell && v[i - 1] == "-c" {
+                    continue;
+                }
+                v[i] = expand_braced(&v[i], &lookup);
             }
             v
         };
@@ -648,7 +662,7 @@ impl Parser<'_> {
             let fleet = &self.fleet_env;
             let inherited = self.env;
             expand_braced(&h, &|k: &str| {
-                [&env, &env_file, fleet]
+                [&env, fleet]
                     .iter()
                     .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
                     .map(|(_, v)| v.clone())
@@ -673,7 +687,6 @@ impl Parser<'_> {
             role,
             argv,
             env,
-            env_file,
             config: merged_config,
             cwd: own
                 .cwd
@@ -1325,6 +1338,27 @@ impl Parser<'_> {
                 }
             }
         }
+        // A ship cannot listen where the edge does (a Procfile's web on the port the
+        // platform hands the edge, say).
+        for d in drafts {
+            let Some(BindAddr::Tcp(s)) = &d.program.bind else {
+                continue;
+            };
+            for b in &m.binds {
+                let BindAddr::Tcp(e) = &b.addr else { continue };
+                let overlap = s.port() == e.port()
+                    && (s.ip() == e.ip() || s.ip().is_unspecified() || e.ip().is_unspecified());
+                if overlap {
+                    self.d.error(
+                        d.name_span.clone(),
+                        format!(
+                            "`{}` binds {}, where the edge's bind `{}` listens ({})",
+                            d.program.name, s, b.name, b.addr
+                        ),
+                    );
+                }
+            }
+        }
         // Two programs binding the same address cannot both run.
         let mut bound: HashMap<String, &str> = HashMap::new();
         for d in drafts {
@@ -1507,18 +1541,29 @@ mod tests {
     #[test]
     fn arguments_expand_braced_variables_from_the_childs_environment() {
         let m = parse_ok(
-            "[mothership]\nenv = { FLEET = \"f\" }\n[[fleet.web]]\nname = \"w\"\ncommand = \"sh\"\nargs = [\"-c\", \"serve ${PORT} ${OWN} ${FLEET} ${MS_SHIP} ${UNSET} ${UNSET:-d} $PORT $$ ${x%y}\"]\nenv = { OWN = \"o\" }\nbind = \"127.0.0.1:${PORT}\"\n",
+            "[mothership]\nenv = { FLEET = \"f\" }\n[[fleet.web]]\nname = \"w\"\ncommand = \"serve\"\nargs = [\"${PORT} ${OWN} ${FLEET} ${MS_SHIP} ${UNSET} ${UNSET:-d} $PORT $$ ${x%y}\"]\nenv = { OWN = \"o\" }\nbind = \"127.0.0.1:${PORT}\"\n[[fleet.web]]\nname = \"s\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"serve ${PORT} $PORT\", \"${PORT}\"]\n",
         );
         assert_eq!(
-            m.programs[0].argv[2],
-            "serve 4000 o f w ${UNSET} d $PORT $$ ${x%y}"
+            m.programs[0].argv[1],
+            "4000 o f w ${UNSET} d $PORT $$ ${x%y}"
         );
+        // A shell's script is the shell's to expand; its positional arguments are not.
+        assert_eq!(
+            m.programs[1].argv[1..],
+            ["-c", "serve ${PORT} $PORT", "4000"]
+        );
+    }
+
+    #[test]
+    fn a_ship_may_not_bind_where_the_edge_listens() {
+        let e = errors("[mothership]\nbind = { http = \"0.0.0.0:5001\" }\n[[fleet.web]]\nname = \"web\"\ncommand = \"x\"\nbind = \"127.0.0.1:5001\"\n");
+        assert!(e.contains("where the edge's bind `http` listens"), "{e}");
     }
 
     #[test]
     fn binds_and_metrics_port_expand_variables() {
         let m = parse_ok(
-            "[mothership]\nbind = { http = \"127.0.0.1:${PORT}\", other = { addr = \"0.0.0.0:${NOPE:-4001}\" } }\nmetrics_port = \"${METRICS:-9100}\"\n[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nbind = \"tcp://127.0.0.1:${PORT:-1}\"\n",
+            "[mothership]\nbind = { http = \"127.0.0.1:${PORT}\", other = { addr = \"0.0.0.0:${NOPE:-4001}\" } }\nmetrics_port = \"${METRICS:-9100}\"\n[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\nbind = \"tcp://127.0.0.1:${SHIP_PORT:-4100}\"\n",
         );
         let binds: Vec<String> = m.binds.iter().map(|b| b.addr.to_string()).collect();
         assert!(
@@ -1536,7 +1581,7 @@ mod tests {
                 .as_ref()
                 .map(ToString::to_string)
                 .as_deref(),
-            Some("tcp://127.0.0.1:4000")
+            Some("tcp://127.0.0.1:4100")
         );
         // An invalid expanded value is reported where it was written, with what it became.
         let e = errors("[mothership]\nbind = { http = \"127.0.0.1:${PORT}\" }\n");

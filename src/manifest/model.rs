@@ -169,11 +169,9 @@ pub struct Program {
     pub role: Role,
     /// Program and arguments (a `command` with spaces and no `args` is split shell-style).
     pub argv: Vec<String>,
-    /// `mothership.env` is not included; it is applied at spawn time, before this.
+    /// Its group's `env`, then its `env_file`, then its own `env`. `mothership.env_file`
+    /// and `mothership.env` are not included; they are applied at spawn time, before this.
     pub env: Vec<(String, String)>,
-    /// The variables of the program's `env_file`, applied before `env` (and after the
-    /// fleet's `env`).
-    pub env_file: Vec<(String, String)>,
     /// Bays only: sent to the bay when it docks.
     pub config: Vec<(String, String)>,
     pub cwd: PathBuf,

@@ -221,11 +221,10 @@ impl Supervisor {
             .unwrap_or(0);
         let seed = std::process::id() as u64 ^ clock ^ 0x9e37_79b9_7f4a_7c15;
         for (i, p) in all.iter().enumerate() {
-            // inherited < fleet env_file < fleet env < program env_file < program env
+            // inherited < fleet env_file < fleet env < program (group env < env_file < env)
             let mut env = inherited.clone();
             set_all(&mut env, &m.env_file);
             set_all(&mut env, &m.env);
-            set_all(&mut env, &p.env_file);
             set_all(&mut env, &p.env);
             let mut extra = vec![
                 ("MS_PID".to_string(), std::process::id().to_string()),
