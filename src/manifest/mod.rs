@@ -628,47 +628,33 @@ impl Parser<'_> {
         // fleet's beats the inherited. The script of a shell's `-c` is left alone: the
         // shell expands it itself, from that same environment, as its own syntax says
         // (pasting a value into a script would make code of its quotes and `&`).
-        let argv: Vec<String> = {
-            let ship = name.value.clone();
-            let fleet = &self.fleet_env;
-            let inherited = self.env;
-            let lookup = |k: &str| -> Option<String> {
-                if k == "MS_SHIP" {
-                    return Some(ship.clone());
-                }
-                [&env, fleet]
-                    .iter()
-                    .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| inherited(k))
-            };
-            let shell = argv.first().is_some_and(|p| {
-                let base = p.rsplit('/').next().unwrap_or(p);
-                matches!(
-                    base,
-                    "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh" | "mksh"
-                )
-            });
-            let mut v = argv;
-            for i in 1..v.len() {
-                if shell && v[i - 1] == "-c" {
-                    continue;
-                }
-                v[i] = expand_braced(&v[i], &lookup);
+        let ship = name.value.clone();
+        let fleet = &self.fleet_env;
+        let inherited = self.env;
+        let child_var = |k: &str| -> Option<String> {
+            if k == "MS_SHIP" {
+                return Some(ship.clone());
             }
-            v
+            [&env, fleet]
+                .iter()
+                .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
+                .map(|(_, v)| v.clone())
+                .or_else(|| inherited(k))
         };
-        let healthcheck = healthcheck.map(|h: String| {
-            let fleet = &self.fleet_env;
-            let inherited = self.env;
-            expand_braced(&h, &|k: &str| {
-                [&env, fleet]
-                    .iter()
-                    .find_map(|vars| vars.iter().rev().find(|(n, _)| n == k))
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| inherited(k))
-            })
+        let shell = argv.first().is_some_and(|p| {
+            let base = p.rsplit('/').next().unwrap_or(p);
+            matches!(
+                base,
+                "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh" | "mksh"
+            )
         });
+        let mut argv = argv;
+        for i in 1..argv.len() {
+            if !(shell && argv[i - 1] == "-c") {
+                argv[i] = expand_braced(&argv[i], &child_var);
+            }
+        }
+        let healthcheck = healthcheck.map(|h: String| expand_braced(&h, &child_var));
         let mut merged_config = base.config.clone();
         merge(&mut merged_config, config);
         let mut all_tags = base.tags.clone();

@@ -92,7 +92,9 @@ impl Record {
         }
     }
 
-    /// Records a spawned child's process group.
+    /// Records a spawned child's process group. Runs on the loop thread: one append of a
+    /// short line to a file in the socket folder (a tmpfs or a local disk) and one read
+    /// of `/proc/PID/stat`, next to the fork and exec the spawn itself costs.
     pub fn spawned(&mut self, pgid: i32, grace: Duration, name: &str) {
         let started = u32::try_from(pgid).ok().and_then(start_time).unwrap_or(0);
         let line = format!("group {pgid} {} {started} {name}\n", grace.as_millis());
@@ -232,10 +234,15 @@ fn instance_of(header: &str) -> Instance {
 
 /// Is process `pid`, started at `started` (0: unknown), still running?
 fn instance_alive(pid: u32, started: u64) -> bool {
+    process_exists(pid as libc::pid_t)
+        && (started == 0 || start_time(pid).is_none_or(|t| t == started))
+}
+
+/// Does a process with this pid exist (ours or not)?
+fn process_exists(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && (started == 0 || start_time(pid).is_none_or(|t| t == started))
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn parse_group(line: &str) -> Option<Leftover> {
@@ -262,10 +269,7 @@ fn still_recorded(g: &Leftover) -> bool {
     if !group_alive(g.pgid) {
         return false;
     }
-    // SAFETY: signal 0 only checks that the process exists.
-    let leader_exists = unsafe { libc::kill(g.pgid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !leader_exists {
+    if !process_exists(g.pgid) {
         return true;
     }
     let now = u32::try_from(g.pgid).ok().and_then(start_time);
