@@ -3,18 +3,32 @@ CARGO ?= cargo
 BIN := target/release/mothership
 MANPAGES := man/mothership.1 man/ship-manifest.toml.5
 
-.PHONY: all build run test unit lint fmt-check man-lint package-lint bench cross setup clean fuzz static static-deps static-check dist
+.PHONY: all build run test unit lint fmt-check man-lint package-lint bench cross setup clean fuzz static static-deps static-check dist vm-test vm-deps test-deps bench-deps
 
 all: build
 
 build:
 	$(CARGO) build --release
 
+# The example fleet needs only what every Debian has (sh, bash, perl-base).
 run: build
 	./$(BIN) -c examples/ship-manifest.toml
 
 # Every test: unit and end-to-end tests, lints, formatting, man pages, packaging scripts.
-test: unit lint fmt-check man-lint package-lint
+# Installs the Debian packages the tests use when they are missing (as root; otherwise it
+# prints the apt-get line to run).
+test: test-deps
+	$(MAKE) unit lint fmt-check man-lint package-lint
+
+TEST_PACKAGES := mandoc shellcheck python3 python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl
+BENCH_PACKAGES := nginx haproxy wrk curl procps python3
+test-deps:
+	sh packaging/need.sh $(TEST_PACKAGES)
+	@# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
+	python3 -c 'import h11' 2>/dev/null || python3 -m pip install --quiet h11 || python3 -m pip install --quiet --break-system-packages h11
+
+bench-deps:
+	sh packaging/need.sh $(BENCH_PACKAGES)
 
 # Under a child subreaper that fails the run when a process started by a test outlives it.
 unit:
@@ -35,9 +49,11 @@ man-lint:
 package-lint:
 	shellcheck -s sh packaging/alpine/mothership.initd packaging/alpine/mothership.pre-install packaging/freebsd/files/mothership.in
 	shellcheck -s sh -e SC2034,SC2154 packaging/alpine/APKBUILD
+	shellcheck -s sh packaging/need.sh tests/vm/guest-net.sh tests/vm/guest-reaped.sh
+	shellcheck tests/vm/build-initramfs.sh packaging/static/check.sh
 
 # Benchmarks (slow; not part of `make test`). Figures go to stdout.
-bench: build
+bench: bench-deps build
 	bash bench/run.sh
 	bash bench/proxy.sh
 	bash bench/edge.sh
@@ -81,14 +97,7 @@ static-check: static
 	bash packaging/static/check.sh target/static/mothership-minimal $(BUDGET_MINIMAL)
 
 static-deps:
-	@missing=""; \
-	for p in rustc-web cargo-web rust-web-src musl-tools libunwind-16-dev; do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" -eq 0 ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; \
-	  else echo "run as root: apt-get install -y$$missing" >&2; exit 1; fi; \
-	fi
+	sh packaging/need.sh rustc-web cargo-web rust-web-src musl-tools libunwind-16-dev
 
 $(STATIC_SHIM)/libunwind.a: packaging/static/fortify_shim.c | static-deps
 	mkdir -p $(STATIC_SHIM)
@@ -113,18 +122,26 @@ dist: static
 	rm -rf dist/$(DIST)
 	cd dist && sha256sum $(DIST).tar.gz > SHA256SUMS && sha256sum -c SHA256SUMS
 
+# Mothership as the init of a qemu VM (TCG): the minimal static binary, a static busybox
+# and a Debian cloud kernel in an initramfs; see tests/vm/vm_test.py for what it checks.
+# Installs qemu-system-x86, busybox-static and cpio when missing (as root).
+VM_OUT := target/vm
+vm-test: static vm-deps
+	bash tests/vm/build-initramfs.sh target/static/mothership-minimal $(VM_OUT)
+	python3 tests/vm/vm_test.py $(VM_OUT)
+
+vm-deps:
+	sh packaging/need.sh qemu-system-x86 busybox-static cpio
+
 # Type-check and lint the FreeBSD and macOS code paths (needs rustup and network once).
 cross:
 	rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
 	$(CARGO) clippy --target x86_64-unknown-freebsd -- -D warnings
 	$(CARGO) clippy --target x86_64-apple-darwin -- -D warnings
 
-# System packages the tests and the example need (Debian/Ubuntu, as root).
-setup:
-	apt-get update
-	apt-get install -y --no-install-recommends mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux nginx haproxy wrk prometheus postgresql openssl
-	# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
-	python3 -c 'import h11' 2>/dev/null || python3 -m pip install --quiet h11 || python3 -m pip install --quiet --break-system-packages h11
+# Every Debian package the tests and the benchmarks use, at once (`make test` and
+# `make bench` install what they need themselves).
+setup: test-deps bench-deps
 
 clean:
 	$(CARGO) clean

@@ -9,4 +9,5 @@ pub mod proto;
 pub mod proxy;
 pub mod reactor;
 pub mod supervisor;
+pub mod sysinit;
 pub mod uplinks;

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::manifest::{self, Loaded, Manifest};
 use crate::output::logger::LogFormat;
+use crate::sysinit;
 
 /// Exit status: the fleet landed cleanly.
 pub const EXIT_OK: i32 = 0;
@@ -57,6 +58,33 @@ pub struct Global {
     /// Print the version and exit
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version, global = true)]
     version: Option<bool>,
+    /// Act as the machine's init even though /proc is mounted (PID 1 only)
+    #[arg(
+        long,
+        global = true,
+        conflicts_with = "no_init",
+        help_heading = "Init mode"
+    )]
+    pub init: bool,
+    /// Never act as the machine's init, even as PID 1 without /proc
+    #[arg(long, global = true, help_heading = "Init mode")]
+    pub no_init: bool,
+    /// Init mode: set the machine's hostname
+    #[arg(long, value_name = "NAME", global = true, help_heading = "Init mode")]
+    pub hostname: Option<String>,
+    /// Init mode: what to do once the fleet has landed
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ACTION",
+        global = true,
+        help_heading = "Init mode"
+    )]
+    pub at_landing: Option<crate::sysinit::AtLanding>,
+    /// Init mode: write a non-zero exit status to this x86 I/O port before powering off
+    /// (qemu's isa-debug-exit device)
+    #[arg(long, value_name = "PORT", value_parser = crate::sysinit::parse_port, global = true, help_heading = "Init mode")]
+    pub exit_port: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,17 +120,56 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return match e.kind() {
+            let code = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     EXIT_OK
                 }
-                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => EXIT_USAGE,
                 _ => EXIT_USAGE,
             };
+            if sysinit::wanted(false, false) == Ok(true) {
+                // A bad kernel command line must not panic the kernel.
+                sysinit::shutdown(code, &sysinit::Settings::default());
+            }
+            return code;
         }
     };
     let g = cli.global;
-    match cli.command.unwrap_or(Command::Run) {
+    match sysinit::wanted(g.init, g.no_init) {
+        Err(msg) => {
+            eprintln!("mothership: {msg}");
+            EXIT_USAGE
+        }
+        Ok(true) => {
+            let s = sysinit::Settings {
+                hostname: g.hostname.clone(),
+                at_landing: g.at_landing.unwrap_or(sysinit::AtLanding::Poweroff),
+                exit_port: g.exit_port,
+            };
+            sysinit::install_panic_hook(&s);
+            sysinit::boot(&s);
+            let code = command(cli.command, &g);
+            sysinit::shutdown(code, &s)
+        }
+        Ok(false) => {
+            let init_only = [
+                ("--hostname", g.hostname.is_some()),
+                ("--at-landing", g.at_landing.is_some()),
+                ("--exit-port", g.exit_port.is_some()),
+            ];
+            if let Some((flag, _)) = init_only.iter().find(|f| f.1) {
+                eprintln!(
+                    "mothership: {flag} applies in init mode only (PID 1 without /proc, or --init)"
+                );
+                return EXIT_USAGE;
+            }
+            command(cli.command, &g)
+        }
+    }
+}
+
+fn command(c: Option<Command>, g: &Global) -> i32 {
+    let g = g.clone();
+    match c.unwrap_or(Command::Run) {
         Command::Run => run::run(&g),
         Command::Clearance => clearance(&g),
         Command::Chart => chart::chart(&g),

@@ -118,6 +118,8 @@ pub fn signal_name(sig: i32) -> String {
         libc::SIGPIPE => "SIGPIPE",
         libc::SIGFPE => "SIGFPE",
         libc::SIGILL => "SIGILL",
+        #[cfg(target_os = "linux")]
+        libc::SIGPWR => "SIGPWR",
         _ => return format!("signal {sig}"),
     };
     n.to_string()

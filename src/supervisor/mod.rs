@@ -164,6 +164,13 @@ pub struct Supervisor {
     record: Option<leftovers::Record>,
 }
 
+/// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
+/// landing like SIGTERM (Linux only: the BSDs have no such signal).
+#[cfg(target_os = "linux")]
+const POWER_SIGNAL: Option<i32> = Some(libc::SIGPWR);
+#[cfg(not(target_os = "linux"))]
+const POWER_SIGNAL: Option<i32> = None;
+
 /// A stop signal repeated within this window of the first is the same request (see
 /// `handle_signals`); a later one kills everything at once.
 const REPEAT_WINDOW: Duration = Duration::from_millis(250);
@@ -199,8 +206,11 @@ impl Supervisor {
         #[cfg(not(feature = "postgres"))]
         let coord: Option<Coordinator> = None;
         out.set_waker(waker);
-        let mut signals =
-            Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+        let mut signals = Signals::new(
+            [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]
+                .into_iter()
+                .chain(POWER_SIGNAL),
+        )?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let pid1 = std::process::id() == 1;
@@ -510,7 +520,7 @@ impl Supervisor {
         for sig in pending {
             match sig {
                 SIGCHLD => self.reap(now),
-                SIGTERM | SIGINT | SIGQUIT => {
+                s if s == SIGTERM || s == SIGINT || s == SIGQUIT || POWER_SIGNAL == Some(s) => {
                     let repeat = self
                         .stop_signal
                         .is_some_and(|(s, at)| s == sig && now.saturating_duration_since(at) < REPEAT_WINDOW);

@@ -319,3 +319,44 @@ fn man_page_example_manifest_clears() {
 pub fn secs(n: u64) -> std::time::Duration {
     std::time::Duration::from_secs(n)
 }
+
+/// `make run`'s fleet, as shipped, in a network namespace of its own (its ports are fixed):
+/// the worker reaches the perl server through the edge, and Ctrl-C lands it cleanly.
+#[test]
+fn example_fleet_runs_and_lands() {
+    let d = Dir::new("example");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ship-manifest.toml");
+    let script = format!("ip link set lo up && exec {BIN} -c {manifest}");
+    let mut f = Fleet::start_with(&d, &[], |c| {
+        *c = std::process::Command::new("unshare");
+        c.args(["--net", "sh", "-c", &script])
+            .current_dir(&d.path)
+            .env("NO_COLOR", "1")
+            .env("GREETING", "ahoy")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(d.join("mothership.out")).unwrap())
+            .stderr(std::fs::File::create(d.join("mothership.err")).unwrap());
+    });
+    assert!(
+        wait_for(secs(20), || f
+            .stdout()
+            .contains("ahoy: 200 through the edge")),
+        "{}{}",
+        f.stdout(),
+        f.stderr()
+    );
+    assert!(
+        f.stdout().contains("fleet of report started by pid"),
+        "{}",
+        f.stdout()
+    );
+    // unshare execs sh, which execs mothership: the fleet's pid is the one started.
+    f.signal(libc::SIGINT);
+    assert_eq!(f.wait(secs(20)), Some(0), "{}", f.stderr());
+    assert!(
+        f.stderr().contains("landed: received SIGINT"),
+        "{}",
+        f.stderr()
+    );
+}

@@ -11,4 +11,5 @@ mod platform;
 mod proxy;
 mod supervise;
 mod support;
+mod sysinit;
 mod uplinks;
