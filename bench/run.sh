@@ -32,6 +32,8 @@ for spec in mothership:3072 mothership-minimal:2560; do
   strip -o "$W/static-stripped" "$f"
   echo "static ${spec%%:*}: stripped $(( $(stat -c %s "$W/static-stripped") / 1024 )) KiB (budget ${spec#*:} KiB)"
 done
+# What each crate costs in the default static build.
+[ -x target/static/mothership ] && python3 packaging/static/bloat.py target/static/mothership 16
 
 # 2. Spawn latency: exec to the last ship spawned, from the JSON log timestamps
 for n in 10 1000; do

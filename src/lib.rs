@@ -1,6 +1,7 @@
 //! Mothership: one binary that launches a fleet of processes, keeps them alive, and (in
 //! later layers) exposes them over HTTP and WebSocket. `main.rs` only calls [`cli::main`].
 
+pub mod alloc_cache;
 pub mod cli;
 pub mod flagship;
 pub mod manifest;

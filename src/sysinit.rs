@@ -8,8 +8,6 @@
 //! always mounts it, a kernel never does), or `--init` forces it (PID 1 only); `--no-init`
 //! turns it off. Linux only.
 
-use std::ffi::CString;
-use std::io;
 use std::path::Path;
 
 /// What the init mode does at the end of the fleet.
@@ -95,15 +93,17 @@ fn console(msg: &str) {
     eprintln!("mothership: init: {msg}");
 }
 
-fn cstr(s: &str) -> CString {
-    // The strings given here are constants or come from the command line, which cannot
-    // carry a NUL byte.
-    CString::new(s).unwrap_or_default()
-}
-
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
+    use std::ffi::CString;
+    use std::io;
+
+    fn cstr(s: &str) -> CString {
+        // The strings given here are constants or come from the command line, which
+        // cannot carry a NUL byte.
+        CString::new(s).unwrap_or_default()
+    }
 
     /// Kernel file systems: target, type, flags, options, the mode of the folder when it
     /// has to be made.

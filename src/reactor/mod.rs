@@ -2,6 +2,7 @@
 //! queue. Knows nothing about ships or routes.
 
 pub mod deadline;
+pub mod peer;
 
 pub use deadline::{DeadlineQueue, TimerId};
 
@@ -10,11 +11,15 @@ use mio::Token;
 /// Fixed tokens; everything else comes from a [`Slab`].
 pub const SIGNALS: Token = Token(0);
 
-/// Puts TERM, INT and QUIT back to their default action (ending the process). Needed once
+/// Puts TERM, INT, QUIT (and PWR) back to their default action (ending the process). Needed once
 /// a loop stops watching them: signal-hook leaves its own handler installed when its
 /// `Signals` goes away, and a signal would then be swallowed.
 pub fn default_stop_signals() {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+    #[cfg(target_os = "linux")]
+    let stop = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGPWR];
+    #[cfg(not(target_os = "linux"))]
+    let stop = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+    for sig in stop {
         // SAFETY: restoring a default disposition.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);

@@ -32,7 +32,7 @@ pub fn spawn(
         .stderr(Stdio::piped());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure only makes async-signal-safe system calls (setsid, sigaction,
-    // sigprocmask, prctl, getppid, _exit) and touches no memory shared with other threads.
+    // sigprocmask, prctl or procctl, getppid, _exit) and touches no memory shared with other threads.
     unsafe {
         cmd.pre_exec(move || child_setup(parent));
     }
@@ -88,7 +88,21 @@ fn child_setup(parent: libc::pid_t) -> io::Result<()> {
                 libc::_exit(1);
             }
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(target_os = "freebsd")]
+        {
+            // FreeBSD's parent-death signal: procctl on the calling process.
+            let mut sig: libc::c_int = libc::SIGKILL;
+            libc::procctl(
+                libc::P_PID,
+                0,
+                libc::PROC_PDEATHSIG_CTL,
+                (&mut sig as *mut libc::c_int).cast(),
+            );
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
         let _ = parent;
     }
     Ok(())

@@ -12,10 +12,17 @@ out=$(cd "$out" && pwd)
 
 # The kernel: the package that Debian's linux-image-cloud-amd64 points at today.
 if [ ! -f "$out/vmlinuz" ]; then
-  pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
+  kernel_package() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1
+  }
+  pkg=$(kernel_package)
+  if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ]; then
+    apt-get update -q >/dev/null
+    pkg=$(kernel_package)
+  fi
   [ -n "$pkg" ] || { echo "no linux-image-cloud-amd64 in apt's lists (apt-get update?)" >&2; exit 1; }
   rm -rf "$out/kernel" && mkdir -p "$out/kernel"
-  (cd "$out/kernel" && apt-get download "$pkg" >/dev/null && dpkg-deb -x ./*.deb unpacked)
+  (cd "$out/kernel" && apt-get -o APT::Sandbox::User=root download "$pkg" >/dev/null && dpkg-deb -x ./*.deb unpacked)
   cp "$out"/kernel/unpacked/boot/vmlinuz-* "$out/vmlinuz.tmp"
   mods=$(echo "$out"/kernel/unpacked/lib/modules/*/kernel)
   mkdir -p "$out/modules"

@@ -1,0 +1,73 @@
+//! Who is at the other end of a Unix stream socket: the kernel's record of the peer's
+//! user and group, for sockets that must only serve their owner (the control socket).
+//! Linux reads `SO_PEERCRED`; FreeBSD and macOS call `getpeereid(2)`.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// The effective user and group of a connected peer, as the kernel recorded them when
+/// the connection was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_credentials(sock: &impl AsRawFd) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred {
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+pub fn peer_credentials(sock: &impl AsRawFd) -> io::Result<PeerCred> {
+    let (mut uid, mut gid): (libc::uid_t, libc::gid_t) = (0, 0);
+    // SAFETY: getpeereid writes one uid_t and one gid_t through valid pointers.
+    if unsafe { libc::getpeereid(sock.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred { uid, gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_pair_is_its_own_user() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: geteuid and getegid have no preconditions.
+        let me = unsafe {
+            PeerCred {
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        };
+        assert_eq!(peer_credentials(&a).unwrap(), me);
+        assert_eq!(peer_credentials(&b).unwrap(), me);
+        // Not a socket: an error, not a made-up answer.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(peer_credentials(&f).is_err());
+    }
+}
