@@ -69,14 +69,19 @@ pub fn shutdown(code: i32, s: &Settings) -> ! {
     imp::shutdown(code, s)
 }
 
-/// From here on a panic powers the machine off (after its message) instead of ending
-/// PID 1, which would panic the kernel.
+/// From here on a panic that would end the process powers the machine off (after its
+/// message) instead of ending PID 1, which would panic the kernel: any panic in a build
+/// that aborts on panic, a panic of the main thread otherwise (a worker thread's panic
+/// ends only that thread there).
 pub fn install_panic_hook(s: &Settings) {
     let s = s.clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
-        imp::shutdown(101, &s);
+        let main = std::thread::current().name() == Some("main");
+        if cfg!(panic = "abort") || main {
+            imp::shutdown(101, &s);
+        }
     }));
 }
 
@@ -89,8 +94,10 @@ pub fn parse_port(v: &str) -> Result<u16, String> {
     r.map_err(|_| format!("not an I/O port number (0 to 0xffff): {v}"))
 }
 
+/// A line on the console. Never panics (a panic here may be a panic in the panic hook).
 fn console(msg: &str) {
-    eprintln!("mothership: init: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "mothership: init: {msg}");
 }
 
 #[cfg(target_os = "linux")]
@@ -98,6 +105,13 @@ mod imp {
     use super::*;
     use std::ffi::CString;
     use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Whether this is the init of the machine itself, not of a PID namespace: the kernel
+    /// accepted Ctrl-Alt-Del for it. Only then is `/` remounted read-only at the end (in
+    /// a namespace that would reach the host's root file system), and only then must the
+    /// process never exit.
+    static MACHINE: AtomicBool = AtomicBool::new(false);
 
     fn cstr(s: &str) -> CString {
         // The strings given here are constants or come from the command line, which
@@ -186,7 +200,9 @@ mod imp {
         }
         // SAFETY: reboot(2) with RB_DISABLE_CAD only changes what Ctrl-Alt-Del does: the
         // kernel sends SIGINT to PID 1 instead of rebooting at once.
-        if unsafe { libc::reboot(libc::RB_DISABLE_CAD) } != 0 {
+        if unsafe { libc::reboot(libc::RB_DISABLE_CAD) } == 0 {
+            MACHINE.store(true, Ordering::Relaxed);
+        } else {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
                 // What a PID namespace answers: Ctrl-Alt-Del belongs to the host's init.
@@ -233,27 +249,37 @@ mod imp {
         Ok(())
     }
 
-    /// An initramfs without /dev/console starts init with nothing on 0, 1 and 2: open the
-    /// console from the devtmpfs just mounted.
+    /// Standard input, output and error on the console. The kernel opens /dev/console for
+    /// init when its initramfs has that node (the kernel's own built-in list provides it);
+    /// without it, Rust's start-up code puts /dev/null on the three descriptors (and
+    /// aborts when there is no /dev/null either, before any code of ours runs: an
+    /// initramfs needs one of the two nodes). Descriptors that are closed or on /dev/null
+    /// are moved to the console of the devtmpfs just mounted.
     fn attach_console() {
-        // SAFETY: fcntl F_GETFD only asks whether the descriptor is open.
-        let closed: Vec<i32> = (0..3)
-            .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0)
-            .collect();
-        if closed.is_empty() {
+        let detached = |fd: i32| {
+            // SAFETY: fstat into a zeroed struct; fails for a closed descriptor.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstat(fd, &mut st) } != 0 {
+                return true;
+            }
+            let null = libc::makedev(1, 3);
+            (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == null
+        };
+        let targets: Vec<i32> = (0..3).filter(|&fd| detached(fd)).collect();
+        if targets.is_empty() {
             return;
         }
         let path = cstr("/dev/console");
-        // SAFETY: open with a NUL-terminated path; dup2 onto descriptors that are closed.
+        // SAFETY: open with a NUL-terminated path; dup2 onto descriptors 0 to 2.
         unsafe {
+            // The lowest free descriptor: a closed one of 0 to 2 if any (then it is one of
+            // the targets and stays), else one above 2, closed once copied.
             let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
             if fd < 0 {
                 return;
             }
-            for &c in &closed {
-                if c != fd {
-                    libc::dup2(fd, c);
-                }
+            for &t in targets.iter().filter(|&&t| t != fd) {
+                libc::dup2(fd, t);
             }
             if fd > 2 {
                 libc::close(fd);
@@ -283,18 +309,21 @@ mod imp {
         }
         // SAFETY: sync has no preconditions.
         unsafe { libc::sync() };
-        // A root file system on a disk is left clean; on an initramfs this fails, which
-        // is fine.
-        let root = cstr("/");
-        // SAFETY: NUL-terminated path; a remount changes no memory of ours.
-        unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            );
+        let machine = MACHINE.load(Ordering::Relaxed);
+        if machine {
+            // A root file system on a disk is left clean; on an initramfs this fails,
+            // which is fine.
+            let root = cstr("/");
+            // SAFETY: NUL-terminated path; a remount changes no memory of ours.
+            unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                );
+            }
         }
         let what = match s.at_landing {
             AtLanding::Poweroff => "powering off",
@@ -311,9 +340,15 @@ mod imp {
             AtLanding::Reboot => libc::RB_AUTOBOOT,
         };
         loop {
-            // SAFETY: reboot(2) as PID 1 with CAP_SYS_BOOT; it does not return on success.
+            // SAFETY: reboot(2) as PID 1; it does not return on success (in a PID
+            // namespace it ends the namespace).
             unsafe { libc::reboot(cmd) };
             console(&format!("reboot(2) failed: {}", io::Error::last_os_error()));
+            if !machine {
+                // The init of a PID namespace (without CAP_SYS_BOOT, say) may exit.
+                // SAFETY: _exit ends the process at once.
+                unsafe { libc::_exit(code) };
+            }
             // Never exit: the kernel would panic. Halting here keeps the message readable.
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

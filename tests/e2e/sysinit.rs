@@ -81,6 +81,13 @@ grace_period = "2s"
         "{}",
         f.stderr()
     );
+    // Not the machine's init: nothing machine-wide (such as remounting `/` read-only,
+    // which would reach the host) happens at the end.
+    assert!(
+        f.stderr().contains("Ctrl-Alt-Del stays with the host"),
+        "{}",
+        f.stderr()
+    );
     // What the kernel turns Ctrl-Alt-Del into.
     unsafe {
         libc::kill(inner_pid(&f), libc::SIGINT);

@@ -29,6 +29,7 @@ if [ ! -f "$out/vmlinuz" ]; then
   for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
            drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
            drivers/net/net_failover drivers/net/virtio_net; do
+    [ -f "$mods/$m.ko" ] || { echo "$pkg has no $m.ko (compressed or built in?): update this list" >&2; exit 1; }
     cp "$mods/$m.ko" "$out/modules/"
   done
   echo "$pkg" > "$out/kernel-package"
@@ -40,7 +41,9 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,etc,lib/modules,www,proc,sys,dev,run,tmp}
 install -m 0755 "$bin" "$root/sbin/mothership"
-install -m 0755 "$(command -v busybox)" "$root/bin/busybox"
+# busybox-static's, not a dynamic one that may be first on PATH.
+readelf -d /bin/busybox 2>/dev/null | grep -q NEEDED && { echo "/bin/busybox is not static (busybox-static?)" >&2; exit 1; }
+install -m 0755 /bin/busybox "$root/bin/busybox"
 for tool in sh ash cat echo grep insmod ip sleep setsid hostname awk httpd wget test sync; do
   ln -s busybox "$root/bin/$tool"
 done
@@ -48,6 +51,12 @@ cp "$out"/modules/*.ko "$root/lib/modules/"
 cp "$here"/*.toml "$root/etc/"
 for f in "$here"/guest-*.sh; do install -m 0755 "$f" "$root/etc/$(basename "$f")"; done
 echo "hello from the vm" > "$root/www/index.html"
-# No /dev/console node: the init mode opens the console itself once /dev is mounted.
+# The console and /dev/null: Rust's start-up code needs /dev/null when the kernel gives
+# init no console. (The kernel's built-in initramfs has /dev/console; this does not rely
+# on it.)
+mkdir -p "$root/dev"
+if ! { mknod -m 0600 "$root/dev/console" c 5 1 && mknod -m 0666 "$root/dev/null" c 1 3; } 2>/dev/null; then
+  echo "note: no device nodes (not root); the kernel's built-in /dev/console has to do" >&2
+fi
 (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -1 > "$out/initramfs.gz"
 echo "initramfs: $(du -k "$out/initramfs.gz" | cut -f1) KiB; kernel: $(cat "$out/kernel-package")"

@@ -14,6 +14,7 @@ Prints boot-to-running and landing-to-power-off times. Usage: vm_test.py OUTDIR
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -73,10 +74,13 @@ class Vm:
             return ""
 
     def wait_for(self, needle, limit):
-        """Seconds from boot until `needle` is on the console."""
+        """Seconds from boot until `needle` (a string, or a compiled pattern) is on the
+        console."""
         end = time.monotonic() + limit
         while time.monotonic() < end:
-            if needle in self.text():
+            text = self.text()
+            found = needle.search(text) if isinstance(needle, re.Pattern) else needle in text
+            if found:
                 return time.monotonic() - self.started
             if self.proc.poll() is not None:
                 break
@@ -127,9 +131,10 @@ def boot_fleet():
         vm.wait_for("is the init of this machine", BOOT_LIMIT)
         running = vm.wait_for("running: ", BOOT_LIMIT)
         vm.wait_for("network up: shipvm", 5)
-        vm.wait_for("reaped", BOOT_LIMIT)
-        text = vm.text()
-        if "not reaped" in text:
+        # The guest script's verdict: "orphan N reaped", or "orphan N not reaped" and the
+        # job fails.
+        vm.wait_for(re.compile(r"orphan \d+ (not )?reaped|reaped: failed"), BOOT_LIMIT)
+        if not re.search(r"orphan \d+ reaped", vm.text()):
             vm.fail("the orphan was left a zombie")
         status, body = None, ""
         end = time.monotonic() + 30
