@@ -4,6 +4,7 @@
 pub mod alloc_cache;
 pub mod cli;
 pub mod flagship;
+pub mod fleet;
 pub mod manifest;
 pub mod output;
 pub mod proto;

@@ -187,7 +187,7 @@ pub(crate) fn manifest_path(g: &Global) -> PathBuf {
 /// Loads the manifest, printing diagnostics to stderr. `Err` carries the exit status.
 pub(crate) fn load(g: &Global) -> Result<Manifest, i32> {
     let path = manifest_path(g);
-    let loaded: Loaded = match manifest::load(&path) {
+    let loaded: Loaded = match manifest::load(&path, &|k: &str| std::env::var(k).ok()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mothership: {e}");
@@ -203,7 +203,9 @@ pub(crate) fn load(g: &Global) -> Result<Manifest, i32> {
     match loaded.manifest {
         Some(m) => {
             let mut m = m;
-            filter_tags(&mut m, &g.only, &g.except);
+            for note in m.filter_tags(&g.only, &g.except) {
+                eprintln!("mothership: {note}");
+            }
             Ok(m)
         }
         None => {
@@ -215,49 +217,6 @@ pub(crate) fn load(g: &Global) -> Result<Manifest, i32> {
             );
             Err(EXIT_CONFIG)
         }
-    }
-}
-
-/// Applies `--only` and `--except` to ships and bays. A kept program that depends on a
-/// filtered-out one loses that dependency (with a warning).
-pub(crate) fn filter_tags(m: &mut Manifest, only: &[String], except: &[String]) {
-    let clean = |v: &[String]| -> Vec<String> {
-        v.iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    let (only, except) = (clean(only), clean(except));
-    if only.is_empty() && except.is_empty() {
-        return;
-    }
-    let keep = |tags: &[String]| {
-        if tags.iter().any(|t| except.contains(t)) {
-            return false;
-        }
-        only.is_empty() || tags.iter().any(|t| only.contains(t))
-    };
-    let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut m.programs)
-        .into_iter()
-        .partition(|p| keep(&p.tags));
-    let dropped: Vec<String> = dropped.into_iter().map(|p| p.name).collect();
-    for p in &kept {
-        for d in &p.depends_on {
-            if dropped.iter().any(|x| x.eq_ignore_ascii_case(d)) {
-                eprintln!("mothership: warning: {} depends on {}, which the tag filter leaves out; not waiting for it", p.name, d);
-            }
-        }
-    }
-    m.programs = kept
-        .into_iter()
-        .map(|mut p| {
-            p.depends_on
-                .retain(|d| !dropped.iter().any(|x| x.eq_ignore_ascii_case(d)));
-            p
-        })
-        .collect();
-    if !dropped.is_empty() {
-        eprintln!("mothership: tag filter leaves out: {}", dropped.join(", "));
     }
 }
 

@@ -20,10 +20,7 @@ pub enum Rank {
     Escort,
 }
 
-/// `true`, `1` and `yes`, in any case, are truthy; anything else (empty included) is not.
-pub fn truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
-}
+pub use crate::manifest::units::truthy;
 
 /// Decides this instance's rank from `static_flagship`; `Err` says why it cannot be
 /// decided (the command failed, printed nothing usable in time...). The command runs in

@@ -1,9 +1,9 @@
 //! What the supervisor shows the edge: which backends are up (for routing) and each
-//! program's state (for metrics). Updated by the supervisor whenever a program changes state.
+//! program's state (for metrics). Plain data, so that neither side depends on the other:
+//! the supervisor fills it in whenever a program changes state, the edge reads it.
 
 use std::time::Instant;
 
-use super::child::State;
 use crate::manifest::{BindAddr, Program};
 
 /// One ship or bay, as the metrics endpoint shows it.
@@ -42,21 +42,17 @@ impl ShipView {
         }
     }
 
-    pub fn update(&mut self, state: &State, restarts: u64, pgid: Option<i32>) {
-        self.state = match state {
-            State::Waiting => "waiting",
-            State::Starting { .. } => "starting",
-            State::Running { .. } => "running",
-            State::Stopping { .. } => "stopping",
-            State::Backoff { .. } => "backoff",
-            State::Done { .. } => "done",
-            State::Failed { .. } => "failed",
-        };
-        self.healthy = matches!(state, State::Running { .. });
-        self.up_since = match state {
-            State::Running { since, .. } => Some(*since),
-            _ => None,
-        };
+    /// `state` is one of [`STATES`]; `up_since` is set while the program runs.
+    pub fn update(
+        &mut self,
+        state: &'static str,
+        up_since: Option<Instant>,
+        restarts: u64,
+        pgid: Option<i32>,
+    ) {
+        self.state = state;
+        self.healthy = up_since.is_some();
+        self.up_since = up_since;
         self.restarts = restarts;
         self.pgid = pgid;
     }

@@ -43,9 +43,57 @@ impl Loaded {
     }
 }
 
-/// Reads and validates the manifest at `path`, expanding variables from the process
-/// environment.
-pub fn load(path: &Path) -> Result<Loaded, String> {
+impl Manifest {
+    /// Applies `--only` and `--except` to ships and bays. A kept program that depends on
+    /// a filtered-out one loses that dependency. Returns what to tell the user (warnings
+    /// first, then which programs were left out).
+    pub fn filter_tags(&mut self, only: &[String], except: &[String]) -> Vec<String> {
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let (only, except) = (clean(only), clean(except));
+        let mut notes = Vec::new();
+        if only.is_empty() && except.is_empty() {
+            return notes;
+        }
+        let keep = |tags: &[String]| {
+            if tags.iter().any(|t| except.contains(t)) {
+                return false;
+            }
+            only.is_empty() || tags.iter().any(|t| only.contains(t))
+        };
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.programs)
+            .into_iter()
+            .partition(|p| keep(&p.tags));
+        let dropped: Vec<String> = dropped.into_iter().map(|p| p.name).collect();
+        for p in &kept {
+            for d in &p.depends_on {
+                if dropped.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+                    notes.push(format!("warning: {} depends on {}, which the tag filter leaves out; not waiting for it", p.name, d));
+                }
+            }
+        }
+        self.programs = kept
+            .into_iter()
+            .map(|mut p| {
+                p.depends_on
+                    .retain(|d| !dropped.iter().any(|x| x.eq_ignore_ascii_case(d)));
+                p
+            })
+            .collect();
+        if !dropped.is_empty() {
+            notes.push(format!("tag filter leaves out: {}", dropped.join(", ")));
+        }
+        notes
+    }
+}
+
+/// Reads and validates the manifest at `path`, expanding variables with `env` (the
+/// process environment, for `mothership` itself).
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read manifest {}: {}", path.display(), e))?;
     let dir = match path.parent() {
@@ -53,8 +101,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         _ => PathBuf::from("."),
     };
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let env = |k: &str| std::env::var(k).ok();
-    Ok(parse(path, &dir, text, &env))
+    Ok(parse(path, &dir, text, env))
 }
 
 /// Parses manifest text. `dir` is the folder relative paths resolve against.
@@ -1146,7 +1193,7 @@ impl Parser<'_> {
                 if m.flagship.enabled && !cfg!(feature = "postgres") {
                     self.d.error(span, "this build has no PostgreSQL support: flagship election with election = \"postgres\" is not available (build with --features postgres)");
                 } else if m.flagship.enabled {
-                    if let Err(e) = check_sslmode(&expanded) {
+                    if let Err(e) = check_sslmode(&expanded, self.env) {
                         self.d.error(url.span.clone(), e);
                     }
                 }
@@ -1466,8 +1513,8 @@ pub fn sslmode_of(url: &str) -> String {
 }
 
 /// Refuses the sslmodes that allow a plain-text connection (`disable`, `allow`, `prefer`)
-/// unless `MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE` is `1`, `true` or `yes`.
-fn check_sslmode(url: &str) -> Result<(), String> {
+/// unless `MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE` is `1`, `true` or `yes` in `env`.
+fn check_sslmode(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
     if url.matches("sslmode=").count() > 1 {
         return Err("`sslmode` is given more than once in election_url".into());
     }
@@ -1475,8 +1522,8 @@ fn check_sslmode(url: &str) -> Result<(), String> {
     match mode.as_str() {
         "require" | "verify-ca" | "verify-full" => Ok(()),
         "disable" | "allow" | "prefer" => {
-            let allowed = std::env::var("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE")
-                .is_ok_and(|v| crate::flagship::truthy(&v));
+            let allowed = env("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE")
+                .is_some_and(|v| units::truthy(&v));
             if allowed {
                 Ok(())
             } else {
@@ -1741,14 +1788,17 @@ prelaunch_timeout = "2m"
             sslmode_of("postgres://h/db?x=1&sslmode=Verify-Full"),
             "verify-full"
         );
-        assert!(check_sslmode("postgres://h/db?sslmode=require").is_ok());
-        assert!(check_sslmode("postgres://h/db?sslmode=verify-ca").is_ok());
-        assert!(check_sslmode("postgres://h/db?sslmode=bogus").is_err());
-        if std::env::var_os("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE").is_none() {
-            let e = check_sslmode("postgres://h/db").unwrap_err();
-            assert!(e.contains("no sslmode means prefer"), "{e}");
-            assert!(check_sslmode("postgres://h/db?sslmode=disable").is_err());
-        }
+        let none = |_: &str| None;
+        assert!(check_sslmode("postgres://h/db?sslmode=require", &none).is_ok());
+        assert!(check_sslmode("postgres://h/db?sslmode=verify-ca", &none).is_ok());
+        assert!(check_sslmode("postgres://h/db?sslmode=bogus", &none).is_err());
+        let e = check_sslmode("postgres://h/db", &none).unwrap_err();
+        assert!(e.contains("no sslmode means prefer"), "{e}");
+        assert!(check_sslmode("postgres://h/db?sslmode=disable", &none).is_err());
+        let allow = |k: &str| {
+            (k == "MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE").then(|| "yes".to_string())
+        };
+        assert!(check_sslmode("postgres://h/db?sslmode=disable", &allow).is_ok());
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub fn looks_like_shell(s: &str) -> bool {
     false
 }
 
+/// `true`, `1` and `yes`, in any case, are truthy; anything else (empty included) is not.
+pub fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::supervisor::resources::Usage;
-use crate::supervisor::view::{FleetView, STATES};
+use crate::fleet::resources::Usage;
+use crate::fleet::view::{FleetView, STATES};
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const BUCKETS: [f64; 12] = [
@@ -186,7 +186,7 @@ pub fn render(
     now: Instant,
 ) -> String {
     let mut o = String::with_capacity(4096);
-    let ships: Vec<(String, &crate::supervisor::view::ShipView)> = fleet
+    let ships: Vec<(String, &crate::fleet::view::ShipView)> = fleet
         .ships
         .iter()
         .map(|s| {
@@ -200,21 +200,20 @@ pub fn render(
             )
         })
         .collect();
-    let per_ship =
-        |o: &mut String,
-         name: &str,
-         kind: &str,
-         help: &str,
-         f: &dyn Fn(&crate::supervisor::view::ShipView) -> Option<f64>| {
-            family(o, name, kind, help);
-            for (labels, s) in &ships {
-                if let Some(v) = f(s) {
-                    let _ = writeln!(o, "{name}{{{labels}}} {}", num(v));
-                }
+    let per_ship = |o: &mut String,
+                    name: &str,
+                    kind: &str,
+                    help: &str,
+                    f: &dyn Fn(&crate::fleet::view::ShipView) -> Option<f64>| {
+        family(o, name, kind, help);
+        for (labels, s) in &ships {
+            if let Some(v) = f(s) {
+                let _ = writeln!(o, "{name}{{{labels}}} {}", num(v));
             }
-        };
+        }
+    };
     let b = |x: bool| if x { 1.0 } else { 0.0 };
-    let use_of = |s: &crate::supervisor::view::ShipView| s.pgid.and_then(|p| usage.get(&p));
+    let use_of = |s: &crate::fleet::view::ShipView| s.pgid.and_then(|p| usage.get(&p));
 
     per_ship(
         &mut o,
@@ -524,7 +523,7 @@ mod tests {
         s.upstream_error(0, UpstreamError::Timeout);
         let fleet = FleetView {
             backends: vec![None],
-            ships: vec![crate::supervisor::view::ShipView {
+            ships: vec![crate::fleet::view::ShipView {
                 name: "web".into(),
                 group: "g\\1".into(),
                 kind: "ship",

@@ -23,13 +23,13 @@ use std::time::Instant;
 use mio::event::Event;
 use mio::{Interest, Registry, Token};
 
+use crate::fleet::view::FleetView;
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
+use crate::reactor::deadline::after as deadline;
 use crate::reactor::{DeadlineQueue, TimerId};
-use crate::supervisor::child::deadline;
-use crate::supervisor::view::FleetView;
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
 use router::Router;
@@ -336,7 +336,7 @@ pub struct Edge {
     encoders: compress::Budget,
     /// The last resource sample of the fleet, served by `/metrics` until it is older than
     /// `SAMPLE_MAX_AGE`.
-    sample: Option<(Instant, HashMap<i32, crate::supervisor::resources::Usage>)>,
+    sample: Option<(Instant, HashMap<i32, crate::fleet::resources::Usage>)>,
     /// Stats index of the first static mount (they follow the routes).
     static_base: usize,
 }
@@ -1678,7 +1678,7 @@ impl Edge {
                         && pgids.iter().all(|p| u.contains_key(p))
                 });
                 if !fresh {
-                    let usage = crate::supervisor::resources::sample(&pgids);
+                    let usage = crate::fleet::resources::sample(&pgids);
                     self.sample = Some((self.now, usage));
                 }
                 let empty = HashMap::new();

@@ -4,7 +4,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// `now + d`, saturating at a year from now instead of overflowing.
+pub fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(Duration::from_secs(366 * 86400)))
+        .unwrap_or(now)
+}
 
 /// Identifies one armed timer, for cancellation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

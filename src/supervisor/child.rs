@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::manifest::units::signal_name;
 use crate::manifest::Restart;
+use crate::reactor::deadline::after;
 
 /// First restart delay; each crash doubles it, up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -26,12 +27,6 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_REPORT_EVERY: u32 = 30;
 /// After SIGKILL, how long to wait for the group before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(2);
-
-/// `now + d`, saturating at a year from now instead of overflowing.
-pub fn deadline(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(Duration::from_secs(366 * 86400)))
-        .unwrap_or(now)
-}
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +91,29 @@ pub enum State {
     Done { exit: Option<ExitInfo> },
     /// Failed for good.
     Failed { reason: String },
+}
+
+impl State {
+    /// The state's name, as metrics and logs show it (one of `fleet::view::STATES`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Starting { .. } => "starting",
+            State::Running { .. } => "running",
+            State::Stopping { .. } => "stopping",
+            State::Backoff { .. } => "backoff",
+            State::Done { .. } => "done",
+            State::Failed { .. } => "failed",
+        }
+    }
+
+    /// When the program came up, while it runs.
+    pub fn up_since(&self) -> Option<Instant> {
+        match self {
+            State::Running { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,14 +263,14 @@ impl Child {
                     State::Running { pid, since: now }
                 } else if self.policy.probe {
                     out.push(Action::Probe);
-                    out.push(Action::ArmTimer(deadline(now, PROBE_TIMEOUT)));
+                    out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT)));
                     State::Starting {
                         pid,
                         since: now,
                         probes: 0,
                     }
                 } else {
-                    out.push(Action::ArmTimer(deadline(now, SETTLE)));
+                    out.push(Action::ArmTimer(after(now, SETTLE)));
                     State::Starting {
                         pid,
                         since: now,
@@ -293,7 +311,7 @@ impl Child {
                 if probes > 0 && probes % PROBE_REPORT_EVERY == 0 {
                     log::warn!(target: "fleet", "{name}: still not accepting connections on its bind after {} s", now.saturating_duration_since(since).as_secs());
                 }
-                out.push(Action::ArmTimer(deadline(now, delay)));
+                out.push(Action::ArmTimer(after(now, delay)));
                 State::Starting {
                     pid,
                     since,
@@ -304,7 +322,7 @@ impl Child {
                 if self.policy.probe {
                     // Time to retry, or the probe in flight timed out: start a new one.
                     out.push(Action::Probe);
-                    out.push(Action::ArmTimer(deadline(now, PROBE_TIMEOUT)));
+                    out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT)));
                     State::Starting { pid, since, probes }
                 } else {
                     log::info!(target: "fleet", "{name}: up");
@@ -343,7 +361,7 @@ impl Child {
                         sig: libc::SIGCONT,
                     });
                 }
-                out.push(Action::ArmTimer(deadline(now, self.policy.grace)));
+                out.push(Action::ArmTimer(after(now, self.policy.grace)));
                 State::Stopping {
                     pid,
                     leader: true,
@@ -393,7 +411,7 @@ impl Child {
                     pgid: pid,
                     sig: libc::SIGKILL,
                 });
-                out.push(Action::ArmTimer(deadline(now, KILL_WAIT)));
+                out.push(Action::ArmTimer(after(now, KILL_WAIT)));
                 State::Stopping {
                     pid,
                     leader,
@@ -448,7 +466,7 @@ impl Child {
             pgid: pid,
             sig: libc::SIGKILL,
         });
-        out.push(Action::ArmTimer(deadline(now, KILL_WAIT)));
+        out.push(Action::ArmTimer(after(now, KILL_WAIT)));
         State::Stopping {
             pid,
             leader,
@@ -549,7 +567,7 @@ impl Child {
         } else {
             log::info!(target: "fleet", "{name}: restarting in {} ms", delay.as_millis());
         }
-        let until = deadline(now, delay);
+        let until = after(now, delay);
         out.push(Action::ArmTimer(until));
         State::Backoff { until }
     }

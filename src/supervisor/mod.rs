@@ -6,9 +6,7 @@
 pub mod child;
 pub mod graph;
 pub mod leftovers;
-pub mod resources;
 pub mod spawn;
-pub mod view;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -26,11 +24,13 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::flagship::coord::{Coordinator, Report};
 use crate::flagship::Rank;
+use crate::fleet::{resources, FleetView};
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
 use crate::output::{Output, Stream};
 use crate::proxy::{Edge, EDGE_BASE};
+use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
 
@@ -147,7 +147,7 @@ pub struct Supervisor {
     edge: Option<Edge>,
     /// Connect address of each ship that is up and has a bind, by program index.
     /// Routing and metrics view of the fleet, for the edge.
-    fleet: view::FleetView,
+    fleet: FleetView,
     /// Number of prelaunch members (they come first in `members`).
     npre: usize,
     /// While landing: wait for HTTP exchanges in flight until then.
@@ -344,7 +344,7 @@ impl Supervisor {
             poll_errors: 0,
             final_drain: false,
             edge,
-            fleet: view::FleetView::new(&m.programs, Instant::now()),
+            fleet: FleetView::new(&m.programs, Instant::now()),
             npre: m.prelaunch.len(),
             drain_until: None,
             coord,
@@ -373,11 +373,11 @@ impl Supervisor {
         }
         let mut events = Events::with_capacity(256);
         if self.coord.is_some() {
-            let at = child::deadline(Instant::now(), self.election_limit);
+            let at = after(Instant::now(), self.election_limit);
             self.timers.insert(at, TimerKind::ElectionDeadline);
         }
         if self.members.iter().any(|m| m.prog.max_memory.is_some()) {
-            let at = child::deadline(Instant::now(), MEMORY_CHECK);
+            let at = after(Instant::now(), MEMORY_CHECK);
             self.timers.insert(at, TimerKind::MemoryCheck);
         }
         // A signal that arrived before the loop started is honoured at once.
@@ -451,10 +451,10 @@ impl Supervisor {
                         self.reap_timer = None;
                         log::warn!("descendants still running at the deadline; sending SIGKILL to every process");
                         kill_everything();
-                        self.reap_timer = Some(self.timers.insert(
-                            child::deadline(now, child::KILL_WAIT),
-                            TimerKind::ReapGiveUp,
-                        ));
+                        self.reap_timer = Some(
+                            self.timers
+                                .insert(after(now, child::KILL_WAIT), TimerKind::ReapGiveUp),
+                        );
                     }
                     TimerKind::DrainDeadline => {
                         log::warn!(
@@ -468,7 +468,7 @@ impl Supervisor {
                             Phase::Prelaunch | Phase::Launching | Phase::Running
                         ) {
                             self.check_memory(now);
-                            let at = child::deadline(now, MEMORY_CHECK);
+                            let at = after(now, MEMORY_CHECK);
                             self.timers.insert(at, TimerKind::MemoryCheck);
                         }
                     }
@@ -640,7 +640,7 @@ impl Supervisor {
             if busy > 0 {
                 let grace = self.longest_grace();
                 log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
-                let until = child::deadline(now, grace);
+                let until = after(now, grace);
                 self.drain_until = Some(until);
                 self.timers.insert(until, TimerKind::DrainDeadline);
             }
@@ -811,7 +811,7 @@ impl Supervisor {
         }
         self.reap_timer = Some(
             self.timers
-                .insert(child::deadline(now, grace), TimerKind::ReapDeadline),
+                .insert(after(now, grace), TimerKind::ReapDeadline),
         );
     }
 
@@ -899,7 +899,12 @@ impl Supervisor {
             } else {
                 None
             };
-            self.fleet.ships[p].update(&m.child.state, m.child.restarts, m.child.pgid());
+            self.fleet.ships[p].update(
+                m.child.state.name(),
+                m.child.state.up_since(),
+                m.child.restarts,
+                m.child.pgid(),
+            );
         }
         if !matches!(m.child.state, State::Starting { .. }) {
             self.drop_probe(i);

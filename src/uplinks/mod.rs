@@ -118,7 +118,7 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
         // Shared checks get the longest timeout asked for.
         let c = &mut checks[i];
         c.timeout = c.timeout.max(u.timeout);
-        c.deadline = crate::supervisor::child::deadline(now, c.timeout);
+        c.deadline = crate::reactor::deadline::after(now, c.timeout);
         of_uplink.push(i);
     }
     for (i, c) in checks.iter().enumerate() {
