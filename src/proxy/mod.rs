@@ -7,6 +7,7 @@
 //! the upstream, response back, both streamed through bounded buffers) -> `Head` again on
 //! keep-alive, or `Tunnel` after a `101`, or `Closing` (write what is left, then close).
 
+pub mod buffers;
 pub mod compress;
 pub mod cors;
 pub mod metrics;
@@ -30,6 +31,7 @@ use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
 use crate::reactor::deadline::after as deadline;
 use crate::reactor::{DeadlineQueue, TimerId};
+use buffers::{BufPool, BUF};
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
 use router::Router;
@@ -40,8 +42,6 @@ pub const EDGE_BASE: usize = 1 << 24;
 const KIND_LISTENER: usize = 0;
 const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;
-/// Bytes buffered per direction and connection.
-const BUF: usize = 64 << 10;
 /// A closing connection reads and drops at most this much of what the client still sends,
 /// for at most `LINGER_TIME` of silence.
 const LINGER_BYTES: usize = 1 << 20;
@@ -327,6 +327,8 @@ pub struct Edge {
     awaiting: Vec<usize>,
     /// Read buffer shared by all connections (bytes are copied to their own buffers).
     scratch: Vec<u8>,
+    /// Connection buffers not in use (see `buffers`).
+    bufs: BufPool,
     stats: Stats,
     limiter: Option<RateLimiter>,
     cors: Option<cors::Cache>,
@@ -412,6 +414,7 @@ impl Edge {
             held: Vec::new(),
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
+            bufs: BufPool::new(64),
             stats: Stats::new(route_labels, m.programs.len()),
             limiter: RateLimiter::new(&m.rate_limiting, Instant::now()),
             cors: cors::Cache::new(&m.cors_cache),
@@ -615,6 +618,10 @@ impl Edge {
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
         self.account(&mut c);
         let _ = registry.deregister(&mut c.client);
+        for b in [&mut c.cin, &mut c.cout] {
+            b.clear();
+            self.bufs.take_back(b);
+        }
         if let Some(up) = c.up.take() {
             self.close_up(up, registry);
         }
@@ -650,6 +657,10 @@ impl Edge {
     /// Closes an upstream connection and frees its id.
     fn close_up(&mut self, mut up: Up, registry: &Registry) {
         let _ = registry.deregister(&mut up.stream);
+        for b in [&mut up.uin, &mut up.uout] {
+            b.clear();
+            self.bufs.take_back(b);
+        }
         if let Some(o) = self.up_owner.get_mut(up.id) {
             *o = Owner::Free;
             self.up_free.push(up.id);
@@ -906,6 +917,7 @@ impl Edge {
                 && c.cin.len() < BUF
                 && (!matches!(c.phase, Phase::Closing) || c.linger.is_some())
             {
+                self.bufs.lend(&mut c.cin);
                 progress |= read_into(
                     &mut c.client,
                     &mut c.cin,
@@ -921,6 +933,7 @@ impl Edge {
                 if up.connected && up.readable && !up.eof && up.uin.len() < BUF {
                     // An upstream error ends the upstream, not the client connection.
                     let mut failed = false;
+                    self.bufs.lend(&mut up.uin);
                     progress |= read_into(
                         &mut up.stream,
                         &mut up.uin,
@@ -1088,6 +1101,11 @@ impl Edge {
             self.release(id, c, registry);
             self.resume_accept(registry, fleet);
         } else {
+            if matches!(c.phase, Phase::Head) {
+                // Between requests: empty buffers go back to the pool.
+                self.bufs.take_back(&mut c.cin);
+                self.bufs.take_back(&mut c.cout);
+            }
             self.arm(id, &mut c);
             self.conns[id] = Some(c);
         }
@@ -1784,8 +1802,10 @@ impl Edge {
         up
     }
 
-    fn put_idle(&mut self, up: Up, registry: &Registry) {
+    fn put_idle(&mut self, mut up: Up, registry: &Registry) {
         let id = up.id;
+        self.bufs.take_back(&mut up.uin);
+        self.bufs.take_back(&mut up.uout);
         let timer = self.timers.insert(
             deadline(self.now, self.settings.pool_idle_timeout),
             TimerKey::Idle(id),
