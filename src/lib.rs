@@ -10,6 +10,7 @@ pub mod output;
 pub mod proto;
 pub mod proxy;
 pub mod reactor;
+pub mod root;
 pub mod supervisor;
 pub mod sysinit;
 pub mod uplinks;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{load, Global, EXIT_FAILED};
 use crate::manifest::Role;
 use crate::output::{logger, Output};
-use crate::supervisor::{Style, Supervisor};
+use crate::supervisor::Style;
 
 pub fn run(g: &Global) -> i32 {
     // Before anything opens a descriptor of its own: what the parent left open is not
@@ -66,9 +66,8 @@ pub fn run(g: &Global) -> i32 {
     // What an earlier instance of this manifest left when it was killed is stopped before
     // anything is bound or spawned.
     let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
-    let code = match Supervisor::new(&m, out.clone(), style, &socket_dir, record) {
-        Ok(sup) => {
-            let outcome = sup.run();
+    let code = match crate::root::run(&m, out.clone(), style, &socket_dir, record) {
+        Ok(outcome) => {
             // The loop no longer watches signals: let TERM and INT end the process while
             // the last output is written, should the terminal or log reader be stuck.
             crate::reactor::default_stop_signals();

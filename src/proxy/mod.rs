@@ -38,7 +38,7 @@ use router::Router;
 use stream::{Listener, Stream};
 
 /// Tokens at or above this belong to the edge.
-pub const EDGE_BASE: usize = 1 << 24;
+use crate::reactor::EDGE_TOKENS as EDGE_BASE;
 const KIND_LISTENER: usize = 0;
 const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;

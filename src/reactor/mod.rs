@@ -27,6 +27,8 @@ pub fn default_stop_signals() {
     }
 }
 pub const WAKER: Token = Token(1);
+/// Tokens from here on belong to the HTTP edge; those below, to the supervisor.
+pub const EDGE_TOKENS: usize = 1 << 24;
 const FIRST_DYNAMIC: usize = 2;
 
 /// Values keyed by `mio::Token`, with slot reuse.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UnixStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
@@ -29,7 +29,6 @@ use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
 use crate::output::{Output, Stream};
-use crate::proxy::{Edge, EDGE_BASE};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
@@ -124,8 +123,17 @@ enum TimerKind {
     ElectionDeadline,
 }
 
+/// What the supervisor asks of its siblings; the root routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The fleet is landing: stop taking requests (close the listeners) and finish the
+    /// ones in flight; the supervisor waits up to `grace` for them.
+    StopServing { grace: Duration },
+}
+
 pub struct Supervisor {
-    poll: Poll,
+    /// For the child pipes, readiness probes and the signal source.
+    registry: Registry,
     signals: Signals,
     sources: Slab<Source>,
     timers: DeadlineQueue<TimerKind>,
@@ -143,8 +151,12 @@ pub struct Supervisor {
     more_to_start: bool,
     poll_errors: u32,
     final_drain: bool,
-    /// The HTTP edge, when the manifest has binds.
-    edge: Option<Edge>,
+    /// An HTTP edge serves beside the fleet (the manifest has binds or metrics).
+    serving: bool,
+    /// Its requests in flight, as the root last reported them.
+    edge_busy: usize,
+    /// Messages for the root (see [`Note`]).
+    notes: Vec<Note>,
     /// Connect address of each ship that is up and has a bind, by program index.
     /// Routing and metrics view of the fleet, for the edge.
     fleet: FleetView,
@@ -190,9 +202,11 @@ impl Supervisor {
         style: Style,
         socket_dir: &std::path::Path,
         record: Option<leftovers::Record>,
+        registry: &Registry,
+        serving: bool,
     ) -> io::Result<Supervisor> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let registry = registry.try_clone()?;
+        let waker = Arc::new(Waker::new(&registry, WAKER)?);
         #[cfg(feature = "postgres")]
         let coord = if m.flagship.enabled
             && matches!(
@@ -211,8 +225,7 @@ impl Supervisor {
                 .into_iter()
                 .chain(POWER_SIGNAL),
         )?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
         let pid1 = std::process::id() == 1;
         if !spawn::become_subreaper() {
             log::debug!("could not become a child subreaper; orphans of the fleet go to init");
@@ -304,18 +317,6 @@ impl Supervisor {
             }
             members[i].deps = deps;
         }
-        let mut edge = None;
-        if !m.binds.is_empty() || m.metrics_port.is_some() {
-            let mut e = Edge::new(m)?;
-            e.register(poll.registry())?;
-            for b in &m.binds {
-                log::info!("listening on {} ({})", b.addr, b.name);
-            }
-            if let Some(p) = m.metrics_port {
-                log::info!("metrics on http://127.0.0.1:{p}/metrics");
-            }
-            edge = Some(e);
-        }
         let phase = if coord.is_some() {
             Phase::Electing
         } else if m.prelaunch.is_empty() {
@@ -324,7 +325,7 @@ impl Supervisor {
             Phase::Prelaunch
         };
         Ok(Supervisor {
-            poll,
+            registry,
             signals,
             sources: Slab::default(),
             timers: DeadlineQueue::new(),
@@ -343,7 +344,9 @@ impl Supervisor {
             more_to_start: false,
             poll_errors: 0,
             final_drain: false,
-            edge,
+            serving,
+            edge_busy: 0,
+            notes: Vec::new(),
             fleet: FleetView::new(&m.programs, Instant::now()),
             npre: m.prelaunch.len(),
             drain_until: None,
@@ -359,8 +362,9 @@ impl Supervisor {
         })
     }
 
-    /// Runs the fleet until it lands.
-    pub fn run(mut self) -> Outcome {
+    /// Starts the fleet: from here on the root calls the methods below, once per turn of
+    /// its loop, until [`Supervisor::done`].
+    pub fn start(&mut self, now: Instant) {
         let ships = self.members.iter().filter(|m| !m.is_prelaunch()).count();
         let jobs = self.members.len() - ships;
         if self.pid1 {
@@ -371,125 +375,141 @@ impl Supervisor {
         } else {
             log::info!("launching {ships} program(s)");
         }
-        let mut events = Events::with_capacity(256);
         if self.coord.is_some() {
-            let at = after(Instant::now(), self.election_limit);
+            let at = after(now, self.election_limit);
             self.timers.insert(at, TimerKind::ElectionDeadline);
         }
         if self.members.iter().any(|m| m.prog.max_memory.is_some()) {
-            let at = after(Instant::now(), MEMORY_CHECK);
+            let at = after(now, MEMORY_CHECK);
             self.timers.insert(at, TimerKind::MemoryCheck);
         }
         // A signal that arrived before the loop started is honoured at once.
-        self.handle_signals(Instant::now());
-        loop {
-            let now = Instant::now();
-            self.schedule(now);
-            self.flush_output();
-            if self.phase == Phase::Done {
-                break;
+        self.handle_signals(now);
+    }
+
+    /// Advances launch, landing and restarts; `edge_busy` is the number of requests the
+    /// edge has in flight.
+    pub fn advance(&mut self, now: Instant, edge_busy: usize) {
+        self.edge_busy = edge_busy;
+        self.schedule(now);
+    }
+
+    /// What the supervisor asks of the root since the last call.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The fleet has landed: the loop ends.
+    pub fn done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Work is waiting that needs no event (buffered output, programs still to spawn).
+    pub fn has_work(&self) -> bool {
+        self.pipes_ready() || self.more_to_start
+    }
+
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The view of the fleet that the edge routes and reports with.
+    pub fn fleet(&self) -> &FleetView {
+        &self.fleet
+    }
+
+    /// `poll` failed: the fleet fails. True when it keeps failing and the root should
+    /// give up (every process group has been killed).
+    pub fn poll_failed(&mut self, e: &io::Error, now: Instant) -> bool {
+        self.poll_errors += 1;
+        log::error!("event loop: {e}");
+        self.fail(format!("event loop failed: {e}"), now);
+        if self.poll_errors < 10 {
+            return false;
+        }
+        log::error!("event loop keeps failing; killing every process group and giving up");
+        for m in &self.members {
+            if let Some(pgid) = m.child.pgid() {
+                spawn::signal_group(pgid, libc::SIGKILL);
             }
-            let has_work = self.pipes_ready();
-            let timeout = if has_work || self.more_to_start {
-                Some(Duration::ZERO)
-            } else {
-                let own = self.timers.next_deadline();
-                let edge = self.edge.as_mut().and_then(|e| e.next_deadline());
-                let next = match (own, edge) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                next.map(|d| d.saturating_duration_since(now))
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.poll_errors += 1;
-                    log::error!("event loop: {e}");
-                    self.fail(format!("event loop failed: {e}"), Instant::now());
-                    if self.poll_errors >= 10 {
-                        log::error!(
-                            "event loop keeps failing; killing every process group and giving up"
-                        );
-                        for m in &self.members {
-                            if let Some(pgid) = m.child.pgid() {
-                                spawn::signal_group(pgid, libc::SIGKILL);
-                            }
-                        }
-                        break;
-                    }
+        }
+        true
+    }
+
+    pub fn poll_ok(&mut self) {
+        self.poll_errors = 0;
+    }
+
+    /// One of the supervisor's tokens is ready: signals, the waker, a pipe or a probe.
+    pub fn ready(&mut self, token: Token, now: Instant) {
+        match token {
+            SIGNALS => self.handle_signals(now),
+            WAKER => {
+                self.paused = false;
+                self.election_reports(now);
+            }
+            t => self.source_ready(t, now),
+        }
+    }
+
+    /// After the events of a turn: reads the child pipes that are ready.
+    pub fn after_events(&mut self, now: Instant) {
+        self.read_pipes(now);
+    }
+
+    /// Handles the timers that are due.
+    pub fn timers_due(&mut self, now: Instant) {
+        while let Some((_, kind)) = self.timers.pop_due(now) {
+            match kind {
+                TimerKind::Member(i) => {
+                    self.members[i].timer = None;
+                    self.dispatch(i, Event::Timer, now);
                 }
-                continue;
-            }
-            self.poll_errors = 0;
-            let now = Instant::now();
-            for ev in events.iter() {
-                match ev.token() {
-                    SIGNALS => self.handle_signals(now),
-                    WAKER => {
-                        self.paused = false;
-                        self.election_reports(now);
-                    }
-                    t if t.0 >= EDGE_BASE => {
-                        if let Some(edge) = &mut self.edge {
-                            edge.ready(ev, self.poll.registry(), &self.fleet, now);
-                        }
-                    }
-                    t => self.source_ready(t, now),
+                TimerKind::ReapDeadline => {
+                    self.reap_timer = None;
+                    log::warn!("descendants still running at the deadline; sending SIGKILL to every process");
+                    kill_everything();
+                    self.reap_timer = Some(
+                        self.timers
+                            .insert(after(now, child::KILL_WAIT), TimerKind::ReapGiveUp),
+                    );
                 }
-            }
-            self.read_pipes(now);
-            if let Some(edge) = &mut self.edge {
-                edge.tick(self.poll.registry(), &self.fleet, now);
-            }
-            while let Some((_, kind)) = self.timers.pop_due(now) {
-                match kind {
-                    TimerKind::Member(i) => {
-                        self.members[i].timer = None;
-                        self.dispatch(i, Event::Timer, now);
-                    }
-                    TimerKind::ReapDeadline => {
-                        self.reap_timer = None;
-                        log::warn!("descendants still running at the deadline; sending SIGKILL to every process");
-                        kill_everything();
-                        self.reap_timer = Some(
-                            self.timers
-                                .insert(after(now, child::KILL_WAIT), TimerKind::ReapGiveUp),
-                        );
-                    }
-                    TimerKind::DrainDeadline => {
+                TimerKind::DrainDeadline => {
+                    if self.drain_until.take().is_some() && self.edge_busy > 0 {
                         log::warn!(
                             "requests still in flight at the end of the drain; landing anyway"
                         );
-                        self.drain_until = None;
                     }
-                    TimerKind::MemoryCheck => {
-                        if matches!(
-                            self.phase,
-                            Phase::Prelaunch | Phase::Launching | Phase::Running
-                        ) {
-                            self.check_memory(now);
-                            let at = after(now, MEMORY_CHECK);
-                            self.timers.insert(at, TimerKind::MemoryCheck);
-                        }
+                }
+                TimerKind::MemoryCheck => {
+                    if matches!(
+                        self.phase,
+                        Phase::Prelaunch | Phase::Launching | Phase::Running
+                    ) {
+                        self.check_memory(now);
+                        let at = after(now, MEMORY_CHECK);
+                        self.timers.insert(at, TimerKind::MemoryCheck);
                     }
-                    TimerKind::ElectionDeadline => {
-                        if self.phase == Phase::Electing {
-                            self.fail(
-                                "flagship election: no outcome within election_timeout + prelaunch_timeout".into(),
-                                now,
-                            );
-                        }
-                    }
-                    TimerKind::ReapGiveUp => {
-                        self.reap_timer = None;
-                        log::error!(
-                            "some descendants did not exit even after SIGKILL; leaving them"
+                }
+                TimerKind::ElectionDeadline => {
+                    if self.phase == Phase::Electing {
+                        self.fail(
+                            "flagship election: no outcome within election_timeout + prelaunch_timeout".into(),
+                            now,
                         );
-                        self.phase = Phase::Done;
                     }
+                }
+                TimerKind::ReapGiveUp => {
+                    self.reap_timer = None;
+                    log::error!("some descendants did not exit even after SIGKILL; leaving them");
+                    self.phase = Phase::Done;
                 }
             }
         }
+    }
+
+    /// After the loop: closes what is left and reports how the fleet ended.
+    pub fn finish(mut self) -> Outcome {
         self.close_all();
         if let Some(r) = self.record.take() {
             // Nothing left behind: a later start has nothing to look for.
@@ -634,16 +654,13 @@ impl Supervisor {
         }
         self.land_reason = Some(reason);
         self.phase = Phase::Landing;
-        if let Some(edge) = &mut self.edge {
-            edge.drain(self.poll.registry());
-            let busy = edge.busy();
-            if busy > 0 {
-                let grace = self.longest_grace();
-                log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
-                let until = after(now, grace);
-                self.drain_until = Some(until);
-                self.timers.insert(until, TimerKind::DrainDeadline);
-            }
+        if self.serving {
+            // The edge stops taking requests; landing waits for those in flight.
+            let grace = self.longest_grace();
+            self.notes.push(Note::StopServing { grace });
+            let until = after(now, grace);
+            self.drain_until = Some(until);
+            self.timers.insert(until, TimerKind::DrainDeadline);
         }
         self.schedule(now);
     }
@@ -733,7 +750,7 @@ impl Supervisor {
                 }
                 // A manifest without programs but with an edge (static files, metrics)
                 // serves until it is told to land.
-                let serving_only = progs().next().is_none() && self.edge.is_some();
+                let serving_only = progs().next().is_none() && self.serving;
                 if !serving_only
                     && progs()
                         .all(|m| matches!(m.child.state, State::Done { .. } | State::Failed { .. }))
@@ -743,7 +760,7 @@ impl Supervisor {
             }
             Phase::Landing => {
                 if self.drain_until.is_some() {
-                    if self.edge.as_ref().is_some_and(|e| e.busy() > 0) {
+                    if self.edge_busy > 0 {
                         return;
                     }
                     self.drain_until = None;
@@ -954,7 +971,7 @@ impl Supervisor {
             readable: true,
         }));
         let registered = match self.sources.get(token) {
-            Some(Source::Pipe(p)) => self.poll.registry().register(
+            Some(Source::Pipe(p)) => self.registry.register(
                 &mut SourceFd(&p.file.as_raw_fd()),
                 token,
                 Interest::READABLE,
@@ -992,17 +1009,11 @@ impl Supervisor {
             Some(Source::Probe {
                 conn: ProbeConn::Tcp(s),
                 ..
-            }) => self
-                .poll
-                .registry()
-                .register(s, token_slot, Interest::WRITABLE),
+            }) => self.registry.register(s, token_slot, Interest::WRITABLE),
             Some(Source::Probe {
                 conn: ProbeConn::Unix(s),
                 ..
-            }) => self
-                .poll
-                .registry()
-                .register(s, token_slot, Interest::WRITABLE),
+            }) => self.registry.register(s, token_slot, Interest::WRITABLE),
             _ => Err(io::Error::other("probe slot vanished")),
         };
         if reg.is_err() {
@@ -1018,8 +1029,8 @@ impl Supervisor {
         if let Some(t) = self.members[i].probe.take() {
             if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(t) {
                 let _ = match &mut conn {
-                    ProbeConn::Tcp(s) => self.poll.registry().deregister(s),
-                    ProbeConn::Unix(s) => self.poll.registry().deregister(s),
+                    ProbeConn::Tcp(s) => self.registry.deregister(s),
+                    ProbeConn::Unix(s) => self.registry.deregister(s),
                 };
             }
         }
@@ -1132,15 +1143,13 @@ impl Supervisor {
 
     fn close_pipe(&mut self, t: Token, member: usize) {
         if let Some(Source::Pipe(p)) = self.sources.remove(t) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&p.file.as_raw_fd()));
+            let _ = self.registry.deregister(&mut SourceFd(&p.file.as_raw_fd()));
         }
         self.members[member].pipes.retain(|x| *x != t);
     }
 
-    fn flush_output(&mut self) {
+    /// Hands buffered child output to the writer.
+    pub fn flush_output(&mut self) {
         // Lines are pushed in the order they were read; stdout and stderr are separate
         // streams, as they were for the child.
         for (si, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {

@@ -924,3 +924,61 @@ fn an_early_answer_from_the_backend_reaches_the_client() {
     assert!(out.ends_with("413"), "{out}");
     assert!(out.starts_with("too big"), "{out}");
 }
+
+/// Landing with a request in flight: the listeners close at once, the request is still
+/// answered, and only then do the ships stop (the supervisor asks the edge to stop serving
+/// and waits for it, through the loop's root).
+#[test]
+fn landing_drains_requests_in_flight_before_stopping_ships() {
+    let d = Dir::new("drain");
+    let (http, a) = (free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.bind]
+http = "127.0.0.1:{http}"
+[[fleet.web]]
+name = "slow"
+command = "python3"
+args = ["{BACKEND}", "{a}", "slow"]
+bind = "127.0.0.1:{a}"
+routes = ["http:/.*"]
+grace_period = "10s"
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("slow: up")),
+        "{}",
+        f.stderr()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(secs(20))).unwrap();
+    s.write_all(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    f.signal(libc::SIGTERM);
+    assert!(
+        wait_for(secs(5), || f
+            .stderr()
+            .contains("draining: listeners closed")),
+        "{}",
+        f.stderr()
+    );
+    // No new connections once draining.
+    assert!(
+        wait_for(secs(5), || TcpStream::connect(("127.0.0.1", http)).is_err()),
+        "the listener is still open"
+    );
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(f.wait(secs(20)), Some(0), "{}", f.stderr());
+    let err = f.stderr();
+    let drained = err.find("draining: listeners closed").unwrap();
+    let stopping = err.find("slow: stopping").expect("the ship was stopped");
+    assert!(drained < stopping, "ships stop after the drain: {err}");
+    assert!(!err.contains("landing anyway"), "{err}");
+}
