@@ -43,14 +43,20 @@ pub fn decide_static(
             let (prog, args) = command
                 .split_first()
                 .ok_or_else(|| "static_flagship command is empty".to_string())?;
-            let mut child = Command::new(prog)
-                .args(args)
+            let mut cmd = Command::new(prog);
+            cmd.args(args)
                 .current_dir(cwd)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::inherit());
+            // Its own process group, ended with it: on a timeout, whatever it started
+            // goes too.
+            crate::supervisor::spawn::isolate(&mut cmd);
+            let mut child = cmd
                 .spawn()
                 .map_err(|e| format!("cannot run static_flagship command `{prog}`: {e}"))?;
+            let group = child.id() as i32;
+            let kill_group = || crate::supervisor::spawn::signal_group(group, libc::SIGKILL);
             let mut stdout = child.stdout.take();
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
@@ -65,6 +71,7 @@ pub fn decide_static(
                 match child.try_wait() {
                     Ok(Some(st)) => break st,
                     Ok(None) if Instant::now() >= deadline => {
+                        kill_group();
                         let _ = child.kill();
                         let _ = child.wait();
                         return Err(format!(
@@ -79,6 +86,7 @@ pub fn decide_static(
             // command's stdout could hold back: bounded by the same deadline.
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(out) = rx.recv_timeout(left.max(Duration::from_millis(100))) else {
+                kill_group();
                 return Err(format!(
                     "static_flagship command `{prog}` left its output open past {timeout:?}"
                 ));
@@ -151,12 +159,26 @@ mod tests {
             .contains("cannot run"));
         let slow = cmd(&["sleep", "5"], "x", Duration::from_millis(200)).unwrap_err();
         assert!(slow.contains("did not finish"), "{slow}");
-        // A background process keeping the output open cannot hold the election.
-        let held = cmd(
-            &["sh", "-c", "echo x; sleep 5 &"],
-            "x",
-            Duration::from_millis(300),
-        );
+        // A background process keeping the output open cannot hold the election, and is
+        // ended with the command's process group.
+        let pidfile = std::env::temp_dir().join(format!("ms-flagship-{}", std::process::id()));
+        let script = format!("echo x; sleep 30 & echo $! > {}", pidfile.display());
+        let held = cmd(&["sh", "-c", &script], "x", Duration::from_millis(300));
         assert!(held.unwrap_err().contains("left its output open"));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let gone = (0..200).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        });
+        assert!(gone, "the background process {pid} outlived the election");
     }
 }

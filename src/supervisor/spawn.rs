@@ -60,6 +60,17 @@ pub fn spawn(
     })
 }
 
+/// Makes the child of `cmd` what `spawn` makes of a program's: its own session and
+/// process group (its pid is the group's id), default signal dispositions, an empty mask,
+/// and a parent-death signal. For commands run outside the fleet (the static election's).
+pub fn isolate(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: as in `spawn`: only async-signal-safe system calls in the closure.
+    unsafe {
+        cmd.pre_exec(move || child_setup(parent));
+    }
+}
+
 fn child_setup(parent: libc::pid_t) -> io::Result<()> {
     // SAFETY: plain system calls on this process only.
     unsafe {
