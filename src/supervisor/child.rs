@@ -65,6 +65,15 @@ pub struct Policy {
     pub probe: bool,
 }
 
+/// What a stopping program does once its processes are gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Stay down (the fleet is landing, or it was killed).
+    Stay,
+    /// Start again at once (a recycle: over `max_memory`, say).
+    Start,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not started: waiting for its dependencies or the launch phase.
@@ -78,11 +87,12 @@ pub enum State {
     /// Up: dependents may start.
     Running { pid: i32, since: Instant },
     /// Stop signal sent. `leader` is false once the main process is reaped but other
-    /// members of its process group remain.
+    /// members of its process group remain; `then` says what follows once all are gone.
     Stopping {
         pid: i32,
         leader: bool,
         killed: bool,
+        then: Then,
     },
     /// Crashed; will be spawned again at `until`.
     Backoff { until: Instant },
@@ -172,6 +182,151 @@ pub enum Action {
 
 pub type Actions = Vec<Action>;
 
+/// What happened to a program, as the machine reports it (the supervisor logs it; the
+/// same stream can feed metrics and, later, the control socket). Displayed as the text
+/// that follows the program's name in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Happened {
+    Started {
+        pid: i32,
+    },
+    CannotStart {
+        error: String,
+    },
+    WillNotStart {
+        reason: String,
+    },
+    /// Up: its bind accepted a connection after `after`, or (None) it settled.
+    Up {
+        after: Option<Duration>,
+    },
+    StillNotAccepting {
+        after: Duration,
+    },
+    Stopping {
+        sig: i32,
+        pgid: i32,
+        grace: Duration,
+    },
+    MainEnded {
+        exit: ExitInfo,
+    },
+    Stopped {
+        exit: Option<ExitInfo>,
+    },
+    GraceOver {
+        grace: Duration,
+        pgid: i32,
+    },
+    Stuck {
+        pgid: i32,
+    },
+    StartingAgain,
+    Killing {
+        pgid: i32,
+    },
+    Completed,
+    JobFailed {
+        exit: ExitInfo,
+    },
+    /// Exited and its restart policy keeps it down.
+    Exited {
+        exit: ExitInfo,
+        restart: &'static str,
+    },
+    ExitedUnexpectedly {
+        exit: ExitInfo,
+        after: Duration,
+    },
+    GivingUp {
+        reason: String,
+    },
+    CrashLoop {
+        restarts: u64,
+        every: Duration,
+    },
+    Restarting {
+        delay: Duration,
+    },
+}
+
+impl Happened {
+    pub fn level(&self) -> log::Level {
+        use Happened::*;
+        match self {
+            CannotStart { .. } | WillNotStart { .. } | Stuck { .. } | JobFailed { .. } => {
+                log::Level::Error
+            }
+            GivingUp { .. } => log::Level::Error,
+            Exited { exit, .. } if !exit.success() => log::Level::Error,
+            StillNotAccepting { .. }
+            | GraceOver { .. }
+            | Killing { .. }
+            | ExitedUnexpectedly { .. }
+            | CrashLoop { .. } => log::Level::Warn,
+            _ => log::Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Happened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Happened::*;
+        match self {
+            Started { pid } => write!(f, "started (pid {pid})"),
+            CannotStart { error } => write!(f, "cannot start: {error}"),
+            WillNotStart { reason } => write!(f, "will not start: {reason}"),
+            Up { after: Some(d) } => {
+                write!(f, "up (accepting connections after {} ms)", d.as_millis())
+            }
+            Up { after: None } => write!(f, "up"),
+            StillNotAccepting { after } => write!(
+                f,
+                "still not accepting connections on its bind after {} s",
+                after.as_secs()
+            ),
+            Stopping { sig, pgid, grace } => write!(
+                f,
+                "stopping ({} to process group {pgid}, grace {grace:?})",
+                signal_name(*sig)
+            ),
+            MainEnded { exit } => write!(
+                f,
+                "main process ended ({exit}); waiting for the rest of its process group"
+            ),
+            Stopped { exit: Some(exit) } => write!(f, "stopped ({exit})"),
+            Stopped { exit: None } => write!(f, "stopped"),
+            GraceOver { grace, pgid } => write!(
+                f,
+                "still running after the {grace:?} grace period; sending SIGKILL to process group {pgid}"
+            ),
+            Stuck { pgid } => write!(
+                f,
+                "process group {pgid} still has members after SIGKILL; giving up on it"
+            ),
+            StartingAgain => write!(f, "starting again"),
+            Killing { pgid } => write!(f, "killing process group {pgid}"),
+            Completed => write!(f, "completed"),
+            JobFailed { exit } => write!(f, "failed ({exit})"),
+            Exited { exit, restart } => {
+                write!(f, "exited ({exit}); restart = \"{restart}\", not restarting")
+            }
+            ExitedUnexpectedly { exit, after } => write!(
+                f,
+                "exited unexpectedly ({exit}) after {:.1} s",
+                after.as_secs_f64()
+            ),
+            GivingUp { reason } => write!(f, "{reason}; giving up"),
+            CrashLoop { restarts, every } => write!(
+                f,
+                "crash loop ({restarts} restarts so far); retrying every ~{} s",
+                every.as_secs()
+            ),
+            Restarting { delay } => write!(f, "restarting in {} ms", delay.as_millis()),
+        }
+    }
+}
+
 /// One supervised program.
 #[derive(Debug)]
 pub struct Child {
@@ -183,10 +338,8 @@ pub struct Child {
     attempt: u32,
     crashes: VecDeque<Instant>,
     rng: u64,
-    /// Set once the fleet is landing: never start or restart again.
-    landing: bool,
-    /// Stopping to be started again (a recycle), not to stay down.
-    recycling: bool,
+    /// Reported and not yet taken by the supervisor.
+    happened: Vec<Happened>,
 }
 
 impl Child {
@@ -198,8 +351,7 @@ impl Child {
             attempt: 0,
             crashes: VecDeque::new(),
             rng: seed | 1,
-            landing: false,
-            recycling: false,
+            happened: Vec::new(),
         }
     }
 
@@ -245,20 +397,28 @@ impl Child {
         matches!(self.state, State::Failed { .. })
     }
 
+    /// What happened since the last call, oldest first (to report before the actions
+    /// of the same event are carried out).
+    pub fn take_happened(&mut self) -> Vec<Happened> {
+        std::mem::take(&mut self.happened)
+    }
+
+    fn tell(&mut self, h: Happened) {
+        self.happened.push(h);
+    }
+
     /// Feeds one event; returns the actions the loop must perform.
     pub fn handle(&mut self, event: Event, now: Instant) -> Actions {
         let name = self.policy.name.clone();
         let mut out = Actions::new();
         let state = std::mem::replace(&mut self.state, State::Waiting);
         self.state = match (state, event) {
-            (State::Waiting, Event::Start) | (State::Backoff { .. }, Event::Timer)
-                if !self.landing =>
-            {
+            (State::Waiting, Event::Start) | (State::Backoff { .. }, Event::Timer) => {
                 out.push(Action::Spawn);
                 State::Waiting
             }
             (State::Waiting, Event::Spawned { pid }) => {
-                log::info!(target: "fleet", "{name}: started (pid {pid})");
+                self.tell(Happened::Started { pid });
                 if self.policy.oneshot {
                     State::Running { pid, since: now }
                 } else if self.policy.probe {
@@ -279,7 +439,9 @@ impl Child {
                 }
             }
             (State::Waiting, Event::SpawnFailed { error, permanent }) => {
-                log::error!(target: "fleet", "{name}: cannot start: {error}");
+                self.tell(Happened::CannotStart {
+                    error: error.clone(),
+                });
                 if self.policy.critical && permanent {
                     let reason = format!("critical {} could not be started: {error}", self.kind());
                     out.push(Action::FleetFailed(format!("{name}: {reason}")));
@@ -290,8 +452,10 @@ impl Child {
             }
             (State::Waiting, Event::DependencyFailed { dependency }) => {
                 let reason = format!("its dependency `{dependency}` has failed");
-                log::error!(target: "fleet", "{name}: will not start: {reason}");
-                if self.policy.critical && !self.landing {
+                self.tell(Happened::WillNotStart {
+                    reason: reason.clone(),
+                });
+                if self.policy.critical {
                     out.push(Action::FleetFailed(format!(
                         "critical {} `{name}` cannot start: {reason}",
                         self.kind()
@@ -301,7 +465,9 @@ impl Child {
             }
             (State::Starting { pid, since, .. }, Event::ProbeOk) => {
                 out.push(Action::CancelTimer);
-                log::info!(target: "fleet", "{name}: up (accepting connections after {} ms)", now.saturating_duration_since(since).as_millis());
+                self.tell(Happened::Up {
+                    after: Some(now.saturating_duration_since(since)),
+                });
                 State::Running { pid, since }
             }
             (State::Starting { pid, since, probes }, Event::ProbeFailed) => {
@@ -309,7 +475,9 @@ impl Child {
                     .saturating_mul(1 << probes.min(10))
                     .min(PROBE_CAP);
                 if probes > 0 && probes % PROBE_REPORT_EVERY == 0 {
-                    log::warn!(target: "fleet", "{name}: still not accepting connections on its bind after {} s", now.saturating_duration_since(since).as_secs());
+                    self.tell(Happened::StillNotAccepting {
+                        after: now.saturating_duration_since(since),
+                    });
                 }
                 out.push(Action::ArmTimer(after(now, delay)));
                 State::Starting {
@@ -325,7 +493,7 @@ impl Child {
                     out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT)));
                     State::Starting { pid, since, probes }
                 } else {
-                    log::info!(target: "fleet", "{name}: up");
+                    self.tell(Happened::Up { after: None });
                     State::Running { pid, since }
                 }
             }
@@ -347,13 +515,17 @@ impl Child {
                 State::Starting { pid, .. } | State::Running { pid, .. },
                 ev @ (Event::Stop | Event::Recycle),
             ) => {
-                if ev == Event::Stop {
-                    self.landing = true;
+                let then = if ev == Event::Stop {
+                    Then::Stay
                 } else {
-                    self.recycling = true;
-                }
+                    Then::Start
+                };
                 let sig = self.policy.stop_signal;
-                log::info!(target: "fleet", "{name}: stopping ({} to process group {pid}, grace {:?})", signal_name(sig), self.policy.grace);
+                self.tell(Happened::Stopping {
+                    sig,
+                    pgid: pid,
+                    grace: self.policy.grace,
+                });
                 out.push(Action::Signal { pgid: pid, sig });
                 if sig != libc::SIGKILL && sig != libc::SIGCONT {
                     out.push(Action::Signal {
@@ -366,6 +538,7 @@ impl Child {
                     pid,
                     leader: true,
                     killed: sig == libc::SIGKILL,
+                    then,
                 }
             }
             (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Kill) => {
@@ -376,37 +549,55 @@ impl Child {
                     pid,
                     leader,
                     killed: false,
+                    ..
                 },
                 Event::Kill,
             ) => self.kill(pid, leader, now, &mut out),
-            (State::Stopping { pid, killed, .. }, Event::Exited { exit, group_alive }) => {
+            (
+                State::Stopping {
+                    pid, killed, then, ..
+                },
+                Event::Exited { exit, group_alive },
+            ) => {
                 if group_alive {
-                    log::info!(target: "fleet", "{name}: main process ended ({exit}); waiting for the rest of its process group");
+                    self.tell(Happened::MainEnded { exit });
                     State::Stopping {
                         pid,
                         leader: false,
                         killed,
+                        then,
                     }
                 } else {
                     out.push(Action::CancelTimer);
-                    log::info!(target: "fleet", "{name}: stopped ({exit})");
-                    self.stopped(now, &mut out)
+                    self.tell(Happened::Stopped { exit: Some(exit) });
+                    self.stopped(then, now, &mut out)
                 }
             }
-            (State::Stopping { leader: false, .. }, Event::GroupGone) => {
+            (
+                State::Stopping {
+                    leader: false,
+                    then,
+                    ..
+                },
+                Event::GroupGone,
+            ) => {
                 out.push(Action::CancelTimer);
-                log::info!(target: "fleet", "{name}: stopped");
-                self.stopped(now, &mut out)
+                self.tell(Happened::Stopped { exit: None });
+                self.stopped(then, now, &mut out)
             }
             (
                 State::Stopping {
                     pid,
                     leader,
                     killed: false,
+                    then,
                 },
                 Event::Timer,
             ) => {
-                log::warn!(target: "fleet", "{name}: still running after the {:?} grace period; sending SIGKILL to process group {pid}", self.policy.grace);
+                self.tell(Happened::GraceOver {
+                    grace: self.policy.grace,
+                    pgid: pid,
+                });
                 out.push(Action::Signal {
                     pgid: pid,
                     sig: libc::SIGKILL,
@@ -416,28 +607,35 @@ impl Child {
                     pid,
                     leader,
                     killed: true,
+                    then,
                 }
             }
             (State::Stopping { pid, .. }, Event::Timer) => {
-                log::error!(target: "fleet", "{name}: process group {pid} still has members after SIGKILL; giving up on it");
+                self.tell(Happened::Stuck { pgid: pid });
                 // Not started again even after a recycle: the old one may still hold its
                 // port or files.
-                self.recycling = false;
                 State::Done { exit: None }
             }
-            (s @ State::Stopping { .. }, Event::Stop) => {
+            (
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed,
+                    ..
+                },
+                Event::Stop,
+            ) => {
                 // Already stopping (a recycle): stay down afterwards.
-                self.landing = true;
-                s
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed,
+                    then: Then::Stay,
+                }
             }
             (State::Waiting | State::Backoff { .. }, Event::Stop | Event::Kill) => {
-                self.landing = true;
                 out.push(Action::CancelTimer);
                 State::Done { exit: None }
-            }
-            (s @ (State::Done { .. } | State::Failed { .. }), Event::Stop | Event::Kill) => {
-                self.landing = true;
-                s
             }
             // Anything else is stale (a probe result after an exit, a timer already
             // replaced, a second Stop): ignore it.
@@ -447,21 +645,21 @@ impl Child {
     }
 
     /// The program's processes are gone after a stop: down for good, or started again
-    /// when it was a recycle and the fleet is not landing.
-    fn stopped(&mut self, now: Instant, out: &mut Actions) -> State {
-        if std::mem::take(&mut self.recycling) && !self.landing {
-            self.restarts += 1;
-            log::info!(target: "fleet", "{}: starting again", self.policy.name);
-            out.push(Action::ArmTimer(now));
-            State::Backoff { until: now }
-        } else {
-            State::Done { exit: None }
+    /// after a recycle.
+    fn stopped(&mut self, then: Then, now: Instant, out: &mut Actions) -> State {
+        match then {
+            Then::Start => {
+                self.restarts += 1;
+                self.tell(Happened::StartingAgain);
+                out.push(Action::ArmTimer(now));
+                State::Backoff { until: now }
+            }
+            Then::Stay => State::Done { exit: None },
         }
     }
 
     fn kill(&mut self, pid: i32, leader: bool, now: Instant, out: &mut Actions) -> State {
-        self.landing = true;
-        log::warn!(target: "fleet", "{}: killing process group {pid}", self.policy.name);
+        self.tell(Happened::Killing { pgid: pid });
         out.push(Action::Signal {
             pgid: pid,
             sig: libc::SIGKILL,
@@ -471,6 +669,7 @@ impl Child {
             pid,
             leader,
             killed: true,
+            then: Then::Stay,
         }
     }
 
@@ -489,13 +688,13 @@ impl Child {
         now: Instant,
         out: &mut Actions,
     ) -> State {
-        let name = &self.policy.name;
+        let name = self.policy.name.clone();
         if self.policy.oneshot {
             if exit.success() {
-                log::info!(target: "fleet", "{name}: completed");
+                self.tell(Happened::Completed);
                 return State::Done { exit: Some(exit) };
             }
-            log::error!(target: "fleet", "{name}: failed ({exit})");
+            self.tell(Happened::JobFailed { exit });
             if self.policy.critical {
                 out.push(Action::FleetFailed(format!(
                     "critical job `{name}` failed ({exit})"
@@ -510,13 +709,15 @@ impl Child {
             Restart::OnFailure => !exit.success(),
             Restart::Never => false,
         };
-        if !restart || self.landing {
+        if !restart {
+            self.tell(Happened::Exited {
+                exit,
+                restart: self.policy.restart.as_str(),
+            });
             if exit.success() {
-                log::info!(target: "fleet", "{name}: exited ({exit}); restart = \"{}\", not restarting", self.policy.restart.as_str());
                 return State::Done { exit: Some(exit) };
             }
-            log::error!(target: "fleet", "{name}: exited ({exit}); restart = \"{}\", not restarting", self.policy.restart.as_str());
-            if self.policy.critical && !self.landing {
+            if self.policy.critical {
                 out.push(Action::FleetFailed(format!(
                     "critical ship `{name}` exited ({exit})"
                 )));
@@ -525,7 +726,10 @@ impl Child {
                 reason: exit.to_string(),
             };
         }
-        log::warn!(target: "fleet", "{name}: exited unexpectedly ({exit}) after {:.1} s", now.saturating_duration_since(since).as_secs_f64());
+        self.tell(Happened::ExitedUnexpectedly {
+            exit,
+            after: now.saturating_duration_since(since),
+        });
         self.after_crash(since, now, out)
     }
 
@@ -549,7 +753,9 @@ impl Child {
                 "crashed {recent} times within {:?}",
                 self.policy.crash_window
             );
-            log::error!(target: "fleet", "{name}: {reason}; giving up");
+            self.tell(Happened::GivingUp {
+                reason: reason.clone(),
+            });
             out.push(Action::FleetFailed(format!(
                 "critical ship `{name}` {reason}"
             )));
@@ -563,9 +769,12 @@ impl Child {
         self.attempt = self.attempt.saturating_add(1);
         self.restarts += 1;
         if delay >= BACKOFF_CAP.mul_f64(0.75) {
-            log::warn!(target: "fleet", "{name}: crash loop ({} restarts so far); retrying every ~{} s", self.restarts, BACKOFF_CAP.as_secs());
+            self.tell(Happened::CrashLoop {
+                restarts: self.restarts,
+                every: BACKOFF_CAP,
+            });
         } else {
-            log::info!(target: "fleet", "{name}: restarting in {} ms", delay.as_millis());
+            self.tell(Happened::Restarting { delay });
         }
         let until = after(now, delay);
         out.push(Action::ArmTimer(until));
@@ -1191,5 +1400,77 @@ mod tests {
         start(&mut c, t0, 5);
         let a = c.handle(Event::Stop, t0);
         assert!(matches!(a.last(), Some(Action::ArmTimer(t)) if *t > t0));
+    }
+
+    #[test]
+    fn reports_what_happened_instead_of_logging() {
+        let t0 = Instant::now();
+        let mut c = Child::new(
+            Policy {
+                critical: false,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 10);
+        assert_eq!(c.take_happened(), vec![Happened::Started { pid: 10 }]);
+        c.handle(Event::Timer, t0 + SETTLE);
+        assert_eq!(c.take_happened(), vec![Happened::Up { after: None }]);
+        let later = t0 + Duration::from_millis(2500);
+        let a = c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(3),
+                group_alive: false,
+            },
+            later,
+        );
+        let h = c.take_happened();
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(
+            h[0].to_string(),
+            "exited unexpectedly (exit code 3) after 2.5 s"
+        );
+        assert_eq!(h[0].level(), log::Level::Warn);
+        let delay = timer_of(&a).unwrap() - later;
+        assert_eq!(h[1], Happened::Restarting { delay });
+        assert!(c.take_happened().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_recycle_knows_it_starts_again_and_a_stop_turns_that_off() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 10);
+        c.handle(Event::Recycle, t0);
+        assert!(matches!(
+            c.state,
+            State::Stopping {
+                then: Then::Start,
+                ..
+            }
+        ));
+        c.handle(Event::Stop, t0);
+        assert!(matches!(
+            c.state,
+            State::Stopping {
+                then: Then::Stay,
+                ..
+            }
+        ));
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Signal(libc::SIGTERM),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert_eq!(c.state, State::Done { exit: None });
+        let h = c.take_happened();
+        assert_eq!(
+            h.last().map(ToString::to_string).as_deref(),
+            Some("stopped (killed by SIGTERM)")
+        );
+        // A stopped program is not started again.
+        assert!(c.handle(Event::Start, t0).is_empty());
     }
 }

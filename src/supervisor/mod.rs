@@ -883,6 +883,11 @@ impl Supervisor {
     /// Feeds one event to a program's machine and performs the resulting actions.
     fn dispatch(&mut self, i: usize, event: Event, now: Instant) {
         let actions = self.members[i].child.handle(event, now);
+        // What happened is told before its actions are carried out (a critical failure's
+        // reason before the landing it causes).
+        for h in self.members[i].child.take_happened() {
+            log::log!(target: "fleet", h.level(), "{}: {h}", self.members[i].prog.name);
+        }
         for a in actions {
             match a {
                 Action::Spawn => {
