@@ -15,13 +15,8 @@ pub struct Dir {
 
 impl Dir {
     pub fn new(tag: &str) -> Dir {
-        Self::new_in(&std::env::temp_dir(), tag)
-    }
-
-    /// A scratch folder under `base`.
-    pub fn new_in(base: &Path, tag: &str) -> Dir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = base.join(format!(
+        let path = std::env::temp_dir().join(format!(
             "ms-e2e-{}-{}-{}",
             tag,
             std::process::id(),

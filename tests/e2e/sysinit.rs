@@ -1,14 +1,12 @@
 //! Init mode (`--init`), short of a real machine: mothership as PID 1 of new PID, mount
 //! and UTS namespaces. There reboot(2) ends the namespace, whose init then shows as killed
 //! by SIGINT (power off) or SIGHUP (reboot). `make vm-test` boots a real kernel.
-//! The scratch folders are not under /tmp, on which the init mode mounts a new tmpfs.
+//! /tmp, where the test's files are, is bind-mounted on itself in the new mount namespace
+//! first, so that the init mode finds it mounted and leaves it (on a machine it would
+//! mount a fresh tmpfs there, hiding what the root file system has in it).
 
 use crate::cli::secs;
 use crate::support::*;
-
-fn scratch(tag: &str) -> Dir {
-    Dir::new_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
-}
 
 fn start_init(d: &Dir, extra: &[&str]) -> Fleet {
     let manifest = d.join("ship-manifest.toml");
@@ -18,6 +16,9 @@ fn start_init(d: &Dir, extra: &[&str]) -> Fleet {
         "--kill-child",
         "--mount-proc",
         "--uts",
+        "sh",
+        "-c",
+        "mount --bind /tmp /tmp && exec \"$0\" \"$@\"",
         BIN,
         "--init",
         "--hostname",
@@ -55,7 +56,7 @@ fn inner_pid(f: &Fleet) -> i32 {
 
 #[test]
 fn init_mode_sets_the_hostname_lands_on_sigint_and_powers_off() {
-    let d = scratch("sysinit");
+    let d = Dir::new("sysinit");
     let m = marker("sysinit");
     d.write(
         "ship-manifest.toml",
@@ -106,7 +107,7 @@ grace_period = "2s"
 
 #[test]
 fn init_mode_powers_off_with_the_failure_instead_of_exiting() {
-    let d = scratch("sysinit-fail");
+    let d = Dir::new("sysinit-fail");
     d.write(
         "ship-manifest.toml",
         "[[mothership.prelaunch]]\nname = \"doomed\"\ncommand = \"sh\"\nargs = [\"-c\", \"exit 7\"]\n\n[[fleet.web]]\nname = \"never\"\ncommand = \"sleep\"\nargs = [\"100\"]\n",
@@ -121,7 +122,7 @@ fn init_mode_powers_off_with_the_failure_instead_of_exiting() {
     );
 
     // An invalid manifest is no exception: the reason, then the power-off.
-    let d = scratch("sysinit-bad");
+    let d = Dir::new("sysinit-bad");
     d.write("ship-manifest.toml", "[[fleet.web]]\nname = 3\n");
     let mut f = start_init(&d, &[]);
     assert_eq!(f.wait(secs(20)), Some(128 + libc::SIGINT), "{}", f.stderr());
