@@ -7,6 +7,7 @@ pub mod flagship;
 pub mod fleet;
 pub mod manifest;
 pub mod output;
+pub mod probe;
 pub mod proto;
 pub mod proxy;
 pub mod reactor;

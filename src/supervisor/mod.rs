@@ -16,7 +16,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
@@ -29,6 +28,7 @@ use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
 use crate::output::{Output, Stream};
+use crate::probe::{Check, Probe, Progress, Target};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
@@ -95,7 +95,7 @@ impl Member {
 
 enum Source {
     Pipe(Pipe),
-    Probe { member: usize, conn: ProbeConn },
+    Probe { member: usize, probe: Probe },
 }
 
 struct Pipe {
@@ -104,11 +104,6 @@ struct Pipe {
     stream: Stream,
     asm: LineAssembler,
     readable: bool,
-}
-
-enum ProbeConn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -998,27 +993,17 @@ impl Supervisor {
             self.dispatch(i, Event::ProbeOk, now);
             return;
         };
-        let conn = match &bind {
-            BindAddr::Tcp(addr) => TcpStream::connect(*addr).map(ProbeConn::Tcp),
-            BindAddr::Unix(path) => UnixStream::connect(path).map(ProbeConn::Unix),
+        let target = match bind {
+            BindAddr::Tcp(addr) => Target::Tcp(addr),
+            BindAddr::Unix(path) => Target::Unix(path),
         };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(_) => {
-                self.dispatch(i, Event::ProbeFailed, now);
-                return;
-            }
+        let Ok(probe) = Probe::start(&target, Check::Connect) else {
+            self.dispatch(i, Event::ProbeFailed, now);
+            return;
         };
-        let token_slot = self.sources.insert(Source::Probe { member: i, conn });
+        let token_slot = self.sources.insert(Source::Probe { member: i, probe });
         let reg = match self.sources.get_mut(token_slot) {
-            Some(Source::Probe {
-                conn: ProbeConn::Tcp(s),
-                ..
-            }) => self.registry.register(s, token_slot, Interest::WRITABLE),
-            Some(Source::Probe {
-                conn: ProbeConn::Unix(s),
-                ..
-            }) => self.registry.register(s, token_slot, Interest::WRITABLE),
+            Some(Source::Probe { probe, .. }) => probe.register(&self.registry, token_slot),
             _ => Err(io::Error::other("probe slot vanished")),
         };
         if reg.is_err() {
@@ -1032,11 +1017,8 @@ impl Supervisor {
     /// Closes the readiness probe of program `i`, if one is in flight.
     fn drop_probe(&mut self, i: usize) {
         if let Some(t) = self.members[i].probe.take() {
-            if let Some(Source::Probe { mut conn, .. }) = self.sources.remove(t) {
-                let _ = match &mut conn {
-                    ProbeConn::Tcp(s) => self.registry.deregister(s),
-                    ProbeConn::Unix(s) => self.registry.deregister(s),
-                };
+            if let Some(Source::Probe { mut probe, .. }) = self.sources.remove(t) {
+                probe.deregister(&self.registry);
             }
         }
     }
@@ -1044,15 +1026,12 @@ impl Supervisor {
     fn source_ready(&mut self, token: Token, now: Instant) {
         match self.sources.get_mut(token) {
             Some(Source::Pipe(p)) => p.readable = true,
-            Some(Source::Probe { member, conn }) => {
+            Some(Source::Probe { member, probe }) => {
                 let member = *member;
-                let ok = match conn {
-                    ProbeConn::Tcp(s) => {
-                        matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok()
-                    }
-                    ProbeConn::Unix(s) => {
-                        matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok()
-                    }
+                let ok = match probe.drive() {
+                    Progress::Pending => return,
+                    Progress::Passed(_) => true,
+                    Progress::Unreachable(_) | Progress::Failed(_) => false,
                 };
                 self.drop_probe(member);
                 self.dispatch(

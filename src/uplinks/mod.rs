@@ -13,24 +13,21 @@
 //! followed).
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::signal::{SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::manifest::Uplink;
-use crate::proto::http::{self, Limits};
+use crate::probe::{Check as ProbeCheck, Probe, Progress, Target};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Most bytes of an HTTP answer read before its head must be complete.
-const MAX_HEAD: usize = 16 << 10;
 
 /// The outcome of one uplink.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,19 +50,14 @@ enum Kind {
 
 enum State {
     Resolving,
-    Connecting {
+    /// Probing `addrs[next - 1]` (connecting, then for HTTP asking it).
+    Probing {
         addrs: Vec<SocketAddr>,
         next: usize,
-        stream: TcpStream,
-        last_error: Option<String>,
-        /// This address's share of the time: past it, the next address is tried (an
-        /// address that drops packets must not use up the whole timeout).
+        probe: Probe,
+        /// This address's share of the time to connect: past it, the next address is
+        /// tried (an address that drops packets must not use up the whole timeout).
         until: Instant,
-    },
-    Http {
-        stream: TcpStream,
-        out: Vec<u8>,
-        buf: Vec<u8>,
     },
     Done(Result<String, String>),
 }
@@ -79,6 +71,32 @@ struct Check {
     started: Instant,
     took: Option<Duration>,
     state: State,
+}
+
+impl Check {
+    /// What the probe of one address checks.
+    fn probe_check(&self) -> ProbeCheck {
+        match &self.kind {
+            Kind::Tcp | Kind::Tls => ProbeCheck::Connect,
+            Kind::Http(path) => {
+                let host = if self.host.contains(':') {
+                    format!("[{}]", self.host)
+                } else {
+                    self.host.clone()
+                };
+                let host = if self.port == 80 {
+                    host
+                } else {
+                    format!("{host}:{}", self.port)
+                };
+                ProbeCheck::Get {
+                    host,
+                    path: path.clone(),
+                    agent: format!("mothership-preflight/{}", env!("CARGO_PKG_VERSION")),
+                }
+            }
+        }
+    }
 }
 
 /// Runs every check; `None` if a signal (TERM, INT, QUIT) interrupted them.
@@ -145,14 +163,18 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
         let now = Instant::now();
         for (i, c) in checks.iter_mut().enumerate() {
             let moved_on = match &mut c.state {
-                State::Connecting {
+                State::Probing {
                     addrs,
                     next,
-                    stream,
+                    probe,
                     until,
                     ..
-                } if *until <= now && *next < addrs.len() && c.deadline > now => {
-                    let _ = poll.registry().deregister(stream);
+                } if *until <= now
+                    && !probe.connected_yet()
+                    && *next < addrs.len()
+                    && c.deadline > now =>
+                {
+                    probe.deregister(poll.registry());
                     let a = addrs[*next - 1];
                     let (addrs, next) = (std::mem::take(addrs), *next);
                     Some((addrs, next, a))
@@ -166,7 +188,7 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             if !matches!(c.state, State::Done(_)) && c.deadline <= now {
                 let what = match &c.state {
                     State::Resolving => "resolving the name",
-                    State::Connecting { .. } => "connecting",
+                    State::Probing { probe, .. } if !probe.connected_yet() => "connecting",
                     _ => "waiting for the answer",
                 };
                 finish(
@@ -183,7 +205,9 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
             .iter()
             .filter_map(|c| match &c.state {
                 State::Done(_) => None,
-                State::Connecting { until, .. } => Some(c.deadline.min(*until)),
+                State::Probing { until, probe, .. } if !probe.connected_yet() => {
+                    Some(c.deadline.min(*until))
+                }
                 _ => Some(c.deadline),
             })
             .min();
@@ -244,11 +268,8 @@ pub fn check_all(uplinks: &[Uplink]) -> io::Result<Option<Vec<Report>>> {
 }
 
 fn finish(c: &mut Check, r: Result<String, String>, registry: &mio::Registry) {
-    match &mut c.state {
-        State::Connecting { stream, .. } | State::Http { stream, .. } => {
-            let _ = registry.deregister(stream);
-        }
-        _ => {}
+    if let State::Probing { probe, .. } = &mut c.state {
+        probe.deregister(registry);
     }
     c.took = Some(c.started.elapsed());
     c.state = State::Done(r);
@@ -277,22 +298,16 @@ fn connect_from(
         (left / (addrs.len().saturating_sub(next).max(1)) as u32).max(Duration::from_millis(250));
     while let Some(&a) = addrs.get(next) {
         next += 1;
-        match TcpStream::connect(a) {
-            Ok(mut s) => {
-                let r = registry.register(
-                    &mut s,
-                    Token(i + 2),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-                if let Err(e) = r {
+        match Probe::start(&Target::Tcp(a), c.probe_check()) {
+            Ok(mut probe) => {
+                if let Err(e) = probe.register(registry, Token(i + 2)) {
                     last_error = Some(format!("{a}: {e}"));
                     continue;
                 }
-                c.state = State::Connecting {
+                c.state = State::Probing {
                     addrs,
                     next,
-                    stream: s,
-                    last_error,
+                    probe,
                     until: Instant::now() + share,
                 };
                 return;
@@ -305,135 +320,31 @@ fn connect_from(
 }
 
 fn drive(c: &mut Check, i: usize, registry: &mio::Registry) {
-    match std::mem::replace(&mut c.state, State::Resolving) {
-        State::Connecting {
-            addrs,
-            next,
-            mut stream,
-            last_error,
-            until,
-        } => {
-            let err = match stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => None,
-            };
-            let connected = err.is_none() && stream.peer_addr().is_ok();
-            if let Some(e) = err {
-                let _ = registry.deregister(&mut stream);
-                // This address failed; its error replaces the earlier ones.
-                let a = addrs.get(next - 1).map_or(String::new(), |a| a.to_string());
-                connect_from(c, i, addrs, next, Some(format!("{a}: {e}")), registry);
-                return;
-            }
-            if !connected {
-                // Not yet: wait for the next event.
-                c.state = State::Connecting {
-                    addrs,
-                    next,
-                    stream,
-                    last_error,
-                    until,
-                };
-                return;
-            }
-            match &c.kind {
-                Kind::Tcp => finish(c, Ok(String::new()), registry),
-                Kind::Tls => finish(
-                    c,
-                    Ok("TCP connect only: this build does not check TLS".into()),
-                    registry,
-                ),
-                Kind::Http(path) => {
-                    let host = if c.host.contains(':') {
-                        format!("[{}]", c.host)
-                    } else {
-                        c.host.clone()
-                    };
-                    let host = if c.port == 80 {
-                        host
-                    } else {
-                        format!("{host}:{}", c.port)
-                    };
-                    let out = format!(
-                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mothership-preflight/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-                        env!("CARGO_PKG_VERSION")
-                    )
-                    .into_bytes();
-                    c.state = State::Http {
-                        stream,
-                        out,
-                        buf: Vec::new(),
-                    };
-                    drive(c, i, registry);
-                }
-            }
+    let State::Probing {
+        addrs, next, probe, ..
+    } = &mut c.state
+    else {
+        return;
+    };
+    match probe.drive() {
+        Progress::Pending => {}
+        Progress::Unreachable(e) => {
+            probe.deregister(registry);
+            // This address failed; its error replaces the earlier ones.
+            let a = addrs
+                .get(*next - 1)
+                .map_or(String::new(), |a| a.to_string());
+            let (addrs, next) = (std::mem::take(addrs), *next);
+            connect_from(c, i, addrs, next, Some(format!("{a}: {e}")), registry);
         }
-        State::Http {
-            mut stream,
-            mut out,
-            mut buf,
-        } => {
-            while !out.is_empty() {
-                match stream.write(&out) {
-                    Ok(n) => {
-                        out.drain(..n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        c.state = State::Http { stream, out, buf };
-                        return finish(c, Err(format!("sending the request: {e}")), registry);
-                    }
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let mut eof = false;
-            loop {
-                match stream.read(&mut chunk) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        c.state = State::Http { stream, out, buf };
-                        return finish(c, Err(format!("reading the answer: {e}")), registry);
-                    }
-                }
-                if buf.len() > MAX_HEAD {
-                    break;
-                }
-            }
-            // Interim (1xx) answers come before the real one: skip them.
-            while let Ok(Some(r)) = http::parse_response(&buf, &Limits::default(), "GET") {
-                if !(100..200).contains(&r.status) {
-                    break;
-                }
-                buf.drain(..r.head_len);
-            }
-            let verdict = match http::parse_response(&buf, &Limits::default(), "GET") {
-                Ok(Some(r)) => Some(match r.status {
-                    200..=299 => Ok(format!("HTTP {}", r.status)),
-                    300..=399 => Err(format!(
-                        "HTTP {} (redirect to {}, not followed)",
-                        r.status,
-                        r.header("location").map_or("?", |h| h.value_str())
-                    )),
-                    s => Err(format!("HTTP {s}")),
-                }),
-                Ok(None) if eof => Some(Err("the connection closed before an answer".into())),
-                Ok(None) if buf.len() > MAX_HEAD => Some(Err("answer head too large".into())),
-                Ok(None) => None,
-                Err(e) => Some(Err(format!("not an HTTP answer: {e}"))),
+        Progress::Passed(note) => {
+            let note = match c.kind {
+                Kind::Tls => "TCP connect only: this build does not check TLS".into(),
+                _ => note,
             };
-            c.state = State::Http { stream, out, buf };
-            if let Some(v) = verdict {
-                finish(c, v, registry);
-            }
+            finish(c, Ok(note), registry);
         }
-        other => c.state = other,
+        Progress::Failed(why) => finish(c, Err(why), registry),
     }
 }
 
