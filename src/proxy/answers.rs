@@ -22,7 +22,7 @@ impl Edge {
         body: &str,
         close: bool,
     ) {
-        c.cin.drain(..req.head_len);
+        c.cin.consume(req.head_len);
         respond_to(c, &req.method, status, body, close);
         self.account(c);
     }

@@ -38,7 +38,7 @@ use crate::proto::proxy_protocol;
 use crate::reactor::deadline::after as deadline;
 use crate::reactor::{DeadlineQueue, TimerId};
 use answers::*;
-use buffers::{BufPool, BUF};
+use buffers::{Buf, BufPool, BUF};
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
 use rewrite::*;
@@ -118,8 +118,8 @@ struct Up {
     write_failed: bool,
     connected: bool,
     eof: bool,
-    uin: Vec<u8>,
-    uout: Vec<u8>,
+    uin: Buf,
+    uout: Buf,
 }
 
 enum ReqBody {
@@ -243,8 +243,8 @@ struct Conn {
     c_readable: bool,
     c_writable: bool,
     c_eof: bool,
-    cin: Vec<u8>,
-    cout: Vec<u8>,
+    cin: Buf,
+    cout: Buf,
     up: Option<Up>,
     phase: Phase,
     dead: bool,
@@ -669,7 +669,7 @@ impl Edge {
                             return true;
                         }
                         Ok(Some(proxy_protocol::Outcome::Header { len, addr })) => {
-                            c.cin.drain(..len);
+                            c.cin.consume(len);
                             if let Some(a) = addr {
                                 c.peer = a.to_string();
                             }
@@ -805,7 +805,7 @@ impl Edge {
                     l.scope
                 );
                 self.stats.rate_limited[usize::from(l.scope == "client")] += 1;
-                c.cin.drain(..req.head_len);
+                c.cin.consume(req.head_len);
                 let body = b"too many requests\n";
                 answer(
                     c,
@@ -827,7 +827,7 @@ impl Edge {
                 if let (Some(st), Some(i)) = (&mut c.stat, mount) {
                     st.route = self.static_base + i;
                 }
-                c.cin.drain(..req.head_len);
+                c.cin.consume(req.head_len);
                 self.serve_static(c, &req, outcome, keep);
                 return;
             }
@@ -851,7 +851,7 @@ impl Edge {
                 .map(|e| (e.status, e.header_lines(now), e.body.clone()));
             if let Some((status, extra, body)) = hit {
                 self.stats.cors_hits += 1;
-                c.cin.drain(..req.head_len);
+                c.cin.consume(req.head_len);
                 answer(c, &req.method, status, &extra, None, &body, !keep);
                 self.account(c);
                 return;
@@ -963,13 +963,13 @@ impl Edge {
             },
         };
         let mut up = up;
-        up.uout = upstream_head(&req, &new_target, &c.peer, &addr);
+        up.uout = upstream_head(&req, &new_target, &c.peer, &addr).into();
         let idempotent = matches!(
             req.method.as_str(),
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         );
         let replay = (up.reused && idempotent && req.body == Body::None && req.upgrade.is_none())
-            .then(|| up.uout.clone());
+            .then(|| up.uout.to_vec());
         let accept = (self.compression && req.minor == 1 && req.method != "HEAD").then(|| {
             req.headers
                 .iter()
@@ -978,7 +978,7 @@ impl Edge {
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        c.cin.drain(..req.head_len);
+        c.cin.consume(req.head_len);
         let req_body = match req.body {
             Body::None | Body::UntilClose => ReqBody::Done,
             Body::Length(n) => ReqBody::Length(n),
@@ -1108,7 +1108,7 @@ impl Edge {
 
     /// The metrics listener: `/metrics` and `/health`.
     fn serve_metrics(&mut self, c: &mut Conn, req: &RequestHead, keep: bool, fleet: &FleetView) {
-        c.cin.drain(..req.head_len);
+        c.cin.consume(req.head_len);
         let close = !keep;
         if req.method != "GET" && req.method != "HEAD" {
             let body = b"method not allowed\n";
@@ -1199,7 +1199,7 @@ impl Edge {
                     let n = (*left).min(c.cin.len() as u64).min(room as u64) as usize;
                     if n > 0 {
                         up.uout.extend_from_slice(&c.cin[..n]);
-                        c.cin.drain(..n);
+                        c.cin.consume(n);
                         *left -= n as u64;
                         if let Some(st) = &mut c.stat {
                             st.bytes_in += n as u64;
@@ -1214,7 +1214,7 @@ impl Edge {
                     let n = c.cin.len().min(room);
                     // Chunks pass as they came; trailers are checked, and the fields that
                     // may not be trailers are removed.
-                    match dec.forward(&c.cin[..n], &mut up.uout) {
+                    match dec.forward(&c.cin[..n], up.uout.vec()) {
                         Ok(_) if dec.payload > self.settings.max_body_size => {
                             log::debug!("{}: chunked body over max_body_size", c.peer);
                             c.cin.clear();
@@ -1230,7 +1230,7 @@ impl Edge {
                             return true;
                         }
                         Ok(used) => {
-                            c.cin.drain(..used);
+                            c.cin.consume(used);
                             if let Some(st) = &mut c.stat {
                                 st.bytes_in += used as u64;
                             }
@@ -1287,7 +1287,7 @@ impl Edge {
                             }
                             match self.connect_up(&addr, key, id, registry) {
                                 Ok(mut fresh) => {
-                                    fresh.uout = bytes;
+                                    fresh.uout = bytes.into();
                                     ex.resp_scan = 0;
                                     c.up = Some(fresh);
                                     progress = true;
@@ -1322,7 +1322,7 @@ impl Edge {
                     }
                     Ok(Some(r)) => {
                         progress = true;
-                        up.uin.drain(..r.head_len);
+                        up.uin.consume(r.head_len);
                         if r.status == 101 && ex.upgrade {
                             c.cout.extend_from_slice(&interim_head(&r, ex.side()));
                             ex.sent += 1;
@@ -1429,7 +1429,7 @@ impl Edge {
                                 cap.left = cap.left.saturating_sub(k as u64);
                             }
                             c.cout.extend_from_slice(&up.uin[..k]);
-                            up.uin.drain(..k);
+                            up.uin.consume(k);
                             *left -= k as u64;
                             progress |= k > 0;
                             finished = *left == 0;
@@ -1449,11 +1449,11 @@ impl Edge {
                             let res = if *dechunk {
                                 dec.feed(&up.uin[..n], |d| cout.extend_from_slice(d))
                             } else {
-                                dec.forward(&up.uin[..n], cout)
+                                dec.forward(&up.uin[..n], cout.vec())
                             };
                             match res {
                                 Ok(used) => {
-                                    up.uin.drain(..used);
+                                    up.uin.consume(used);
                                     progress |= used > 0;
                                     finished = dec.is_done();
                                     if !finished && up.eof && up.uin.is_empty() {
@@ -1477,7 +1477,7 @@ impl Edge {
                         }
                         RespBody::UntilClose => {
                             c.cout.extend_from_slice(&up.uin[..n]);
-                            up.uin.drain(..n);
+                            up.uin.consume(n);
                             progress |= n > 0;
                             finished = up.eof && up.uin.is_empty();
                         }
@@ -1486,10 +1486,10 @@ impl Edge {
                         let plain = c.cout.split_off(before);
                         // Flush when nothing more is at hand, so a slow stream is not held.
                         let flush = !finished && up.uin.is_empty() && !up.readable;
-                        enc.feed(&plain, flush, &mut c.cout);
+                        enc.feed(&plain, flush, c.cout.vec());
                         if finished {
                             if let Some(enc) = ex.enc.take() {
-                                enc.finish(&mut c.cout);
+                                enc.finish(c.cout.vec());
                             }
                         }
                     }

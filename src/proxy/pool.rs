@@ -69,8 +69,8 @@ impl Edge {
             write_failed: false,
             connected: false,
             eof: false,
-            uin: Vec::new(),
-            uout: Vec::new(),
+            uin: Buf::new(),
+            uout: Buf::new(),
         })
     }
 

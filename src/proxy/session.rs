@@ -91,7 +91,7 @@ impl Edge {
                     self.settings.connect_timeout
                 );
                 let (method, head_len) = (h.req.method.clone(), h.req.head_len);
-                c.cin.drain(..head_len.min(c.cin.len()));
+                c.cin.consume(head_len);
                 respond_to(&mut c, &method, 503, "backend not available", true);
                 self.account(&mut c);
             }
@@ -242,10 +242,10 @@ impl Edge {
                             Ok(n) => {
                                 f.pos += n as u64;
                                 let before = c.cout.len();
-                                enc.feed(&self.scratch[..n], false, &mut c.cout);
+                                enc.feed(&self.scratch[..n], false, c.cout.vec());
                                 if f.pos >= f.end {
                                     if let Some(enc) = f.enc.take() {
-                                        enc.finish(&mut c.cout);
+                                        enc.finish(c.cout.vec());
                                     }
                                 }
                                 if let Some(st) = &mut c.stat {
@@ -344,7 +344,7 @@ impl Edge {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn read_into(
     s: &mut Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut Buf,
     scratch: &mut [u8],
     hup: bool,
     readable: &mut bool,
@@ -384,7 +384,7 @@ pub(super) fn read_into(
 
 pub(super) fn write_from(
     s: &mut Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut Buf,
     more: bool,
     writable: &mut bool,
     dead: &mut bool,
@@ -410,17 +410,17 @@ pub(super) fn write_from(
             }
         }
     }
-    buf.drain(..written);
+    buf.consume(written);
     written > 0
 }
 
 /// Moves as much of `from` into `to` as `to` has room for.
-pub(super) fn move_bytes(from: &mut Vec<u8>, to: &mut Vec<u8>) -> bool {
+pub(super) fn move_bytes(from: &mut Buf, to: &mut Buf) -> bool {
     let n = from.len().min(BUF.saturating_sub(to.len()));
     if n == 0 {
         return false;
     }
     to.extend_from_slice(&from[..n]);
-    from.drain(..n);
+    from.consume(n);
     true
 }
