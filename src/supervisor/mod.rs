@@ -6,6 +6,7 @@
 pub mod child;
 pub mod graph;
 pub mod leftovers;
+pub mod plan;
 pub mod spawn;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::probe::{Check, Probe, Progress, Target};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
+use plan::Decision;
 
 /// Bytes of recent output kept per program.
 const RING_BYTES: usize = 64 << 10;
@@ -116,6 +118,30 @@ enum TimerKind {
     MemoryCheck,
     /// The election has taken longer than it may: give up.
     ElectionDeadline,
+}
+
+/// The members as the fleet planner sees them.
+struct Members<'a>(&'a [Member]);
+
+impl plan::View for Members<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn prelaunch(&self, i: usize) -> bool {
+        self.0[i].is_prelaunch()
+    }
+    fn state(&self, i: usize) -> &State {
+        &self.0[i].child.state
+    }
+    fn satisfies_dependents(&self, i: usize) -> bool {
+        self.0[i].child.satisfies_dependents()
+    }
+    fn deps(&self, i: usize) -> &[usize] {
+        &self.0[i].deps
+    }
+    fn dependents(&self, i: usize) -> &[usize] {
+        &self.0[i].dependents
+    }
 }
 
 /// What the supervisor asks of its siblings; the root routes it.
@@ -760,28 +786,14 @@ impl Supervisor {
                     }
                     self.drain_until = None;
                 }
-                for i in 0..self.members.len() {
-                    if self.members[i].child.is_down() {
-                        // Make sure nothing is started or restarted any more.
-                        if !matches!(
-                            self.members[i].child.state,
-                            State::Done { .. } | State::Failed { .. }
-                        ) {
-                            self.dispatch(i, Event::Stop, now);
-                        }
-                        continue;
-                    }
-                    let dependents_down = self.members[i]
-                        .dependents
-                        .iter()
-                        .all(|&d| self.members[d].child.is_down());
-                    if dependents_down
-                        && !matches!(self.members[i].child.state, State::Stopping { .. })
-                    {
-                        self.dispatch(i, Event::Stop, now);
-                    }
+                let mut from = 0;
+                while let Some((Decision::Stop(i), next)) =
+                    plan::next_landing(&Members(&self.members), from)
+                {
+                    self.dispatch(i, Event::Stop, now);
+                    from = next;
                 }
-                if self.members.iter().all(|m| m.child.is_down()) {
+                if plan::all_down(&Members(&self.members)) {
                     if self.pid1 {
                         self.phase = Phase::Reaping;
                         self.begin_reaping(now);
@@ -827,50 +839,42 @@ impl Supervisor {
         );
     }
 
+    /// Applies the launch decisions (see `plan`) for one set: prelaunch jobs or the rest.
     fn start_ready(&mut self, prelaunch: bool, now: Instant) {
         let mut spawned = 0;
         self.more_to_start = false;
-        for i in 0..self.members.len() {
-            let m = &self.members[i];
-            if m.is_prelaunch() != prelaunch || m.child.state != State::Waiting {
-                continue;
-            }
-            let blocking: Vec<usize> = m
-                .deps
-                .iter()
-                .copied()
-                .filter(|&d| !self.members[d].child.satisfies_dependents())
-                .collect();
-            if blocking.is_empty() {
-                if spawned == SPAWN_BATCH {
-                    // Let signals and timers in before spawning the rest.
-                    self.more_to_start = true;
-                    return;
+        let mut from = 0;
+        while let Some((d, next)) = plan::next_launch(&Members(&self.members), prelaunch, from) {
+            from = next;
+            match d {
+                Decision::Start(i) => {
+                    if spawned == SPAWN_BATCH {
+                        // Let signals and timers in before spawning the rest.
+                        self.more_to_start = true;
+                        return;
+                    }
+                    spawned += 1;
+                    self.dispatch(i, Event::Start, now);
                 }
-                spawned += 1;
-                self.dispatch(i, Event::Start, now);
-                continue;
-            }
-            if let Some(d) = blocking
-                .iter()
-                .copied()
-                .find(|&d| self.members[d].child.is_failed())
-            {
-                let dependency = self.members[d].prog.name.clone();
-                self.dispatch(i, Event::DependencyFailed { dependency }, now);
-                continue;
-            }
-            if !self.members[i].wait_logged {
-                let names: Vec<&str> = blocking
-                    .iter()
-                    .map(|&d| self.members[d].prog.name.as_str())
-                    .collect();
-                log::info!(
-                    "{}: waiting for {}",
-                    self.members[i].prog.name,
-                    names.join(", ")
-                );
-                self.members[i].wait_logged = true;
+                Decision::DependencyFailed { member, dependency } => {
+                    let dependency = self.members[dependency].prog.name.clone();
+                    self.dispatch(member, Event::DependencyFailed { dependency }, now);
+                }
+                Decision::Waits { member, on } => {
+                    if !self.members[member].wait_logged {
+                        let names: Vec<&str> = on
+                            .iter()
+                            .map(|&d| self.members[d].prog.name.as_str())
+                            .collect();
+                        log::info!(
+                            "{}: waiting for {}",
+                            self.members[member].prog.name,
+                            names.join(", ")
+                        );
+                        self.members[member].wait_logged = true;
+                    }
+                }
+                Decision::Stop(_) => {}
             }
         }
     }
