@@ -1,8 +1,8 @@
 //! `mothership chart`: what the manifest will do, without doing it.
 
 use super::{load, Global, EXIT_OK};
+use crate::manifest::graph;
 use crate::manifest::{Manifest, Role};
-use crate::supervisor::graph;
 
 pub fn chart(g: &Global) -> i32 {
     match load(g) {
@@ -85,7 +85,10 @@ pub fn render(m: &Manifest) -> String {
     }
     if !m.prelaunch.is_empty() {
         line("prelaunch (in order, each level in parallel):".into());
-        for (i, level) in graph::levels(&m.prelaunch).iter().enumerate() {
+        for (i, level) in graph::levels(&graph::edges(&m.prelaunch))
+            .iter()
+            .enumerate()
+        {
             let names: Vec<&str> = level
                 .iter()
                 .map(|&j| m.prelaunch[j].name.as_str())
@@ -97,7 +100,7 @@ pub fn render(m: &Manifest) -> String {
     if m.programs.is_empty() {
         line("  (nothing to launch)".into());
     }
-    for (i, level) in graph::levels(&m.programs).iter().enumerate() {
+    for (i, level) in graph::levels(&graph::edges(&m.programs)).iter().enumerate() {
         let names: Vec<String> = level
             .iter()
             .map(|&j| {

@@ -1,11 +1,12 @@
 //! The manifest: reading `ship-manifest.toml` into typed, validated structures, with every
-//! problem reported at once as `file:line:col: message`. Reads the file and the process
-//! environment; does no other IO.
+//! problem reported at once as `file:line:col: message`. Reads the file (and the
+//! `env_file`s it names); the environment is given by the caller. Does no other IO.
 
 pub mod bind;
 pub mod diag;
 pub mod dotenv;
 mod expand;
+pub mod graph;
 pub mod model;
 mod reader;
 pub mod units;
@@ -1408,61 +1409,18 @@ impl Parser<'_> {
 
     /// Reports each dependency cycle once, as `a -> b -> a`.
     fn check_cycles(&mut self, set: &[Draft]) {
-        let index: HashMap<String, usize> = set
+        let names: Vec<&str> = set.iter().map(|d| d.program.name.as_str()).collect();
+        let deps: Vec<Vec<&str>> = set
             .iter()
-            .enumerate()
-            .map(|(i, d)| (d.program.name.to_ascii_lowercase(), i))
+            .map(|d| d.deps.iter().map(|x| x.value.as_str()).collect())
             .collect();
-        let edges: Vec<Vec<usize>> = set
-            .iter()
-            .map(|d| {
-                d.deps
-                    .iter()
-                    .filter_map(|x| index.get(&x.value.to_ascii_lowercase()).copied())
-                    .collect()
-            })
-            .collect();
-        // 0 = unvisited, 1 = on the stack, 2 = done
-        let mut state = vec![0u8; set.len()];
-        let mut reported: HashSet<Vec<usize>> = HashSet::new();
-        for start in 0..set.len() {
-            if state[start] != 0 {
-                continue;
-            }
-            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
-            state[start] = 1;
-            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-                if let Some(&to) = edges[node].get(*next) {
-                    *next += 1;
-                    match state[to] {
-                        0 => {
-                            state[to] = 1;
-                            stack.push((to, 0));
-                        }
-                        1 if to != node => {
-                            let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
-                            let cycle: Vec<usize> = stack[pos..].iter().map(|(n, _)| *n).collect();
-                            let mut key = cycle.clone();
-                            key.sort_unstable();
-                            if reported.insert(key) {
-                                let mut names: Vec<&str> = cycle
-                                    .iter()
-                                    .map(|&i| set[i].program.name.as_str())
-                                    .collect();
-                                names.push(&set[to].program.name);
-                                self.d.error(
-                                    set[to].name_span.clone(),
-                                    format!("dependency cycle: {}", names.join(" -> ")),
-                                );
-                            }
-                        }
-                        _ => {}
-                    }
-                } else {
-                    state[node] = 2;
-                    stack.pop();
-                }
-            }
+        for cycle in graph::cycles(&graph::resolve(&names, &deps)) {
+            let Some(&last) = cycle.last() else { continue };
+            let names: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
+            self.d.error(
+                set[last].name_span.clone(),
+                format!("dependency cycle: {}", names.join(" -> ")),
+            );
         }
     }
 }

@@ -4,7 +4,6 @@
 //! the pure state machine in [`child`]; this module performs its actions.
 
 pub mod child;
-pub mod graph;
 pub mod leftovers;
 pub mod plan;
 pub mod spawn;
@@ -25,6 +24,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::flagship::coord::{Coordinator, Report};
 use crate::flagship::Rank;
 use crate::fleet::{resources, FleetView};
+use crate::manifest::graph;
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
@@ -318,21 +318,15 @@ impl Supervisor {
                 wait_logged: false,
             });
         }
-        // Resolve dependencies within each set (prelaunch jobs among themselves, ships and
-        // bays among themselves).
-        let index: HashMap<(bool, String), usize> = members
-            .iter()
-            .enumerate()
-            .map(|(i, mb)| ((mb.is_prelaunch(), mb.prog.name.to_ascii_lowercase()), i))
-            .collect();
-        for i in 0..members.len() {
-            let pre = members[i].is_prelaunch();
-            let deps: Vec<usize> = members[i]
-                .prog
-                .depends_on
-                .iter()
-                .filter_map(|d| index.get(&(pre, d.to_ascii_lowercase())).copied())
-                .collect();
+        // Dependencies within each set (prelaunch jobs among themselves, ships and bays
+        // among themselves), resolved once: members are the prelaunch jobs, then the rest.
+        let npre = m.prelaunch.len();
+        let edges = graph::edges(&m.prelaunch).into_iter().chain(
+            graph::edges(&m.programs)
+                .into_iter()
+                .map(|ds| ds.into_iter().map(|d| d + npre).collect()),
+        );
+        for (i, deps) in edges.enumerate() {
             for &d in &deps {
                 members[d].dependents.push(i);
             }
