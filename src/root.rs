@@ -48,13 +48,13 @@ pub fn run(
     let mut events = Events::with_capacity(256);
     loop {
         let now = Instant::now();
-        let busy = edge.as_ref().map_or(0, Edge::busy);
+        // Counted only while landing waits for it: a scan of every connection.
+        let busy = match &edge {
+            Some(e) if sup.draining() => e.busy(),
+            _ => 0,
+        };
         sup.advance(now, busy);
-        let notes = sup.take_notes();
-        if !notes.is_empty() {
-            for note in notes {
-                carry_out(note, edge.as_mut(), &poll);
-            }
+        if carry_out(&mut sup, edge.as_mut(), &poll) {
             // The supervisor sees the outcome at once.
             continue;
         }
@@ -88,6 +88,8 @@ pub fn run(
                 }
             } else {
                 sup.ready(ev.token(), now);
+                // A stop signal closes the listeners before the edge's events of this turn.
+                carry_out(&mut sup, edge.as_mut(), &poll);
             }
         }
         sup.after_events(now);
@@ -95,20 +97,27 @@ pub fn run(
             e.tick(poll.registry(), sup.fleet(), now);
         }
         sup.timers_due(now);
+        carry_out(&mut sup, edge.as_mut(), &poll);
     }
     Ok(sup.finish())
 }
 
-fn carry_out(note: Note, edge: Option<&mut Edge>, poll: &Poll) {
-    match note {
-        Note::StopServing { grace } => {
-            if let Some(e) = edge {
-                e.drain(poll.registry());
-                let busy = e.busy();
-                if busy > 0 {
-                    log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
+/// Carries out what the supervisor asked of the root; true when it asked anything.
+fn carry_out(sup: &mut Supervisor, mut edge: Option<&mut Edge>, poll: &Poll) -> bool {
+    let notes = sup.take_notes();
+    let any = !notes.is_empty();
+    for note in notes {
+        match note {
+            Note::StopServing { grace } => {
+                if let Some(e) = edge.as_deref_mut() {
+                    e.drain(poll.registry());
+                    let busy = e.busy();
+                    if busy > 0 {
+                        log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
+                    }
                 }
             }
         }
     }
+    any
 }

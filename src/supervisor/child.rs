@@ -633,6 +633,15 @@ impl Child {
                     then: Then::Stay,
                 }
             }
+            (State::Stopping { pid, leader, .. }, Event::Kill) => {
+                // Already killed: whatever was to follow, it stays down now.
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed: true,
+                    then: Then::Stay,
+                }
+            }
             (State::Waiting | State::Backoff { .. }, Event::Stop | Event::Kill) => {
                 out.push(Action::CancelTimer);
                 State::Done { exit: None }
@@ -1227,6 +1236,26 @@ mod tests {
         c.handle(Event::Recycle, t0);
         c.handle(Event::Timer, t0 + Duration::from_secs(10)); // grace over: SIGKILL
         c.handle(Event::Timer, t0 + Duration::from_secs(13)); // still there: give up
+        assert_eq!(c.state, State::Done { exit: None });
+        assert_eq!(c.restarts, 0);
+    }
+
+    #[test]
+    fn a_kill_during_a_recycle_keeps_the_program_down() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Timer, t0 + SETTLE);
+        c.handle(Event::Recycle, t0);
+        c.handle(Event::Timer, t0 + Duration::from_secs(10)); // grace over: SIGKILL
+        c.handle(Event::Kill, t0 + Duration::from_secs(11)); // the fleet is killed
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Signal(9),
+                group_alive: false,
+            },
+            t0 + Duration::from_secs(11),
+        );
         assert_eq!(c.state, State::Done { exit: None });
         assert_eq!(c.restarts, 0);
     }

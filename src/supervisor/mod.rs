@@ -414,6 +414,11 @@ impl Supervisor {
         std::mem::take(&mut self.notes)
     }
 
+    /// Landing waits for the edge's requests in flight: `advance` needs their count.
+    pub fn draining(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
     /// The fleet has landed: the loop ends.
     pub fn done(&self) -> bool {
         self.phase == Phase::Done
@@ -489,13 +494,9 @@ impl Supervisor {
                             .insert(after(now, child::KILL_WAIT), TimerKind::ReapGiveUp),
                     );
                 }
-                TimerKind::DrainDeadline => {
-                    if self.drain_until.take().is_some() && self.edge_busy > 0 {
-                        log::warn!(
-                            "requests still in flight at the end of the drain; landing anyway"
-                        );
-                    }
-                }
+                // Only wakes the loop: the next `advance` sees the drain is over, with
+                // the edge's count of that moment.
+                TimerKind::DrainDeadline => {}
                 TimerKind::MemoryCheck => {
                     if matches!(
                         self.phase,
@@ -669,7 +670,12 @@ impl Supervisor {
         }
         self.land_reason = Some(reason);
         self.phase = Phase::Landing;
+        // Nothing more is launched.
+        self.more_to_start = false;
         if self.serving {
+            // Not known until the edge has stopped taking requests and counted those in
+            // flight: nothing stops before the next `advance` says.
+            self.edge_busy = usize::MAX;
             // The edge stops taking requests; landing waits for those in flight.
             let grace = self.longest_grace();
             self.notes.push(Note::StopServing { grace });
@@ -774,9 +780,15 @@ impl Supervisor {
                 }
             }
             Phase::Landing => {
-                if self.drain_until.is_some() {
+                if let Some(until) = self.drain_until {
                     if self.edge_busy > 0 {
-                        return;
+                        if now < until {
+                            return;
+                        }
+                        log::warn!(
+                            "{} request(s) still in flight at the end of the drain; landing anyway",
+                            self.edge_busy
+                        );
                     }
                     self.drain_until = None;
                 }

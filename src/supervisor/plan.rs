@@ -4,7 +4,7 @@
 //! effects of the ones before it, exactly as the programs' machines produced them.
 //! Tested below with a fake fleet and no processes.
 
-use super::child::State;
+use super::child::{State, Then};
 
 /// How the planner sees the fleet. Indexes are those of the supervisor's members.
 pub trait View {
@@ -91,7 +91,15 @@ pub fn next_landing(v: &impl View, from: usize) -> Option<(Decision, usize)> {
             continue;
         }
         let dependents_down = v.dependents(i).iter().all(|&d| is_down(v.state(d)));
-        if dependents_down && !matches!(s, State::Stopping { .. }) {
+        // A program stopping for a restart is told to stay down afterwards.
+        let stays_down = matches!(
+            s,
+            State::Stopping {
+                then: Then::Stay,
+                ..
+            }
+        );
+        if dependents_down && !stays_down {
             return Some((Decision::Stop(i), i + 1));
         }
     }
@@ -313,5 +321,19 @@ mod tests {
             until: Instant::now(),
         };
         assert_eq!(f.land_pass(), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_program_recycling_when_landing_begins_is_told_to_stay_down() {
+        let mut f = Paper::new(&[&[], &[0]]);
+        f.states[0] = Paper::running(0);
+        f.states[1] = State::Stopping {
+            pid: 2,
+            leader: true,
+            killed: false,
+            then: Then::Start,
+        };
+        assert_eq!(f.land_pass(), vec![1], "the recycle becomes a stop");
+        assert_eq!(f.land_pass(), vec![], "asked once; 0 waits for it");
     }
 }
