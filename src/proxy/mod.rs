@@ -12,6 +12,7 @@ mod answers;
 pub mod buffers;
 pub mod compress;
 pub mod cors;
+mod exchange;
 mod listen;
 pub mod metrics;
 mod pool;
@@ -32,13 +33,13 @@ use mio::{Interest, Registry, Token};
 
 use crate::fleet::view::FleetView;
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
-use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
 use crate::reactor::deadline::after as deadline;
 use crate::reactor::{DeadlineQueue, TimerId};
 use answers::*;
 use buffers::{Buf, BufPool, BUF};
+use exchange::{Ctx, Exchange, ReqBody, Resp, Step, Wire};
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
 use rewrite::*;
@@ -120,70 +121,6 @@ struct Up {
     eof: bool,
     uin: Buf,
     uout: Buf,
-}
-
-enum ReqBody {
-    Done,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-}
-
-enum RespBody {
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-    UntilClose,
-}
-
-enum Resp {
-    Head,
-    Body {
-        body: RespBody,
-        dechunk: bool,
-        reusable: bool,
-    },
-    Done {
-        reusable: bool,
-    },
-}
-
-struct Exchange {
-    method: String,
-    client_keep: bool,
-    client_minor: u8,
-    upgrade: bool,
-    req: ReqBody,
-    resp: Resp,
-    /// Bytes of the response sent to the client so far (0: an error can still be answered).
-    sent: u64,
-    /// The client buffer holds a response head whose body has not arrived yet: it is sent
-    /// with MSG_MORE so that head and first body bytes leave in one segment.
-    head_only: bool,
-    /// How far the search for the end of the response head in the upstream buffer got.
-    resp_scan: usize,
-    /// An interim (1xx) response said the connection cannot be reused.
-    no_reuse: bool,
-    /// For an idempotent request without a body sent on a reused connection: the bytes to
-    /// send again on a fresh connection if the reused one turns out to be closed.
-    replay: Option<Vec<u8>>,
-    /// Program index of the backend (for upstream error counts).
-    target: usize,
-    /// A cacheable CORS preflight: its cache key until the response head arrives, then
-    /// what is kept of the answer while its body arrives.
-    cors_key: Option<String>,
-    capture: Option<Box<cors::Capture>>,
-    /// The request's Accept-Encoding, when the response may be compressed.
-    accept: Option<String>,
-    /// Compressing the response body.
-    enc: Option<Box<compress::Encoder>>,
-}
-
-impl Exchange {
-    fn side(&self) -> ClientSide {
-        ClientSide {
-            upgrade: self.upgrade,
-            client_minor: self.client_minor,
-        }
-    }
 }
 
 /// The request in progress on a connection, for metrics and logs; accounted once, when it
@@ -979,30 +916,9 @@ impl Edge {
                 .join(",")
         });
         c.cin.consume(req.head_len);
-        let req_body = match req.body {
-            Body::None | Body::UntilClose => ReqBody::Done,
-            Body::Length(n) => ReqBody::Length(n),
-            Body::Chunked => ReqBody::Chunked(Box::default()),
-        };
         c.up = Some(up);
-        c.phase = Phase::Exchange(Box::new(Exchange {
-            method: req.method,
-            client_keep: req.keep_alive,
-            client_minor: req.minor,
-            upgrade: req.upgrade.is_some(),
-            req: req_body,
-            resp: Resp::Head,
-            sent: 0,
-            head_only: false,
-            resp_scan: 0,
-            no_reuse: false,
-            replay,
-            target,
-            cors_key,
-            capture: None,
-            accept,
-            enc: None,
-        }));
+        let ex = Exchange::new(&req, target, replay, accept, cors_key);
+        c.phase = Phase::Exchange(Box::new(ex));
     }
 
     /// Answers from a static mount (the request head is already consumed).
@@ -1177,7 +1093,8 @@ impl Edge {
         }
     }
 
-    /// Request body out, response in; sets `c.phase` when the exchange ends.
+    /// Drives the exchange machine over the connection's buffers and carries out what it
+    /// returns; sets `c.phase` when the exchange ends.
     fn exchange(
         &mut self,
         c: &mut Conn,
@@ -1186,364 +1103,122 @@ impl Edge {
         registry: &Registry,
     ) -> bool {
         let mut progress = false;
-        let Some(up) = c.up.as_mut() else {
-            c.dead = true;
-            return true;
-        };
-        // Request body: client -> upstream.
-        let room = BUF.saturating_sub(up.uout.len());
-        if room > 0 && !c.cin.is_empty() {
-            match &mut ex.req {
-                ReqBody::Done => {}
-                ReqBody::Length(left) => {
-                    let n = (*left).min(c.cin.len() as u64).min(room as u64) as usize;
-                    if n > 0 {
-                        up.uout.extend_from_slice(&c.cin[..n]);
-                        c.cin.consume(n);
-                        *left -= n as u64;
-                        if let Some(st) = &mut c.stat {
-                            st.bytes_in += n as u64;
-                        }
-                        progress = true;
-                    }
-                    if *left == 0 {
-                        ex.req = ReqBody::Done;
-                    }
+        loop {
+            let Some(up) = c.up.as_mut() else {
+                c.dead = true;
+                return true;
+            };
+            let mut wire = Wire {
+                cin: &mut c.cin,
+                cout: &mut c.cout,
+                uin: &mut up.uin,
+                uout: &mut up.uout,
+                client_eof: c.c_eof,
+                up_eof: up.eof,
+                up_readable: up.readable,
+            };
+            let mut cx = Ctx {
+                limits: &self.limits,
+                max_body_size: self.settings.max_body_size,
+                draining: self.draining,
+                cors: self.cors.as_mut(),
+                encoders: &self.encoders,
+                now: self.now,
+            };
+            let step = ex.step(&mut wire, &mut cx);
+            let (bytes_in, bytes_out) = ex.take_counts();
+            if let Some(st) = &mut c.stat {
+                st.bytes_in += bytes_in;
+                st.bytes_out += bytes_out;
+                if ex.status != 0 {
+                    st.status = ex.status;
                 }
-                ReqBody::Chunked(dec) => {
-                    let n = c.cin.len().min(room);
-                    // Chunks pass as they came; trailers are checked, and the fields that
-                    // may not be trailers are removed.
-                    match dec.forward(&c.cin[..n], up.uout.vec()) {
-                        Ok(_) if dec.payload > self.settings.max_body_size => {
-                            log::debug!("{}: chunked body over max_body_size", c.peer);
-                            c.cin.clear();
-                            if ex.sent == 0 {
-                                if let Some(up) = c.up.take() {
-                                    self.close_up(up, registry);
-                                }
-                                respond(c, 413, "request body too large", true);
-                                self.account(c);
-                            } else {
-                                c.dead = true;
-                            }
-                            return true;
-                        }
-                        Ok(used) => {
-                            c.cin.consume(used);
-                            if let Some(st) = &mut c.stat {
-                                st.bytes_in += used as u64;
-                            }
-                            progress |= used > 0;
-                            if dec.is_done() {
-                                ex.req = ReqBody::Done;
-                            }
+            }
+            match step {
+                Step::Wait => return progress,
+                Step::Moved => return true,
+                Step::Replay(bytes) => {
+                    // The pooled connection was closed by the backend before it answered:
+                    // the request goes once more on a fresh connection.
+                    let Some(old) = c.up.take() else { continue };
+                    let (addr, key) = (old.addr.clone(), old.key.clone());
+                    log::debug!(
+                        "{}: reused connection to {key} was closed; retrying on a new one",
+                        c.peer
+                    );
+                    self.close_up(old, registry);
+                    match self.connect_up(&addr, key, id, registry) {
+                        Ok(mut fresh) => {
+                            fresh.uout = bytes.into();
+                            c.up = Some(fresh);
+                            progress = true;
                         }
                         Err(e) => {
-                            log::debug!("{}: bad chunked request body: {e:?}", c.peer);
-                            c.cin.clear();
-                            if ex.sent == 0 {
-                                respond(c, 400, "bad chunked body", true);
-                                self.account(c);
-                            } else {
-                                c.dead = true;
-                            }
-                            let _ = registry;
+                            let why = format!("reconnect: {e}");
+                            let ts = (ex.target, ex.sent > 0);
+                            self.upstream_failed(c, registry, ts, UpstreamError::Connect, &why);
                             return true;
                         }
                     }
                 }
-            }
-        }
-        if c.c_eof && !matches!(ex.req, ReqBody::Done) && c.cin.is_empty() {
-            // The client left in the middle of its request.
-            c.dead = true;
-            return true;
-        }
-        // Response: upstream -> client.
-        let ts = (ex.target, ex.sent > 0);
-        while let Some(up) = c.up.as_mut() {
-            match &mut ex.resp {
-                Resp::Head if c.cout.len() >= BUF => break,
-                Resp::Head => match http::parse_response_resume(
-                    &up.uin,
-                    &self.limits,
-                    &ex.method,
-                    &mut ex.resp_scan,
-                ) {
-                    Ok(None) => {
-                        if up.eof && up.uin.is_empty() && ex.replay.is_some() {
-                            // The pooled connection was closed by the backend before it
-                            // answered: send the request once more on a fresh connection.
-                            let bytes = ex.replay.take().unwrap_or_default();
-                            let addr = up.addr.clone();
-                            let key = up.key.clone();
-                            log::debug!(
-                                "{}: reused connection to {key} was closed; retrying on a new one",
-                                c.peer
-                            );
-                            if let Some(old) = c.up.take() {
-                                self.close_up(old, registry);
-                            }
-                            match self.connect_up(&addr, key, id, registry) {
-                                Ok(mut fresh) => {
-                                    fresh.uout = bytes.into();
-                                    ex.resp_scan = 0;
-                                    c.up = Some(fresh);
-                                    progress = true;
-                                    continue;
-                                }
-                                Err(e) => {
-                                    let why = format!("reconnect: {e}");
-                                    let kind = UpstreamError::Connect;
-                                    self.upstream_failed(c, registry, ts, kind, &why);
-                                    return true;
-                                }
-                            }
-                        }
-                        if up.eof {
-                            let why = if up.uin.is_empty() {
-                                "closed the connection before responding"
-                            } else {
-                                "sent an incomplete response head"
-                            };
-                            let why = format!("upstream {} {why}", up.key);
-                            let kind = UpstreamError::Closed;
-                            self.upstream_failed(c, registry, ts, kind, &why);
-                            return true;
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        let why = format!("upstream {}: invalid response: {e}", up.key);
-                        let kind = UpstreamError::Invalid;
-                        self.upstream_failed(c, registry, ts, kind, &why);
-                        return true;
-                    }
-                    Ok(Some(r)) => {
-                        progress = true;
-                        up.uin.consume(r.head_len);
-                        if r.status == 101 && ex.upgrade {
-                            c.cout.extend_from_slice(&interim_head(&r, ex.side()));
-                            ex.sent += 1;
-                            c.phase = Phase::Tunnel {
-                                client_shut: false,
-                                up_shut: false,
-                            };
-                            return true;
-                        }
-                        if r.status == 101 {
-                            // Switching protocols without being asked (RFC 9110 7.8): what
-                            // follows is another protocol, never an answer to pass on, and
-                            // the connection must not go back to the pool.
-                            let why =
-                                format!("upstream {} switched protocols (101) unasked", up.key);
-                            let kind = UpstreamError::Invalid;
-                            self.upstream_failed(c, registry, ts, kind, &why);
-                            return true;
-                        }
-                        if (100..200).contains(&r.status) {
-                            // One that announced a body comes from a broken upstream.
-                            ex.no_reuse |= !r.keep_alive;
-                            if ex.client_minor == 1 {
-                                c.cout.extend_from_slice(&interim_head(&r, ex.side()));
-                            }
-                            continue;
-                        }
-                        let coding = ex.accept.take().and_then(|a| compress_choice(&r, &a));
-                        ex.enc = coding.and_then(|c| self.encoders.encoder(c)).map(Box::new);
-                        let coding = ex.enc.as_ref().and(coding);
-                        let dechunk =
-                            r.body == Body::Chunked && (ex.client_minor == 0 || coding.is_some());
-                        let until_close =
-                            coding.is_none() && (r.body == Body::UntilClose || dechunk);
-                        // An answer before the whole request body arrived ends the connection:
-                        // the rest of the body cannot be told from a next request.
-                        let keep = ex.client_keep
-                            && !until_close
+                Step::Upgrade => {
+                    c.phase = Phase::Tunnel {
+                        client_shut: false,
+                        up_shut: false,
+                    };
+                    return true;
+                }
+                Step::Done { reusable, keep } => {
+                    self.account(c);
+                    if let Some(up) = c.up.take() {
+                        if reusable
+                            && !up.write_failed
+                            && up.uout.is_empty()
+                            && up.uin.is_empty()
+                            && !up.eof
+                            && !up.hup
                             && !self.draining
-                            && matches!(ex.req, ReqBody::Done);
-                        c.cout.extend_from_slice(&client_head(
-                            &r,
-                            ex.side(),
-                            keep,
-                            r.body == Body::Chunked && !dechunk,
-                            ex.client_minor == 0 && keep,
-                            coding,
-                        ));
-                        ex.sent += 1;
-                        ex.client_keep = keep;
-                        if let (Some(k), Some(cc)) = (ex.cors_key.take(), &self.cors) {
-                            let len = match r.body {
-                                Body::None => Some(0),
-                                Body::Length(n) => Some(n),
-                                _ => None,
-                            };
-                            ex.capture = len.and_then(|n| cc.capture(k, &r, n)).map(Box::new);
-                        }
-                        let reusable = r.keep_alive && !ex.no_reuse;
-                        ex.resp = match r.body {
-                            Body::None | Body::Length(0) => Resp::Done { reusable },
-                            Body::Length(n) => Resp::Body {
-                                body: RespBody::Length(n),
-                                dechunk,
-                                reusable,
-                            },
-                            Body::Chunked => Resp::Body {
-                                body: RespBody::Chunked(Box::default()),
-                                dechunk,
-                                reusable,
-                            },
-                            Body::UntilClose => Resp::Body {
-                                body: RespBody::UntilClose,
-                                dechunk,
-                                reusable: false,
-                            },
-                        };
-                        ex.head_only = matches!(ex.resp, Resp::Body { .. }) && up.uin.is_empty();
-                        if let Some(st) = &mut c.stat {
-                            st.status = r.status;
+                        {
+                            self.put_idle(up, registry);
+                        } else {
+                            self.close_up(up, registry);
                         }
                     }
-                },
-                Resp::Body {
-                    body,
-                    dechunk,
-                    reusable,
-                } => {
-                    let room = BUF.saturating_sub(c.cout.len());
-                    if room == 0 {
-                        break;
-                    }
-                    let n = up.uin.len().min(room);
-                    if n > 0 {
-                        ex.head_only = false;
-                    }
-                    let before = c.cout.len();
-                    let finished;
-                    match body {
-                        RespBody::Length(left) => {
-                            let k = (*left).min(n as u64) as usize;
-                            if let Some(cap) = &mut ex.capture {
-                                cap.body.extend_from_slice(&up.uin[..k]);
-                                cap.left = cap.left.saturating_sub(k as u64);
-                            }
-                            c.cout.extend_from_slice(&up.uin[..k]);
-                            up.uin.consume(k);
-                            *left -= k as u64;
-                            progress |= k > 0;
-                            finished = *left == 0;
-                            if !finished && up.eof && up.uin.is_empty() {
-                                log::warn!(
-                                    "{}: upstream {} closed in the middle of a response",
-                                    c.peer,
-                                    up.key
-                                );
-                                self.stats.upstream_error(ex.target, UpstreamError::Closed);
-                                c.dead = true;
-                                return true;
-                            }
-                        }
-                        RespBody::Chunked(dec) => {
-                            let cout = &mut c.cout;
-                            let res = if *dechunk {
-                                dec.feed(&up.uin[..n], |d| cout.extend_from_slice(d))
-                            } else {
-                                dec.forward(&up.uin[..n], cout.vec())
-                            };
-                            match res {
-                                Ok(used) => {
-                                    up.uin.consume(used);
-                                    progress |= used > 0;
-                                    finished = dec.is_done();
-                                    if !finished && up.eof && up.uin.is_empty() {
-                                        log::warn!("{}: upstream {} closed in the middle of a chunked response", c.peer, up.key);
-                                        self.stats.upstream_error(ex.target, UpstreamError::Closed);
-                                        c.dead = true;
-                                        return true;
-                                    }
-                                }
-                                Err(e) => {
-                                    log::warn!(
-                                        "{}: upstream {} sent a bad chunked body: {e:?}",
-                                        c.peer,
-                                        up.key
-                                    );
-                                    self.stats.upstream_error(ex.target, UpstreamError::Invalid);
-                                    c.dead = true;
-                                    return true;
-                                }
-                            }
-                        }
-                        RespBody::UntilClose => {
-                            c.cout.extend_from_slice(&up.uin[..n]);
-                            up.uin.consume(n);
-                            progress |= n > 0;
-                            finished = up.eof && up.uin.is_empty();
-                        }
-                    }
-                    if let Some(enc) = &mut ex.enc {
-                        let plain = c.cout.split_off(before);
-                        // Flush when nothing more is at hand, so a slow stream is not held.
-                        let flush = !finished && up.uin.is_empty() && !up.readable;
-                        enc.feed(&plain, flush, c.cout.vec());
-                        if finished {
-                            if let Some(enc) = ex.enc.take() {
-                                enc.finish(c.cout.vec());
-                            }
-                        }
-                    }
-                    if let Some(st) = &mut c.stat {
-                        st.bytes_out += (c.cout.len() - before) as u64;
-                    }
-                    if finished {
-                        ex.resp = Resp::Done {
-                            reusable: *reusable && up.uin.is_empty(),
-                        };
-                        progress = true;
-                    } else {
-                        break;
-                    }
+                    c.phase = if keep { Phase::Head } else { Phase::Closing };
+                    return true;
                 }
-                Resp::Done { .. } => break,
-            }
-        }
-        if let (ReqBody::Done, Resp::Done { reusable }) = (&ex.req, &ex.resp) {
-            let reusable = *reusable;
-            if let (Some(cap), Some(cc)) = (ex.capture.take(), &mut self.cors) {
-                cc.put(*cap, self.now);
-            }
-            self.account(c);
-            if let Some(up) = c.up.take() {
-                if reusable
-                    && !up.write_failed
-                    && up.uout.is_empty()
-                    && up.uin.is_empty()
-                    && !up.eof
-                    && !up.hup
-                    && !self.draining
-                {
-                    self.put_idle(up, registry);
-                } else {
-                    self.close_up(up, registry);
+                Step::AnsweredEarly => {
+                    if let Some(up) = c.up.take() {
+                        self.close_up(up, registry);
+                    }
+                    c.phase = Phase::Closing;
+                    return true;
+                }
+                Step::Refuse { status, why } => {
+                    log::debug!("{}: {why}", c.peer);
+                    if let Some(up) = c.up.take() {
+                        self.close_up(up, registry);
+                    }
+                    respond(c, status, why, true);
+                    self.account(c);
+                    return true;
+                }
+                Step::Fail { kind, why, sent } => {
+                    let why = format!("upstream {} {why}", up_key(c));
+                    self.upstream_failed(c, registry, (ex.target, sent), kind, &why);
+                    return true;
+                }
+                Step::Drop => {
+                    c.dead = true;
+                    return true;
                 }
             }
-            c.phase = if ex.client_keep {
-                Phase::Head
-            } else {
-                Phase::Closing
-            };
-            return true;
         }
-        if matches!(ex.resp, Resp::Done { .. }) && !matches!(ex.req, ReqBody::Done) {
-            // The upstream answered before reading the whole request body (an error, say):
-            // the rest of the body cannot be told apart from the next request, so close.
-            if let Some(up) = c.up.take() {
-                self.close_up(up, registry);
-            }
-            c.phase = Phase::Closing;
-            return true;
-        }
-        progress
     }
+}
+
+/// The pool key (address) of a connection's upstream, for log lines.
+fn up_key(c: &Conn) -> Rc<str> {
+    c.up.as_ref()
+        .map_or_else(|| Rc::from("?"), |u| u.key.clone())
 }
