@@ -1,7 +1,10 @@
-//! The fleet as the subsystems share it, owned by none of them: the view the supervisor
-//! keeps up to date and the edge reads (routing, metrics), and what a process group uses.
+//! The fleet as the subsystems share it, owned by none of them: the messages they send
+//! each other through the root, the view the root keeps from those messages for the edge
+//! (routing, metrics), and what a process group uses.
 
+pub mod message;
 pub mod resources;
 pub mod view;
 
+pub use message::Message;
 pub use view::{FleetView, ShipView, STATES};

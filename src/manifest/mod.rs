@@ -7,6 +7,7 @@ pub mod diag;
 pub mod dotenv;
 mod expand;
 pub mod graph;
+pub mod ids;
 pub mod model;
 mod reader;
 pub mod units;

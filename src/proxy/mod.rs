@@ -31,7 +31,7 @@ use std::time::Instant;
 use mio::event::Event;
 use mio::{Interest, Registry, Token};
 
-use crate::fleet::view::FleetView;
+use crate::fleet::{FleetView, Message};
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
@@ -267,6 +267,8 @@ pub struct Edge {
     accept_due: Vec<usize>,
     /// Connections whose request waits for its ship to come up.
     held: Vec<usize>,
+    /// News about the fleet arrived since the held requests were last looked at.
+    held_news: bool,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
@@ -359,6 +361,7 @@ impl Edge {
             accept_more: Vec::new(),
             accept_due: Vec::new(),
             held: Vec::new(),
+            held_news: false,
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             bufs: BufPool::new(64),
@@ -380,6 +383,24 @@ impl Edge {
             .flatten()
             .filter(|c| !matches!(c.phase, Phase::Head) || !c.cin.is_empty() || !c.cout.is_empty())
             .count()
+    }
+
+    /// A message from a sibling, through the root: a change in the fleet (held requests
+    /// are looked at again at the end of the turn), or the end of serving.
+    pub fn hear(&mut self, msg: &Message, registry: &Registry) {
+        match msg {
+            Message::StopServing { grace } => {
+                self.drain(registry);
+                self.held_news = true;
+                let busy = self.busy();
+                if busy > 0 {
+                    log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
+                }
+            }
+            Message::Program { .. } | Message::BackendUp { .. } | Message::BackendDown { .. } => {
+                self.held_news = true;
+            }
+        }
     }
 
     /// Handles one readiness event for an edge token.
@@ -490,7 +511,7 @@ impl Edge {
         for id in pending {
             self.drive(id, registry, fleet);
         }
-        if !self.held.is_empty() {
+        if std::mem::take(&mut self.held_news) && !self.held.is_empty() {
             self.resume_held(registry, fleet);
         }
         // Backlogs left at the cap in the previous turn; those capped in this turn wait

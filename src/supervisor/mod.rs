@@ -23,8 +23,9 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::flagship::coord::{Coordinator, Report};
 use crate::flagship::Rank;
-use crate::fleet::{resources, FleetView};
+use crate::fleet::{resources, FleetView, Message};
 use crate::manifest::graph;
+use crate::manifest::ids::ProgramId;
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
@@ -144,14 +145,6 @@ impl plan::View for Members<'_> {
     }
 }
 
-/// What the supervisor asks of its siblings; the root routes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// The fleet is landing: stop taking requests (close the listeners) and finish the
-    /// ones in flight; the supervisor waits up to `grace` for them.
-    StopServing { grace: Duration },
-}
-
 pub struct Supervisor {
     /// For the child pipes, readiness probes and the signal source.
     registry: Registry,
@@ -176,11 +169,11 @@ pub struct Supervisor {
     serving: bool,
     /// Its requests in flight, as the root last reported them.
     edge_busy: usize,
-    /// Messages for the root (see [`Note`]).
-    notes: Vec<Note>,
-    /// Connect address of each ship that is up and has a bind, by program index.
-    /// Routing and metrics view of the fleet, for the edge.
-    fleet: FleetView,
+    /// Messages for the root to hand on (program changes, backends up and down, the end
+    /// of serving).
+    outbox: Vec<Message>,
+    /// The fleet as the messages sent so far describe it: a change is told once.
+    told: FleetView,
     /// Number of prelaunch members (they come first in `members`).
     npre: usize,
     /// While landing: wait for HTTP exchanges in flight until then.
@@ -361,8 +354,8 @@ impl Supervisor {
             final_drain: false,
             serving,
             edge_busy: 0,
-            notes: Vec::new(),
-            fleet: FleetView::new(&m.programs, Instant::now()),
+            outbox: Vec::new(),
+            told: FleetView::new(&m.programs, Instant::now()),
             npre: m.prelaunch.len(),
             drain_until: None,
             coord,
@@ -409,9 +402,9 @@ impl Supervisor {
         self.schedule(now);
     }
 
-    /// What the supervisor asks of the root since the last call.
-    pub fn take_notes(&mut self) -> Vec<Note> {
-        std::mem::take(&mut self.notes)
+    /// What the supervisor tells its siblings since the last call.
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// Landing waits for the edge's requests in flight: `advance` needs their count.
@@ -431,11 +424,6 @@ impl Supervisor {
 
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.timers.next_deadline()
-    }
-
-    /// The view of the fleet that the edge routes and reports with.
-    pub fn fleet(&self) -> &FleetView {
-        &self.fleet
     }
 
     /// `poll` failed: the fleet fails. True when it keeps failing and the root should
@@ -678,7 +666,7 @@ impl Supervisor {
             self.edge_busy = usize::MAX;
             // The edge stops taking requests; landing waits for those in flight.
             let grace = self.longest_grace();
-            self.notes.push(Note::StopServing { grace });
+            self.outbox.push(Message::StopServing { grace });
             let until = after(now, grace);
             self.drain_until = Some(until);
             self.timers.insert(until, TimerKind::DrainDeadline);
@@ -920,21 +908,48 @@ impl Supervisor {
             m.was_up = true;
         }
         if let Some(p) = i.checked_sub(self.npre) {
-            let up = matches!(m.child.state, State::Running { .. }) && !m.prog.oneshot;
-            self.fleet.backends[p] = if up {
-                m.prog.bind.as_ref().map(|b| b.connect_addr())
-            } else {
-                None
-            };
-            self.fleet.ships[p].update(
-                m.child.state.name(),
-                m.child.state.up_since(),
-                m.child.restarts,
-                m.child.pgid(),
-            );
+            self.tell_changes(i, ProgramId::at(p));
         }
+        let m = &self.members[i];
         if !matches!(m.child.state, State::Starting { .. }) {
             self.drop_probe(i);
+        }
+    }
+
+    /// Tells the siblings what changed of member `i` (program `id`) since it was last told.
+    fn tell_changes(&mut self, i: usize, id: ProgramId) {
+        let m = &self.members[i];
+        let st = &m.child.state;
+        let (state, up_since, restarts, pgid) =
+            (st.name(), st.up_since(), m.child.restarts, m.child.pgid());
+        let up = matches!(st, State::Running { .. }) && !m.prog.oneshot;
+        let addr = m
+            .prog
+            .bind
+            .as_ref()
+            .filter(|_| up)
+            .map(|b| b.connect_addr());
+        let mut news = Vec::new();
+        if let Some(s) = self.told.ships.get(id.index()) {
+            if (s.state, s.up_since, s.restarts, s.pgid) != (state, up_since, restarts, pgid) {
+                news.push(Message::Program {
+                    id,
+                    state,
+                    up_since,
+                    restarts,
+                    pgid,
+                });
+            }
+        }
+        if addr.as_ref() != self.told.backend(id) {
+            news.push(match addr {
+                Some(addr) => Message::BackendUp { id, addr },
+                None => Message::BackendDown { id },
+            });
+        }
+        for msg in news {
+            self.told.apply(&msg);
+            self.outbox.push(msg);
         }
     }
 

@@ -1,0 +1,130 @@
+//! What the subsystems tell each other. None of them calls another: each puts messages in
+//! its outbox, and the root (`root.rs`) takes them after every event and timer of the
+//! subsystem and hands them on: to the fleet view it keeps for the edge, and to every
+//! subsystem that listens. A message names programs by [`ProgramId`].
+
+use std::time::{Duration, Instant};
+
+use super::FleetView;
+use crate::manifest::ids::ProgramId;
+use crate::manifest::BindAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A program changed state (`state` is one of [`super::STATES`]); `up_since` is set
+    /// while it runs.
+    Program {
+        id: ProgramId,
+        state: &'static str,
+        up_since: Option<Instant>,
+        restarts: u64,
+        pgid: Option<i32>,
+    },
+    /// A program with a bind is up: requests may go to `addr`.
+    BackendUp { id: ProgramId, addr: BindAddr },
+    /// A program that was up is not any more: requests to it wait or are refused.
+    BackendDown { id: ProgramId },
+    /// The fleet lands: stop taking requests (close the listeners) and finish those in
+    /// flight within `grace`.
+    StopServing { grace: Duration },
+}
+
+impl FleetView {
+    /// Brings the view up to date with one message (those about other things pass).
+    pub fn apply(&mut self, m: &Message) {
+        match m {
+            Message::Program {
+                id,
+                state,
+                up_since,
+                restarts,
+                pgid,
+            } => {
+                if let Some(s) = self.ships.get_mut(id.index()) {
+                    s.update(state, *up_since, *restarts, *pgid);
+                }
+            }
+            Message::BackendUp { id, addr } => {
+                if let Some(b) = self.backends.get_mut(id.index()) {
+                    *b = Some(addr.clone());
+                }
+            }
+            Message::BackendDown { id } => {
+                if let Some(b) = self.backends.get_mut(id.index()) {
+                    *b = None;
+                }
+            }
+            Message::StopServing { .. } => {}
+        }
+    }
+
+    /// The address requests to `id` go to, while it is up.
+    pub fn backend(&self, id: ProgramId) -> Option<&BindAddr> {
+        self.backends.get(id.index()).and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::ShipView;
+
+    fn view() -> FleetView {
+        let ship = |name: &str| ShipView {
+            name: name.into(),
+            group: "web".into(),
+            kind: "ship",
+            state: "waiting",
+            healthy: false,
+            restarts: 0,
+            pgid: None,
+            up_since: None,
+        };
+        FleetView {
+            backends: vec![None, None],
+            ships: vec![ship("a"), ship("b")],
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn messages_keep_the_view_up_to_date() {
+        let mut v = view();
+        let b = ProgramId::at(1);
+        let addr = BindAddr::Tcp("127.0.0.1:9".parse().unwrap());
+        let t = Instant::now();
+        v.apply(&Message::Program {
+            id: b,
+            state: "running",
+            up_since: Some(t),
+            restarts: 2,
+            pgid: Some(42),
+        });
+        v.apply(&Message::BackendUp {
+            id: b,
+            addr: addr.clone(),
+        });
+        assert_eq!(v.backend(b), Some(&addr));
+        assert_eq!(v.backend(ProgramId::at(0)), None);
+        assert_eq!(
+            (
+                v.ships[1].state,
+                v.ships[1].healthy,
+                v.ships[1].restarts,
+                v.ships[1].pgid
+            ),
+            ("running", true, 2, Some(42))
+        );
+        assert_eq!(v.ships[0].state, "waiting", "the other is untouched");
+        v.apply(&Message::BackendDown { id: b });
+        assert_eq!(v.backend(b), None);
+        // An id the view does not hold changes nothing.
+        v.apply(&Message::BackendDown {
+            id: ProgramId::at(9),
+        });
+        v.apply(&Message::StopServing {
+            grace: Duration::from_secs(1),
+        });
+        assert_eq!(v.backends.len(), 2);
+    }
+}
