@@ -6,7 +6,11 @@ use super::*;
 impl Edge {
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
         for (i, l) in self.listeners.iter_mut().enumerate() {
-            registry.register(&mut l.listener, token(KIND_LISTENER, i), Interest::READABLE)?;
+            registry.register(
+                &mut l.listener,
+                token(KIND_LISTENER, i, 0),
+                Interest::READABLE,
+            )?;
         }
         Ok(())
     }
@@ -58,10 +62,11 @@ impl Edge {
                         self.conns.push(None);
                         self.conns.len() - 1
                     });
+                    let gen = self.gens.next();
                     if registry
                         .register(
                             &mut s,
-                            token(KIND_CLIENT, id),
+                            token(KIND_CLIENT, id, gen),
                             Interest::READABLE | Interest::WRITABLE,
                         )
                         .is_err()
@@ -81,6 +86,7 @@ impl Edge {
                         }
                     };
                     self.conns[id] = Some(Conn {
+                        gen,
                         client: s,
                         peer,
                         bind: l.bind,

@@ -13,6 +13,7 @@ pub mod buffers;
 pub mod compress;
 pub mod cors;
 mod exchange;
+mod ids;
 mod listen;
 pub mod metrics;
 mod pool;
@@ -29,7 +30,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mio::event::Event;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 
 use crate::fleet::{FleetView, Message};
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
@@ -40,6 +41,7 @@ use crate::reactor::{DeadlineQueue, TimerId};
 use answers::*;
 use buffers::{Buf, BufPool, BUF};
 use exchange::{Ctx, Exchange, ReqBody, Resp, Step, Wire};
+use ids::{token, untoken, ConnId, Generations};
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
 use rewrite::*;
@@ -49,7 +51,6 @@ use session::*;
 use stream::{Listener, Stream};
 
 /// Tokens at or above this belong to the edge.
-use crate::reactor::EDGE_TOKENS as EDGE_BASE;
 const KIND_LISTENER: usize = 0;
 const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;
@@ -74,15 +75,6 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// `/metrics` serves a resource sample of the fleet up to this old.
 const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn token(kind: usize, id: usize) -> Token {
-    Token(EDGE_BASE + ((id << 2) | kind))
-}
-
-fn untoken(t: Token) -> Option<(usize, usize)> {
-    let v = t.0.checked_sub(EDGE_BASE)?;
-    Some((v & 3, v >> 2))
-}
-
 struct Bound {
     listener: Listener,
     bind: usize,
@@ -102,9 +94,10 @@ struct ProxyCheck {
 }
 
 struct Up {
-    /// Upstream id: its token is `token(KIND_UPSTREAM, id)` for its whole life, pooled or
-    /// not, so moving it in and out of the pool costs no system call.
+    /// Upstream id: its token is `token(KIND_UPSTREAM, id, gen)` for its whole life,
+    /// pooled or not, so moving it in and out of the pool costs no system call.
     id: usize,
+    gen: u32,
     stream: Stream,
     addr: BindAddr,
     /// Taken from the pool (it may have been closed by the backend meanwhile).
@@ -174,6 +167,8 @@ enum Phase {
 }
 
 struct Conn {
+    /// Generation of this occupant of its slot (see `ids`).
+    gen: u32,
     client: Stream,
     peer: String,
     bind: usize,
@@ -260,20 +255,22 @@ pub struct Edge {
     open: usize,
     accept_paused: bool,
     /// Connections that stopped for fairness with work left: driven again next turn.
-    pending: Vec<usize>,
+    pending: Vec<ConnId>,
     /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`: taken
     /// on at the end of the next turn (`accept_due`), not of this one.
     accept_more: Vec<usize>,
     accept_due: Vec<usize>,
     /// Connections whose request waits for its ship to come up.
-    held: Vec<usize>,
+    held: Vec<ConnId>,
     /// News about the fleet arrived since the held requests were last looked at.
     held_news: bool,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
     /// that upstream is read once at the end of the turn (see `tick`).
-    awaiting: Vec<usize>,
+    awaiting: Vec<ConnId>,
+    /// Generations for new connections and upstreams.
+    gens: Generations,
     /// Read buffer shared by all connections (bytes are copied to their own buffers).
     scratch: Vec<u8>,
     /// Connection buffers not in use (see `buffers`).
@@ -358,6 +355,7 @@ impl Edge {
             accept_paused: false,
             pending: Vec::new(),
             awaiting: Vec::new(),
+            gens: Generations::default(),
             accept_more: Vec::new(),
             accept_due: Vec::new(),
             held: Vec::new(),
@@ -406,7 +404,7 @@ impl Edge {
     /// Handles one readiness event for an edge token.
     pub fn ready(&mut self, ev: &Event, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
-        let Some((kind, id)) = untoken(ev.token()) else {
+        let Some((kind, id, gen)) = untoken(ev.token()) else {
             return;
         };
         match kind {
@@ -425,7 +423,9 @@ impl Edge {
                         Some(Owner::Idle) => {
                             // A pooled connection became readable: the backend closed it (or
                             // sent something unasked). Either way it can no longer be used.
-                            if r {
+                            let ours =
+                                matches!(self.idle.get(id), Some(Some(i)) if i.up.gen == gen);
+                            if r && ours {
                                 self.drop_idle(id, registry);
                             }
                             return;
@@ -436,11 +436,15 @@ impl Edge {
                 let Some(Some(c)) = self.conns.get_mut(cid) else {
                     return;
                 };
+                if kind == KIND_CLIENT && c.gen != gen {
+                    // For an earlier occupant of the slot.
+                    return;
+                }
                 if kind == KIND_CLIENT {
                     c.c_readable |= r;
                     c.c_writable |= w;
                     c.c_hup |= hup;
-                } else if let Some(up) = c.up.as_mut().filter(|u| u.id == id) {
+                } else if let Some(up) = c.up.as_mut().filter(|u| u.id == id && u.gen == gen) {
                     up.readable |= r;
                     up.writable |= w;
                     up.hup |= hup;
@@ -449,6 +453,11 @@ impl Edge {
             }
             _ => {}
         }
+    }
+
+    /// The connection `cid` names is still the one in its slot.
+    fn live(&self, cid: ConnId) -> bool {
+        matches!(self.conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen)
     }
 
     fn close(&mut self, id: usize, registry: &Registry) {
@@ -500,7 +509,11 @@ impl Edge {
         // while this runs are read at the end of the next turn (the poll does not wait).
         let awaiting = std::mem::take(&mut self.awaiting);
         let pending = std::mem::take(&mut self.pending);
-        for id in awaiting {
+        for cid in awaiting {
+            if !self.live(cid) {
+                continue;
+            }
+            let id = cid.slot;
             if let Some(Some(c)) = self.conns.get_mut(id) {
                 if let Some(up) = &mut c.up {
                     up.readable = true;
@@ -508,8 +521,10 @@ impl Edge {
                 self.drive(id, registry, fleet);
             }
         }
-        for id in pending {
-            self.drive(id, registry, fleet);
+        for cid in pending {
+            if self.live(cid) {
+                self.drive(cid.slot, registry, fleet);
+            }
         }
         if std::mem::take(&mut self.held_news) && !self.held.is_empty() {
             self.resume_held(registry, fleet);
@@ -540,7 +555,11 @@ impl Edge {
     /// not come up any more.
     fn resume_held(&mut self, registry: &Registry, fleet: &FleetView) {
         let held = std::mem::take(&mut self.held);
-        for id in held {
+        for cid in held {
+            if !self.live(cid) {
+                continue;
+            }
+            let id = cid.slot;
             let Some(Some(mut c)) = self.conns.get_mut(id).map(Option::take) else {
                 continue;
             };
@@ -553,8 +572,8 @@ impl Edge {
             };
             let up = fleet.backends.get(target).is_some_and(Option::is_some);
             if !up && self.coming_up(target, fleet) {
-                if !self.held.contains(&id) {
-                    self.held.push(id);
+                if !self.held.contains(&cid) {
+                    self.held.push(cid);
                 }
                 self.conns[id] = Some(c);
                 continue;
@@ -847,8 +866,12 @@ impl Edge {
                 cors_key,
                 since: self.now,
             }));
-            if !self.held.contains(&id) {
-                self.held.push(id);
+            let cid = ConnId {
+                slot: id,
+                gen: c.gen,
+            };
+            if !self.held.contains(&cid) {
+                self.held.push(cid);
             }
             return;
         }

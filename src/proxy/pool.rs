@@ -47,9 +47,10 @@ impl Edge {
     ) -> io::Result<Up> {
         let mut s = Stream::connect(addr)?;
         let up_id = self.new_up_id(conn);
+        let gen = self.gens.next();
         if let Err(e) = registry.register(
             &mut s,
-            token(KIND_UPSTREAM, up_id),
+            token(KIND_UPSTREAM, up_id, gen),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.up_owner[up_id] = Owner::Free;
@@ -58,6 +59,7 @@ impl Edge {
         }
         Ok(Up {
             id: up_id,
+            gen,
             stream: s,
             addr: addr.clone(),
             reused: false,

@@ -210,7 +210,10 @@ impl Edge {
                     // Only reused connections: a fresh one never read after its write, so the
                     // extra read would be one more system call per request.
                     if wrote && whole && up.reused && up.uout.is_empty() && !up.readable {
-                        self.awaiting.push(id);
+                        self.awaiting.push(ConnId {
+                            slot: id,
+                            gen: c.gen,
+                        });
                     }
                     if failed {
                         up.write_failed = true;
@@ -316,7 +319,10 @@ impl Edge {
             }
             if rounds >= 64 {
                 // Fairness: other connections get their turn; this one goes on next turn.
-                self.pending.push(id);
+                self.pending.push(ConnId {
+                    slot: id,
+                    gen: c.gen,
+                });
                 break;
             }
         }
