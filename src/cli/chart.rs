@@ -85,10 +85,7 @@ pub fn render(m: &Manifest) -> String {
     }
     if !m.prelaunch.is_empty() {
         line("prelaunch (in order, each level in parallel):".into());
-        for (i, level) in graph::levels(&graph::edges(&m.prelaunch))
-            .iter()
-            .enumerate()
-        {
+        for (i, level) in graph::levels(&graph::deps(&m.prelaunch)).iter().enumerate() {
             let names: Vec<&str> = level
                 .iter()
                 .map(|&j| m.prelaunch[j].name.as_str())
@@ -100,7 +97,7 @@ pub fn render(m: &Manifest) -> String {
     if m.programs.is_empty() {
         line("  (nothing to launch)".into());
     }
-    for (i, level) in graph::levels(&graph::edges(&m.programs)).iter().enumerate() {
+    for (i, level) in graph::levels(&graph::deps(&m.programs)).iter().enumerate() {
         let names: Vec<String> = level
             .iter()
             .map(|&j| {

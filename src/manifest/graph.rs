@@ -29,7 +29,15 @@ where
         .collect()
 }
 
-/// [`resolve`] for parsed programs.
+/// The resolved dependencies of a set of programs, as indexes for the walks below.
+pub fn deps(programs: &[Program]) -> Vec<Vec<usize>> {
+    programs
+        .iter()
+        .map(|p| p.deps.iter().map(|d| d.index()).collect())
+        .collect()
+}
+
+/// [`resolve`] for parsed programs, by their `depends_on` names.
 pub fn edges(programs: &[Program]) -> Vec<Vec<usize>> {
     let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
     let deps: Vec<Vec<&str>> = programs

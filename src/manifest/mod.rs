@@ -24,6 +24,7 @@ use toml::de::{DeTable, DeValue};
 pub use bind::BindAddr;
 pub use diag::{Diags, Severity};
 pub use expand::{expand, expand_braced};
+use ids::ProgramId;
 pub use model::*;
 use reader::{sorted_entries, type_name, Located, Table, Value};
 
@@ -89,7 +90,19 @@ impl Manifest {
         if !dropped.is_empty() {
             notes.push(format!("tag filter leaves out: {}", dropped.join(", ")));
         }
+        self.resolve_deps();
         notes
+    }
+
+    /// Resolves every program's `depends_on` names to ids within its set (see
+    /// [`graph::edges`]), once for each shape of the manifest.
+    pub fn resolve_deps(&mut self) {
+        for set in [&mut self.prelaunch, &mut self.programs] {
+            let edges = graph::edges(set);
+            for (p, deps) in set.iter_mut().zip(edges) {
+                p.deps = deps.into_iter().map(ProgramId::at).collect();
+            }
+        }
     }
 }
 
@@ -124,7 +137,8 @@ pub fn parse(
                 metrics_span: 0..0,
                 fleet_env: Vec::new(),
             };
-            let m = p.manifest(doc.get_ref(), doc.span(), path);
+            let mut m = p.manifest(doc.get_ref(), doc.span(), path);
+            m.resolve_deps();
             if diags.has_errors() {
                 None
             } else {
@@ -730,6 +744,7 @@ impl Parser<'_> {
             bind,
             healthcheck,
             depends_on: deps.iter().map(|d| d.value.clone()).collect(),
+            deps: Vec::new(),
             routes,
             critical: critical.or(base.critical).unwrap_or(true),
             oneshot,
@@ -1544,6 +1559,23 @@ mod tests {
             m.programs[1].argv[1..],
             ["-c", "serve ${PORT} $PORT", "4000"]
         );
+    }
+
+    #[test]
+    fn dependencies_are_ids_within_their_set_and_follow_the_tag_filter() {
+        let mut m = parse_ok(
+            "[[fleet.web]]\nname = \"db\"\ncommand = \"x\"\ntags = [\"data\"]\n[[fleet.web]]\nname = \"cache\"\ncommand = \"x\"\n[[fleet.web]]\nname = \"app\"\ncommand = \"x\"\ndepends_on = [\"DB\", \"cache\"]\n[[fleet.jobs]]\nname = \"migrate\"\ncommand = \"x\"\noneshot = true\ndepends_on = [\"app\"]\n",
+        );
+        let ids = |m: &Manifest, name: &str| -> Vec<usize> {
+            let p = m.programs.iter().find(|p| p.name == name).expect(name);
+            p.deps.iter().map(|d| d.index()).collect()
+        };
+        assert_eq!(ids(&m, "app"), vec![0, 1]);
+        assert_eq!(ids(&m, "migrate"), vec![2]);
+        // Leaving db out shifts every position: the ids are resolved again.
+        m.filter_tags(&[], &["data".to_string()]);
+        assert_eq!(ids(&m, "app"), vec![0], "cache is now first");
+        assert_eq!(ids(&m, "migrate"), vec![1]);
     }
 
     #[test]

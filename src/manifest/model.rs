@@ -7,6 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::bind::BindAddr;
+use super::ids::ProgramId;
 
 #[derive(Debug)]
 pub struct Manifest {
@@ -178,6 +179,10 @@ pub struct Program {
     pub bind: Option<BindAddr>,
     pub healthcheck: Option<String>,
     pub depends_on: Vec<String>,
+    /// `depends_on` resolved: the ids of the programs of its own set (prelaunch jobs
+    /// among themselves, the others among themselves) it waits for. Set by
+    /// `Manifest::resolve_deps` whenever the set changes (parse, tag filter).
+    pub deps: Vec<ProgramId>,
     pub routes: Vec<Route>,
     pub critical: bool,
     pub oneshot: bool,

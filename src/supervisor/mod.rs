@@ -314,8 +314,8 @@ impl Supervisor {
         // Dependencies within each set (prelaunch jobs among themselves, ships and bays
         // among themselves), resolved once: members are the prelaunch jobs, then the rest.
         let npre = m.prelaunch.len();
-        let edges = graph::edges(&m.prelaunch).into_iter().chain(
-            graph::edges(&m.programs)
+        let edges = graph::deps(&m.prelaunch).into_iter().chain(
+            graph::deps(&m.programs)
                 .into_iter()
                 .map(|ds| ds.into_iter().map(|d| d + npre).collect()),
         );
