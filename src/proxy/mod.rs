@@ -13,9 +13,11 @@ pub mod buffers;
 pub mod compress;
 pub mod cors;
 mod exchange;
+mod files;
 mod ids;
 mod listen;
 pub mod metrics;
+mod pipeline;
 mod pool;
 pub mod ratelimit;
 mod rewrite;
@@ -23,6 +25,7 @@ pub mod router;
 mod session;
 pub mod static_files;
 pub mod stream;
+mod tunnel;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -41,6 +44,7 @@ use crate::reactor::{DeadlineQueue, TimerId};
 use answers::*;
 use buffers::{Buf, BufPool, BUF};
 use exchange::{Ctx, Exchange, ReqBody, Resp, Step, Wire};
+use files::*;
 use ids::{token, untoken, ConnId, Generations};
 use metrics::{Stats, UpstreamError};
 use ratelimit::RateLimiter;
@@ -61,11 +65,6 @@ const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Bound::bind` of the metrics listener.
 const METRICS_BIND: usize = usize::MAX;
 const TEXT: &str = "text/plain; charset=utf-8";
-/// Static files up to this size are read into the client buffer; larger ones are sent from
-/// the file (sendfile) a chunk at a time.
-const SMALL_FILE: u64 = 32 << 10;
-/// Most bytes of a file handed to one sendfile call.
-const FILE_CHUNK: usize = 1 << 20;
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
 /// Connections accepted per listener in one turn of the loop: a connect storm must not
@@ -138,16 +137,6 @@ struct Record {
     ua: &'static str,
     /// Computed only when the debug request log is on.
     ja4h: Option<String>,
-}
-
-/// A static file being sent.
-struct FileSend {
-    file: std::fs::File,
-    pos: u64,
-    end: u64,
-    keep: bool,
-    /// Compressing: the file is read and encoded instead of sent with sendfile.
-    enc: Option<Box<compress::Encoder>>,
 }
 
 enum Phase {
@@ -709,34 +698,9 @@ impl Edge {
                 p
             }
             Phase::Tunnel {
-                mut client_shut,
-                mut up_shut,
-            } => {
-                let Some(up) = &mut c.up else {
-                    c.dead = true;
-                    return true;
-                };
-                let mut p =
-                    move_bytes(&mut c.cin, &mut up.uout) | move_bytes(&mut up.uin, &mut c.cout);
-                if c.c_eof && c.cin.is_empty() && up.uout.is_empty() && !up_shut {
-                    up.stream.shutdown_write();
-                    up_shut = true;
-                    p = true;
-                }
-                if up.eof && up.uin.is_empty() && c.cout.is_empty() && !client_shut {
-                    c.client.shutdown_write();
-                    client_shut = true;
-                    p = true;
-                }
-                if client_shut && up_shut {
-                    c.dead = true;
-                }
-                c.phase = Phase::Tunnel {
-                    client_shut,
-                    up_shut,
-                };
-                p
-            }
+                client_shut,
+                up_shut,
+            } => tunnel::step(c, client_shut, up_shut),
             Phase::Closing | Phase::Busy => {
                 if let Some(n) = &mut c.linger {
                     *n += c.cin.len();
@@ -746,145 +710,6 @@ impl Edge {
                 false
             }
         }
-    }
-
-    fn start_exchange(
-        &mut self,
-        c: &mut Conn,
-        id: usize,
-        req: RequestHead,
-        registry: &Registry,
-        fleet: &FleetView,
-    ) {
-        let ua = req
-            .header("user-agent")
-            .map(|h| h.value.clone())
-            .unwrap_or_default();
-        // Keep the connection after answering ourselves only if no body must be skipped.
-        let keep = req.body == Body::None && req.keep_alive;
-        if c.bind == METRICS_BIND {
-            self.serve_metrics(c, &req, keep, fleet);
-            return;
-        }
-        let route = self.router.find(c.bind, req.path(), &ua);
-        let backend = route.map_or("-", |r| {
-            self.names.get(r.target).map_or("?", String::as_str)
-        });
-        let rec = self.record(&req, &ua, backend);
-        c.stat = Some(self.begin(route.map_or(self.stats.unrouted(), |r| r.id), rec));
-        if let Some(rl) = &mut self.limiter {
-            if let Err(l) = rl.check(client_addr(&c.peer), self.now) {
-                log::debug!(
-                    "{} {} {}: rate limited ({})",
-                    c.peer,
-                    req.method,
-                    req.target,
-                    l.scope
-                );
-                self.stats.rate_limited[usize::from(l.scope == "client")] += 1;
-                c.cin.consume(req.head_len);
-                let body = b"too many requests\n";
-                answer(
-                    c,
-                    &req.method,
-                    429,
-                    l.headers().as_bytes(),
-                    Some(TEXT),
-                    body,
-                    !keep,
-                );
-                self.account(c);
-                return;
-            }
-        }
-        if !self.statics.is_empty() {
-            let may_compress = self.encoders.available();
-            let (mount, outcome) = self.statics.lookup(c.bind, &req, may_compress);
-            if !matches!(outcome, static_files::Outcome::Pass) {
-                if let (Some(st), Some(i)) = (&mut c.stat, mount) {
-                    st.route = self.static_base + i;
-                }
-                c.cin.consume(req.head_len);
-                self.serve_static(c, &req, outcome, keep);
-                return;
-            }
-        }
-        let Some(route) = route else {
-            log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
-            self.refuse(c, &req, 404, "no route", !keep);
-            return;
-        };
-        let target = route.target;
-        let cors_key = self
-            .cors
-            .as_ref()
-            .and_then(|_| cors::key_of(c.bind, route.id, &req));
-        if let Some(k) = &cors_key {
-            let now = self.now;
-            let hit = self
-                .cors
-                .as_mut()
-                .and_then(|cc| cc.get(k, now))
-                .map(|e| (e.status, e.header_lines(now), e.body.clone()));
-            if let Some((status, extra, body)) = hit {
-                self.stats.cors_hits += 1;
-                c.cin.consume(req.head_len);
-                answer(c, &req.method, status, &extra, None, &body, !keep);
-                self.account(c);
-                return;
-            }
-            self.stats.cors_misses += 1;
-        }
-        if let Body::Length(n) = req.body {
-            if n > self.settings.max_body_size {
-                log::debug!(
-                    "{} {} {}: body of {n} bytes over max_body_size",
-                    c.peer,
-                    req.method,
-                    req.target
-                );
-                self.refuse(c, &req, 413, "request body too large", true);
-                return;
-            }
-        }
-        let strip = route.strip_prefix.clone();
-        if fleet.backends.get(target).is_some_and(Option::is_none) && self.coming_up(target, fleet)
-        {
-            // The ship is starting (or about to): the request waits for it (see `tick`),
-            // its head still in `cin`, up to connect_timeout.
-            log::debug!(
-                "{} {} {}: {} is starting; the request waits for it",
-                c.peer,
-                req.method,
-                req.target,
-                self.names.get(target).map_or("?", |s| s)
-            );
-            c.phase = Phase::Held(Box::new(Held {
-                req,
-                target,
-                strip,
-                cors_key,
-                since: self.now,
-            }));
-            let cid = ConnId {
-                slot: id,
-                gen: c.gen,
-            };
-            if !self.held.contains(&cid) {
-                self.held.push(cid);
-            }
-            return;
-        }
-        self.forward(
-            c,
-            id,
-            req,
-            target,
-            strip.as_deref(),
-            cors_key,
-            registry,
-            fleet,
-        );
     }
 
     /// Can program `target` still come up without anyone's action: it has a bind and is
@@ -963,107 +788,6 @@ impl Edge {
         c.up = Some(up);
         let ex = Exchange::new(&req, target, replay, accept, cors_key);
         c.phase = Phase::Exchange(Box::new(ex));
-    }
-
-    /// Answers from a static mount (the request head is already consumed).
-    fn serve_static(
-        &mut self,
-        c: &mut Conn,
-        req: &RequestHead,
-        o: static_files::Outcome,
-        keep: bool,
-    ) {
-        use static_files::Outcome;
-        let method = req.method.as_str();
-        match o {
-            Outcome::Pass => {}
-            Outcome::Answer {
-                status,
-                headers,
-                body,
-            } => {
-                let ct = (!body.is_empty()).then_some(TEXT);
-                answer(c, method, status, &headers, ct, &body, !keep);
-                self.account(c);
-            }
-            Outcome::File {
-                status,
-                headers,
-                file,
-                start,
-                len,
-                compress: coding,
-            } => {
-                let mut head =
-                    format!("HTTP/1.1 {status} {}\r\n", http::reason(status)).into_bytes();
-                if coding.is_some() {
-                    head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                }
-                head.extend_from_slice(&headers);
-                if coding.is_none() {
-                    head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
-                }
-                if !keep {
-                    head.extend_from_slice(b"connection: close\r\n");
-                }
-                head.extend_from_slice(b"\r\n");
-                c.cout.extend_from_slice(&head);
-                if let Some(st) = &mut c.stat {
-                    st.status = status;
-                }
-                let next = if keep { Phase::Head } else { Phase::Closing };
-                if method == "HEAD" || len == 0 {
-                    c.phase = next;
-                    self.account(c);
-                    return;
-                }
-                if let Some(coding) = coding {
-                    // The lookup chose compression only with an encoder available.
-                    let Some(enc) = self.encoders.encoder(coding) else {
-                        log::error!("{}: no encoder for a compressed static answer", c.peer);
-                        c.dead = true;
-                        return;
-                    };
-                    c.phase = Phase::File(Box::new(FileSend {
-                        file,
-                        pos: start,
-                        end: start + len,
-                        keep,
-                        enc: Some(Box::new(enc)),
-                    }));
-                    return;
-                }
-                if len <= SMALL_FILE {
-                    // Small: one read, and head and body leave together.
-                    use std::os::unix::fs::FileExt;
-                    let at = c.cout.len();
-                    c.cout.resize(at + len as usize, 0);
-                    match file.read_exact_at(&mut c.cout[at..], start) {
-                        Ok(()) => {
-                            if let Some(st) = &mut c.stat {
-                                st.bytes_out += len;
-                            }
-                            c.phase = next;
-                            self.account(c);
-                        }
-                        Err(e) => {
-                            // The file changed under us: the head is out, so close.
-                            log::warn!("{}: static file read failed: {e}", c.peer);
-                            c.cout.truncate(at);
-                            c.dead = true;
-                        }
-                    }
-                    return;
-                }
-                c.phase = Phase::File(Box::new(FileSend {
-                    file,
-                    pos: start,
-                    end: start + len,
-                    keep,
-                    enc: None,
-                }));
-            }
-        }
     }
 
     /// The metrics listener: `/metrics` and `/health`.

@@ -231,65 +231,8 @@ impl Edge {
                     &mut c.dead,
                 );
             }
-            if let Phase::File(f) = &mut c.phase {
-                if let Some(enc) = &mut f.enc {
-                    // Compressing: read a piece, encode it, queue the chunk.
-                    if c.cout.len() < BUF && f.pos < f.end {
-                        use std::os::unix::fs::FileExt;
-                        let want = (f.end - f.pos).min(self.scratch.len() as u64) as usize;
-                        match f.file.read_at(&mut self.scratch[..want], f.pos) {
-                            Ok(0) => {
-                                log::warn!("{}: static file shrank while being sent", c.peer);
-                                c.dead = true;
-                            }
-                            Ok(n) => {
-                                f.pos += n as u64;
-                                let before = c.cout.len();
-                                enc.feed(&self.scratch[..n], false, c.cout.vec());
-                                if f.pos >= f.end {
-                                    if let Some(enc) = f.enc.take() {
-                                        enc.finish(c.cout.vec());
-                                    }
-                                }
-                                if let Some(st) = &mut c.stat {
-                                    st.bytes_out += (c.cout.len() - before) as u64;
-                                }
-                                progress = true;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                log::warn!("{}: static file read failed: {e}", c.peer);
-                                c.dead = true;
-                            }
-                        }
-                    }
-                } else if c.cout.is_empty() && c.c_writable && f.pos < f.end {
-                    let n = (f.end - f.pos).min(FILE_CHUNK as u64) as usize;
-                    match c.client.send_file(&f.file, f.pos, n) {
-                        Ok(0) => {
-                            log::warn!("{}: static file shrank while being sent", c.peer);
-                            c.dead = true;
-                        }
-                        Ok(k) => {
-                            f.pos += k as u64;
-                            if let Some(st) = &mut c.stat {
-                                st.bytes_out += k as u64;
-                            }
-                            progress = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.c_writable = false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            log::debug!("{}: sendfile: {e}", c.peer);
-                            c.dead = true;
-                        }
-                    }
-                }
-                if f.pos >= f.end && f.enc.is_none() && !c.dead {
-                    c.phase = if f.keep { Phase::Head } else { Phase::Closing };
-                    self.account(&mut c);
-                    progress = true;
-                }
+            if matches!(c.phase, Phase::File(_)) {
+                progress |= self.send_file_part(&mut c);
             }
             if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
                 // Lingering close: stop writing, then read and drop what the client still

@@ -1,0 +1,226 @@
+//! The request pipeline: what happens to a request head once it is whole, in this order.
+//!
+//! 1. the metrics listener answers `/metrics` and `/health` itself;
+//! 2. the route is found (for the statistics and the logs even when a later stage answers);
+//! 3. rate limits (429);
+//! 4. static mounts;
+//! 5. no route: 404;
+//! 6. the CORS preflight cache (a hit is answered here);
+//! 7. the request body limit (413);
+//! 8. (payload modules in the request phase and circuit breakers go here, after the CORS
+//!    cache and before the backend, as COMPAT.md section 5 places the modules);
+//! 9. a ship that is still coming up holds the request (up to connect_timeout);
+//! 10. the request is forwarded and its exchange begins (`exchange.rs`).
+//!
+//! Each stage either lets the request go on ([`Flow::Next`]) or answers it; an answered
+//! request has been accounted and its head consumed.
+
+use super::*;
+
+/// What a stage did with the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flow {
+    Next,
+    Answered,
+}
+
+impl Edge {
+    /// Runs a whole request head through the pipeline.
+    pub(super) fn start_exchange(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        req: RequestHead,
+        registry: &Registry,
+        fleet: &FleetView,
+    ) {
+        // Keep the connection after answering ourselves only if no body must be skipped.
+        let keep = req.body == Body::None && req.keep_alive;
+        if c.bind == METRICS_BIND {
+            self.serve_metrics(c, &req, keep, fleet);
+            return;
+        }
+        let route = self.find_route(c, &req);
+        if self.rate_limit(c, &req, keep) == Flow::Answered
+            || self.static_mount(c, &req, keep) == Flow::Answered
+        {
+            return;
+        }
+        let Some((target, route_id, strip)) = route else {
+            log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
+            self.refuse(c, &req, 404, "no route", !keep);
+            return;
+        };
+        let Ok(cors_key) = self.cors_cache(c, &req, route_id, keep) else {
+            return;
+        };
+        if self.body_limit(c, &req) == Flow::Answered {
+            return;
+        }
+        if fleet.backends.get(target).is_some_and(Option::is_none) && self.coming_up(target, fleet)
+        {
+            self.hold(c, id, req, target, strip, cors_key);
+            return;
+        }
+        self.forward(
+            c,
+            id,
+            req,
+            target,
+            strip.as_deref(),
+            cors_key,
+            registry,
+            fleet,
+        );
+    }
+
+    /// The route for the request, if any: (program index, route id, prefix to strip).
+    /// Begins the request's statistics and log record either way.
+    fn find_route(
+        &mut self,
+        c: &mut Conn,
+        req: &RequestHead,
+    ) -> Option<(usize, usize, Option<String>)> {
+        let ua = req
+            .header("user-agent")
+            .map(|h| h.value.clone())
+            .unwrap_or_default();
+        let route = self.router.find(c.bind, req.path(), &ua);
+        let backend = route.map_or("-", |r| {
+            self.names.get(r.target).map_or("?", String::as_str)
+        });
+        let rec = self.record(req, &ua, backend);
+        let found = route.map(|r| (r.target, r.id, r.strip_prefix.clone()));
+        let stat_route = route.map_or(self.stats.unrouted(), |r| r.id);
+        c.stat = Some(self.begin(stat_route, rec));
+        found
+    }
+
+    fn rate_limit(&mut self, c: &mut Conn, req: &RequestHead, keep: bool) -> Flow {
+        let Some(rl) = &mut self.limiter else {
+            return Flow::Next;
+        };
+        let Err(l) = rl.check(client_addr(&c.peer), self.now) else {
+            return Flow::Next;
+        };
+        log::debug!(
+            "{} {} {}: rate limited ({})",
+            c.peer,
+            req.method,
+            req.target,
+            l.scope
+        );
+        self.stats.rate_limited[usize::from(l.scope == "client")] += 1;
+        c.cin.consume(req.head_len);
+        let body = b"too many requests\n";
+        answer(
+            c,
+            &req.method,
+            429,
+            l.headers().as_bytes(),
+            Some(TEXT),
+            body,
+            !keep,
+        );
+        self.account(c);
+        Flow::Answered
+    }
+
+    fn static_mount(&mut self, c: &mut Conn, req: &RequestHead, keep: bool) -> Flow {
+        if self.statics.is_empty() {
+            return Flow::Next;
+        }
+        let may_compress = self.encoders.available();
+        let (mount, outcome) = self.statics.lookup(c.bind, req, may_compress);
+        if matches!(outcome, static_files::Outcome::Pass) {
+            return Flow::Next;
+        }
+        if let (Some(st), Some(i)) = (&mut c.stat, mount) {
+            st.route = self.static_base + i;
+        }
+        c.cin.consume(req.head_len);
+        self.serve_static(c, req, outcome, keep);
+        Flow::Answered
+    }
+
+    /// A cacheable CORS preflight answered from the cache (`Err`), or its cache key for
+    /// when the backend's answer comes (`Ok(Some)`).
+    fn cors_cache(
+        &mut self,
+        c: &mut Conn,
+        req: &RequestHead,
+        route_id: usize,
+        keep: bool,
+    ) -> Result<Option<String>, ()> {
+        let Some(cc) = &mut self.cors else {
+            return Ok(None);
+        };
+        let Some(k) = cors::key_of(c.bind, route_id, req) else {
+            return Ok(None);
+        };
+        let now = self.now;
+        let hit = cc
+            .get(&k, now)
+            .map(|e| (e.status, e.header_lines(now), e.body.clone()));
+        let Some((status, extra, body)) = hit else {
+            self.stats.cors_misses += 1;
+            return Ok(Some(k));
+        };
+        self.stats.cors_hits += 1;
+        c.cin.consume(req.head_len);
+        answer(c, &req.method, status, &extra, None, &body, !keep);
+        self.account(c);
+        Err(())
+    }
+
+    fn body_limit(&mut self, c: &mut Conn, req: &RequestHead) -> Flow {
+        let Body::Length(n) = req.body else {
+            return Flow::Next;
+        };
+        if n <= self.settings.max_body_size {
+            return Flow::Next;
+        }
+        log::debug!(
+            "{} {} {}: body of {n} bytes over max_body_size",
+            c.peer,
+            req.method,
+            req.target
+        );
+        self.refuse(c, req, 413, "request body too large", true);
+        Flow::Answered
+    }
+
+    /// The ship is starting (or about to): the request waits for it (see `tick`), its
+    /// head still in `cin`, up to connect_timeout.
+    fn hold(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        req: RequestHead,
+        target: usize,
+        strip: Option<String>,
+        cors_key: Option<String>,
+    ) {
+        log::debug!(
+            "{} {} {}: {} is starting; the request waits for it",
+            c.peer,
+            req.method,
+            req.target,
+            self.names.get(target).map_or("?", |s| s)
+        );
+        c.phase = Phase::Held(Box::new(Held {
+            req,
+            target,
+            strip,
+            cors_key,
+            since: self.now,
+        }));
+        let cid = ConnId {
+            slot: id,
+            gen: c.gen,
+        };
+        if !self.held.contains(&cid) {
+            self.held.push(cid);
+        }
+    }
+}
