@@ -34,7 +34,7 @@ use crate::probe::{Check, Probe, Progress, Target};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, State};
-use plan::Decision;
+use plan::{Decision, Phase, Transition};
 
 /// Bytes of recent output kept per program.
 const RING_BYTES: usize = 64 << 10;
@@ -59,20 +59,6 @@ pub struct Outcome {
 pub struct Style {
     pub colour_stdout: bool,
     pub colour_stderr: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Flagship election on its worker thread: waiting for this instance's rank (and, as
-    /// an escort, for the flagship's `ready`).
-    Electing,
-    Prelaunch,
-    Launching,
-    Running,
-    Landing,
-    /// PID 1 only: waiting for every remaining descendant.
-    Reaping,
-    Done,
 }
 
 struct Member {
@@ -142,6 +128,12 @@ impl plan::View for Members<'_> {
     }
     fn dependents(&self, i: usize) -> &[usize] {
         &self.0[i].dependents
+    }
+    fn was_up(&self, i: usize) -> bool {
+        self.0[i].was_up
+    }
+    fn oneshot(&self, i: usize) -> bool {
+        self.0[i].prog.oneshot
     }
 }
 
@@ -663,7 +655,7 @@ impl Supervisor {
         if self.serving {
             // Not known until the edge has stopped taking requests and counted those in
             // flight: nothing stops before the next `advance` says.
-            self.edge_busy = usize::MAX;
+            self.edge_busy = plan::NOT_COUNTED;
             // The edge stops taking requests; landing waits for those in flight.
             let grace = self.longest_grace();
             self.outbox.push(Message::StopServing { grace });
@@ -717,69 +709,11 @@ impl Supervisor {
 
     /// Starts what may start and stops what must stop, according to the phase.
     fn schedule(&mut self, now: Instant) {
+        // Launch and landing decisions for this round.
         match self.phase {
-            Phase::Electing => {}
-            Phase::Prelaunch => {
-                self.start_ready(true, now);
-                if self.phase == Phase::Prelaunch
-                    && self
-                        .members
-                        .iter()
-                        .filter(|m| m.is_prelaunch())
-                        .all(|m| m.child.satisfies_dependents())
-                {
-                    let n = self.members.iter().filter(|m| !m.is_prelaunch()).count();
-                    log::info!("prelaunch complete; launching {n} program(s)");
-                    if let Some(c) = &mut self.coord {
-                        c.prelaunch_done(true);
-                    }
-                    self.phase = Phase::Launching;
-                    self.schedule(now);
-                }
-            }
-            Phase::Launching | Phase::Running => {
-                self.start_ready(false, now);
-                let progs = || self.members.iter().filter(|m| !m.is_prelaunch());
-                if self.phase == Phase::Launching
-                    && progs().all(|m| {
-                        m.was_up
-                            || m.child.is_failed()
-                            || matches!(m.child.state, State::Done { .. })
-                    })
-                {
-                    let up = progs()
-                        .filter(|m| m.child.satisfies_dependents() && !m.prog.oneshot)
-                        .count();
-                    let ended = progs()
-                        .filter(|m| matches!(m.child.state, State::Done { .. }))
-                        .count();
-                    let failed = progs().filter(|m| m.child.is_failed()).count();
-                    log::info!("running: {up} up, {ended} ended, {failed} failed");
-                    self.phase = Phase::Running;
-                }
-                // A manifest without programs but with an edge (static files, metrics)
-                // serves until it is told to land.
-                let serving_only = progs().next().is_none() && self.serving;
-                if !serving_only
-                    && progs()
-                        .all(|m| matches!(m.child.state, State::Done { .. } | State::Failed { .. }))
-                {
-                    self.land("every program has ended".into(), now);
-                }
-            }
-            Phase::Landing => {
-                if let Some(until) = self.drain_until {
-                    if self.edge_busy > 0 {
-                        if now < until {
-                            return;
-                        }
-                        log::warn!(
-                            "{} request(s) still in flight at the end of the drain; landing anyway",
-                            self.edge_busy
-                        );
-                    }
-                    self.drain_until = None;
-                }
+            Phase::Prelaunch => self.start_ready(true, now),
+            Phase::Launching | Phase::Running => self.start_ready(false, now),
+            Phase::Landing if self.drain_until.is_none() => {
                 let mut from = 0;
                 while let Some((Decision::Stop(i), next)) =
                     plan::next_landing(&Members(&self.members), from)
@@ -787,21 +721,51 @@ impl Supervisor {
                     self.dispatch(i, Event::Stop, now);
                     from = next;
                 }
-                if plan::all_down(&Members(&self.members)) {
-                    if self.pid1 {
-                        self.phase = Phase::Reaping;
-                        self.begin_reaping(now);
-                    } else {
-                        self.phase = Phase::Done;
+            }
+            _ => {}
+        }
+        // Then where the fleet goes: asked again after each step, as each may lead on.
+        loop {
+            let facts = plan::Facts {
+                now,
+                serving: self.serving,
+                drain_until: self.drain_until,
+                edge_busy: self.edge_busy,
+                pid1: self.pid1,
+                children_left: self.phase == Phase::Reaping && has_children(),
+            };
+            let Some(t) = plan::next_phase(&Members(&self.members), self.phase, &facts) else {
+                return;
+            };
+            match t {
+                Transition::Launch { n } => {
+                    log::info!("prelaunch complete; launching {n} program(s)");
+                    if let Some(c) = &mut self.coord {
+                        c.prelaunch_done(true);
                     }
+                    self.phase = Phase::Launching;
+                    return self.schedule(now);
                 }
-            }
-            Phase::Reaping => {
-                if !has_children() {
-                    self.phase = Phase::Done;
+                Transition::Running { up, ended, failed } => {
+                    log::info!("running: {up} up, {ended} ended, {failed} failed");
+                    self.phase = Phase::Running;
                 }
+                // `land` schedules again itself.
+                Transition::Land(reason) => return self.land(reason.into(), now),
+                Transition::Drain => return,
+                Transition::DrainOver { late } => {
+                    if late > 0 {
+                        log::warn!("{late} request(s) still in flight at the end of the drain; landing anyway");
+                    }
+                    self.drain_until = None;
+                    return self.schedule(now);
+                }
+                Transition::Reap => {
+                    self.phase = Phase::Reaping;
+                    self.begin_reaping(now);
+                }
+                Transition::Done => self.phase = Phase::Done,
             }
-            Phase::Done => {}
         }
     }
 

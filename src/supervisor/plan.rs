@@ -1,10 +1,72 @@
-//! The fleet's launch and landing order as pure decisions: given how each program stands
-//! (through [`View`]), which one to act on next. The supervisor applies each decision
-//! (which changes the program's state) and asks again, so a decision always sees the
+//! The fleet's lifecycle as pure decisions: given the phase and how each program stands
+//! (through [`View`]), which program to act on next ([`next_launch`], [`next_landing`]) and
+//! where the fleet goes next ([`next_phase`]). The supervisor applies each decision (which
+//! changes a program's state or the phase) and asks again, so a decision always sees the
 //! effects of the ones before it, exactly as the programs' machines produced them.
-//! Tested below with a fake fleet and no processes.
+//! Tested below with a fleet on paper, a clock that only moves when told, and no
+//! processes.
+
+use std::time::Instant;
 
 use super::child::{State, Then};
+
+/// The fleet's phases, in the order it goes through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Flagship election on its worker thread: waiting for this instance's rank (and, as
+    /// an escort, for the flagship's `ready`).
+    Electing,
+    Prelaunch,
+    Launching,
+    Running,
+    Landing,
+    /// PID 1 only: waiting for every remaining descendant.
+    Reaping,
+    Done,
+}
+
+/// What the phase decisions need to know besides the programs.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    pub now: Instant,
+    /// An HTTP edge serves beside the fleet.
+    pub serving: bool,
+    /// Landing waits for the edge's requests in flight until then.
+    pub drain_until: Option<Instant>,
+    /// The edge's requests in flight; [`NOT_COUNTED`] until the edge has counted them
+    /// since its listeners closed.
+    pub edge_busy: usize,
+    /// Mothership is PID 1: its descendants are reaped before it ends.
+    pub pid1: bool,
+    /// Processes are left in the namespace (PID 1).
+    pub children_left: bool,
+}
+
+/// `Facts::edge_busy` before the edge has counted: landing waits for the count.
+pub const NOT_COUNTED: usize = usize::MAX;
+
+/// Where the fleet goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Every prelaunch job completed: launch the programs (`n` of them).
+    Launch { n: usize },
+    /// Every program came up or ended: the fleet runs.
+    Running {
+        up: usize,
+        ended: usize,
+        failed: usize,
+    },
+    /// Nothing is left to run: land.
+    Land(&'static str),
+    /// Landing: wait for the edge's requests in flight.
+    Drain,
+    /// Landing: the drain is over (`late` requests were still in flight at its end).
+    DrainOver { late: usize },
+    /// Landing is over: wait for the remaining descendants (PID 1).
+    Reap,
+    /// The fleet has landed.
+    Done,
+}
 
 /// How the planner sees the fleet. Indexes are those of the supervisor's members.
 pub trait View {
@@ -17,6 +79,10 @@ pub trait View {
     fn deps(&self, i: usize) -> &[usize];
     /// What waits for `i`.
     fn dependents(&self, i: usize) -> &[usize];
+    /// It has been up since the fleet started.
+    fn was_up(&self, i: usize) -> bool;
+    /// A one-shot job.
+    fn oneshot(&self, i: usize) -> bool;
 }
 
 /// What to do with one program.
@@ -111,6 +177,60 @@ pub fn all_down(v: &impl View) -> bool {
     (0..v.count()).all(|i| is_down(v.state(i)))
 }
 
+/// Where the fleet goes from `phase`, once the launch or landing decisions of this round
+/// have been applied; `None`: it stays. During landing, ask again after each transition
+/// (drain over, then landing over).
+pub fn next_phase(v: &impl View, phase: Phase, f: &Facts) -> Option<Transition> {
+    let programs = || (0..v.count()).filter(|&i| !v.prelaunch(i));
+    let ended = |i: usize| matches!(v.state(i), State::Done { .. });
+    let failed = |i: usize| matches!(v.state(i), State::Failed { .. });
+    match phase {
+        Phase::Electing | Phase::Done => None,
+        Phase::Prelaunch => {
+            let complete = (0..v.count())
+                .filter(|&i| v.prelaunch(i))
+                .all(|i| v.satisfies_dependents(i));
+            complete.then(|| Transition::Launch {
+                n: programs().count(),
+            })
+        }
+        Phase::Launching | Phase::Running => {
+            // A manifest without programs but with an edge (static files, metrics) serves
+            // until it is told to land.
+            let settled = programs().all(|i| v.was_up(i) || failed(i) || ended(i));
+            if phase == Phase::Launching && settled {
+                return Some(Transition::Running {
+                    up: programs()
+                        .filter(|&i| v.satisfies_dependents(i) && !v.oneshot(i))
+                        .count(),
+                    ended: programs().filter(|&i| ended(i)).count(),
+                    failed: programs().filter(|&i| failed(i)).count(),
+                });
+            }
+            let serving_only = programs().next().is_none() && f.serving;
+            (!serving_only && programs().all(|i| ended(i) || failed(i)))
+                .then_some(Transition::Land("every program has ended"))
+        }
+        Phase::Landing => {
+            if let Some(until) = f.drain_until {
+                if f.edge_busy == NOT_COUNTED || (f.edge_busy > 0 && f.now < until) {
+                    return Some(Transition::Drain);
+                }
+                return Some(Transition::DrainOver { late: f.edge_busy });
+            }
+            if !all_down(v) {
+                return None;
+            }
+            Some(if f.pid1 {
+                Transition::Reap
+            } else {
+                Transition::Done
+            })
+        }
+        Phase::Reaping => (!f.children_left).then_some(Transition::Done),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +243,7 @@ mod tests {
         pre: Vec<bool>,
         deps: Vec<Vec<usize>>,
         dependents: Vec<Vec<usize>>,
+        was_up: Vec<bool>,
     }
 
     impl Paper {
@@ -139,6 +260,7 @@ mod tests {
                 pre: vec![false; n],
                 deps: deps.iter().map(|d| d.to_vec()).collect(),
                 dependents,
+                was_up: vec![false; n],
             }
         }
 
@@ -214,6 +336,12 @@ mod tests {
         }
         fn dependents(&self, i: usize) -> &[usize] {
             &self.dependents[i]
+        }
+        fn was_up(&self, i: usize) -> bool {
+            self.was_up[i] || matches!(self.states[i], State::Running { .. })
+        }
+        fn oneshot(&self, i: usize) -> bool {
+            self.pre[i]
         }
     }
 
@@ -335,5 +463,143 @@ mod tests {
         };
         assert_eq!(f.land_pass(), vec![1], "the recycle becomes a stop");
         assert_eq!(f.land_pass(), vec![], "asked once; 0 waits for it");
+    }
+
+    fn facts(now: Instant) -> Facts {
+        Facts {
+            now,
+            serving: false,
+            drain_until: None,
+            edge_busy: 0,
+            pid1: false,
+            children_left: false,
+        }
+    }
+
+    #[test]
+    fn the_fleet_goes_through_its_phases() {
+        let t0 = Instant::now();
+        let f0 = facts(t0);
+        // 0 a prelaunch job; 1 web; 2 worker (a job).
+        let mut f = Paper::new(&[&[], &[], &[1]]);
+        f.pre[0] = true;
+        assert_eq!(next_phase(&f, Phase::Electing, &f0), None);
+        assert_eq!(next_phase(&f, Phase::Prelaunch, &f0), None, "the job runs");
+        f.states[0] = State::Done {
+            exit: Some(ExitInfo::Code(0)),
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Prelaunch, &f0),
+            Some(Transition::Launch { n: 2 })
+        );
+        f.states[1] = Paper::running(1);
+        assert_eq!(next_phase(&f, Phase::Launching, &f0), None, "2 not up yet");
+        f.states[2] = State::Failed {
+            reason: "crashed".into(),
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Launching, &f0),
+            Some(Transition::Running {
+                up: 1,
+                ended: 0,
+                failed: 1
+            })
+        );
+        assert_eq!(next_phase(&f, Phase::Running, &f0), None);
+        f.states[1] = State::Done {
+            exit: Some(ExitInfo::Code(0)),
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Running, &f0),
+            Some(Transition::Land("every program has ended"))
+        );
+        assert_eq!(next_phase(&f, Phase::Landing, &f0), Some(Transition::Done));
+        let pid1 = Facts {
+            pid1: true,
+            children_left: true,
+            ..f0
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Landing, &pid1),
+            Some(Transition::Reap)
+        );
+        assert_eq!(next_phase(&f, Phase::Reaping, &pid1), None);
+        let reaped = Facts {
+            children_left: false,
+            ..pid1
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Reaping, &reaped),
+            Some(Transition::Done)
+        );
+    }
+
+    #[test]
+    fn landing_waits_for_requests_in_flight_until_the_drain_ends() {
+        let t0 = Instant::now();
+        let until = t0 + std::time::Duration::from_secs(10);
+        let mut f = Paper::new(&[&[]]);
+        f.states[0] = Paper::running(0);
+        let busy = Facts {
+            serving: true,
+            drain_until: Some(until),
+            edge_busy: 3,
+            ..facts(t0)
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Landing, &busy),
+            Some(Transition::Drain)
+        );
+        let uncounted = Facts {
+            now: until,
+            edge_busy: NOT_COUNTED,
+            ..busy
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Landing, &uncounted),
+            Some(Transition::Drain),
+            "nothing is decided before the edge has counted"
+        );
+        let idle = Facts {
+            edge_busy: 0,
+            ..busy
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Landing, &idle),
+            Some(Transition::DrainOver { late: 0 })
+        );
+        let late = Facts { now: until, ..busy };
+        assert_eq!(
+            next_phase(&f, Phase::Landing, &late),
+            Some(Transition::DrainOver { late: 3 }),
+            "the clock reached the end of the drain"
+        );
+        let drained = Facts {
+            drain_until: None,
+            ..late
+        };
+        assert_eq!(next_phase(&f, Phase::Landing, &drained), None, "0 still up");
+    }
+
+    #[test]
+    fn an_edge_without_programs_serves_until_told_to_land() {
+        let f = Paper::new(&[]);
+        let serving = Facts {
+            serving: true,
+            ..facts(Instant::now())
+        };
+        assert_eq!(
+            next_phase(&f, Phase::Launching, &serving),
+            Some(Transition::Running {
+                up: 0,
+                ended: 0,
+                failed: 0
+            })
+        );
+        assert_eq!(next_phase(&f, Phase::Running, &serving), None);
+        assert_eq!(
+            next_phase(&f, Phase::Running, &facts(Instant::now())),
+            Some(Transition::Land("every program has ended"))
+        );
     }
 }
