@@ -232,7 +232,7 @@ pub struct Edge {
     up_owner: Vec<Owner>,
     up_free: Vec<usize>,
     /// Idle upstreams per backend, oldest first.
-    pool: HashMap<Rc<str>, VecDeque<usize>>,
+    pool: pool::IdleLists,
     /// Per program: its backend address and that address as a pool key, made once rather
     /// than formatted for every request.
     keys: Vec<Option<(BindAddr, Rc<str>)>>,
@@ -334,7 +334,7 @@ impl Edge {
             idle: Vec::new(),
             up_owner: Vec::new(),
             up_free: Vec::new(),
-            pool: HashMap::new(),
+            pool: pool::IdleLists::new(MAX_IDLE),
             keys: Vec::new(),
             draining: false,
             settings: m.http.clone(),
@@ -824,7 +824,7 @@ impl Edge {
                 let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
                 let g = metrics::Gauges {
                     open_connections: self.open,
-                    idle_upstreams: self.pool.values().map(VecDeque::len).sum(),
+                    idle_upstreams: self.pool.len(),
                     rate_limit_clients: self.limiter.as_ref().map_or(0, |r| r.tracked()),
                     cors_entries: self.cors.as_ref().map_or(0, cors::Cache::entries),
                     cors_bytes: self.cors.as_ref().map_or(0, cors::Cache::bytes),

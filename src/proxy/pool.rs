@@ -7,9 +7,7 @@ impl Edge {
     pub(super) fn drop_idle(&mut self, id: usize, registry: &Registry) {
         if let Some(Some(idle)) = self.idle.get_mut(id).map(Option::take) {
             self.timers.cancel(idle.timer);
-            if let Some(v) = self.pool.get_mut(&idle.up.key) {
-                v.retain(|&x| x != id);
-            }
+            self.pool.remove(&idle.up.key, id);
             self.close_up(idle.up, registry);
         }
     }
@@ -98,7 +96,7 @@ impl Edge {
     /// the next client someone else's answer, so it is closed instead.
     pub(super) fn take_idle(&mut self, key: &str, conn: usize, registry: &Registry) -> Option<Up> {
         loop {
-            let up_id = self.pool.get_mut(key)?.pop_front()?;
+            let up_id = self.pool.take_oldest(key)?;
             let idle = self.idle.get_mut(up_id)?.take()?;
             self.timers.cancel(idle.timer);
             self.up_owner[up_id] = Owner::Conn(conn);
@@ -132,12 +130,82 @@ impl Edge {
             TimerKey::Idle(id),
         );
         self.up_owner[id] = Owner::Idle;
-        let list = self.pool.entry(Rc::clone(&up.key)).or_default();
-        list.push_back(id);
-        let oldest = (list.len() > MAX_IDLE).then(|| list[0]);
+        let oldest = self.pool.put(&up.key, id);
         self.idle[id] = Some(Idle { up, timer });
         if let Some(oldest) = oldest {
             self.drop_idle(oldest, registry);
         }
+    }
+}
+
+/// The ids of idle upstreams by backend key, oldest first, at most `cap` per key: the
+/// pool's bookkeeping, apart from the sockets and timers the edge keeps by id.
+pub(super) struct IdleLists {
+    lists: HashMap<Rc<str>, VecDeque<usize>>,
+    cap: usize,
+}
+
+impl IdleLists {
+    pub fn new(cap: usize) -> IdleLists {
+        IdleLists {
+            lists: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Adds `id` as the newest for `key`; over the cap, the oldest leaves the list and is
+    /// returned (for the caller to close).
+    pub fn put(&mut self, key: &Rc<str>, id: usize) -> Option<usize> {
+        let list = self.lists.entry(Rc::clone(key)).or_default();
+        list.push_back(id);
+        if list.len() > self.cap {
+            list.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// The oldest idle id for `key`, taken off the list.
+    pub fn take_oldest(&mut self, key: &str) -> Option<usize> {
+        self.lists.get_mut(key)?.pop_front()
+    }
+
+    /// `id` is no longer idle (its timer fired, or its backend closed it).
+    pub fn remove(&mut self, key: &str, id: usize) {
+        if let Some(list) = self.lists.get_mut(key) {
+            list.retain(|&x| x != id);
+        }
+    }
+
+    /// Idle upstreams, all keys together.
+    pub fn len(&self) -> usize {
+        self.lists.values().map(VecDeque::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_upstreams_are_taken_oldest_first_and_bounded_per_backend() {
+        let (a, b): (Rc<str>, Rc<str>) = ("a:1".into(), "b:1".into());
+        let mut p = IdleLists::new(2);
+        assert_eq!(p.put(&a, 1), None);
+        assert_eq!(p.put(&b, 7), None);
+        assert_eq!(p.put(&a, 2), None);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.put(&a, 3), Some(1), "over the cap the oldest goes");
+        assert_eq!(p.take_oldest("a:1"), Some(2));
+        p.remove("a:1", 3);
+        assert_eq!(p.take_oldest("a:1"), None);
+        assert_eq!(
+            p.take_oldest("b:1"),
+            Some(7),
+            "each backend has its own list"
+        );
+        assert_eq!(p.take_oldest("c:1"), None);
+        p.remove("c:1", 1);
+        assert_eq!(p.len(), 0);
     }
 }
