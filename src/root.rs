@@ -97,7 +97,8 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// Hands on what the subsystems have said; true when anything was said.
+    /// Hands on what the subsystems have said; true when it included the end of serving
+    /// (the supervisor then needs the edge's count of requests in flight at once).
     fn route(&mut self, registry: &Registry, now: Instant) -> bool {
         Subsystem::take_messages(&mut self.sup, &mut self.mail);
         if let Some(e) = &mut self.edge {
@@ -106,6 +107,10 @@ impl Fleet {
         if self.mail.is_empty() {
             return false;
         }
+        let stop = self
+            .mail
+            .iter()
+            .any(|m| matches!(m, Message::StopServing { .. }));
         // Hearing a message never makes another (the edge only listens), so the mail is
         // read once.
         let mail = std::mem::take(&mut self.mail);
@@ -123,7 +128,7 @@ impl Fleet {
         }
         self.mail = mail;
         self.mail.clear();
-        true
+        stop
     }
 
     /// Calls `f` on each subsystem in turn, routing messages after each.
@@ -188,6 +193,7 @@ pub fn run(
         mail: Vec::new(),
     };
     f.sup.start(Instant::now());
+    f.route(poll.registry(), Instant::now());
     let mut events = Events::with_capacity(256);
     loop {
         let now = Instant::now();
@@ -198,7 +204,7 @@ pub fn run(
         };
         f.sup.advance(now, busy);
         if f.route(poll.registry(), now) {
-            // The supervisor sees the outcome at once.
+            // The edge has stopped taking requests: landing sees its count at once.
             continue;
         }
         f.sup.flush_output();
@@ -214,6 +220,7 @@ pub fn run(
             if e.kind() != io::ErrorKind::Interrupted && f.sup.poll_failed(&e, Instant::now()) {
                 break;
             }
+            f.route(poll.registry(), Instant::now());
             continue;
         }
         f.sup.poll_ok();

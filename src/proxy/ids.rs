@@ -25,7 +25,7 @@ const GEN_MASK: u32 = if usize::BITS >= 64 {
 };
 
 /// One occupant of a slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct ConnId {
     pub slot: usize,
     pub gen: u32,

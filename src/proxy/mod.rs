@@ -253,6 +253,8 @@ pub struct Edge {
     held: Vec<ConnId>,
     /// News about the fleet arrived since the held requests were last looked at.
     held_news: bool,
+    /// `held` is pruned when it grows to this length.
+    held_prune_at: usize,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
@@ -349,6 +351,7 @@ impl Edge {
             accept_due: Vec::new(),
             held: Vec::new(),
             held_news: false,
+            held_prune_at: 64,
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             bufs: BufPool::new(64),
@@ -444,6 +447,17 @@ impl Edge {
         }
     }
 
+    /// Forgets held requests that are gone or no longer held (answered at their timeout,
+    /// or their client left), and second entries of a connection held again.
+    fn prune_held(&mut self) {
+        let conns = &self.conns;
+        let mut seen = std::collections::HashSet::new();
+        self.held.retain(|cid| {
+            matches!(conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen && matches!(c.phase, Phase::Held(_)))
+                && seen.insert(*cid)
+        });
+    }
+
     /// The connection `cid` names is still the one in its slot.
     fn live(&self, cid: ConnId) -> bool {
         matches!(self.conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen)
@@ -480,6 +494,7 @@ impl Edge {
             || !self.awaiting.is_empty()
             || !self.accept_more.is_empty()
             || !self.accept_due.is_empty()
+            || (self.held_news && !self.held.is_empty())
         {
             return Some(self.now);
         }
@@ -561,9 +576,9 @@ impl Edge {
             };
             let up = fleet.backends.get(target).is_some_and(Option::is_some);
             if !up && self.coming_up(target, fleet) {
-                if !self.held.contains(&cid) {
-                    self.held.push(cid);
-                }
+                // A duplicate (a connection held again) is skipped above once the
+                // first copy has moved it on.
+                self.held.push(cid);
                 self.conns[id] = Some(c);
                 continue;
             }

@@ -219,8 +219,12 @@ impl Edge {
             slot: id,
             gen: c.gen,
         };
-        if !self.held.contains(&cid) {
-            self.held.push(cid);
+        // Entries of requests answered at their timeout, or whose client left, are
+        // pruned whenever the list has doubled since (a duplicate is skipped when read).
+        if self.held.len() >= self.held_prune_at {
+            self.prune_held();
+            self.held_prune_at = (self.held.len() * 2).max(64);
         }
+        self.held.push(cid);
     }
 }

@@ -390,7 +390,15 @@ impl Supervisor {
     /// Advances launch, landing and restarts; `edge_busy` is the number of requests the
     /// edge has in flight.
     pub fn advance(&mut self, now: Instant, edge_busy: usize) {
-        self.edge_busy = edge_busy;
+        // A count taken before the edge heard that serving stops is not the one landing
+        // waits for.
+        let unheard = self
+            .outbox
+            .iter()
+            .any(|m| matches!(m, Message::StopServing { .. }));
+        if !unheard {
+            self.edge_busy = edge_busy;
+        }
         self.schedule(now);
     }
 
