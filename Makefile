@@ -20,7 +20,7 @@ run: build
 test: test-deps
 	$(MAKE) unit lint fmt-check man-lint package-lint
 
-TEST_PACKAGES := mandoc shellcheck python3 python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl
+TEST_PACKAGES := mandoc shellcheck python3 python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk
 BENCH_PACKAGES := nginx haproxy wrk curl procps python3
 test-deps:
 	sh packaging/need.sh $(TEST_PACKAGES)

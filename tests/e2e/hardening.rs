@@ -479,7 +479,7 @@ fn own_log_lines_are_bounded_when_stderr_is_stuck() {
     let out = std::process::Command::new("wrk")
         .args(["-t1", "-c20", "-d5s", &url])
         .output()
-        .expect("wrk (make setup installs it)");
+        .expect("wrk (make test installs it)");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let requests: u64 = report
         .lines()
