@@ -11,6 +11,9 @@ use std::fmt;
 pub struct ProgramId(u32);
 
 impl ProgramId {
+    /// Names no program: counts kept for it are dropped.
+    pub const NONE: ProgramId = ProgramId(u32::MAX);
+
     /// The id of the program at `index` in `Manifest::programs`.
     pub fn at(index: usize) -> ProgramId {
         // A manifest is refused long before it could hold 2^32 programs.

@@ -15,6 +15,7 @@ use super::buffers::{Buf, BUF};
 use super::metrics::UpstreamError;
 use super::rewrite::{client_head, compress_choice, interim_head, ClientSide};
 use super::{compress, cors};
+use crate::manifest::ids::ProgramId;
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead};
 
@@ -122,8 +123,8 @@ pub(super) struct Exchange {
     /// For an idempotent request without a body sent on a reused connection: the bytes to
     /// send again on a fresh connection if the reused one turns out to be closed.
     replay: Option<Vec<u8>>,
-    /// Program index of the backend (for upstream error counts).
-    pub target: usize,
+    /// The backend's program (for upstream error counts).
+    pub target: ProgramId,
     /// A cacheable CORS preflight: its cache key until the response head arrives, then
     /// what is kept of the answer while its body arrives.
     cors_key: Option<String>,
@@ -147,7 +148,7 @@ impl Exchange {
     /// for.
     pub fn new(
         req: &RequestHead,
-        target: usize,
+        target: ProgramId,
         replay: Option<Vec<u8>>,
         accept: Option<String>,
         cors_key: Option<String>,
@@ -558,7 +559,7 @@ mod tests {
                 .expect("valid request")
                 .expect("whole head");
             self.cin.consume(req.head_len);
-            Exchange::new(&req, 7, replay, None, None)
+            Exchange::new(&req, ProgramId::at(7), replay, None, None)
         }
 
         fn step(&mut self, ex: &mut Exchange) -> Step {

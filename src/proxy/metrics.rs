@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::fleet::resources::Usage;
 use crate::fleet::view::{FleetView, STATES};
+use crate::manifest::ids::ProgramId;
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const BUCKETS: [f64; 12] = [
@@ -129,8 +130,8 @@ impl Stats {
         self.routes.len() - 1
     }
 
-    pub fn upstream_error(&mut self, program: usize, kind: UpstreamError) {
-        if let Some(e) = self.upstream_errors.get_mut(program) {
+    pub fn upstream_error(&mut self, program: ProgramId, kind: UpstreamError) {
+        if let Some(e) = self.upstream_errors.get_mut(program.index()) {
             e[kind as usize] += 1;
         }
     }
@@ -520,7 +521,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Stats::new(vec![("http:/\"x\"".into(), "web".into())], 1);
         s.routes[0].observe(200, 0.01, 0, 3);
-        s.upstream_error(0, UpstreamError::Timeout);
+        s.upstream_error(ProgramId::at(0), UpstreamError::Timeout);
         let fleet = FleetView {
             backends: vec![None],
             ships: vec![crate::fleet::view::ShipView {

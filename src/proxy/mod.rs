@@ -36,6 +36,7 @@ use mio::event::Event;
 use mio::{Interest, Registry};
 
 use crate::fleet::{FleetView, Message};
+use crate::manifest::ids::ProgramId;
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
@@ -200,7 +201,7 @@ struct Idle {
 /// A request parked until its ship is up (its head stays in the client buffer).
 struct Held {
     req: RequestHead,
-    target: usize,
+    target: ProgramId,
     strip: Option<String>,
     cors_key: Option<String>,
     since: Instant,
@@ -316,7 +317,9 @@ impl Edge {
             .map(|(label, t)| {
                 (
                     label,
-                    m.programs.get(t).map_or(String::new(), |p| p.name.clone()),
+                    m.programs
+                        .get(t.index())
+                        .map_or(String::new(), |p| p.name.clone()),
                 )
             })
             .collect();
@@ -447,6 +450,11 @@ impl Edge {
         }
     }
 
+    /// A program's name, for log lines.
+    fn name_of(&self, p: ProgramId) -> &str {
+        self.names.get(p.index()).map_or("?", String::as_str)
+    }
+
     /// Forgets held requests that are gone or no longer held (answered at their timeout,
     /// or their client left), and second entries of a connection held again.
     fn prune_held(&mut self) {
@@ -574,7 +582,7 @@ impl Edge {
                     continue;
                 }
             };
-            let up = fleet.backends.get(target).is_some_and(Option::is_some);
+            let up = fleet.backend(target).is_some();
             if !up && self.coming_up(target, fleet) {
                 // A duplicate (a connection held again) is skipped above once the
                 // first copy has moved it on.
@@ -729,12 +737,12 @@ impl Edge {
 
     /// Can program `target` still come up without anyone's action: it has a bind and is
     /// waiting to start, starting, or waiting to restart?
-    fn coming_up(&self, target: usize, fleet: &FleetView) -> bool {
-        self.has_bind.get(target).copied().unwrap_or(false)
+    fn coming_up(&self, target: ProgramId, fleet: &FleetView) -> bool {
+        self.has_bind.get(target.index()).copied().unwrap_or(false)
             && !self.draining
             && fleet
                 .ships
-                .get(target)
+                .get(target.index())
                 .is_some_and(|s| matches!(s.state, "waiting" | "starting" | "backoff"))
     }
 
@@ -745,20 +753,20 @@ impl Edge {
         c: &mut Conn,
         id: usize,
         req: RequestHead,
-        target: usize,
+        target: ProgramId,
         strip: Option<&str>,
         cors_key: Option<String>,
         registry: &Registry,
         fleet: &FleetView,
     ) {
         let keep = req.body == Body::None && req.keep_alive;
-        let Some(addr) = fleet.backends.get(target).cloned().flatten() else {
+        let Some(addr) = fleet.backend(target).cloned() else {
             log::warn!(
                 "{} {} {}: {} is not up",
                 c.peer,
                 req.method,
                 req.target,
-                self.names.get(target).map_or("?", |s| s)
+                self.name_of(target)
             );
             self.refuse(c, &req, 503, "backend not available", !keep);
             return;
@@ -859,7 +867,7 @@ impl Edge {
         &mut self,
         c: &mut Conn,
         registry: &Registry,
-        (target, sent): (usize, bool),
+        (target, sent): (ProgramId, bool),
         kind: UpstreamError,
         why: &str,
     ) {

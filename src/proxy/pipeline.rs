@@ -57,7 +57,9 @@ impl Edge {
         if self.body_limit(c, &req) == Flow::Answered {
             return;
         }
-        if fleet.backends.get(target).is_some_and(Option::is_none) && self.coming_up(target, fleet)
+        if fleet.backend(target).is_none()
+            && fleet.backends.len() > target.index()
+            && self.coming_up(target, fleet)
         {
             self.hold(c, id, req, target, strip, cors_key);
             return;
@@ -80,14 +82,14 @@ impl Edge {
         &mut self,
         c: &mut Conn,
         req: &RequestHead,
-    ) -> Option<(usize, usize, Option<String>)> {
+    ) -> Option<(ProgramId, usize, Option<String>)> {
         let ua = req
             .header("user-agent")
             .map(|h| h.value.clone())
             .unwrap_or_default();
         let route = self.router.find(c.bind, req.path(), &ua);
         let backend = route.map_or("-", |r| {
-            self.names.get(r.target).map_or("?", String::as_str)
+            self.names.get(r.target.index()).map_or("?", String::as_str)
         });
         let rec = self.record(req, &ua, backend);
         let found = route.map(|r| (r.target, r.id, r.strip_prefix.clone()));
@@ -197,7 +199,7 @@ impl Edge {
         c: &mut Conn,
         id: usize,
         req: RequestHead,
-        target: usize,
+        target: ProgramId,
         strip: Option<String>,
         cors_key: Option<String>,
     ) {
@@ -206,7 +208,7 @@ impl Edge {
             c.peer,
             req.method,
             req.target,
-            self.names.get(target).map_or("?", |s| s)
+            self.name_of(target)
         );
         c.phase = Phase::Held(Box::new(Held {
             req,

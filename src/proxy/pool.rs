@@ -75,7 +75,8 @@ impl Edge {
     }
 
     /// The pool key of program `target`'s backend at `addr`.
-    pub(super) fn key_of(&mut self, target: usize, addr: &BindAddr) -> Rc<str> {
+    pub(super) fn key_of(&mut self, target: ProgramId, addr: &BindAddr) -> Rc<str> {
+        let target = target.index();
         if self.keys.len() <= target {
             self.keys.resize(target + 1, None);
         }

@@ -1,6 +1,7 @@
 //! The route table: for a bind, a path and a User-Agent, the first matching route in
 //! manifest declaration order. Regexes are compiled once, at start.
 
+use crate::manifest::ids::ProgramId;
 use regex::Regex;
 
 use crate::manifest::{Manifest, UaFilter};
@@ -10,8 +11,8 @@ pub struct Route {
     pub pattern: Regex,
     pub strip_prefix: Option<String>,
     pub ua_filter: Option<UaFilter>,
-    /// Index of the target in `Manifest::programs`.
-    pub target: usize,
+    /// The program requests go to.
+    pub target: ProgramId,
     /// Label for logs and metrics (`bind:pattern`).
     pub label: String,
     /// Index in [`Router::routes`], in manifest declaration order.
@@ -34,7 +35,7 @@ impl Router {
                         pattern: r.pattern.clone(),
                         strip_prefix: r.strip_prefix.clone(),
                         ua_filter: r.ua_filter.clone(),
-                        target,
+                        target: ProgramId::at(target),
                         label: format!("{}:{}", r.bind, r.pattern.as_str()),
                         id,
                     });
@@ -45,8 +46,8 @@ impl Router {
         Router { by_bind }
     }
 
-    /// Every route, by id: its label and target program index.
-    pub fn routes(&self) -> Vec<(String, usize)> {
+    /// Every route, by id: its label and target program.
+    pub fn routes(&self) -> Vec<(String, ProgramId)> {
         let mut all: Vec<&Route> = self.by_bind.iter().flatten().collect();
         all.sort_by_key(|r| r.id);
         all.iter().map(|r| (r.label.clone(), r.target)).collect()

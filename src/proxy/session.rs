@@ -84,7 +84,7 @@ impl Edge {
                 respond(&mut c, 408, "request body timeout", true);
             }
             Phase::Held(h) => {
-                let name = self.names.get(h.target).map_or("?", |s| s.as_str());
+                let name = self.name_of(h.target);
                 log::warn!(
                     "{}: {name} did not come up within {:?}; answering 503",
                     c.peer,
@@ -178,7 +178,7 @@ impl Edge {
                             let why = format!("connect to {}: {e}", up.key);
                             let (target, sent) = match &c.phase {
                                 Phase::Exchange(ex) => (ex.target, ex.sent > 0),
-                                _ => (usize::MAX, false),
+                                _ => (ProgramId::NONE, false),
                             };
                             let kind = UpstreamError::Connect;
                             self.upstream_failed(&mut c, registry, (target, sent), kind, &why);
