@@ -24,7 +24,7 @@ use toml::de::{DeTable, DeValue};
 pub use bind::BindAddr;
 pub use diag::{Diags, Severity};
 pub use expand::{expand, expand_braced};
-use ids::ProgramId;
+use ids::{BindId, ProgramId, RouteId};
 pub use model::*;
 use reader::{sorted_entries, type_name, Located, Table, Value};
 
@@ -90,18 +90,35 @@ impl Manifest {
         if !dropped.is_empty() {
             notes.push(format!("tag filter leaves out: {}", dropped.join(", ")));
         }
-        self.resolve_deps();
+        self.resolve_ids();
         notes
     }
 
-    /// Resolves every program's `depends_on` names to ids within its set (see
-    /// [`graph::edges`]), once for each shape of the manifest.
-    pub fn resolve_deps(&mut self) {
+    /// Resolves the names inside the manifest to ids, once for each shape of it (parse,
+    /// tag filter): every program's `depends_on` to ids within its set (see
+    /// [`graph::edges`]), the binds of routes and static folders to [`BindId`]s, and
+    /// every route gets its [`RouteId`] (declaration order over the programs).
+    pub fn resolve_ids(&mut self) {
         for set in [&mut self.prelaunch, &mut self.programs] {
             let edges = graph::edges(set);
             for (p, deps) in set.iter_mut().zip(edges) {
                 p.deps = deps.into_iter().map(ProgramId::at).collect();
             }
+        }
+        let binds = &self.binds;
+        let bind_id = |name: &str| {
+            binds
+                .iter()
+                .position(|b| b.name == name)
+                .map_or(BindId::NONE, BindId::at)
+        };
+        let routes = self.programs.iter_mut().flat_map(|p| p.routes.iter_mut());
+        for (i, r) in routes.enumerate() {
+            r.id = RouteId::at(i);
+            r.bind_id = bind_id(&r.bind);
+        }
+        for s in &mut self.static_dirs {
+            s.bind_id = s.bind.as_deref().map(bind_id);
         }
     }
 }
@@ -138,7 +155,7 @@ pub fn parse(
                 fleet_env: Vec::new(),
             };
             let mut m = p.manifest(doc.get_ref(), doc.span(), path);
-            m.resolve_deps();
+            m.resolve_ids();
             if diags.has_errors() {
                 None
             } else {
@@ -843,6 +860,9 @@ impl Parser<'_> {
         };
         let route = Route {
             bind: bind.value.clone(),
+            // Resolved with the other ids once the whole manifest is read.
+            bind_id: BindId::NONE,
+            id: RouteId::NONE,
             pattern: regex,
             strip_prefix,
             ua_filter,
@@ -1105,6 +1125,7 @@ impl Parser<'_> {
                 path: dir,
                 prefix: prefix.value,
                 bind: bind.map(|b| b.value),
+                bind_id: None,
                 dotfiles,
             });
         }
@@ -1576,6 +1597,22 @@ mod tests {
         m.filter_tags(&[], &["data".to_string()]);
         assert_eq!(ids(&m, "app"), vec![0], "cache is now first");
         assert_eq!(ids(&m, "migrate"), vec![1]);
+    }
+
+    #[test]
+    fn routes_and_static_folders_get_ids_that_follow_the_tag_filter() {
+        let mut m = parse_ok(
+            "[mothership]\nbind = { http = \"3000\", admin = \"3001\" }\n[[mothership.static_dirs]]\npath = \"/srv\"\nprefix = \"/s\"\nbind = \"admin\"\n[[mothership.static_dirs]]\npath = \"/srv\"\nprefix = \"/t\"\n[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\ntags = [\"t\"]\nroutes = [\"admin:/a\", \"http:/a\"]\n[[fleet.web]]\nname = \"b\"\ncommand = \"x\"\nroutes = [\"http:/b\"]\n",
+        );
+        let ids = |m: &Manifest| -> Vec<(usize, usize)> {
+            let routes = m.programs.iter().flat_map(|p| &p.routes);
+            routes.map(|r| (r.id.index(), r.bind_id.index())).collect()
+        };
+        assert_eq!(ids(&m), vec![(0, 1), (1, 0), (2, 0)]);
+        let statics: Vec<_> = m.static_dirs.iter().map(|s| s.bind_id).collect();
+        assert_eq!(statics, vec![Some(BindId::at(1)), None]);
+        m.filter_tags(&[], &["t".to_string()]);
+        assert_eq!(ids(&m), vec![(0, 0)], "b's route is now the first");
     }
 
     #[test]

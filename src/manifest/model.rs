@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::bind::BindAddr;
-use super::ids::ProgramId;
+use super::ids::{BindId, ProgramId, RouteId};
 
 #[derive(Debug)]
 pub struct Manifest {
@@ -181,7 +181,7 @@ pub struct Program {
     pub depends_on: Vec<String>,
     /// `depends_on` resolved: the ids of the programs of its own set (prelaunch jobs
     /// among themselves, the others among themselves) it waits for. Set by
-    /// `Manifest::resolve_deps` whenever the set changes (parse, tag filter).
+    /// `Manifest::resolve_ids` whenever the set changes (parse, tag filter).
     pub deps: Vec<ProgramId>,
     pub routes: Vec<Route>,
     pub critical: bool,
@@ -219,6 +219,11 @@ impl Program {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub bind: String,
+    /// `bind` resolved (`BindId::NONE` when no bind has that name, which the manifest's
+    /// checks refuse).
+    pub bind_id: BindId,
+    /// Its number in declaration order over every program's routes.
+    pub id: RouteId,
     pub pattern: Regex,
     pub strip_prefix: Option<String>,
     pub ua_filter: Option<UaFilter>,
@@ -254,6 +259,9 @@ pub struct StaticDir {
     pub path: PathBuf,
     pub prefix: String,
     pub bind: Option<String>,
+    /// `bind` resolved (`BindId::NONE` when no bind has that name, which the manifest's
+    /// checks refuse); `None`: every bind.
+    pub bind_id: Option<BindId>,
     /// Serve files and folders whose name starts with a dot.
     pub dotfiles: bool,
 }

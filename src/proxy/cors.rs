@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::manifest::ids::{BindId, RouteId};
 use crate::manifest::CorsCache as Config;
 use crate::proto::http::{Header, RequestHead, ResponseHead};
 
@@ -82,7 +83,7 @@ pub struct Cache {
 /// The cache key of a request to route `route` of `bind`, if it is a cacheable CORS
 /// preflight (fields that are not valid UTF-8 make it uncacheable, so that they cannot
 /// collide with others).
-pub fn key_of(bind: usize, route: usize, req: &RequestHead) -> Option<String> {
+pub fn key_of(bind: BindId, route: RouteId, req: &RequestHead) -> Option<String> {
     if req.method != "OPTIONS" {
         return None;
     }
@@ -315,42 +316,47 @@ mod tests {
 
     #[test]
     fn only_preflights_have_keys_and_headers_are_normalised() {
-        assert!(key_of(0, 0, &req("Origin: https://a\r\n")).is_none());
-        assert!(key_of(0, 0, &req("Access-Control-Request-Method: PUT\r\n")).is_none());
+        assert!(key_of(BindId::at(0), RouteId::at(0), &req("Origin: https://a\r\n")).is_none());
+        assert!(key_of(
+            BindId::at(0),
+            RouteId::at(0),
+            &req("Access-Control-Request-Method: PUT\r\n")
+        )
+        .is_none());
         let a = key_of(
-            0,
-            0,
+            BindId::at(0),
+            RouteId::at(0),
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         )
         .unwrap();
         let b = key_of(
-            0,
-            0,
+            BindId::at(0),
+            RouteId::at(0),
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: Content-Type,x-b,x-b\r\n"),
         )
         .unwrap();
         assert_eq!(a, b);
         let other_origin = key_of(
-            0,
-            0,
+            BindId::at(0),
+            RouteId::at(0),
             &req("Origin: https://b\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         );
         assert_ne!(Some(a.clone()), other_origin);
         let other_bind = key_of(
-            1,
-            0,
+            BindId::at(1),
+            RouteId::at(0),
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         );
         assert_ne!(Some(a.clone()), other_bind);
         let other_route = key_of(
-            0,
-            1,
+            BindId::at(0),
+            RouteId::at(1),
             &req("Origin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-B, content-type\r\n"),
         );
         assert_ne!(Some(a), other_route);
         let raw = b"OPTIONS /x HTTP/1.1\r\nHost: h\r\nOrigin: https://a\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: x\xff\r\n\r\n";
         let binary = parse_request(raw, &Limits::default()).unwrap().unwrap();
-        assert!(key_of(0, 0, &binary).is_none());
+        assert!(key_of(BindId::at(0), RouteId::at(0), &binary).is_none());
     }
 
     #[test]
@@ -444,7 +450,7 @@ mod tests {
             "Origin: https://{}\r\nAccess-Control-Request-Method: GET\r\n",
             "o".repeat(MAX_KEY)
         );
-        assert!(key_of(0, 0, &req(&long_origin)).is_none());
+        assert!(key_of(BindId::at(0), RouteId::at(0), &req(&long_origin)).is_none());
         // Removing and expiring give the bytes back.
         let total: usize = c.bytes();
         assert!(total > 0);

@@ -1,7 +1,8 @@
-//! Connection and upstream ids. A connection lives in a slot of `Edge::conns` and an
-//! upstream in a slot of `Edge::up_owner`; slots are reused, so each occupant also gets a
-//! generation, carried in its `mio` token and in every list that names it for later
-//! (connections to drive next turn, to read at the end of the turn, held requests). An
+//! Connection, upstream and listener ids. A connection lives in a slot of `Edge::conns`,
+//! an upstream in a slot of `Edge::up_owner`, a listener in one of `Edge::listeners`;
+//! slots are reused, so each occupant also gets a generation, carried in its `mio` token
+//! and in every list that names it for later (connections to drive next turn, to read at
+//! the end of the turn, held requests, listeners with a backlog left). An
 //! event or a reminder for an earlier occupant of the slot then finds a different
 //! generation and is dropped, instead of reaching whoever lives there now.
 //!
@@ -24,7 +25,7 @@ const GEN_MASK: u32 = if usize::BITS >= 64 {
     0
 };
 
-/// One occupant of a slot.
+/// One occupant of a slot: a connection, an upstream or a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct ConnId {
     pub slot: usize,

@@ -8,7 +8,7 @@ impl Edge {
         for (i, l) in self.listeners.iter_mut().enumerate() {
             registry.register(
                 &mut l.listener,
-                token(KIND_LISTENER, i, 0),
+                token(KIND_LISTENER, i, l.gen),
                 Interest::READABLE,
             )?;
         }
@@ -32,7 +32,15 @@ impl Edge {
         }
     }
 
-    pub(super) fn accept(&mut self, li: usize, registry: &Registry, fleet: &FleetView) {
+    /// The id of the listener in slot `slot`.
+    fn listener_id(&self, slot: usize) -> Option<ConnId> {
+        let gen = self.listeners.get(slot)?.gen;
+        Some(ConnId { slot, gen })
+    }
+
+    /// Accepts what listener `li` has waiting, up to the cap of a turn; an id of a
+    /// listener no longer there is ignored.
+    pub(super) fn accept(&mut self, li: ConnId, registry: &Registry, fleet: &FleetView) {
         for taken in 0.. {
             if taken >= ACCEPTS_PER_TURN {
                 if !self.accept_more.contains(&li) {
@@ -50,7 +58,7 @@ impl Edge {
                 self.accept_paused = true;
                 return;
             }
-            let Some(l) = self.listeners.get(li) else {
+            let Some(l) = self.listeners.get(li.slot).filter(|l| l.gen == li.gen) else {
                 return;
             };
             if !l.open {
@@ -142,8 +150,10 @@ impl Edge {
         }
         self.accept_paused = false;
         log::info!("accepting connections again ({} open)", self.open);
-        for li in 0..self.listeners.len() {
-            self.accept(li, registry, fleet);
+        for slot in 0..self.listeners.len() {
+            if let Some(li) = self.listener_id(slot) {
+                self.accept(li, registry, fleet);
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::fleet::resources::Usage;
 use crate::fleet::view::{FleetView, STATES};
-use crate::manifest::ids::ProgramId;
+use crate::manifest::ids::{ProgramId, RouteId};
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const BUCKETS: [f64; 12] = [
@@ -125,7 +125,12 @@ impl Stats {
         }
     }
 
-    /// Id of the entry for requests without a route.
+    /// The entry of a route of the manifest.
+    pub fn row_of(&self, route: RouteId) -> usize {
+        route.index()
+    }
+
+    /// The entry for requests without a route.
     pub fn unrouted(&self) -> usize {
         self.routes.len() - 1
     }

@@ -36,7 +36,7 @@ use mio::event::Event;
 use mio::{Interest, Registry};
 
 use crate::fleet::{FleetView, Message};
-use crate::manifest::ids::ProgramId;
+use crate::manifest::ids::{BindId, ProgramId, RouteId};
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
@@ -63,8 +63,6 @@ const KIND_UPSTREAM: usize = 2;
 /// for at most `LINGER_TIME` of silence.
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-/// `Bound::bind` of the metrics listener.
-const METRICS_BIND: usize = usize::MAX;
 const TEXT: &str = "text/plain; charset=utf-8";
 /// Idle upstream connections kept per backend.
 const MAX_IDLE: usize = 1024;
@@ -77,7 +75,9 @@ const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Bound {
     listener: Listener,
-    bind: usize,
+    /// Generation of this listener in its slot (see `ids`).
+    gen: u32,
+    bind: BindId,
     open: bool,
     proxy: ProxyProtocol,
     /// Peers whose PROXY header is honoured.
@@ -161,7 +161,7 @@ struct Conn {
     gen: u32,
     client: Stream,
     peer: String,
-    bind: usize,
+    bind: BindId,
     c_readable: bool,
     c_writable: bool,
     c_eof: bool,
@@ -248,8 +248,8 @@ pub struct Edge {
     pending: Vec<ConnId>,
     /// Listeners with connections left in their backlog after `ACCEPTS_PER_TURN`: taken
     /// on at the end of the next turn (`accept_due`), not of this one.
-    accept_more: Vec<usize>,
-    accept_due: Vec<usize>,
+    accept_more: Vec<ConnId>,
+    accept_due: Vec<ConnId>,
     /// Connections whose request waits for its ship to come up.
     held: Vec<ConnId>,
     /// News about the fleet arrived since the held requests were last looked at.
@@ -284,6 +284,7 @@ pub struct Edge {
 impl Edge {
     /// Binds every listener of the manifest.
     pub fn new(m: &Manifest) -> io::Result<Edge> {
+        let mut gens = Generations::default();
         let mut listeners = Vec::new();
         for (i, b) in m.binds.iter().enumerate() {
             let l = Listener::bind(&b.addr).map_err(|e| {
@@ -291,7 +292,8 @@ impl Edge {
             })?;
             listeners.push(Bound {
                 listener: l,
-                bind: i,
+                gen: gens.next(),
+                bind: BindId::at(i),
                 open: true,
                 proxy: b.proxy_protocol,
                 proxy_from: b.proxy_protocol_from.clone(),
@@ -303,7 +305,8 @@ impl Edge {
                 .map_err(|e| io::Error::new(e.kind(), format!("metrics listener ({addr}): {e}")))?;
             listeners.push(Bound {
                 listener: l,
-                bind: METRICS_BIND,
+                gen: gens.next(),
+                bind: BindId::METRICS,
                 open: true,
                 proxy: ProxyProtocol::Off,
                 proxy_from: Vec::new(),
@@ -349,7 +352,7 @@ impl Edge {
             accept_paused: false,
             pending: Vec::new(),
             awaiting: Vec::new(),
-            gens: Generations::default(),
+            gens,
             accept_more: Vec::new(),
             accept_due: Vec::new(),
             held: Vec::new(),
@@ -403,7 +406,7 @@ impl Edge {
             return;
         };
         match kind {
-            KIND_LISTENER => self.accept(id, registry, fleet),
+            KIND_LISTENER => self.accept(ConnId { slot: id, gen }, registry, fleet),
             KIND_CLIENT | KIND_UPSTREAM => {
                 let (r, w) = (
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),

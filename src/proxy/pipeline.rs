@@ -36,7 +36,7 @@ impl Edge {
     ) {
         // Keep the connection after answering ourselves only if no body must be skipped.
         let keep = req.body == Body::None && req.keep_alive;
-        if c.bind == METRICS_BIND {
+        if c.bind == BindId::METRICS {
             self.serve_metrics(c, &req, keep, fleet);
             return;
         }
@@ -82,7 +82,7 @@ impl Edge {
         &mut self,
         c: &mut Conn,
         req: &RequestHead,
-    ) -> Option<(ProgramId, usize, Option<String>)> {
+    ) -> Option<(ProgramId, RouteId, Option<String>)> {
         let ua = req
             .header("user-agent")
             .map(|h| h.value.clone())
@@ -93,7 +93,7 @@ impl Edge {
         });
         let rec = self.record(req, &ua, backend);
         let found = route.map(|r| (r.target, r.id, r.strip_prefix.clone()));
-        let stat_route = route.map_or(self.stats.unrouted(), |r| r.id);
+        let stat_route = route.map_or(self.stats.unrouted(), |r| self.stats.row_of(r.id));
         c.stat = Some(self.begin(stat_route, rec));
         found
     }
@@ -151,7 +151,7 @@ impl Edge {
         &mut self,
         c: &mut Conn,
         req: &RequestHead,
-        route_id: usize,
+        route_id: RouteId,
         keep: bool,
     ) -> Result<Option<String>, ()> {
         let Some(cc) = &mut self.cors else {

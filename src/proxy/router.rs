@@ -1,7 +1,7 @@
 //! The route table: for a bind, a path and a User-Agent, the first matching route in
 //! manifest declaration order. Regexes are compiled once, at start.
 
-use crate::manifest::ids::ProgramId;
+use crate::manifest::ids::{BindId, ProgramId, RouteId};
 use regex::Regex;
 
 use crate::manifest::{Manifest, UaFilter};
@@ -15,31 +15,29 @@ pub struct Route {
     pub target: ProgramId,
     /// Label for logs and metrics (`bind:pattern`).
     pub label: String,
-    /// Index in [`Router::routes`], in manifest declaration order.
-    pub id: usize,
+    /// Its id (the manifest's declaration order; its index in [`Router::routes`]).
+    pub id: RouteId,
 }
 
 pub struct Router {
-    /// Routes per bind, in match order; indexed like `Manifest::binds`.
+    /// Routes per bind, in match order; indexed by `BindId`.
     by_bind: Vec<Vec<Route>>,
 }
 
 impl Router {
     pub fn new(m: &Manifest) -> Router {
         let mut by_bind: Vec<Vec<Route>> = m.binds.iter().map(|_| Vec::new()).collect();
-        let mut id = 0;
         for (target, p) in m.programs.iter().enumerate() {
             for r in &p.routes {
-                if let Some(b) = m.binds.iter().position(|b| b.name == r.bind) {
-                    by_bind[b].push(Route {
+                if let Some(routes) = by_bind.get_mut(r.bind_id.index()) {
+                    routes.push(Route {
                         pattern: r.pattern.clone(),
                         strip_prefix: r.strip_prefix.clone(),
                         ua_filter: r.ua_filter.clone(),
                         target: ProgramId::at(target),
                         label: format!("{}:{}", r.bind, r.pattern.as_str()),
-                        id,
+                        id: r.id,
                     });
-                    id += 1;
                 }
             }
         }
@@ -54,8 +52,8 @@ impl Router {
     }
 
     /// The first route of `bind` matching `path` (without query) and `user_agent`.
-    pub fn find(&self, bind: usize, path: &str, user_agent: &[u8]) -> Option<&Route> {
-        let routes = self.by_bind.get(bind)?;
+    pub fn find(&self, bind: BindId, path: &str, user_agent: &[u8]) -> Option<&Route> {
+        let routes = self.by_bind.get(bind.index())?;
         let mut class = None;
         routes.iter().find(|r| {
             if !r.pattern.is_match(path) {

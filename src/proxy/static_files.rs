@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use super::compress;
+use crate::manifest::ids::BindId;
 use crate::manifest::Manifest;
 use crate::proto::coding::{media_type, negotiate};
 use crate::proto::http::RequestHead;
@@ -23,8 +24,8 @@ struct Mount {
     /// Without a trailing slash (`""` for a mount at `/`).
     prefix: String,
     root: PathBuf,
-    /// Index in `Manifest::binds`, or every bind.
-    bind: Option<usize>,
+    /// Its bind, or every bind.
+    bind: Option<BindId>,
     dotfiles: bool,
 }
 
@@ -157,10 +158,7 @@ impl Statics {
             .map(|s| Mount {
                 prefix: s.prefix.trim_end_matches('/').to_string(),
                 root: s.path.clone(),
-                bind: s
-                    .bind
-                    .as_ref()
-                    .and_then(|b| m.binds.iter().position(|x| &x.name == b)),
+                bind: s.bind_id,
                 dotfiles: s.dotfiles,
             })
             .collect();
@@ -184,7 +182,7 @@ impl Statics {
     }
 
     /// The mount for `path` on `bind`: the longest prefix matching on whole segments.
-    fn mount_for(&self, bind: usize, path: &str) -> Option<(usize, &Mount)> {
+    fn mount_for(&self, bind: BindId, path: &str) -> Option<(usize, &Mount)> {
         self.mounts
             .iter()
             .enumerate()
@@ -202,7 +200,7 @@ impl Statics {
     /// budget has room); without one, the file is sent as it is.
     pub fn lookup(
         &self,
-        bind: usize,
+        bind: BindId,
         req: &RequestHead,
         may_compress: bool,
     ) -> (Option<usize>, Outcome) {
