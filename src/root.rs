@@ -2,9 +2,9 @@
 //! supervisor, the HTTP edge with its metrics listener; later bays, the control socket and
 //! probes) and routes what passes between them. Neither subsystem knows the other.
 //!
-//! Every subsystem shows the loop the same surface, [`Subsystem`]: handle a ready token,
-//! finish a turn, handle due timers, say when its next timer is due, and hand over the
-//! [`Message`]s it has for its siblings. The root takes those after each call into a
+//! Every subsystem shows the loop the same surface, [`Subsystem`]: register with the
+//! loop, handle a ready token, finish a turn, handle due timers, say when its next timer
+//! is due, and hand over the [`Message`]s it has for its siblings. The root takes those after each call into a
 //! subsystem and hands them on at once: to the fleet view it keeps (which the edge routes
 //! and reports with) and to every subsystem (`hear`). So a stop signal closes the listeners
 //! before the edge's events of the same turn, and a program that comes up is routed to in
@@ -37,6 +37,9 @@ pub struct Turn<'a> {
 
 /// The surface every subsystem shows the loop.
 pub trait Subsystem {
+    /// Registers what it has open with the loop, once, before the first poll (what it
+    /// opens later it registers itself, through the registry it is given on each call).
+    fn register(&mut self, registry: &Registry) -> io::Result<()>;
     /// One of its tokens is ready.
     fn ready(&mut self, ev: &Event, t: &Turn);
     /// The events of the turn have been handled: work kept for the end of a turn.
@@ -52,6 +55,9 @@ pub trait Subsystem {
 }
 
 impl Subsystem for Supervisor {
+    fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        Supervisor::register(self, registry)
+    }
     fn ready(&mut self, ev: &Event, t: &Turn) {
         Supervisor::ready(self, ev.token(), t.now);
     }
@@ -71,6 +77,9 @@ impl Subsystem for Supervisor {
 }
 
 impl Subsystem for Edge {
+    fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        Edge::register(self, registry)
+    }
     fn ready(&mut self, ev: &Event, t: &Turn) {
         Edge::ready(self, ev, t.registry, t.fleet, t.now);
     }
@@ -173,11 +182,12 @@ pub fn run(
     let mut poll = Poll::new()?;
     let serving = !m.binds.is_empty() || m.metrics_port.is_some();
     // Signals are caught from here on.
-    let sup = Supervisor::new(m, out, style, socket_dir, record, poll.registry(), serving)?;
+    let mut sup = Supervisor::new(m, out, style, socket_dir, record, poll.registry(), serving)?;
+    Subsystem::register(&mut sup, poll.registry())?;
     let mut edge = None;
     if serving {
         let mut e = Edge::new(m)?;
-        e.register(poll.registry())?;
+        Subsystem::register(&mut e, poll.registry())?;
         for b in &m.binds {
             log::info!("listening on {} ({})", b.addr, b.name);
         }

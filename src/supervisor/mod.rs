@@ -226,12 +226,11 @@ impl Supervisor {
         #[cfg(not(feature = "postgres"))]
         let coord: Option<Coordinator> = None;
         out.set_waker(waker);
-        let mut signals = Signals::new(
+        let signals = Signals::new(
             [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]
                 .into_iter()
                 .chain(POWER_SIGNAL),
         )?;
-        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
         let pid1 = std::process::id() == 1;
         if !spawn::become_subreaper() {
             log::debug!("could not become a child subreaper; orphans of the fleet go to init");
@@ -446,6 +445,13 @@ impl Supervisor {
 
     pub fn poll_ok(&mut self) {
         self.poll_errors = 0;
+    }
+
+    /// Registers its signal source with the loop (signals are caught from `new` on; the
+    /// waker, which the election's thread needs from the start, registers itself there;
+    /// child pipes and probes register as they open).
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.register(&mut self.signals, SIGNALS, Interest::READABLE)
     }
 
     /// One of the supervisor's tokens is ready: signals, the waker, a pipe or a probe.
