@@ -150,10 +150,18 @@ enum Phase {
     },
     /// A routed request waiting for its ship to come up.
     Held(Box<Held>),
+    /// Answered or failed: the connection closes once its answer is out. Also what a
+    /// connection is while a step has its phase out: a step that hands on no phase and
+    /// keeps none closes the connection.
     Closing,
-    /// Placeholder while a step has the phase out; a step that does not set a new phase
-    /// gets its own back.
-    Busy,
+}
+
+/// What a step of the exchange did.
+enum Turned {
+    /// The exchange goes on; `moved`: bytes moved or the upstream changed.
+    Stays { moved: bool },
+    /// It is over: the connection has its next phase (or is dead).
+    Over,
 }
 
 struct Conn {
@@ -593,7 +601,8 @@ impl Edge {
                 self.conns[id] = Some(c);
                 continue;
             }
-            if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::Busy) {
+            // `forward` hands on the next phase: an exchange, or an answer.
+            if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::Closing) {
                 let h = *h;
                 self.forward(
                     &mut c,
@@ -606,9 +615,6 @@ impl Edge {
                     fleet,
                 );
             }
-            if matches!(c.phase, Phase::Busy) {
-                c.phase = Phase::Closing;
-            }
             self.conns[id] = Some(c);
             self.drive(id, registry, fleet);
         }
@@ -616,7 +622,9 @@ impl Edge {
 
     /// One protocol step; returns true if anything changed.
     fn step(&mut self, c: &mut Conn, id: usize, registry: &Registry, fleet: &FleetView) -> bool {
-        match std::mem::replace(&mut c.phase, Phase::Busy) {
+        // Each arm puts back the phase it keeps, or hands on the next one (the pipeline,
+        // an answer, the exchange); the phase is `Closing` in between.
+        match std::mem::replace(&mut c.phase, Phase::Closing) {
             Phase::Head => {
                 if c.cin.is_empty() {
                     if c.c_eof {
@@ -716,18 +724,18 @@ impl Edge {
                 c.phase = Phase::Held(h);
                 false
             }
-            Phase::Exchange(mut ex) => {
-                let p = self.exchange(c, id, &mut ex, registry);
-                if matches!(c.phase, Phase::Busy) {
+            Phase::Exchange(mut ex) => match self.exchange(c, id, &mut ex, registry) {
+                Turned::Stays { moved } => {
                     c.phase = Phase::Exchange(ex);
+                    moved
                 }
-                p
-            }
+                Turned::Over => true,
+            },
             Phase::Tunnel {
                 client_shut,
                 up_shut,
             } => tunnel::step(c, client_shut, up_shut),
-            Phase::Closing | Phase::Busy => {
+            Phase::Closing => {
                 if let Some(n) = &mut c.linger {
                     *n += c.cin.len();
                 }
@@ -895,12 +903,12 @@ impl Edge {
         id: usize,
         ex: &mut Exchange,
         registry: &Registry,
-    ) -> bool {
-        let mut progress = false;
+    ) -> Turned {
+        let mut moved = false;
         loop {
             let Some(up) = c.up.as_mut() else {
                 c.dead = true;
-                return true;
+                return Turned::Over;
             };
             let mut wire = Wire {
                 cin: &mut c.cin,
@@ -929,8 +937,8 @@ impl Edge {
                 }
             }
             match step {
-                Step::Wait => return progress,
-                Step::Moved => return true,
+                Step::Wait => return Turned::Stays { moved },
+                Step::Moved => return Turned::Stays { moved: true },
                 Step::Replay(bytes) => {
                     // The pooled connection was closed by the backend before it answered:
                     // the request goes once more on a fresh connection.
@@ -945,13 +953,13 @@ impl Edge {
                         Ok(mut fresh) => {
                             fresh.uout = bytes.into();
                             c.up = Some(fresh);
-                            progress = true;
+                            moved = true;
                         }
                         Err(e) => {
                             let why = format!("reconnect: {e}");
                             let ts = (ex.target, ex.sent > 0);
                             self.upstream_failed(c, registry, ts, UpstreamError::Connect, &why);
-                            return true;
+                            return Turned::Over;
                         }
                     }
                 }
@@ -960,7 +968,7 @@ impl Edge {
                         client_shut: false,
                         up_shut: false,
                     };
-                    return true;
+                    return Turned::Over;
                 }
                 Step::Done { reusable, keep } => {
                     self.account(c);
@@ -979,14 +987,14 @@ impl Edge {
                         }
                     }
                     c.phase = if keep { Phase::Head } else { Phase::Closing };
-                    return true;
+                    return Turned::Over;
                 }
                 Step::AnsweredEarly => {
                     if let Some(up) = c.up.take() {
                         self.close_up(up, registry);
                     }
                     c.phase = Phase::Closing;
-                    return true;
+                    return Turned::Over;
                 }
                 Step::Refuse { status, why } => {
                     log::debug!("{}: {why}", c.peer);
@@ -995,16 +1003,16 @@ impl Edge {
                     }
                     respond(c, status, why, true);
                     self.account(c);
-                    return true;
+                    return Turned::Over;
                 }
                 Step::Fail { kind, why, sent } => {
                     let why = format!("upstream {} {why}", up_key(c));
                     self.upstream_failed(c, registry, (ex.target, sent), kind, &why);
-                    return true;
+                    return Turned::Over;
                 }
                 Step::Drop => {
                     c.dead = true;
-                    return true;
+                    return Turned::Over;
                 }
             }
         }

@@ -27,8 +27,8 @@ impl Edge {
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
             Phase::Held(h) => at(h.since, s.connect_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
-            Phase::Closing | Phase::Busy if c.linger.is_some() => at(c.activity, LINGER_TIME),
-            Phase::Closing | Phase::Busy => at(c.activity, s.body_timeout),
+            Phase::Closing if c.linger.is_some() => at(c.activity, LINGER_TIME),
+            Phase::Closing => at(c.activity, s.body_timeout),
         }
     }
 
