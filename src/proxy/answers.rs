@@ -7,7 +7,6 @@ impl Edge {
     /// bytes read cannot be trusted to frame a next request).
     pub(super) fn refuse_connection(&mut self, c: &mut Conn, status: u16, why: &str) {
         c.cin.clear();
-        c.proxy_pending = None;
         c.stat = Some(self.begin(self.stats.unrouted(), None));
         respond(c, status, why, true);
         self.account(c);
@@ -66,5 +65,5 @@ pub(super) fn answer(
         s.status = status;
         s.bytes_out += if head_only { 0 } else { body.len() as u64 };
     }
-    c.phase = if close { Phase::Closing } else { Phase::Head };
+    c.phase = if close { Phase::CLOSING } else { Phase::head() };
 }

@@ -67,7 +67,7 @@ impl Edge {
                 if let Some(st) = &mut c.stat {
                     st.status = status;
                 }
-                let next = if keep { Phase::Head } else { Phase::Closing };
+                let next = if keep { Phase::head() } else { Phase::CLOSING };
                 if method == "HEAD" || len == 0 {
                     c.phase = next;
                     self.account(c);
@@ -182,7 +182,11 @@ impl Edge {
             }
         }
         if f.pos >= f.end && f.enc.is_none() && !c.dead {
-            c.phase = if f.keep { Phase::Head } else { Phase::Closing };
+            c.phase = if f.keep {
+                Phase::head()
+            } else {
+                Phase::CLOSING
+            };
             self.account(c);
             progress = true;
         }

@@ -25,7 +25,7 @@ impl Edge {
             }
         }
         for id in 0..self.conns.len() {
-            let idle = matches!(&self.conns[id], Some(c) if matches!(c.phase, Phase::Head) && c.cin.is_empty() && c.cout.is_empty());
+            let idle = matches!(&self.conns[id], Some(c) if matches!(c.phase, Phase::Head(_)) && c.cin.is_empty() && c.cout.is_empty());
             if idle {
                 self.close(id, registry);
             }
@@ -82,7 +82,7 @@ impl Edge {
                         self.free.push(id);
                         continue;
                     }
-                    let proxy_pending = match l.proxy {
+                    let proxy = match l.proxy {
                         ProxyProtocol::Off => None,
                         mode => {
                             let ip = client_addr(&peer);
@@ -104,16 +104,15 @@ impl Edge {
                         cin: Buf::new(),
                         cout: Buf::new(),
                         up: None,
-                        phase: Phase::Head,
+                        phase: Phase::Head(Reading {
+                            proxy,
+                            ..Reading::default()
+                        }),
                         dead: false,
-                        proxy_pending,
-                        head_scan: 0,
                         served: false,
                         opened: self.now,
                         c_hup: false,
-                        linger: None,
                         activity: self.now,
-                        head_start: None,
                         timer: None,
                         stat: None,
                     });

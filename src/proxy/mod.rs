@@ -140,20 +140,46 @@ struct Record {
     ja4h: Option<String>,
 }
 
+/// Where a client connection is; what a phase alone needs lives in it.
 enum Phase {
-    Head,
+    /// Waiting for, or reading, a request head.
+    Head(Reading),
+    /// A request forwarded to a backend and its answer coming back.
     Exchange(Box<Exchange>),
+    /// Sending a static file.
     File(Box<FileSend>),
-    Tunnel {
-        client_shut: bool,
-        up_shut: bool,
-    },
+    /// An upgraded connection: bytes both ways until each side has closed.
+    Tunnel { client_shut: bool, up_shut: bool },
     /// A routed request waiting for its ship to come up.
     Held(Box<Held>),
     /// Answered or failed: the connection closes once its answer is out. Also what a
     /// connection is while a step has its phase out: a step that hands on no phase and
     /// keeps none closes the connection.
-    Closing,
+    Closing {
+        /// Our side is shut: bytes read from the client and dropped so far.
+        linger: Option<usize>,
+    },
+}
+
+/// The state of reading a request head.
+#[derive(Default)]
+struct Reading {
+    /// A PROXY protocol header may still come first (only before the first request).
+    proxy: Option<ProxyCheck>,
+    /// How far the search for the end of the head in `cin` got.
+    scan: usize,
+    /// When the first byte of the head arrived.
+    since: Option<Instant>,
+}
+
+impl Phase {
+    /// Waiting for the next request.
+    fn head() -> Phase {
+        Phase::Head(Reading::default())
+    }
+
+    /// Closing once the answer is out.
+    const CLOSING: Phase = Phase::Closing { linger: None };
 }
 
 /// What a step of the exchange did.
@@ -178,10 +204,6 @@ struct Conn {
     up: Option<Up>,
     phase: Phase,
     dead: bool,
-    /// A PROXY protocol header may still come first.
-    proxy_pending: Option<ProxyCheck>,
-    /// How far the search for the end of the request head in `cin` got.
-    head_scan: usize,
     /// A request head has been received on this connection (until then, the connection
     /// has `header_timeout` from `opened`, not `keepalive_timeout`).
     served: bool,
@@ -189,12 +211,8 @@ struct Conn {
     opened: Instant,
     /// The client's side may have closed (read until end of stream).
     c_hup: bool,
-    /// Closing with our side shut: bytes read and dropped so far.
-    linger: Option<usize>,
     /// Last time bytes moved on this connection.
     activity: Instant,
-    /// When the first byte of the current request head arrived.
-    head_start: Option<Instant>,
     /// The armed timer and when it fires.
     timer: Option<(TimerId, Instant)>,
     /// The request being answered.
@@ -385,7 +403,9 @@ impl Edge {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| !matches!(c.phase, Phase::Head) || !c.cin.is_empty() || !c.cout.is_empty())
+            .filter(|c| {
+                !matches!(c.phase, Phase::Head(_)) || !c.cin.is_empty() || !c.cout.is_empty()
+            })
             .count()
     }
 
@@ -602,7 +622,7 @@ impl Edge {
                 continue;
             }
             // `forward` hands on the next phase: an exchange, or an answer.
-            if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::Closing) {
+            if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
                 let h = *h;
                 self.forward(
                     &mut c,
@@ -624,89 +644,8 @@ impl Edge {
     fn step(&mut self, c: &mut Conn, id: usize, registry: &Registry, fleet: &FleetView) -> bool {
         // Each arm puts back the phase it keeps, or hands on the next one (the pipeline,
         // an answer, the exchange); the phase is `Closing` in between.
-        match std::mem::replace(&mut c.phase, Phase::Closing) {
-            Phase::Head => {
-                if c.cin.is_empty() {
-                    if c.c_eof {
-                        c.dead = true;
-                    }
-                    c.phase = Phase::Head;
-                    return false;
-                }
-                if self.draining && c.cout.is_empty() {
-                    c.dead = true;
-                    return true;
-                }
-                if c.cout.len() >= BUF {
-                    // The client does not read its answers: stop taking requests until it
-                    // does (cin then fills and the socket pushes back).
-                    c.phase = Phase::Head;
-                    return false;
-                }
-                if let Some(check) = c.proxy_pending {
-                    match proxy_protocol::parse(&c.cin) {
-                        Ok(None) => {
-                            c.dead = c.c_eof;
-                            c.phase = Phase::Head;
-                            return false;
-                        }
-                        Ok(Some(proxy_protocol::Outcome::Absent)) if check.required => {
-                            log::debug!(
-                                "{}: no PROXY protocol header on a bind that requires one",
-                                c.peer
-                            );
-                            self.refuse_connection(c, 400, "PROXY protocol header required");
-                            return true;
-                        }
-                        Ok(Some(proxy_protocol::Outcome::Absent)) => c.proxy_pending = None,
-                        Ok(Some(proxy_protocol::Outcome::Header { .. })) if !check.trusted => {
-                            log::warn!("{}: PROXY protocol header from a peer outside proxy_protocol_from; refused", c.peer);
-                            self.refuse_connection(
-                                c,
-                                400,
-                                "PROXY protocol header from an untrusted peer",
-                            );
-                            return true;
-                        }
-                        Ok(Some(proxy_protocol::Outcome::Header { len, addr })) => {
-                            c.cin.consume(len);
-                            if let Some(a) = addr {
-                                c.peer = a.to_string();
-                            }
-                            c.proxy_pending = None;
-                            c.head_scan = 0;
-                            c.phase = Phase::Head;
-                            return true;
-                        }
-                        Err(e) => {
-                            log::debug!("{}: {}", c.peer, e.0);
-                            c.dead = true;
-                            return true;
-                        }
-                    }
-                }
-                match http::parse_request_resume(&c.cin, &self.limits, &mut c.head_scan) {
-                    Ok(None) => {
-                        if c.c_eof {
-                            c.dead = true;
-                        }
-                        c.phase = Phase::Head;
-                        false
-                    }
-                    Err(e) => {
-                        log::debug!("{}: {e}", c.peer);
-                        c.head_scan = 0;
-                        self.refuse_connection(c, e.status(), &e.to_string());
-                        true
-                    }
-                    Ok(Some(req)) => {
-                        c.head_start = None;
-                        c.served = true;
-                        self.start_exchange(c, id, req, registry, fleet);
-                        true
-                    }
-                }
-            }
+        match std::mem::replace(&mut c.phase, Phase::CLOSING) {
+            Phase::Head(r) => self.read_head(c, id, r, registry, fleet),
             Phase::File(f) => {
                 c.phase = Phase::File(f);
                 false
@@ -735,13 +674,100 @@ impl Edge {
                 client_shut,
                 up_shut,
             } => tunnel::step(c, client_shut, up_shut),
-            Phase::Closing => {
-                if let Some(n) = &mut c.linger {
+            Phase::Closing { mut linger } => {
+                if let Some(n) = &mut linger {
                     *n += c.cin.len();
                 }
                 c.cin.clear();
-                c.phase = Phase::Closing;
+                c.phase = Phase::Closing { linger };
                 false
+            }
+        }
+    }
+
+    /// The step of a connection reading a request head: the PROXY header first where one
+    /// may come, then the head; a whole head starts its exchange (the pipeline hands on
+    /// the next phase).
+    fn read_head(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        mut r: Reading,
+        registry: &Registry,
+        fleet: &FleetView,
+    ) -> bool {
+        if c.cin.is_empty() {
+            if c.c_eof {
+                c.dead = true;
+            }
+            c.phase = Phase::Head(r);
+            return false;
+        }
+        if self.draining && c.cout.is_empty() {
+            c.dead = true;
+            return true;
+        }
+        if c.cout.len() >= BUF {
+            // The client does not read its answers: stop taking requests until it
+            // does (cin then fills and the socket pushes back).
+            c.phase = Phase::Head(r);
+            return false;
+        }
+        if let Some(check) = r.proxy {
+            match proxy_protocol::parse(&c.cin) {
+                Ok(None) => {
+                    c.dead = c.c_eof;
+                    c.phase = Phase::Head(r);
+                    return false;
+                }
+                Ok(Some(proxy_protocol::Outcome::Absent)) if check.required => {
+                    log::debug!(
+                        "{}: no PROXY protocol header on a bind that requires one",
+                        c.peer
+                    );
+                    self.refuse_connection(c, 400, "PROXY protocol header required");
+                    return true;
+                }
+                Ok(Some(proxy_protocol::Outcome::Absent)) => r.proxy = None,
+                Ok(Some(proxy_protocol::Outcome::Header { .. })) if !check.trusted => {
+                    log::warn!("{}: PROXY protocol header from a peer outside proxy_protocol_from; refused", c.peer);
+                    self.refuse_connection(c, 400, "PROXY protocol header from an untrusted peer");
+                    return true;
+                }
+                Ok(Some(proxy_protocol::Outcome::Header { len, addr })) => {
+                    c.cin.consume(len);
+                    if let Some(a) = addr {
+                        c.peer = a.to_string();
+                    }
+                    r.proxy = None;
+                    r.scan = 0;
+                    c.phase = Phase::Head(r);
+                    return true;
+                }
+                Err(e) => {
+                    log::debug!("{}: {}", c.peer, e.0);
+                    c.dead = true;
+                    return true;
+                }
+            }
+        }
+        match http::parse_request_resume(&c.cin, &self.limits, &mut r.scan) {
+            Ok(None) => {
+                if c.c_eof {
+                    c.dead = true;
+                }
+                c.phase = Phase::Head(r);
+                false
+            }
+            Err(e) => {
+                log::debug!("{}: {e}", c.peer);
+                self.refuse_connection(c, e.status(), &e.to_string());
+                true
+            }
+            Ok(Some(req)) => {
+                c.served = true;
+                self.start_exchange(c, id, req, registry, fleet);
+                true
             }
         }
     }
@@ -986,14 +1012,14 @@ impl Edge {
                             self.close_up(up, registry);
                         }
                     }
-                    c.phase = if keep { Phase::Head } else { Phase::Closing };
+                    c.phase = if keep { Phase::head() } else { Phase::CLOSING };
                     return Turned::Over;
                 }
                 Step::AnsweredEarly => {
                     if let Some(up) = c.up.take() {
                         self.close_up(up, registry);
                     }
-                    c.phase = Phase::Closing;
+                    c.phase = Phase::CLOSING;
                     return Turned::Over;
                 }
                 Step::Refuse { status, why } => {

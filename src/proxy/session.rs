@@ -12,9 +12,9 @@ impl Edge {
         match &c.phase {
             // Until its first request head is in, a connection has header_timeout from
             // its accept: silent or slow, it is held no longer than a slow head.
-            Phase::Head if !c.served => at(c.opened, s.header_timeout),
-            Phase::Head if c.cin.is_empty() => at(c.activity, s.keepalive_timeout),
-            Phase::Head => at(c.head_start.unwrap_or(c.activity), s.header_timeout),
+            Phase::Head(_) if !c.served => at(c.opened, s.header_timeout),
+            Phase::Head(_) if c.cin.is_empty() => at(c.activity, s.keepalive_timeout),
+            Phase::Head(r) => at(r.since.unwrap_or(c.activity), s.header_timeout),
             Phase::Exchange(ex) => match (&c.up, &ex.resp) {
                 (Some(up), _) if !up.connected => at(up.since, s.connect_timeout),
                 // Still sending the request body: a stall is the client's.
@@ -27,8 +27,8 @@ impl Edge {
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
             Phase::Held(h) => at(h.since, s.connect_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
-            Phase::Closing if c.linger.is_some() => at(c.activity, LINGER_TIME),
-            Phase::Closing => at(c.activity, s.body_timeout),
+            Phase::Closing { linger: Some(_) } => at(c.activity, LINGER_TIME),
+            Phase::Closing { linger: None } => at(c.activity, s.body_timeout),
         }
     }
 
@@ -58,8 +58,8 @@ impl Edge {
             return;
         }
         match &c.phase {
-            Phase::Head if c.cin.is_empty() => c.dead = true,
-            Phase::Head => {
+            Phase::Head(_) if c.cin.is_empty() => c.dead = true,
+            Phase::Head(_) => {
                 log::debug!(
                     "{}: request head not received within {:?}",
                     c.peer,
@@ -138,7 +138,7 @@ impl Edge {
             if c.c_readable
                 && !c.c_eof
                 && c.cin.len() < BUF
-                && (!matches!(c.phase, Phase::Closing) || c.linger.is_some())
+                && !matches!(c.phase, Phase::Closing { linger: None })
             {
                 self.bufs.lend(&mut c.cin);
                 progress |= read_into(
@@ -234,27 +234,27 @@ impl Edge {
             if matches!(c.phase, Phase::File(_)) {
                 progress |= self.send_file_part(&mut c);
             }
-            if matches!(c.phase, Phase::Closing) && c.cout.is_empty() {
+            if let (Phase::Closing { linger }, true) = (&mut c.phase, c.cout.is_empty()) {
                 // Lingering close: stop writing, then read and drop what the client still
                 // sends (up to a bound), so that unread bytes do not make the kernel reset
                 // the connection and destroy the answer we just wrote.
-                if c.linger.is_none() {
+                if linger.is_none() {
                     c.client.shutdown_write();
-                    c.linger = Some(0);
+                    *linger = Some(0);
                     progress = true;
                 }
-                if c.c_eof || c.linger.is_some_and(|n| n > LINGER_BYTES) {
+                if c.c_eof || linger.is_some_and(|n| n > LINGER_BYTES) {
                     c.dead = true;
                 }
             }
             if progress {
                 c.activity = self.now;
             }
-            if matches!(c.phase, Phase::Head) {
+            if let Phase::Head(r) = &mut c.phase {
                 if c.cin.is_empty() {
-                    c.head_start = None;
-                } else if c.head_start.is_none() {
-                    c.head_start = Some(self.now);
+                    r.since = None;
+                } else if r.since.is_none() {
+                    r.since = Some(self.now);
                 }
             }
             if c.dead || !progress {
@@ -273,7 +273,7 @@ impl Edge {
             self.release(id, c, registry);
             self.resume_accept(registry, fleet);
         } else {
-            if matches!(c.phase, Phase::Head) {
+            if matches!(c.phase, Phase::Head(_)) {
                 // Between requests: empty buffers go back to the pool.
                 self.bufs.take_back(&mut c.cin);
                 self.bufs.take_back(&mut c.cout);
