@@ -4,9 +4,9 @@
 //!
 //! Every subsystem shows the loop the same surface, [`Subsystem`]: register with the
 //! loop, handle a ready token, finish a turn, handle due timers, say when its next timer
-//! is due, and hand over the [`Message`]s it has for its siblings. The root takes those after each call into a
-//! subsystem and hands them on at once: to the fleet view it keeps (which the edge routes
-//! and reports with) and to every subsystem (`hear`). So a stop signal closes the listeners
+//! is due, and hand over the [`Message`]s it has for its siblings. The root takes those
+//! after each call into a subsystem and hands them on at once: to the fleet view it keeps
+//! (which the edge routes and reports with) and to every subsystem (`hear`). So a stop signal closes the listeners
 //! before the edge's events of the same turn, and a program that comes up is routed to in
 //! the turn it came up.
 //!

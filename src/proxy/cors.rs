@@ -1,9 +1,9 @@
 //! CORS preflight cache (`cors_cache`): answers to `OPTIONS` requests carrying `Origin` and
 //! `Access-Control-Request-Method` are kept and replayed without asking the backend.
 //!
-//! The key is the bind, the Host, the Origin, the request target, the requested method and
-//! the requested headers normalised (split at commas, trimmed, lowercased, sorted, without
-//! duplicates). Only 2xx answers with an `Access-Control-Allow-*` header and a small body
+//! The key is the bind, the route, the Host, the Origin, the request target, the requested
+//! method and the requested headers normalised (split at commas, trimmed, lowercased,
+//! sorted, without duplicates). Only 2xx answers with an `Access-Control-Allow-*` header and a small body
 //! are stored, for `Access-Control-Max-Age` seconds (0 or less: not stored) or else the
 //! configured default; at most `max_entries` and `MAX_BYTES` (keys, headers and bodies
 //! counted), the least recently used evicted first. A key longer than `MAX_KEY` is not
@@ -118,7 +118,9 @@ pub fn key_of(bind: BindId, route: RouteId, req: &RequestHead) -> Option<String>
     names.dedup();
     // Fields are separated by a byte no header value or target may hold.
     let key = format!(
-        "{bind}\n{route}\n{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        bind.index(),
+        route.index(),
         req.host.as_deref().unwrap_or("").to_ascii_lowercase(),
         origin.value_str(),
         req.target,

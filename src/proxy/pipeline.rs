@@ -76,7 +76,7 @@ impl Edge {
         );
     }
 
-    /// The route for the request, if any: (program index, route id, prefix to strip).
+    /// The route for the request, if any: (program, route, prefix to strip).
     /// Begins the request's statistics and log record either way.
     fn find_route(
         &mut self,

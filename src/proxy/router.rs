@@ -29,6 +29,9 @@ impl Router {
         let mut by_bind: Vec<Vec<Route>> = m.binds.iter().map(|_| Vec::new()).collect();
         for (target, p) in m.programs.iter().enumerate() {
             for r in &p.routes {
+                // The manifest refuses a route to an unknown bind, so the ids (rows of
+                // the route metrics) have no gaps.
+                debug_assert!(r.bind_id != BindId::NONE, "route to an unknown bind");
                 if let Some(routes) = by_bind.get_mut(r.bind_id.index()) {
                     routes.push(Route {
                         pattern: r.pattern.clone(),

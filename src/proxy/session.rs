@@ -234,7 +234,9 @@ impl Edge {
             if matches!(c.phase, Phase::File(_)) {
                 progress |= self.send_file_part(&mut c);
             }
-            if let (Phase::Closing { linger }, true) = (&mut c.phase, c.cout.is_empty()) {
+            // (Not for a connection given up: it is closed at once, not shut.)
+            if let (Phase::Closing { linger }, true) = (&mut c.phase, c.cout.is_empty() && !c.dead)
+            {
                 // Lingering close: stop writing, then read and drop what the client still
                 // sends (up to a bound), so that unread bytes do not make the kernel reset
                 // the connection and destroy the answer we just wrote.
