@@ -21,10 +21,11 @@ use mio::event::Event;
 use mio::{Events, Poll, Registry};
 
 use crate::fleet::{FleetView, Message};
+use crate::health::Checks;
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::proxy::Edge;
-use crate::reactor::EDGE_TOKENS;
+use crate::reactor::{EDGE_TOKENS, HEALTH_TOKENS};
 use crate::supervisor::{leftovers, Outcome, Style, Supervisor};
 
 /// What a subsystem is given on every call from the loop.
@@ -70,7 +71,9 @@ impl Subsystem for Supervisor {
     fn next_deadline(&mut self) -> Option<Instant> {
         Supervisor::next_deadline(self)
     }
-    fn hear(&mut self, _: &Message, _: &Turn) {}
+    fn hear(&mut self, msg: &Message, t: &Turn) {
+        Supervisor::hear(self, msg, t.now);
+    }
     fn take_messages(&mut self, out: &mut Vec<Message>) {
         out.append(&mut Supervisor::take_messages(self));
     }
@@ -97,76 +100,105 @@ impl Subsystem for Edge {
     fn take_messages(&mut self, _: &mut Vec<Message>) {}
 }
 
+impl Subsystem for Checks {
+    // Its probes register as they start.
+    fn register(&mut self, _: &Registry) -> io::Result<()> {
+        Ok(())
+    }
+    fn ready(&mut self, ev: &Event, t: &Turn) {
+        Checks::ready(self, ev.token(), t.registry, t.now);
+    }
+    fn turn_end(&mut self, _: &Turn) {}
+    fn timers_due(&mut self, t: &Turn) {
+        Checks::timers_due(self, t.registry, t.now);
+    }
+    fn next_deadline(&mut self) -> Option<Instant> {
+        Checks::next_deadline(self)
+    }
+    fn hear(&mut self, msg: &Message, t: &Turn) {
+        Checks::hear(self, msg, t.registry, t.now);
+    }
+    fn take_messages(&mut self, out: &mut Vec<Message>) {
+        Checks::take_messages(self, out);
+    }
+}
+
 /// The subsystems and the fleet view the root keeps from their messages.
 struct Fleet {
     sup: Supervisor,
+    checks: Option<Checks>,
     edge: Option<Edge>,
     view: FleetView,
     mail: Vec<Message>,
 }
 
 impl Fleet {
-    /// Hands on what the subsystems have said; true when it included the end of serving
-    /// (the supervisor then needs the edge's count of requests in flight at once).
+    /// The subsystems in the order they are called (those not running are `None`), and
+    /// the view they are given.
+    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 3], &mut FleetView) {
+        let sup: &mut dyn Subsystem = &mut self.sup;
+        let checks = self.checks.as_mut().map(|c| c as &mut dyn Subsystem);
+        let edge = self.edge.as_mut().map(|e| e as &mut dyn Subsystem);
+        ([Some(sup), checks, edge], &mut self.view)
+    }
+
+    /// Hands on what the subsystems have said, until none has more to say (hearing one
+    /// message may make another: a health check's verdict makes a program ready, which
+    /// is news for the edge); true when it included the end of serving (the supervisor
+    /// then needs the edge's count of requests in flight at once).
     fn route(&mut self, registry: &Registry, now: Instant) -> bool {
-        Subsystem::take_messages(&mut self.sup, &mut self.mail);
-        if let Some(e) = &mut self.edge {
-            Subsystem::take_messages(e, &mut self.mail);
-        }
-        if self.mail.is_empty() {
-            return false;
-        }
-        let stop = self
-            .mail
-            .iter()
-            .any(|m| matches!(m, Message::StopServing { .. }));
-        // Hearing a message never makes another (the edge only listens), so the mail is
-        // read once.
-        let mail = std::mem::take(&mut self.mail);
-        for msg in &mail {
-            self.view.apply(msg);
-            let t = Turn {
-                registry,
-                fleet: &self.view,
-                now,
-            };
-            self.sup.hear(msg, &t);
-            if let Some(e) = &mut self.edge {
-                Subsystem::hear(e, msg, &t);
+        let mut mail = std::mem::take(&mut self.mail);
+        let mut stop = false;
+        // A bound against two subsystems answering each other for ever.
+        for _ in 0..64 {
+            let (mut all, view) = self.parts();
+            for s in all.iter_mut().flatten() {
+                s.take_messages(&mut mail);
+            }
+            if mail.is_empty() {
+                break;
+            }
+            stop |= mail
+                .iter()
+                .any(|m| matches!(m, Message::StopServing { .. }));
+            for msg in mail.drain(..) {
+                view.apply(&msg);
+                let t = Turn {
+                    registry,
+                    fleet: view,
+                    now,
+                };
+                for s in all.iter_mut().flatten() {
+                    s.hear(&msg, &t);
+                }
             }
         }
+        mail.clear();
         self.mail = mail;
-        self.mail.clear();
         stop
     }
 
     /// Calls `f` on each subsystem in turn, routing messages after each.
     fn each(&mut self, registry: &Registry, now: Instant, f: impl Fn(&mut dyn Subsystem, &Turn)) {
-        let t = Turn {
-            registry,
-            fleet: &self.view,
-            now,
-        };
-        f(&mut self.sup, &t);
-        self.route(registry, now);
-        if let Some(e) = &mut self.edge {
+        for i in 0..3 {
+            let (mut all, view) = self.parts();
+            let Some(s) = all[i].as_mut() else { continue };
             let t = Turn {
                 registry,
-                fleet: &self.view,
+                fleet: view,
                 now,
             };
-            f(e, &t);
+            f(&mut **s, &t);
             self.route(registry, now);
         }
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        let own = Subsystem::next_deadline(&mut self.sup);
-        let theirs = self.edge.as_mut().and_then(Subsystem::next_deadline);
-        match (own, theirs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let (all, _) = self.parts();
+        all.into_iter()
+            .flatten()
+            .filter_map(|s| s.next_deadline())
+            .min()
     }
 }
 
@@ -196,8 +228,10 @@ pub fn run(
         }
         edge = Some(e);
     }
+    let checks = Some(Checks::new(&m.programs, Instant::now())).filter(|c| !c.is_empty());
     let mut f = Fleet {
         sup,
+        checks,
         edge,
         view: FleetView::new(&m.programs, Instant::now()),
         mail: Vec::new(),
@@ -242,9 +276,15 @@ pub fn run(
                 fleet: &f.view,
                 now,
             };
-            if ev.token().0 >= EDGE_TOKENS {
+            // Tokens by range: the edge's, the health checks', the supervisor's.
+            let tok = ev.token().0;
+            if tok >= EDGE_TOKENS {
                 if let Some(e) = &mut f.edge {
                     Subsystem::ready(e, ev, &t);
+                }
+            } else if tok >= HEALTH_TOKENS {
+                if let Some(c) = &mut f.checks {
+                    Subsystem::ready(c, ev, &t);
                 }
             } else {
                 Subsystem::ready(&mut f.sup, ev, &t);

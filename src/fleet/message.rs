@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::health::{CheckFailure, Status};
 use super::FleetView;
 use crate::manifest::ids::ProgramId;
 use crate::manifest::BindAddr;
@@ -24,6 +25,20 @@ pub enum Message {
     BackendUp { id: ProgramId, addr: BindAddr },
     /// A program that was up is not any more: requests to it wait or are refused.
     BackendDown { id: ProgramId },
+    /// A ship's health changed (`reason`: what the last check found).
+    Health {
+        id: ProgramId,
+        status: Status,
+        reason: String,
+    },
+    /// One health check of a ship ended, after `took` (for the metrics).
+    Checked {
+        id: ProgramId,
+        took: Duration,
+        failure: Option<CheckFailure>,
+    },
+    /// A ship has stayed unhealthy longer than its `unhealthy_restart`: restart it.
+    RestartUnhealthy { id: ProgramId, reason: String },
     /// The fleet lands: stop taking requests (close the listeners) and finish those in
     /// flight within `grace`.
     StopServing { grace: Duration },
@@ -54,12 +69,34 @@ impl FleetView {
                     *b = None;
                 }
             }
-            Message::StopServing { .. } => {}
+            Message::Health { id, status, .. } => {
+                if let Some(s) = self.ships.get_mut(id.index()) {
+                    s.set_health(*status);
+                }
+            }
+            Message::Checked { id, took, failure } => {
+                if let Some(s) = self.ships.get_mut(id.index()) {
+                    s.checks.observe(*took, *failure);
+                }
+            }
+            Message::RestartUnhealthy { .. } | Message::StopServing { .. } => {}
         }
     }
 
-    /// The address requests to `id` go to, while it is up.
+    /// The address of `id` while it is up, healthy or not.
+    pub fn address(&self, id: ProgramId) -> Option<&BindAddr> {
+        self.backends.get(id.index()).and_then(Option::as_ref)
+    }
+
+    /// The address requests to `id` go to, while it is up and not unhealthy.
     pub fn backend(&self, id: ProgramId) -> Option<&BindAddr> {
+        let unhealthy = self
+            .ships
+            .get(id.index())
+            .is_some_and(|s| s.health == Status::Unhealthy);
+        if unhealthy {
+            return None;
+        }
         self.backends.get(id.index()).and_then(Option::as_ref)
     }
 }
@@ -76,6 +113,9 @@ mod tests {
             kind: "ship",
             state: "waiting",
             healthy: false,
+            has_check: false,
+            health: crate::fleet::health::Status::Unknown,
+            checks: Default::default(),
             restarts: 0,
             pgid: None,
             up_since: None,

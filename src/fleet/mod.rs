@@ -2,6 +2,7 @@
 //! each other through the root, the view the root keeps from those messages for the edge
 //! (routing, metrics), and what a process group uses.
 
+pub mod health;
 pub mod message;
 pub mod resources;
 pub mod view;

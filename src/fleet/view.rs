@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::health::{CheckStats, Status};
 use crate::manifest::{BindAddr, Program};
 
 /// One ship or bay, as the metrics endpoint shows it.
@@ -15,8 +16,14 @@ pub struct ShipView {
     pub kind: &'static str,
     /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `done` or `failed`.
     pub state: &'static str,
-    /// Running and, for a program with a bind, its readiness probe passed.
+    /// Up (ready) and, for a ship with a health check, its last verdict is healthy.
     pub healthy: bool,
+    /// It has a health check.
+    pub has_check: bool,
+    /// What its health check found.
+    pub health: Status,
+    /// Its checks, for the metrics.
+    pub checks: CheckStats,
     pub restarts: u64,
     /// Process group while the program has one.
     pub pgid: Option<i32>,
@@ -36,10 +43,28 @@ impl ShipView {
             kind: p.kind(),
             state: "waiting",
             healthy: false,
+            has_check: p.health.is_some(),
+            health: Status::Unknown,
+            checks: CheckStats::default(),
             restarts: 0,
             pgid: None,
             up_since: None,
         }
+    }
+
+    /// Its health check's verdict changed.
+    pub fn set_health(&mut self, status: Status) {
+        self.health = status;
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        self.healthy = self.up_since.is_some()
+            && match self.health {
+                Status::Healthy => true,
+                Status::Unhealthy => false,
+                Status::Unknown => !self.has_check,
+            };
     }
 
     /// `state` is one of [`STATES`]; `up_since` is set while the program runs.
@@ -51,10 +76,10 @@ impl ShipView {
         pgid: Option<i32>,
     ) {
         self.state = state;
-        self.healthy = up_since.is_some();
         self.up_since = up_since;
         self.restarts = restarts;
         self.pgid = pgid;
+        self.refresh();
     }
 }
 

@@ -7,6 +7,7 @@ pub mod diag;
 pub mod dotenv;
 mod expand;
 pub mod graph;
+pub mod health;
 pub mod ids;
 pub mod model;
 mod reader;
@@ -192,6 +193,40 @@ struct Base {
     max_memory: Option<u64>,
     cwd: Option<PathBuf>,
     phase: Option<Phase>,
+    health: HealthKeys,
+}
+
+/// The health and readiness keys of a ship or of `[base.ship]`, as written.
+#[derive(Default, Clone)]
+struct HealthKeys {
+    healthcheck: Option<Located<String>>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    fails: Option<u32>,
+    passes: Option<u32>,
+    grace: Option<Duration>,
+    /// `Some(None)`: `"never"`.
+    unhealthy_restart: Option<Option<Duration>>,
+    ready: Option<Located<String>>,
+    ready_timeout: Option<Duration>,
+}
+
+impl HealthKeys {
+    /// A ship's own keys over its base's.
+    fn over(self, base: &HealthKeys) -> HealthKeys {
+        let b = base.clone();
+        HealthKeys {
+            healthcheck: self.healthcheck.or(b.healthcheck),
+            interval: self.interval.or(b.interval),
+            timeout: self.timeout.or(b.timeout),
+            fails: self.fails.or(b.fails),
+            passes: self.passes.or(b.passes),
+            grace: self.grace.or(b.grace),
+            unhealthy_restart: self.unhealthy_restart.or(b.unhealthy_restart),
+            ready: self.ready.or(b.ready),
+            ready_timeout: self.ready_timeout.or(b.ready_timeout),
+        }
+    }
 }
 
 /// A program before cross-checks, with the spans of what later checks point at.
@@ -570,10 +605,153 @@ impl Parser<'_> {
         };
         if bay {
             b.config = self.expanded_map(&mut t, "config");
+        } else {
+            b.health = self.health_keys(&mut t);
         }
         self.process_keys(&mut t, &mut b);
         t.finish(self.d);
         b
+    }
+
+    /// `healthcheck`, the `health_*` keys, `unhealthy_restart`, `ready` and
+    /// `ready_timeout` (ships and `[base.ship]`).
+    fn health_keys(&mut self, t: &mut Table<'_, '_>) -> HealthKeys {
+        let mut h = HealthKeys {
+            healthcheck: t.string(self.d, "healthcheck"),
+            interval: t.duration(self.d, "health_interval"),
+            timeout: t.duration(self.d, "health_timeout"),
+            fails: t.int(self.d, "health_fails", 1, 1000).map(|n| n as u32),
+            passes: t.int(self.d, "health_passes", 1, 1000).map(|n| n as u32),
+            grace: t.duration(self.d, "health_grace"),
+            ready: t.string(self.d, "ready"),
+            ready_timeout: t.duration(self.d, "ready_timeout"),
+            ..HealthKeys::default()
+        };
+        for (key, min) in [
+            ("health_interval", h.interval),
+            ("health_timeout", h.timeout),
+            ("ready_timeout", h.ready_timeout),
+        ] {
+            if min.is_some_and(|d| d < Duration::from_millis(10)) {
+                if let Some(span) = t.key_span(key) {
+                    self.d.error(span, format!("`{key}` must be at least 10ms"));
+                }
+            }
+        }
+        if let Some(v) = t.get("unhealthy_restart") {
+            h.unhealthy_restart = match v.get_ref() {
+                DeValue::String(s) if s.trim() == "never" => Some(None),
+                DeValue::String(s) => match units::parse_duration(s) {
+                    Ok(d) => Some(Some(d)),
+                    Err(e) => {
+                        self.d
+                            .error(v.span(), format!("`unhealthy_restart`: {e} (or \"never\")"));
+                        None
+                    }
+                },
+                _ => {
+                    self.d.error(
+                        v.span(),
+                        "`unhealthy_restart` must be a duration such as \"1m\" or \"never\"",
+                    );
+                    None
+                }
+            };
+        }
+        h
+    }
+
+    /// The ship's health check (its `${NAME}`s already expanded) and readiness from its
+    /// keys and its base's; `bind` is the ship's.
+    fn health(
+        &mut self,
+        keys: HealthKeys,
+        bind: Option<&BindAddr>,
+        oneshot: bool,
+    ) -> (Option<Health>, Ready, Duration) {
+        let health = keys.healthcheck.as_ref().and_then(|hc| {
+            match health::parse_probe(&hc.value, bind, self.dir) {
+                Ok(HealthProbe::Exec { .. }) => {
+                    self.d.error(
+                        hc.span.clone(),
+                        "`exec:` health checks are not supported by this build yet; use a path, an http:// URL or \"tcp\"",
+                    );
+                    None
+                }
+                Ok(probe) => Some(Health {
+                    probe,
+                    interval: keys.interval.unwrap_or(health::DEFAULT_INTERVAL),
+                    timeout: keys.timeout.unwrap_or(health::DEFAULT_TIMEOUT),
+                    fails: keys.fails.unwrap_or(health::DEFAULT_FAILS),
+                    passes: keys.passes.unwrap_or(health::DEFAULT_PASSES),
+                    grace: keys.grace.unwrap_or(Duration::ZERO),
+                    unhealthy_restart: keys
+                        .unhealthy_restart
+                        .unwrap_or(Some(health::DEFAULT_UNHEALTHY_RESTART)),
+                }),
+                Err(e) => {
+                    self.d.error(hc.span.clone(), e);
+                    None
+                }
+            }
+        });
+        if health.is_some() && oneshot {
+            if let Some(hc) = &keys.healthcheck {
+                self.d.error(
+                    hc.span.clone(),
+                    "a one-shot job has no health check: it runs to its end",
+                );
+            }
+        }
+        let default = if oneshot {
+            Ready::Exit
+        } else if health.is_some() {
+            Ready::Healthcheck
+        } else if bind.is_some() {
+            Ready::Bind
+        } else {
+            Ready::Delay(health::SETTLE)
+        };
+        let ready = match &keys.ready {
+            None => default,
+            Some(r) => match health::parse_ready(&r.value) {
+                Err(e) => {
+                    self.d.error(r.span.clone(), e);
+                    default
+                }
+                Ok(ready) => {
+                    let refusal = match &ready {
+                        Ready::Bind if bind.is_none() => {
+                            Some("`ready = \"bind\"` needs the ship's `bind`".to_string())
+                        }
+                        Ready::Healthcheck if health.is_none() => Some(
+                            "`ready = \"healthcheck\"` needs a `healthcheck`".to_string(),
+                        ),
+                        Ready::Exit if !oneshot => Some(
+                            "`ready = \"exit\"` is for one-shot jobs (`oneshot = true`)"
+                                .to_string(),
+                        ),
+                        r if oneshot && !matches!(r, Ready::Exit) => Some(
+                            "a one-shot job is ready when it exits: leave `ready` out".to_string(),
+                        ),
+                        Ready::Notify | Ready::Fd(_) | Ready::Log(_) => Some(format!(
+                            "`ready = \"{}\"` is not supported by this build yet; use \"bind\", \"healthcheck\" or a delay",
+                            ready.describe()
+                        )),
+                        _ => None,
+                    };
+                    match refusal {
+                        Some(why) => {
+                            self.d.error(r.span.clone(), why);
+                            default
+                        }
+                        None => ready,
+                    }
+                }
+            },
+        };
+        let timeout = keys.ready_timeout.unwrap_or(health::DEFAULT_READY_TIMEOUT);
+        (health, ready, timeout)
     }
 
     /// Keys about how a process is run and stopped, shared by programs and base templates.
@@ -641,8 +819,8 @@ impl Parser<'_> {
         let own_env = self.expanded_map(&mut t, "env");
         let deps = t.string_list(self.d, "depends_on");
         let mut own = Base::default();
-        let (mut bind, mut healthcheck, mut routes, mut route_binds) =
-            (None, None, Vec::new(), Vec::new());
+        let (mut bind, mut health_keys, mut routes, mut route_binds) =
+            (None, HealthKeys::default(), Vec::new(), Vec::new());
         let (mut config, mut critical, mut oneshot, mut tags) =
             (Vec::new(), None, is_prelaunch, Vec::new());
         if !is_prelaunch {
@@ -652,7 +830,7 @@ impl Parser<'_> {
                         bind = Some(a);
                     }
                 }
-                healthcheck = t.string(self.d, "healthcheck").map(|h| h.value);
+                health_keys = self.health_keys(&mut t);
                 oneshot = t.bool(self.d, "oneshot").unwrap_or(false);
             } else {
                 config = self.expanded_map(&mut t, "config");
@@ -734,7 +912,16 @@ impl Parser<'_> {
                 argv[i] = expand_braced(&argv[i], &child_var);
             }
         }
-        let healthcheck = healthcheck.map(|h: String| expand_braced(&h, &child_var));
+        let (health, ready, ready_timeout) = if is_bay || is_prelaunch {
+            let timeout = health::DEFAULT_READY_TIMEOUT;
+            (None, Ready::Delay(health::SETTLE), timeout)
+        } else {
+            let mut keys = health_keys.over(&base.health);
+            if let Some(hc) = &mut keys.healthcheck {
+                hc.value = expand_braced(&hc.value, &child_var);
+            }
+            self.health(keys, bind.as_ref(), oneshot)
+        };
         let mut merged_config = base.config.clone();
         merge(&mut merged_config, config);
         let mut all_tags = base.tags.clone();
@@ -759,7 +946,9 @@ impl Parser<'_> {
                 .or_else(|| base.cwd.clone())
                 .unwrap_or_else(|| self.dir.to_path_buf()),
             bind,
-            healthcheck,
+            health,
+            ready,
+            ready_timeout,
             depends_on: deps.iter().map(|d| d.value.clone()).collect(),
             deps: Vec::new(),
             routes,
@@ -1613,6 +1802,42 @@ mod tests {
         assert_eq!(statics, vec![Some(BindId::at(1)), None]);
         m.filter_tags(&[], &["t".to_string()]);
         assert_eq!(ids(&m), vec![(0, 0)], "b's route is now the first");
+    }
+
+    #[test]
+    fn health_checks_and_readiness_with_their_defaults_and_refusals() {
+        let m = parse_ok(
+            "[base.ship]\nhealth_interval = \"1s\"\n[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\nbind = \"3000\"\nhealthcheck = \"/up\"\nhealth_fails = 5\nunhealthy_restart = \"never\"\n[[fleet.web]]\nname = \"b\"\ncommand = \"x\"\nbind = \"3001\"\n[[fleet.web]]\nname = \"c\"\ncommand = \"x\"\nready = \"2s\"\nready_timeout = \"5s\"\n[[fleet.jobs]]\nname = \"j\"\ncommand = \"x\"\noneshot = true\n",
+        );
+        let h = m.programs[0].health.as_ref().expect("a's check");
+        assert_eq!(h.interval, Duration::from_secs(1), "from [base.ship]");
+        assert_eq!((h.fails, h.passes), (5, health::DEFAULT_PASSES));
+        assert_eq!(h.timeout, health::DEFAULT_TIMEOUT);
+        assert_eq!(h.unhealthy_restart, None);
+        assert!(matches!(m.programs[0].ready, Ready::Healthcheck));
+        assert!(matches!(m.programs[1].ready, Ready::Bind));
+        assert!(matches!(m.programs[2].ready, Ready::Delay(d) if d == Duration::from_secs(2)));
+        assert_eq!(m.programs[2].ready_timeout, Duration::from_secs(5));
+        assert!(matches!(m.programs[3].ready, Ready::Exit));
+        for (text, want) in [
+            ("healthcheck = \"/up\"", "this ship has none"),
+            (
+                "healthcheck = \"exec:true\"",
+                "not supported by this build yet",
+            ),
+            ("ready = \"healthcheck\"", "needs a `healthcheck`"),
+            ("ready = \"bind\"", "needs the ship's `bind`"),
+            ("ready = \"notify\"", "not supported by this build yet"),
+            ("ready = \"soon\"", "`ready` must be"),
+            ("unhealthy_restart = \"often\"", "unhealthy_restart"),
+            ("health_interval = \"1ms\"", "at least 10ms"),
+        ] {
+            let e = errors(&format!(
+                "[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\n{text}\n"
+            ));
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(e.contains("m.toml:4:"), "{text}: located: {e}");
+        }
     }
 
     #[test]

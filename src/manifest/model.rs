@@ -7,6 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::bind::BindAddr;
+pub use super::health::{Health, HealthProbe, Ready};
 use super::ids::{BindId, ProgramId, RouteId};
 
 #[derive(Debug)]
@@ -177,7 +178,12 @@ pub struct Program {
     pub config: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub bind: Option<BindAddr>,
-    pub healthcheck: Option<String>,
+    /// `healthcheck` and its policy (ships).
+    pub health: Option<Health>,
+    /// When it counts as ready.
+    pub ready: Ready,
+    /// Not ready by then after a start: a failed start, handled like a crash.
+    pub ready_timeout: Duration,
     pub depends_on: Vec<String>,
     /// `depends_on` resolved: the ids of the programs of its own set (prelaunch jobs
     /// among themselves, the others among themselves) it waits for. Set by

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Instant;
 
+use crate::fleet::health::{CheckFailure, CHECK_BUCKETS};
 use crate::fleet::resources::Usage;
 use crate::fleet::view::{FleetView, STATES};
 use crate::manifest::ids::{ProgramId, RouteId};
@@ -247,9 +248,52 @@ pub fn render(
         &mut o,
         "mothership_ship_healthy",
         "gauge",
-        "1 while the program is up and ready, else 0.",
+        "1 while the program is up and ready and, if it has a health check, that check's last verdict is healthy; else 0.",
         &|s| Some(b(s.healthy)),
     );
+    let checked: Vec<_> = ships.iter().filter(|(_, s)| s.has_check).collect();
+    if !checked.is_empty() {
+        family(
+            &mut o,
+            "mothership_health_check_duration_seconds",
+            "histogram",
+            "Time a health check took, passed or failed, by ship.",
+        );
+        for (labels, s) in &checked {
+            let c = &s.checks;
+            let mut acc = 0;
+            for (i, le) in CHECK_BUCKETS.iter().enumerate() {
+                acc += c.hist[i];
+                let _ = writeln!(
+                    o,
+                    "mothership_health_check_duration_seconds_bucket{{{labels},le=\"{le}\"}} {acc}"
+                );
+            }
+            let _ = writeln!(
+                o,
+                "mothership_health_check_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\nmothership_health_check_duration_seconds_sum{{{labels}}} {}\nmothership_health_check_duration_seconds_count{{{labels}}} {}",
+                c.count,
+                num(c.sum),
+                c.count
+            );
+        }
+        family(
+            &mut o,
+            "mothership_health_check_failures_total",
+            "counter",
+            "Failed health checks by ship and reason (connect, timeout, status).",
+        );
+        for (labels, s) in &checked {
+            for f in CheckFailure::ALL {
+                let _ = writeln!(
+                    o,
+                    "mothership_health_check_failures_total{{{labels},reason=\"{}\"}} {}",
+                    f.label(),
+                    s.checks.failures[f as usize]
+                );
+            }
+        }
+    }
     per_ship(
         &mut o,
         "mothership_ship_restarts_total",
@@ -535,6 +579,17 @@ mod tests {
                 kind: "ship",
                 state: "running",
                 healthy: true,
+                has_check: true,
+                health: crate::fleet::health::Status::Healthy,
+                checks: {
+                    let mut c = crate::fleet::health::CheckStats::default();
+                    c.observe(std::time::Duration::from_millis(3), None);
+                    c.observe(
+                        std::time::Duration::from_secs(2),
+                        Some(CheckFailure::Timeout),
+                    );
+                    c
+                },
                 restarts: 2,
                 pgid: Some(7),
                 up_since: Some(t0),
@@ -571,6 +626,15 @@ mod tests {
             text.contains("mothership_upstream_errors_total{ship=\"web\",kind=\"timeout\"} 1\n")
         );
         assert!(text.contains("le=\"+Inf\"} 1\n"));
+        assert!(text.contains(
+            "mothership_health_check_duration_seconds_bucket{ship=\"web\",group=\"g\\\\1\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "mothership_health_check_duration_seconds_count{ship=\"web\",group=\"g\\\\1\"} 2\n"
+        ));
+        assert!(text.contains(
+            "mothership_health_check_failures_total{ship=\"web\",group=\"g\\\\1\",reason=\"timeout\"} 1\n"
+        ));
         let mut seen = std::collections::HashSet::new();
         for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             assert!(seen.insert(l.to_string()), "family twice: {l}");

@@ -421,9 +421,13 @@ impl Edge {
                     log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
                 }
             }
-            Message::Program { .. } | Message::BackendUp { .. } | Message::BackendDown { .. } => {
+            Message::Program { .. }
+            | Message::BackendUp { .. }
+            | Message::BackendDown { .. }
+            | Message::Health { .. } => {
                 self.held_news = true;
             }
+            Message::Checked { .. } | Message::RestartUnhealthy { .. } => {}
         }
     }
 

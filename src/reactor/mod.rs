@@ -27,7 +27,10 @@ pub fn default_stop_signals() {
     }
 }
 pub const WAKER: Token = Token(1);
-/// Tokens from here on belong to the HTTP edge; those below, to the supervisor.
+/// Tokens from here up to [`EDGE_TOKENS`] belong to the health checks; those below, to
+/// the supervisor.
+pub const HEALTH_TOKENS: usize = 1 << 23;
+/// Tokens from here on belong to the HTTP edge.
 pub const EDGE_TOKENS: usize = 1 << 24;
 const FIRST_DYNAMIC: usize = 2;
 

@@ -16,8 +16,9 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Uptime after which a crash is treated as a first crash again (backoff reset).
 pub const STABLE_UPTIME: Duration = Duration::from_secs(10);
-/// A program without a bind counts as up after running this long.
-pub const SETTLE: Duration = Duration::from_millis(500);
+/// A program that declares no readiness and has no bind counts as up after running this
+/// long.
+pub const SETTLE: Duration = crate::manifest::health::SETTLE;
 /// First delay between readiness probes of a bind; doubles up to [`PROBE_CAP`].
 pub const PROBE_BASE: Duration = Duration::from_millis(20);
 pub const PROBE_CAP: Duration = Duration::from_millis(1000);
@@ -61,8 +62,22 @@ pub struct Policy {
     pub crash_window: Duration,
     pub grace: Duration,
     pub stop_signal: i32,
-    /// Readiness is probed on a bind (true) or assumed after [`SETTLE`] (false).
-    pub probe: bool,
+    /// How it is known to be ready.
+    pub ready: Readiness,
+    /// Not ready by then after a spawn (probed or told): the start failed, handled like a
+    /// crash.
+    pub ready_timeout: Duration,
+}
+
+/// How the machine learns that a started program is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// It asks for connects to its bind (`Action::Probe`) until one is accepted.
+    Probe,
+    /// It counts as ready after running this long.
+    Settle(Duration),
+    /// Someone else tells it (`Event::ProbeOk`): a health check, a notification.
+    Told,
 }
 
 /// What a stopping program does once its processes are gone.
@@ -72,6 +87,9 @@ pub enum Then {
     Stay,
     /// Start again at once (a recycle: over `max_memory`, say).
     Start,
+    /// Count a crash of the run that began at `since`, then restart per the policy (it
+    /// was stopped for not becoming ready, or for staying unhealthy).
+    Crash { since: Instant },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +177,11 @@ pub enum Event {
     Stop,
     /// Graceful stop, then start again at once (over `max_memory`, say); not a crash.
     Recycle,
+    /// Stayed unhealthy too long: graceful stop, counted as a crash (restarted per its
+    /// policy and backoff).
+    Unhealthy {
+        reason: String,
+    },
     /// Immediate stop (second signal).
     Kill,
 }
@@ -196,12 +219,22 @@ pub enum Happened {
     WillNotStart {
         reason: String,
     },
-    /// Up: its bind accepted a connection after `after`, or (None) it settled.
+    /// Up: ready after `after` (its bind accepted a connection, when `accepting`; else it
+    /// was told), or (None) it settled.
     Up {
         after: Option<Duration>,
+        accepting: bool,
     },
     StillNotAccepting {
         after: Duration,
+    },
+    /// Not ready within its `ready_timeout`: stopped, counted as a crash.
+    NotReady {
+        within: Duration,
+    },
+    /// Stopped for staying unhealthy, counted as a crash.
+    StoppingUnhealthy {
+        reason: String,
     },
     Stopping {
         sig: i32,
@@ -260,6 +293,8 @@ impl Happened {
             GivingUp { .. } => log::Level::Error,
             Exited { exit, .. } if !exit.success() => log::Level::Error,
             StillNotAccepting { .. }
+            | NotReady { .. }
+            | StoppingUnhealthy { .. }
             | GraceOver { .. }
             | Killing { .. }
             | ExitedUnexpectedly { .. }
@@ -276,14 +311,24 @@ impl fmt::Display for Happened {
             Started { pid } => write!(f, "started (pid {pid})"),
             CannotStart { error } => write!(f, "cannot start: {error}"),
             WillNotStart { reason } => write!(f, "will not start: {reason}"),
-            Up { after: Some(d) } => {
-                write!(f, "up (accepting connections after {} ms)", d.as_millis())
-            }
-            Up { after: None } => write!(f, "up"),
+            Up {
+                after: Some(d),
+                accepting: true,
+            } => write!(f, "up (accepting connections after {} ms)", d.as_millis()),
+            Up { after: Some(d), .. } => write!(f, "up (ready after {} ms)", d.as_millis()),
+            Up { after: None, .. } => write!(f, "up"),
             StillNotAccepting { after } => write!(
                 f,
                 "still not accepting connections on its bind after {} s",
                 after.as_secs()
+            ),
+            NotReady { within } => write!(
+                f,
+                "not ready within its ready_timeout ({within:?}); stopping it, counted as a crash"
+            ),
+            StoppingUnhealthy { reason } => write!(
+                f,
+                "unhealthy for longer than unhealthy_restart ({reason}); restarting it, counted as a crash"
             ),
             Stopping { sig, pgid, grace } => write!(
                 f,
@@ -421,16 +466,16 @@ impl Child {
                 self.tell(Happened::Started { pid });
                 if self.policy.oneshot {
                     State::Running { pid, since: now }
-                } else if self.policy.probe {
-                    out.push(Action::Probe);
-                    out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT)));
-                    State::Starting {
-                        pid,
-                        since: now,
-                        probes: 0,
-                    }
                 } else {
-                    out.push(Action::ArmTimer(after(now, SETTLE)));
+                    let first = match self.policy.ready {
+                        Readiness::Probe => {
+                            out.push(Action::Probe);
+                            self.ready_by(now, after(now, PROBE_TIMEOUT))
+                        }
+                        Readiness::Settle(d) => after(now, d),
+                        Readiness::Told => self.ready_by(now, now),
+                    };
+                    out.push(Action::ArmTimer(first));
                     State::Starting {
                         pid,
                         since: now,
@@ -467,6 +512,7 @@ impl Child {
                 out.push(Action::CancelTimer);
                 self.tell(Happened::Up {
                     after: Some(now.saturating_duration_since(since)),
+                    accepting: self.policy.ready == Readiness::Probe,
                 });
                 State::Running { pid, since }
             }
@@ -479,23 +525,46 @@ impl Child {
                         after: now.saturating_duration_since(since),
                     });
                 }
-                out.push(Action::ArmTimer(after(now, delay)));
+                out.push(Action::ArmTimer(self.ready_by(since, after(now, delay))));
                 State::Starting {
                     pid,
                     since,
                     probes: probes + 1,
                 }
             }
-            (State::Starting { pid, since, probes }, Event::Timer) => {
-                if self.policy.probe {
+            (State::Starting { pid, since, .. }, Event::Timer)
+                if !matches!(self.policy.ready, Readiness::Settle(_))
+                    && now >= after(since, self.policy.ready_timeout) =>
+            {
+                let within = self.policy.ready_timeout;
+                self.tell(Happened::NotReady { within });
+                self.stop(pid, Then::Crash { since }, now, &mut out)
+            }
+            (State::Starting { pid, since, probes }, Event::Timer) => match self.policy.ready {
+                Readiness::Probe => {
                     // Time to retry, or the probe in flight timed out: start a new one.
                     out.push(Action::Probe);
-                    out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT)));
+                    out.push(Action::ArmTimer(
+                        self.ready_by(since, after(now, PROBE_TIMEOUT)),
+                    ));
                     State::Starting { pid, since, probes }
-                } else {
-                    self.tell(Happened::Up { after: None });
+                }
+                Readiness::Settle(_) => {
+                    self.tell(Happened::Up {
+                        after: None,
+                        accepting: false,
+                    });
                     State::Running { pid, since }
                 }
+                // Only the timeout is armed: a timer from before is stale.
+                Readiness::Told => {
+                    out.push(Action::ArmTimer(self.ready_by(since, now)));
+                    State::Starting { pid, since, probes }
+                }
+            },
+            (State::Running { pid, since }, Event::Unhealthy { reason }) => {
+                self.tell(Happened::StoppingUnhealthy { reason });
+                self.stop(pid, Then::Crash { since }, now, &mut out)
             }
             (
                 State::Starting { pid, since, .. } | State::Running { pid, since },
@@ -520,26 +589,7 @@ impl Child {
                 } else {
                     Then::Start
                 };
-                let sig = self.policy.stop_signal;
-                self.tell(Happened::Stopping {
-                    sig,
-                    pgid: pid,
-                    grace: self.policy.grace,
-                });
-                out.push(Action::Signal { pgid: pid, sig });
-                if sig != libc::SIGKILL && sig != libc::SIGCONT {
-                    out.push(Action::Signal {
-                        pgid: pid,
-                        sig: libc::SIGCONT,
-                    });
-                }
-                out.push(Action::ArmTimer(after(now, self.policy.grace)));
-                State::Stopping {
-                    pid,
-                    leader: true,
-                    killed: sig == libc::SIGKILL,
-                    then,
-                }
+                self.stop(pid, then, now, &mut out)
             }
             (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Kill) => {
                 self.kill(pid, true, now, &mut out)
@@ -653,10 +703,45 @@ impl Child {
         out
     }
 
-    /// The program's processes are gone after a stop: down for good, or started again
-    /// after a recycle.
+    /// Sends the stop signal to the group and waits up to the grace period; `then` says
+    /// what follows once the group is gone.
+    fn stop(&mut self, pid: i32, then: Then, now: Instant, out: &mut Actions) -> State {
+        let sig = self.policy.stop_signal;
+        self.tell(Happened::Stopping {
+            sig,
+            pgid: pid,
+            grace: self.policy.grace,
+        });
+        out.push(Action::Signal { pgid: pid, sig });
+        if sig != libc::SIGKILL && sig != libc::SIGCONT {
+            out.push(Action::Signal {
+                pgid: pid,
+                sig: libc::SIGCONT,
+            });
+        }
+        out.push(Action::ArmTimer(after(now, self.policy.grace)));
+        State::Stopping {
+            pid,
+            leader: true,
+            killed: sig == libc::SIGKILL,
+            then,
+        }
+    }
+
+    /// The next timer of a starting program: `at`, or its readiness deadline if sooner.
+    fn ready_by(&self, since: Instant, at: Instant) -> Instant {
+        let deadline = after(since, self.policy.ready_timeout);
+        if at == since && self.policy.ready == Readiness::Told {
+            return deadline;
+        }
+        at.min(deadline)
+    }
+
+    /// The program's processes are gone after a stop: down for good, started again after
+    /// a recycle, or restarted as after a crash.
     fn stopped(&mut self, then: Then, now: Instant, out: &mut Actions) -> State {
         match then {
+            Then::Crash { since } => self.after_crash(since, now, out),
             Then::Start => {
                 self.restarts += 1;
                 self.tell(Happened::StartingAgain);
@@ -818,7 +903,8 @@ mod tests {
             crash_window: Duration::from_secs(60),
             grace: Duration::from_secs(10),
             stop_signal: libc::SIGTERM,
-            probe: false,
+            ready: Readiness::Settle(SETTLE),
+            ready_timeout: Duration::from_secs(60),
         }
     }
 
@@ -832,6 +918,135 @@ mod tests {
             Action::ArmTimer(t) => Some(*t),
             _ => None,
         })
+    }
+
+    #[test]
+    fn a_program_told_of_its_readiness_fails_its_start_at_the_timeout() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut c = Child::new(
+            Policy {
+                ready: Readiness::Told,
+                ready_timeout: timeout,
+                ..policy()
+            },
+            1,
+        );
+        assert_eq!(c.handle(Event::Start, t0), vec![Action::Spawn]);
+        let a = c.handle(Event::Spawned { pid: 40 }, t0);
+        assert_eq!(a, vec![Action::ArmTimer(t0 + timeout)], "only the deadline");
+        // No probe: a timer before the deadline (stale) changes nothing.
+        c.handle(Event::Timer, t0 + Duration::from_secs(1));
+        assert!(matches!(c.state, State::Starting { .. }));
+        let a = c.handle(Event::Timer, t0 + timeout);
+        assert!(a.contains(&Action::Signal {
+            pgid: 40,
+            sig: libc::SIGTERM
+        }));
+        assert!(matches!(
+            c.state,
+            State::Stopping {
+                then: Then::Crash { .. },
+                ..
+            }
+        ));
+        assert!(c
+            .take_happened()
+            .iter()
+            .any(|h| matches!(h, Happened::NotReady { within } if *within == timeout)));
+        let gone = Event::Exited {
+            exit: ExitInfo::Signal(libc::SIGTERM),
+            group_alive: false,
+        };
+        c.handle(gone, t0 + timeout);
+        assert!(
+            matches!(c.state, State::Backoff { .. }),
+            "restarted as after a crash"
+        );
+        assert_eq!(c.restarts, 1);
+        assert_eq!(c.crashes.len(), 1, "counted against the crash budget");
+
+        // Told in time: up, and the deadline is gone with the state.
+        let mut c = Child::new(
+            Policy {
+                ready: Readiness::Told,
+                ready_timeout: timeout,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 41);
+        c.handle(Event::ProbeOk, t0 + Duration::from_secs(2));
+        assert!(matches!(c.state, State::Running { .. }));
+        c.handle(Event::Timer, t0 + timeout);
+        assert!(matches!(c.state, State::Running { .. }), "a stale timer");
+    }
+
+    #[test]
+    fn a_probed_bind_that_never_accepts_fails_at_the_timeout() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_millis(2500);
+        let mut c = Child::new(
+            Policy {
+                ready: Readiness::Probe,
+                ready_timeout: timeout,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 50);
+        let mut now = t0;
+        let mut rounds = 0;
+        while matches!(c.state, State::Starting { .. }) && rounds < 100 {
+            let a = c.handle(Event::ProbeFailed, now);
+            let at = timer_of(&a).expect("a retry or the deadline");
+            assert!(at <= t0 + timeout, "never armed past the deadline");
+            now = at;
+            c.handle(Event::Timer, now);
+            rounds += 1;
+        }
+        assert_eq!(now, t0 + timeout);
+        assert!(matches!(
+            c.state,
+            State::Stopping {
+                then: Then::Crash { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unhealthy_ship_is_stopped_and_restarted_as_after_a_crash() {
+        let t0 = Instant::now();
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 60);
+        c.handle(Event::Timer, t0 + SETTLE);
+        assert!(matches!(c.state, State::Running { .. }));
+        let at = t0 + Duration::from_secs(30);
+        let a = c.handle(
+            Event::Unhealthy {
+                reason: "GET /health: 500".into(),
+            },
+            at,
+        );
+        assert!(a.contains(&Action::Signal {
+            pgid: 60,
+            sig: libc::SIGTERM
+        }));
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(0),
+                group_alive: false,
+            },
+            at,
+        );
+        assert!(matches!(c.state, State::Backoff { .. }));
+        assert_eq!((c.restarts, c.crashes.len()), (1, 1));
+        // Not while it is still starting: unhealthy needs a ship that was up.
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 61);
+        c.handle(Event::Unhealthy { reason: "x".into() }, t0);
+        assert!(matches!(c.state, State::Starting { .. }));
     }
 
     #[test]
@@ -852,7 +1067,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Child::new(
             Policy {
-                probe: true,
+                ready: Readiness::Probe,
                 ..policy()
             },
             7,
@@ -1368,7 +1583,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Child::new(
             Policy {
-                probe: true,
+                ready: Readiness::Probe,
                 ..policy()
             },
             7,
@@ -1444,7 +1659,13 @@ mod tests {
         start(&mut c, t0, 10);
         assert_eq!(c.take_happened(), vec![Happened::Started { pid: 10 }]);
         c.handle(Event::Timer, t0 + SETTLE);
-        assert_eq!(c.take_happened(), vec![Happened::Up { after: None }]);
+        assert_eq!(
+            c.take_happened(),
+            vec![Happened::Up {
+                after: None,
+                accepting: false
+            }]
+        );
         let later = t0 + Duration::from_millis(2500);
         let a = c.handle(
             Event::Exited {

@@ -23,17 +23,17 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::flagship::coord::{Coordinator, Report};
 use crate::flagship::Rank;
-use crate::fleet::{resources, FleetView, Message};
+use crate::fleet::{health, resources, FleetView, Message};
+use crate::health::probe::{Check, Probe, Progress, Target};
 use crate::manifest::graph;
 use crate::manifest::ids::ProgramId;
 use crate::manifest::units::signal_name;
-use crate::manifest::{BindAddr, Manifest, Program, Role};
+use crate::manifest::{BindAddr, Manifest, Program, Ready, Role};
 use crate::output::lines::{LineAssembler, Prefix, Ring};
 use crate::output::{Output, Stream};
-use crate::probe::{Check, Probe, Progress, Target};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
-use child::{Action, Child, Event, ExitInfo, Policy, State};
+use child::{Action, Child, Event, ExitInfo, Policy, Readiness, State, SETTLE};
 use plan::{Decision, Phase, Transition};
 
 /// Bytes of recent output kept per program.
@@ -282,7 +282,16 @@ impl Supervisor {
                 crash_window: p.crash_window,
                 grace: p.grace_period,
                 stop_signal: p.stop_signal,
-                probe: p.bind.is_some(),
+                ready: match p.ready {
+                    Ready::Bind => Readiness::Probe,
+                    Ready::Delay(d) => Readiness::Settle(d),
+                    // One-shot jobs are ready when they end (the machine knows them).
+                    Ready::Exit => Readiness::Settle(SETTLE),
+                    Ready::Healthcheck | Ready::Notify | Ready::Fd(_) | Ready::Log(_) => {
+                        Readiness::Told
+                    }
+                },
+                ready_timeout: p.ready_timeout,
             };
             members.push(Member {
                 prog: (*p).clone(),
@@ -445,6 +454,36 @@ impl Supervisor {
 
     pub fn poll_ok(&mut self) {
         self.poll_errors = 0;
+    }
+
+    /// A message from a sibling: a health check's verdict (readiness for a ship that
+    /// waits for its first passing check) or a ship to restart for staying unhealthy.
+    pub fn hear(&mut self, msg: &Message, now: Instant) {
+        match msg {
+            Message::Health { id, status, .. } => {
+                self.told.apply(msg);
+                let i = self.npre + id.index();
+                let Some(m) = self.members.get(i) else { return };
+                if *status == health::Status::Healthy
+                    && matches!(m.prog.ready, Ready::Healthcheck)
+                    && matches!(m.child.state, State::Starting { .. })
+                {
+                    self.dispatch(i, Event::ProbeOk, now);
+                }
+            }
+            Message::RestartUnhealthy { id, reason } => {
+                let i = self.npre + id.index();
+                let running = self
+                    .members
+                    .get(i)
+                    .is_some_and(|m| matches!(m.child.state, State::Running { .. }));
+                if running && !self.draining() {
+                    let reason = reason.clone();
+                    self.dispatch(i, Event::Unhealthy { reason }, now);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Registers its signal source with the loop (signals are caught from `new` on; the
@@ -619,7 +658,7 @@ impl Supervisor {
             self.members.len(),
             self.phase
         );
-        for m in &self.members {
+        for (i, m) in self.members.iter().enumerate() {
             let s = match &m.child.state {
                 State::Waiting => "waiting".to_string(),
                 State::Starting { pid, .. } => format!("starting (pid {pid})"),
@@ -636,8 +675,16 @@ impl Supervisor {
                 State::Done { exit: None } => "stopped".to_string(),
                 State::Failed { reason } => format!("failed ({reason})"),
             };
+            let health = m
+                .prog
+                .health
+                .as_ref()
+                .and(i.checked_sub(self.npre))
+                .and_then(|p| self.told.ships.get(p))
+                .map(|v| format!(", health {}", v.health.name()))
+                .unwrap_or_default();
             log::info!(
-                "  {} {}: {s}, {} restart(s)",
+                "  {} {}: {s}, {} restart(s){health}",
                 m.prog.kind(),
                 m.prog.name,
                 m.child.restarts
@@ -919,7 +966,7 @@ impl Supervisor {
                 });
             }
         }
-        if addr.as_ref() != self.told.backend(id) {
+        if addr.as_ref() != self.told.address(id) {
             news.push(match addr {
                 Some(addr) => Message::BackendUp { id, addr },
                 None => Message::BackendDown { id },

@@ -23,8 +23,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::signal::{SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::health::probe::{Check as ProbeCheck, Probe, Progress, Target};
 use crate::manifest::Uplink;
-use crate::probe::{Check as ProbeCheck, Probe, Progress, Target};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);

@@ -49,7 +49,7 @@ fn head_of(out: &str) -> String {
     format!("{}\r\n", out.split("\r\n\r\n").next().unwrap_or("")).to_ascii_lowercase()
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -5,6 +5,7 @@ mod edge;
 #[cfg(feature = "postgres")]
 mod flagship_pg;
 mod hardening;
+mod health;
 mod output;
 mod pid1;
 mod platform;

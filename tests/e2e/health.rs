@@ -1,0 +1,160 @@
+//! Health checks and readiness (issue 15) with real ships: a Python server whose health
+//! answer is steered through a file (tests/e2e/health_ship.py).
+
+use crate::cli::secs;
+use crate::edge::metric;
+use crate::proxy::curl;
+use crate::support::*;
+
+const SHIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/health_ship.py");
+
+/// A ship `name` on `port` behind health checks with `keys`, its state in `dir/name`.
+fn ship(d: &Dir, name: &str, port: u16, extra_args: &str, keys: &str, m: &str) -> String {
+    format!(
+        "[[fleet.web]]\nname = \"{name}\"\ncommand = \"python3\"\nargs = [\"{SHIP}\", \"{port}\", \"{}\"{extra_args}, \"{m}\"]\nbind = \"127.0.0.1:{port}\"\n{keys}\n",
+        d.join(name).display()
+    )
+}
+
+fn lines(d: &Dir, file: &str) -> usize {
+    std::fs::read_to_string(d.join(file))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn scrape(mp: u16) -> String {
+    curl(&[&format!("http://127.0.0.1:{mp}/metrics")])
+}
+
+#[test]
+fn an_unhealthy_ship_is_not_routed_to_until_it_passes_again() {
+    let d = Dir::new("health-flip");
+    let m = marker("health-flip");
+    let (http, mp, port) = (free_port(), free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nmetrics_port = {mp}\n[mothership.bind]\nhttp = \"127.0.0.1:{http}\"\n{}",
+            ship(
+                &d,
+                "app",
+                port,
+                "",
+                "healthcheck = \"/health\"\nhealth_interval = \"200ms\"\nhealth_fails = 2\nunhealthy_restart = \"never\"\nroutes = [\"http:/.*\"]",
+                &m
+            )
+        ),
+    );
+    let mut fleet = Fleet::start(&d, &[]);
+    let healthy = |v: f64| {
+        let text = scrape(mp);
+        metric(&text, "mothership_ship_healthy{ship=\"app\",group=\"web\"}") == Some(v)
+    };
+    let url = format!("http://127.0.0.1:{http}/x");
+    assert!(wait_for(secs(10), || healthy(1.0)), "{}", fleet.stderr());
+    assert_eq!(curl(&[&url]), "ok\n");
+
+    d.write("app/health", "500");
+    assert!(wait_for(secs(5), || healthy(0.0)), "{}", fleet.stderr());
+    let before = lines(&d, "app/requests");
+    let r = curl(&["-i", &url]);
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert_eq!(
+        lines(&d, "app/requests"),
+        before,
+        "the unhealthy ship got it"
+    );
+    let text = scrape(mp);
+    let failed = metric(
+        &text,
+        "mothership_health_check_failures_total{ship=\"app\",group=\"web\",reason=\"status\"}",
+    );
+    assert!(failed.is_some_and(|n| n >= 2.0), "{text}");
+    assert!(text.contains("mothership_health_check_duration_seconds_count{ship=\"app\""));
+
+    d.write("app/health", "200");
+    assert!(wait_for(secs(5), || healthy(1.0)), "{}", fleet.stderr());
+    assert!(wait_for(secs(5), || curl(&[&url]) == "ok\n"));
+    assert_eq!(lines(&d, "app/pid"), 1, "unhealthy_restart = never");
+    fleet.stop(secs(10));
+    let log = fleet.stderr();
+    assert!(log.contains("app: unhealthy: GET /health at "), "{log}");
+    assert!(
+        log.contains("app: healthy (1 check(s) passed in a row)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn dependents_wait_for_the_first_passing_check() {
+    let d = Dir::new("health-deps");
+    let m = marker("health-deps");
+    let port = free_port();
+    let after = d.join("after");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "{}[[fleet.jobs]]\nname = \"after\"\ncommand = \"sh\"\nargs = [\"-c\", \"python3 -c 'import time; print(time.time_ns())' > {}; sleep 100 # {m}\"]\ndepends_on = [\"slow\"]\n",
+            ship(&d, "slow", port, ", \"1.0\"", "healthcheck = \"/health\"\nhealth_interval = \"200ms\"", &m),
+            after.display()
+        ),
+    );
+    let _fleet = Fleet::start(&d, &[]);
+    assert!(wait_for(secs(15), || d.read("after").trim().len() > 5));
+    let first: u128 = d
+        .read("slow/first-pass")
+        .trim()
+        .parse()
+        .expect("first pass");
+    let started: u128 = d.read("after").trim().parse().expect("after");
+    assert!(
+        started >= first,
+        "the dependent started {} ms before the first passing check",
+        (first - started) / 1_000_000
+    );
+}
+
+#[test]
+fn a_ship_never_ready_fails_its_start_and_one_unhealthy_too_long_is_restarted() {
+    let d = Dir::new("health-restart");
+    let m = marker("health-restart");
+    let (p1, p2) = (free_port(), free_port());
+    std::fs::create_dir_all(d.join("never")).expect("state folder");
+    d.write("never/health", "500");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "{}{}",
+            ship(&d, "never", p1, "", "healthcheck = \"/health\"\nhealth_interval = \"100ms\"\nready_timeout = \"1s\"\ncritical = false", &m),
+            ship(&d, "sick", p2, "", "healthcheck = \"/health\"\nhealth_interval = \"100ms\"\nhealth_fails = 1\nunhealthy_restart = \"500ms\"\ncritical = false", &m),
+        ),
+    );
+    let mut fleet = Fleet::start(&d, &[]);
+    // Not ready within a second: stopped and started again, as after a crash.
+    assert!(
+        wait_for(secs(15), || lines(&d, "never/pid") >= 2),
+        "{}",
+        fleet.stderr()
+    );
+    assert!(wait_for(secs(10), || lines(&d, "sick/pid") == 1));
+    assert!(wait_for(secs(10), || fleet
+        .stderr()
+        .contains("sick: up (ready after")));
+    d.write("sick/health", "503");
+    assert!(
+        wait_for(secs(10), || lines(&d, "sick/pid") >= 2),
+        "{}",
+        fleet.stderr()
+    );
+    fleet.stop(secs(10));
+    let log = fleet.stderr();
+    assert!(
+        log.contains("never: not ready within its ready_timeout (1s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sick: unhealthy for longer than unhealthy_restart"),
+        "{log}"
+    );
+    assert!(log.contains("sick: restarting in"), "{log}");
+}
