@@ -1462,6 +1462,12 @@ impl Parser<'_> {
                 }
             }
         }
+        if let Some(d) = t.duration(self.d, "hold_timeout") {
+            h.hold_timeout = d;
+        }
+        if let Some(n) = t.int(self.d, "hold_queue", 1, 1_000_000) {
+            h.hold_queue = n as usize;
+        }
         // A head must fit one connection buffer (64 KiB).
         if let Some(n) = t.size(self.d, "max_head_size", 1024, 64 << 10) {
             h.max_head_size = n as usize;

@@ -367,6 +367,11 @@ pub struct HttpSettings {
     pub tunnel_timeout: Duration,
     /// Idle upstream connections are closed after this.
     pub pool_idle_timeout: Duration,
+    /// How long a request waits for its ship while it starts or restarts (0: it does
+    /// not wait; 503 at once).
+    pub hold_timeout: Duration,
+    /// Requests waiting for one ship at once; past it, 503.
+    pub hold_queue: usize,
     pub max_head_size: usize,
     pub max_headers: usize,
     /// Largest request body (413 above).
@@ -387,6 +392,8 @@ impl Default for HttpSettings {
             body_timeout: Duration::from_secs(60),
             tunnel_timeout: Duration::from_secs(3600),
             pool_idle_timeout: Duration::from_secs(30),
+            hold_timeout: Duration::from_secs(10),
+            hold_queue: 1024,
             max_head_size: 16 << 10,
             max_headers: 100,
             max_body_size: 1 << 30,

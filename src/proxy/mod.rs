@@ -282,6 +282,8 @@ pub struct Edge {
     held_news: bool,
     /// `held` is pruned when it grows to this length.
     held_prune_at: usize,
+    /// Per program: requests held for it now (bounded by `hold_queue`).
+    held_for: Vec<usize>,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
@@ -384,6 +386,7 @@ impl Edge {
             held: Vec::new(),
             held_news: false,
             held_prune_at: 64,
+            held_for: vec![0; m.programs.len()],
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             bufs: BufPool::new(64),
@@ -512,8 +515,18 @@ impl Edge {
         }
     }
 
+    /// A request held for `target` stops waiting.
+    fn unhold(&mut self, target: ProgramId) {
+        if let Some(n) = self.held_for.get_mut(target.index()) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// Frees a connection taken out of its slot.
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
+        if let Phase::Held(h) = &c.phase {
+            self.unhold(h.target);
+        }
         self.account(&mut c);
         let _ = registry.deregister(&mut c.client);
         for b in [&mut c.cin, &mut c.cout] {
@@ -628,6 +641,7 @@ impl Edge {
             // `forward` hands on the next phase: an exchange, or an answer.
             if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
                 let h = *h;
+                self.unhold(h.target);
                 self.forward(
                     &mut c,
                     id,

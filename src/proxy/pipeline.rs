@@ -9,7 +9,8 @@
 //! 7. the request body limit (413);
 //! 8. (payload modules in the request phase and circuit breakers go here, after the CORS
 //!    cache and before the backend, as COMPAT.md section 5 places the modules);
-//! 9. a ship that is still coming up holds the request (up to connect_timeout);
+//! 9. a ship that is still coming up holds the request (up to hold_timeout, at most
+//!    hold_queue per ship; else 503 with Retry-After);
 //! 10. the request is forwarded and its exchange begins (`exchange.rs`).
 //!
 //! Each stage either lets the request go on ([`Flow::Next`]) or answers it; an answered
@@ -61,6 +62,23 @@ impl Edge {
             && fleet.backends.len() > target.index()
             && self.coming_up(target, fleet)
         {
+            let waiting = self.held_for.get(target.index()).copied().unwrap_or(0);
+            if self.settings.hold_timeout.is_zero() || waiting >= self.settings.hold_queue {
+                log::warn!(
+                    "{} {} {}: {} is starting and {}; answering 503",
+                    c.peer,
+                    req.method,
+                    req.target,
+                    self.name_of(target),
+                    if waiting > 0 {
+                        "hold_queue is full"
+                    } else {
+                        "requests are not held (hold_timeout = 0)"
+                    }
+                );
+                self.unavailable(c, &req, !keep);
+                return;
+            }
             self.hold(c, id, req, target, strip, cors_key);
             return;
         }
@@ -193,7 +211,7 @@ impl Edge {
     }
 
     /// The ship is starting (or about to): the request waits for it (see `tick`), its
-    /// head still in `cin`, up to connect_timeout.
+    /// head still in `cin`, up to hold_timeout.
     fn hold(
         &mut self,
         c: &mut Conn,
@@ -210,6 +228,9 @@ impl Edge {
             req.target,
             self.name_of(target)
         );
+        if let Some(n) = self.held_for.get_mut(target.index()) {
+            *n += 1;
+        }
         c.phase = Phase::Held(Box::new(Held {
             req,
             target,

@@ -25,7 +25,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
-            Phase::Held(h) => at(h.since, s.connect_timeout),
+            Phase::Held(h) => at(h.since, s.hold_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing { linger: Some(_) } => at(c.activity, LINGER_TIME),
             Phase::Closing { linger: None } => at(c.activity, s.body_timeout),
@@ -86,14 +86,15 @@ impl Edge {
             Phase::Held(h) => {
                 let name = self.name_of(h.target);
                 log::warn!(
-                    "{}: {name} did not come up within {:?}; answering 503",
+                    "{}: {name} did not come up within {:?} (hold_timeout); answering 503",
                     c.peer,
-                    self.settings.connect_timeout
+                    self.settings.hold_timeout
                 );
-                let (method, head_len) = (h.req.method.clone(), h.req.head_len);
-                c.cin.consume(head_len);
-                respond_to(&mut c, &method, 503, "backend not available", true);
-                self.account(&mut c);
+                let target = h.target;
+                if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
+                    self.unhold(target);
+                    self.unavailable(&mut c, &h.req, true);
+                }
             }
             Phase::Exchange(ex) if ex.sent == 0 => {
                 let what = match &c.up {

@@ -514,7 +514,7 @@ fn a_request_to_a_ship_that_is_starting_waits_for_it() {
             r#"
 [mothership]
 bind = {{ http = "127.0.0.1:{http}" }}
-http = {{ connect_timeout = "4s" }}
+http = {{ hold_timeout = "4s" }}
 [[fleet.web]]
 name = "slow"
 command = "sh"
@@ -576,12 +576,73 @@ routes = ["http:^/never"]
         let _ = s.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 200 "), "{out:?}\n{}", f.stderr());
     }
-    // One that does not come up within connect_timeout gets 503.
+    // One that does not come up within hold_timeout gets 503, and when to come back.
     let r = raw(
         http,
         b"GET /never HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
+fn holding_is_bounded_by_hold_queue_and_off_with_a_zero_hold_timeout() {
+    // A ship that never comes up behind the edge, with the given [mothership.http].
+    let fleet = |tag: &str, http_keys: &str| {
+        let d = Dir::new(tag);
+        let (http, a) = (free_port(), free_port());
+        d.write(
+            "ship-manifest.toml",
+            &format!(
+                "[mothership]\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ {http_keys} }}\n[[fleet.web]]\nname = \"q\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nbind = \"127.0.0.1:{a}\"\ncritical = false\nroutes = [\"http:/\"]\n"
+            ),
+        );
+        // At debug level, a held request is logged.
+        let f = Fleet::start_with(&d, &[], |c| {
+            c.env("RUST_LOG", "debug");
+        });
+        assert!(wait_for(secs(10), || f.stderr().contains("listening on")));
+        (d, f, http)
+    };
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let (_d, f, http) = fleet("hold-queue", "hold_timeout = \"2s\", hold_queue = 1");
+    // The first request waits (the ship never comes up); the second finds the queue full.
+    let first = std::thread::spawn(move || raw(http, GET));
+    assert!(wait_for(secs(5), || f
+        .stderr()
+        .contains("the request waits for it")));
+    let r = raw(http, GET);
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+        "{r}"
+    );
+    assert!(f.stderr().contains("hold_queue is full"), "{}", f.stderr());
+    let r = first.join().expect("first");
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+    assert!(
+        f.stderr()
+            .contains("did not come up within 2s (hold_timeout)"),
+        "{}",
+        f.stderr()
+    );
+
+    let (_d, f, http) = fleet("hold-off", "hold_timeout = 0");
+    let r = raw(http, GET);
+    assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+        "{r}"
+    );
+    let log = f.stderr();
+    assert!(
+        log.contains("requests are not held (hold_timeout = 0)"),
+        "{log}"
+    );
+    assert!(!log.contains("the request waits for it"), "{log}");
 }
 
 #[test]
