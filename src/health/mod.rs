@@ -9,6 +9,7 @@
 //! `health_interval`) so that readiness is seen soon; once it runs, one every
 //! `health_interval` after the previous one ended.
 
+pub mod breaker;
 pub mod probe;
 pub mod tracker;
 

@@ -1468,6 +1468,40 @@ impl Parser<'_> {
         if let Some(n) = t.int(self.d, "hold_queue", 1, 1_000_000) {
             h.hold_queue = n as usize;
         }
+        if let Some(n) = t.int(self.d, "breaker_failures", 0, 1_000_000) {
+            h.breaker_failures = n as u32;
+        }
+        if let Some(d) = t.duration(self.d, "breaker_window") {
+            h.breaker_window = d;
+        }
+        if let Some(d) = t.duration(self.d, "breaker_cooldown") {
+            if d > Duration::from_secs(30) || d.is_zero() {
+                let span = t.get("breaker_cooldown").map(|v| v.span()).unwrap_or(0..0);
+                self.d.error(
+                    span,
+                    "`mothership.http.breaker_cooldown` must be longer than 0 and at most 30s",
+                );
+            } else {
+                h.breaker_cooldown = d;
+            }
+        }
+        if let Some(v) = t.get("breaker_statuses") {
+            let codes = v.get_ref().as_array().map(|a| {
+                a.iter()
+                    .map(|c| match c.get_ref() {
+                        DeValue::Integer(i) => i.as_str().parse::<u16>().ok(),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u16>>>()
+            });
+            match codes.flatten() {
+                Some(c) if c.iter().all(|s| (500..=599).contains(s)) => h.breaker_statuses = c,
+                _ => self.d.error(
+                    v.span(),
+                    "`mothership.http.breaker_statuses` must be a list of 5xx statuses, e.g. [502, 503, 504]",
+                ),
+            }
+        }
         // A head must fit one connection buffer (64 KiB).
         if let Some(n) = t.size(self.d, "max_head_size", 1024, 64 << 10) {
             h.max_head_size = n as usize;

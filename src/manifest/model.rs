@@ -372,6 +372,13 @@ pub struct HttpSettings {
     pub hold_timeout: Duration,
     /// Requests waiting for one ship at once; past it, 503.
     pub hold_queue: usize,
+    /// Failures of a backend within `breaker_window` that open its breaker (0: off).
+    pub breaker_failures: u32,
+    pub breaker_window: Duration,
+    /// How long an open breaker refuses before a trial request.
+    pub breaker_cooldown: Duration,
+    /// Statuses from a backend that count as failures for its breaker.
+    pub breaker_statuses: Vec<u16>,
     pub max_head_size: usize,
     pub max_headers: usize,
     /// Largest request body (413 above).
@@ -394,6 +401,10 @@ impl Default for HttpSettings {
             pool_idle_timeout: Duration::from_secs(30),
             hold_timeout: Duration::from_secs(10),
             hold_queue: 1024,
+            breaker_failures: 5,
+            breaker_window: Duration::from_secs(10),
+            breaker_cooldown: Duration::from_secs(5),
+            breaker_statuses: Vec::new(),
             max_head_size: 16 << 10,
             max_headers: 100,
             max_body_size: 1 << 30,

@@ -151,7 +151,13 @@ pub struct Gauges {
     pub cors_entries: usize,
     pub cors_bytes: usize,
     pub compression_encoders: usize,
+    /// By program: its circuit breaker's state (`closed`, `open`, `half-open`) and its
+    /// transitions so far to each of those.
+    pub breakers: Vec<(&'static str, [u64; 3])>,
 }
+
+/// The states of a circuit breaker, in the order of `Gauges::breakers`' counts.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half-open"];
 
 /// Escapes a label value: backslash, double quote and line feed.
 pub fn escape(v: &str) -> String {
@@ -429,6 +435,44 @@ pub fn render(
             );
         }
     }
+    family(
+        &mut o,
+        "mothership_breaker_state",
+        "gauge",
+        "1 for the state each backend's circuit breaker is in (closed, open, half-open).",
+    );
+    for (p, (state, _)) in g.breakers.iter().enumerate() {
+        let Some(s) = fleet.ships.get(p) else {
+            continue;
+        };
+        for st in BREAKER_STATES {
+            let _ = writeln!(
+                o,
+                "mothership_breaker_state{{ship=\"{}\",state=\"{st}\"}} {}",
+                escape(&s.name),
+                b(*state == st)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "mothership_breaker_transitions_total",
+        "counter",
+        "Moves of each backend's circuit breaker, by the state it went to.",
+    );
+    for (p, (_, moves)) in g.breakers.iter().enumerate() {
+        let Some(s) = fleet.ships.get(p) else {
+            continue;
+        };
+        for (i, st) in BREAKER_STATES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "mothership_breaker_transitions_total{{ship=\"{}\",to=\"{st}\"}} {}",
+                escape(&s.name),
+                moves[i]
+            );
+        }
+    }
     let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", num(v));
@@ -613,6 +657,7 @@ mod tests {
             cors_entries: 0,
             cors_bytes: 0,
             compression_encoders: 0,
+            breakers: vec![("open", [0, 1, 0])],
         };
         let text = render(&s, &fleet, &usage, &g, t0);
         assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));
@@ -622,6 +667,8 @@ mod tests {
         assert!(text.contains(
             "mothership_requests_total{route=\"http:/\\\"x\\\"\",ship=\"web\",code=\"2xx\"} 1\n"
         ));
+        assert!(text.contains("mothership_breaker_state{ship=\"web\",state=\"open\"} 1\n"));
+        assert!(text.contains("mothership_breaker_transitions_total{ship=\"web\",to=\"open\"} 1\n"));
         assert!(
             text.contains("mothership_upstream_errors_total{ship=\"web\",kind=\"timeout\"} 1\n")
         );

@@ -30,12 +30,13 @@ mod tunnel;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Interest, Registry};
 
 use crate::fleet::{FleetView, Message};
+use crate::health::breaker::{self, Breaker};
 use crate::manifest::ids::{BindId, ProgramId, RouteId};
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
@@ -284,6 +285,10 @@ pub struct Edge {
     held_prune_at: usize,
     /// Per program: requests held for it now (bounded by `hold_queue`).
     held_for: Vec<usize>,
+    /// Per program: its circuit breaker, and its transitions so far by the state they
+    /// went to (closed, open, half-open).
+    breakers: Vec<Breaker>,
+    breaker_moves: Vec<[u64; 3]>,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
@@ -387,6 +392,15 @@ impl Edge {
             held_news: false,
             held_prune_at: 64,
             held_for: vec![0; m.programs.len()],
+            breakers: vec![
+                Breaker::new(breaker::Settings {
+                    failures: m.http.breaker_failures,
+                    window: m.http.breaker_window,
+                    cooldown: m.http.breaker_cooldown,
+                });
+                m.programs.len()
+            ],
+            breaker_moves: vec![[0; 3]; m.programs.len()],
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             bufs: BufPool::new(64),
@@ -429,6 +443,14 @@ impl Edge {
             | Message::BackendDown { .. }
             | Message::Health { .. } => {
                 self.held_news = true;
+            }
+            Message::Checked {
+                id, failure: None, ..
+            } => {
+                if let Some(b) = self.breakers.get_mut(id.index()) {
+                    let t = b.check_passed(self.now);
+                    self.breaker_moved(*id, t, "a health check passed");
+                }
             }
             Message::Checked { .. } | Message::RestartUnhealthy { .. } => {}
         }
@@ -512,6 +534,58 @@ impl Edge {
     fn close(&mut self, id: usize, registry: &Registry) {
         if let Some(Some(c)) = self.conns.get_mut(id).map(Option::take) {
             self.release(id, c, registry);
+        }
+    }
+
+    /// Logs and counts a move of `target`'s breaker.
+    fn breaker_moved(&mut self, target: ProgramId, t: Option<breaker::Transition>, why: &str) {
+        let Some(t) = t else { return };
+        let name = self.name_of(target).to_string();
+        let slot = match t.to {
+            breaker::State::Closed => {
+                log::info!("{name}: circuit breaker closed ({why})");
+                0
+            }
+            breaker::State::Open { until } => {
+                log::warn!(
+                    "{name}: circuit breaker open ({why}); requests to it get 503 for {:?}",
+                    until.saturating_duration_since(self.now)
+                );
+                1
+            }
+            breaker::State::HalfOpen { .. } => {
+                log::info!("{name}: circuit breaker half-open: one trial request goes through");
+                2
+            }
+        };
+        if let Some(m) = self.breaker_moves.get_mut(target.index()) {
+            m[slot] += 1;
+        }
+    }
+
+    /// A request to `target` failed in a way that counts against it.
+    fn backend_failed(&mut self, target: ProgramId, kind: UpstreamError, why: &str) {
+        self.stats.upstream_error(target, kind);
+        let now = self.now;
+        let t = self
+            .breakers
+            .get_mut(target.index())
+            .and_then(|b| b.failure(now));
+        self.breaker_moved(target, t, why);
+    }
+
+    /// A request to `target` got an answer with `status`.
+    fn backend_answered(&mut self, target: ProgramId, status: u16) {
+        let Some(b) = self.breakers.get_mut(target.index()) else {
+            return;
+        };
+        let now = self.now;
+        if self.settings.breaker_statuses.contains(&status) {
+            let t = b.failure(now);
+            self.breaker_moved(target, t, &format!("answered {status}"));
+        } else {
+            let t = b.success();
+            self.breaker_moved(target, t, "the trial request was answered");
         }
     }
 
@@ -826,6 +900,22 @@ impl Edge {
             self.refuse(c, &req, 503, "backend not available", !keep);
             return;
         };
+        let now = self.now;
+        if let Some(b) = self.breakers.get_mut(target.index()) {
+            let (admit, t) = b.admit(now);
+            self.breaker_moved(target, t, "cool-down over");
+            if let breaker::Admit::Refuse { retry_after } = admit {
+                log::debug!(
+                    "{} {} {}: {}'s circuit breaker is open",
+                    c.peer,
+                    req.method,
+                    req.target,
+                    self.name_of(target)
+                );
+                self.unavailable(c, &req, retry_after, !keep);
+                return;
+            }
+        }
         let new_target = router::rewrite_target(&req.target, strip);
         let key = self.key_of(target, &addr);
         // An upstream: a pooled one if there is one, else a new connection.
@@ -840,7 +930,7 @@ impl Edge {
                         req.method,
                         req.target
                     );
-                    self.stats.upstream_error(target, UpstreamError::Connect);
+                    self.backend_failed(target, UpstreamError::Connect, &format!("connect: {e}"));
                     self.refuse(c, &req, 502, "backend refused the connection", true);
                     return;
                 }
@@ -907,6 +997,12 @@ impl Edge {
                     cors_entries: self.cors.as_ref().map_or(0, cors::Cache::entries),
                     cors_bytes: self.cors.as_ref().map_or(0, cors::Cache::bytes),
                     compression_encoders: self.encoders.live(),
+                    breakers: self
+                        .breakers
+                        .iter()
+                        .zip(&self.breaker_moves)
+                        .map(|(b, m)| (b.state().name(), *m))
+                        .collect(),
                 };
                 let text = metrics::render(&self.stats, fleet, usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
@@ -927,7 +1023,12 @@ impl Edge {
         why: &str,
     ) {
         log::warn!("{}: {why}", c.peer);
-        self.stats.upstream_error(target, kind);
+        if sent {
+            // The backend did answer: not a failure its breaker counts.
+            self.stats.upstream_error(target, kind);
+        } else {
+            self.backend_failed(target, kind, why);
+        }
         if let Some(up) = c.up.take() {
             self.close_up(up, registry);
         }
@@ -1015,6 +1116,7 @@ impl Edge {
                     return Turned::Over;
                 }
                 Step::Done { reusable, keep } => {
+                    self.backend_answered(ex.target, ex.status);
                     self.account(c);
                     if let Some(up) = c.up.take() {
                         if reusable
@@ -1034,6 +1136,7 @@ impl Edge {
                     return Turned::Over;
                 }
                 Step::AnsweredEarly => {
+                    self.backend_answered(ex.target, ex.status);
                     if let Some(up) = c.up.take() {
                         self.close_up(up, registry);
                     }

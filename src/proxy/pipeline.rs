@@ -76,7 +76,7 @@ impl Edge {
                         "requests are not held (hold_timeout = 0)"
                     }
                 );
-                self.unavailable(c, &req, !keep);
+                self.unavailable(c, &req, RETRY_SOON, !keep);
                 return;
             }
             self.hold(c, id, req, target, strip, cors_key);

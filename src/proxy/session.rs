@@ -93,7 +93,7 @@ impl Edge {
                 let target = h.target;
                 if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
                     self.unhold(target);
-                    self.unavailable(&mut c, &h.req, true);
+                    self.unavailable(&mut c, &h.req, RETRY_SOON, true);
                 }
             }
             Phase::Exchange(ex) if ex.sent == 0 => {
@@ -109,7 +109,8 @@ impl Edge {
                     None => "upstream timeout".to_string(),
                 };
                 log::warn!("{}: {what}", c.peer);
-                self.stats.upstream_error(ex.target, UpstreamError::Timeout);
+                let target = ex.target;
+                self.backend_failed(target, UpstreamError::Timeout, &what);
                 self.finish(&mut c, 504);
                 if let Some(up) = c.up.take() {
                     self.close_up(up, registry);

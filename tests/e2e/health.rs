@@ -158,3 +158,122 @@ fn a_ship_never_ready_fails_its_start_and_one_unhealthy_too_long_is_restarted() 
     );
     assert!(log.contains("sick: restarting in"), "{log}");
 }
+
+/// A minimal HTTP server on `port` in a thread of the test: answers `200 ok` to every
+/// connection and counts them, until `stop` is set.
+fn counting_server(
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+                    );
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+#[test]
+fn a_breaker_opens_on_a_refusing_backend_answers_503_without_it_and_closes_again() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let d = Dir::new("breaker");
+    let m = marker("breaker");
+    let (http, mp, port) = (free_port(), free_port(), free_port());
+    // The ship runs but does not listen: its port refuses until the test listens there.
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nmetrics_port = {mp}\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ breaker_failures = 3, breaker_window = \"30s\", breaker_cooldown = \"2s\" }}\n[[fleet.web]]\nname = \"b\"\ncommand = \"sh\"\nargs = [\"-c\", \"exec sleep 1000 # {m}\"]\nbind = \"127.0.0.1:{port}\"\nready = \"100ms\"\nroutes = [\"http:/\"]\n"
+        ),
+    );
+    let mut fleet = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || fleet.stderr().contains("b: up")),
+        "{}",
+        fleet.stderr()
+    );
+    let url = format!("http://127.0.0.1:{http}/");
+    let status = |r: &str| r.split(' ').nth(1).unwrap_or("").to_string();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = curl(&["-i", &url]);
+        let open = r.starts_with("HTTP/1.1 503") && r.to_ascii_lowercase().contains("retry-after:");
+        seen.push(status(&r));
+        if open {
+            break;
+        }
+    }
+    assert_eq!(seen, ["502", "502", "502", "503"], "{}", fleet.stderr());
+
+    // The backend listens again: while the breaker is open, it is not asked.
+    let (hits, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let server = counting_server(port, hits.clone(), stop.clone());
+    let mut refused = 0;
+    for _ in 0..3 {
+        let r = curl(&["-i", &url]);
+        if r.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        3 - refused,
+        "only requests not refused reached the backend"
+    );
+    // After the cool-down a trial goes through and closes it.
+    assert!(
+        wait_for(secs(15), || curl(&[&url]) == "ok\n"),
+        "{}",
+        fleet.stderr()
+    );
+    for _ in 0..5 {
+        assert_eq!(curl(&[&url]), "ok\n");
+    }
+    let text = scrape(mp);
+    assert_eq!(
+        metric(
+            &text,
+            "mothership_breaker_state{ship=\"b\",state=\"closed\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "mothership_breaker_transitions_total{ship=\"b\",to=\"open\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    fleet.stop(secs(10));
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let log = fleet.stderr();
+    assert!(log.contains("b: circuit breaker open ("), "{log}");
+    assert!(log.contains("b: circuit breaker half-open"), "{log}");
+    assert!(
+        log.contains("b: circuit breaker closed (the trial request was answered)"),
+        "{log}"
+    );
+}
