@@ -26,6 +26,7 @@ use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::proxy::Edge;
 use crate::reactor::{EDGE_TOKENS, HEALTH_TOKENS};
+use crate::supervisor::notify::Notifier;
 use crate::supervisor::{leftovers, Outcome, Style, Supervisor};
 
 /// What a subsystem is given on every call from the loop.
@@ -210,12 +211,14 @@ pub fn run(
     style: Style,
     socket_dir: &std::path::Path,
     record: Option<leftovers::Record>,
+    notifier: Notifier,
 ) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let serving = !m.binds.is_empty() || m.metrics_port.is_some();
     // Signals are caught from here on.
     let mut sup = Supervisor::new(m, out, style, socket_dir, record, poll.registry(), serving)?;
     Subsystem::register(&mut sup, poll.registry())?;
+    sup.notify_with(notifier);
     let mut edge = None;
     if serving {
         let mut e = Edge::new(m)?;

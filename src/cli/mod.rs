@@ -85,6 +85,10 @@ pub struct Global {
     /// (qemu's isa-debug-exit device)
     #[arg(long, value_name = "PORT", value_parser = crate::sysinit::parse_port, global = true, help_heading = "Init mode")]
     pub exit_port: Option<u16>,
+    /// Write a newline to this open descriptor once every program is ready, then close it
+    /// (s6 and OpenRC's notify=fd:N)
+    #[arg(long, value_name = "N", global = true)]
+    pub notify_fd: Option<i32>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,13 @@ pub fn run(g: &Global) -> i32 {
     // Before anything opens a descriptor of its own: what the parent left open is not
     // passed on to the children.
     crate::supervisor::spawn::cloexec_inherited();
+    let notify_fd = match g.notify_fd.map(notification_fd).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mothership: {e}");
+            return super::EXIT_USAGE;
+        }
+    };
     let mut m = match load(g) {
         Ok(m) => m,
         Err(code) => return code,
@@ -66,7 +73,8 @@ pub fn run(g: &Global) -> i32 {
     // What an earlier instance of this manifest left when it was killed is stopped before
     // anything is bound or spawned.
     let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
-    let code = match crate::root::run(&m, out.clone(), style, &socket_dir, record) {
+    let notifier = crate::supervisor::notify::Notifier::from_env(notify_fd);
+    let code = match crate::root::run(&m, out.clone(), style, &socket_dir, record, notifier) {
         Ok(outcome) => {
             // The loop no longer watches signals: let TERM and INT end the process while
             // the last output is written, should the terminal or log reader be stuck.
@@ -206,4 +214,21 @@ fn prepare_socket_dir(dir: &Path) -> std::io::Result<()> {
         )));
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The descriptor of `--notify-fd`: open, and not one of the standard streams.
+fn notification_fd(n: i32) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
+    if n < 3 {
+        return Err(format!(
+            "--notify-fd {n}: descriptors 0 to 2 are the standard streams"
+        ));
+    }
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(n, libc::F_GETFD) } < 0 {
+        return Err(format!("--notify-fd {n}: no such open descriptor"));
+    }
+    // SAFETY: the descriptor is open and, from here on, owned by nothing else in this
+    // process (it was inherited; `cloexec_inherited` keeps it from the children).
+    Ok(unsafe { std::fs::File::from_raw_fd(n) })
 }

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod leftovers;
+pub mod notify;
 pub mod plan;
 pub mod spawn;
 
@@ -105,6 +106,8 @@ enum TimerKind {
     MemoryCheck,
     /// The election has taken longer than it may: give up.
     ElectionDeadline,
+    /// Time to tell mothership's own supervisor's watchdog that all is well.
+    Watchdog,
 }
 
 /// The members as the fleet planner sees them.
@@ -180,6 +183,8 @@ pub struct Supervisor {
     stop_signal: Option<(i32, Instant)>,
     /// Where the process groups of the children are recorded (see `leftovers`).
     record: Option<leftovers::Record>,
+    /// Mothership's own supervisor, told when the fleet is ready and when it lands.
+    notifier: notify::Notifier,
 }
 
 /// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
@@ -237,7 +242,10 @@ impl Supervisor {
         }
 
         // Inherited variables are passed on as they are, UTF-8 or not.
-        let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        // Not mothership's own notification socket and watchdog (see `notify`).
+        let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !notify::VARIABLES.iter().any(|v| k == v))
+            .collect();
         let width = m.name_width().max(10);
         crate::output::logger::set_width(width);
         let mut members = Vec::new();
@@ -367,7 +375,13 @@ impl Supervisor {
                 .saturating_add(Duration::from_secs(10)),
             stop_signal: None,
             record,
+            notifier: notify::Notifier::none(),
         })
+    }
+
+    /// Who to tell when the fleet is ready and when it lands.
+    pub fn notify_with(&mut self, n: notify::Notifier) {
+        self.notifier = n;
     }
 
     /// Starts the fleet: from here on the root calls the methods below, once per turn of
@@ -390,6 +404,10 @@ impl Supervisor {
         if self.members.iter().any(|m| m.prog.max_memory.is_some()) {
             let at = after(now, MEMORY_CHECK);
             self.timers.insert(at, TimerKind::MemoryCheck);
+        }
+        if let Some(every) = self.notifier.watchdog_every() {
+            self.notifier.ping();
+            self.timers.insert(after(now, every), TimerKind::Watchdog);
         }
         // A signal that arrived before the loop started is honoured at once.
         self.handle_signals(now);
@@ -530,6 +548,12 @@ impl Supervisor {
                 // Only wakes the loop: the next `advance` sees the drain is over, with
                 // the edge's count of that moment.
                 TimerKind::DrainDeadline => {}
+                TimerKind::Watchdog => {
+                    if let Some(every) = self.notifier.watchdog_every() {
+                        self.notifier.ping();
+                        self.timers.insert(after(now, every), TimerKind::Watchdog);
+                    }
+                }
                 TimerKind::MemoryCheck => {
                     if matches!(
                         self.phase,
@@ -698,6 +722,7 @@ impl Supervisor {
             return;
         }
         log::info!("landing: {reason}");
+        self.notifier.stopping(&format!("landing: {reason}"));
         if matches!(self.phase, Phase::Prelaunch | Phase::Electing) {
             if let Some(c) = &mut self.coord {
                 if self.failure.is_some() {
@@ -810,6 +835,8 @@ impl Supervisor {
                 Transition::Running { up, ended, failed } => {
                     log::info!("running: {up} up, {ended} ended, {failed} failed");
                     self.phase = Phase::Running;
+                    self.notifier
+                        .ready(&format!("running: {up} up, {ended} ended, {failed} failed"));
                 }
                 // `land` schedules again itself.
                 Transition::Land(reason) => return self.land(reason.into(), now),
