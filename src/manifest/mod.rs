@@ -734,7 +734,7 @@ impl Parser<'_> {
                         r if oneshot && !matches!(r, Ready::Exit) => Some(
                             "a one-shot job is ready when it exits: leave `ready` out".to_string(),
                         ),
-                        Ready::Notify | Ready::Fd(_) | Ready::Log(_) => Some(format!(
+                        Ready::Notify => Some(format!(
                             "`ready = \"{}\"` is not supported by this build yet; use \"bind\", \"healthcheck\" or a delay",
                             ready.describe()
                         )),

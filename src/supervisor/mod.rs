@@ -75,6 +75,12 @@ struct Member {
     ring: Ring,
     was_up: bool,
     wait_logged: bool,
+    /// While it starts with `ready = "log:..."`: the pattern and the line read so far.
+    log_wait: Option<(regex::Regex, Vec<u8>)>,
+    /// The line of its output that made it ready was read (handled after the reads).
+    log_matched: bool,
+    /// Its `ready = "fd:N"` pipe, while open.
+    ready_fd: Option<Token>,
 }
 
 impl Member {
@@ -85,7 +91,15 @@ impl Member {
 
 enum Source {
     Pipe(Pipe),
-    Probe { member: usize, probe: Probe },
+    Probe {
+        member: usize,
+        probe: Probe,
+    },
+    /// The read end of a program's `ready = "fd:N"` pipe: a newline means ready.
+    ReadyFd {
+        member: usize,
+        file: File,
+    },
 }
 
 struct Pipe {
@@ -317,6 +331,9 @@ impl Supervisor {
                 ring: Ring::new(RING_BYTES),
                 was_up: false,
                 wait_logged: false,
+                log_wait: None,
+                log_matched: false,
+                ready_fd: None,
             });
         }
         // Dependencies within each set (prelaunch jobs among themselves, ships and bays
@@ -1007,10 +1024,43 @@ impl Supervisor {
 
     fn spawn(&mut self, i: usize) -> Event {
         let m = &self.members[i];
-        match spawn::spawn(&m.prog.argv, &m.env, &m.prog.cwd) {
+        // `ready = "fd:N"`: a pipe whose write end the child gets as N.
+        let ready_pipe = match m.prog.ready {
+            Ready::Fd(n) => match spawn::cloexec_pipe() {
+                Ok((r, w)) => Some((r, w, n)),
+                Err(e) => {
+                    return Event::SpawnFailed {
+                        error: format!("cannot make its readiness pipe: {e}"),
+                        permanent: false,
+                    }
+                }
+            },
+            _ => None,
+        };
+        let pass = ready_pipe.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n));
+        let spawned = spawn::spawn(&m.prog.argv, &m.env, &m.prog.cwd, pass);
+        match spawned {
             Ok(s) => {
                 self.pids.insert(s.pid, i);
+                if let Some(old) = self.members[i].ready_fd.take() {
+                    // An earlier run's: what it says no longer counts.
+                    self.drop_ready_fd(old);
+                }
+                if let Some((r, w, _)) = ready_pipe {
+                    // Ours is closed: the pipe ends when the child's copies are gone.
+                    drop(w);
+                    if let Err(e) = self.add_ready_fd(i, r) {
+                        log::error!(
+                            "{}: cannot watch its readiness descriptor: {e}",
+                            self.members[i].prog.name
+                        );
+                    }
+                }
+                if let Ready::Log(re) = &self.members[i].prog.ready {
+                    self.members[i].log_wait = Some((re.clone(), Vec::new()));
+                }
                 if let Some(r) = &mut self.record {
+                    let m = &self.members[i];
                     r.spawned(s.pid, m.prog.grace_period, &m.prog.name);
                 }
                 for (fd, stream) in [
@@ -1033,6 +1083,32 @@ impl Supervisor {
                 ),
                 error: e.to_string(),
             },
+        }
+    }
+
+    fn add_ready_fd(&mut self, member: usize, fd: OwnedFd) -> io::Result<()> {
+        let file = File::from(fd);
+        set_nonblocking(file.as_raw_fd())?;
+        let raw = file.as_raw_fd();
+        let token = self.sources.insert(Source::ReadyFd { member, file });
+        let registered = self
+            .registry
+            .register(&mut SourceFd(&raw), token, Interest::READABLE);
+        if let Err(e) = registered {
+            self.sources.remove(token);
+            return Err(e);
+        }
+        self.members[member].ready_fd = Some(token);
+        Ok(())
+    }
+
+    /// Closes a readiness descriptor.
+    fn drop_ready_fd(&mut self, token: Token) {
+        if let Some(Source::ReadyFd { file, member }) = self.sources.remove(token) {
+            let _ = self.registry.deregister(&mut SourceFd(&file.as_raw_fd()));
+            if self.members[member].ready_fd == Some(token) {
+                self.members[member].ready_fd = None;
+            }
         }
     }
 
@@ -1103,6 +1179,32 @@ impl Supervisor {
     fn source_ready(&mut self, token: Token, now: Instant) {
         match self.sources.get_mut(token) {
             Some(Source::Pipe(p)) => p.readable = true,
+            Some(Source::ReadyFd { member, file }) => {
+                let member = *member;
+                let mut buf = [0u8; 256];
+                let mut ready = false;
+                let over = loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            if buf[..n].contains(&b'\n') {
+                                ready = true;
+                                break true;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                        Err(_) => break true,
+                    }
+                };
+                if over {
+                    self.drop_ready_fd(token);
+                }
+                let starting = matches!(self.members[member].child.state, State::Starting { .. });
+                if ready && starting {
+                    self.dispatch(member, Event::ProbeOk, now);
+                }
+            }
             Some(Source::Probe { member, probe }) => {
                 let member = *member;
                 let ok = match probe.drive() {
@@ -1134,16 +1236,25 @@ impl Supervisor {
     }
 
     /// Reads every readable pipe, up to a budget each, unless output is congested.
-    fn read_pipes(&mut self, _now: Instant) {
+    fn read_pipes(&mut self, now: Instant) {
         if !self.pipes_ready() {
             return;
         }
         for t in self.sources.tokens() {
             if self.paused {
-                return;
+                break;
             }
             if matches!(self.sources.get(t), Some(Source::Pipe(p)) if p.readable) {
                 self.read_pipe(t, READ_BUDGET);
+            }
+        }
+        // A line of output declared a program ready (`ready = "log:..."`).
+        for i in 0..self.members.len() {
+            if std::mem::take(&mut self.members[i].log_matched) {
+                self.members[i].log_wait = None;
+                if matches!(self.members[i].child.state, State::Starting { .. }) {
+                    self.dispatch(i, Event::ProbeOk, now);
+                }
             }
         }
     }
@@ -1183,6 +1294,9 @@ impl Supervisor {
                     p.asm
                         .feed(&self.buf[..n], &m.prefix[si], &mut self.batch[si]);
                     m.ring.push(&self.buf[..n]);
+                    if let Some((re, line)) = &mut m.log_wait {
+                        m.log_matched |= log_match(re, line, &self.buf[..n]);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     p.readable = false;
@@ -1329,4 +1443,26 @@ fn has_children() -> bool {
         )
     };
     !(r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
+
+/// Most bytes of one line kept while looking for a readiness line.
+const LOG_LINE_MAX: usize = 4096;
+
+/// Feeds `data` to the line being assembled in `line`; true when a whole line matches.
+fn log_match(re: &regex::Regex, line: &mut Vec<u8>, data: &[u8]) -> bool {
+    let mut found = false;
+    for piece in data.split_inclusive(|&b| b == b'\n') {
+        let room = LOG_LINE_MAX.saturating_sub(line.len());
+        let (body, ends) = match piece.strip_suffix(b"\n") {
+            Some(b) => (b, true),
+            None => (piece, false),
+        };
+        line.extend_from_slice(&body[..body.len().min(room)]);
+        if ends {
+            let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+            found |= re.is_match(&text);
+            line.clear();
+        }
+    }
+    found
 }

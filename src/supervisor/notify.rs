@@ -152,7 +152,11 @@ mod tests {
             watchdog_every(Some("1000000"), Some("7"), 7),
             Some(Duration::from_millis(500))
         );
-        assert_eq!(watchdog_every(Some("1000000"), Some("8"), 7), None, "not ours");
+        assert_eq!(
+            watchdog_every(Some("1000000"), Some("8"), 7),
+            None,
+            "not ours"
+        );
         assert_eq!(watchdog_every(Some("0"), None, 7), None);
         assert_eq!(watchdog_every(None, None, 7), None);
     }
@@ -167,13 +171,13 @@ mod tests {
         listener
             .set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        let (r, w) = std::io::pipe().expect("pipe");
+        let (r, w) = crate::supervisor::spawn::cloexec_pipe().expect("pipe");
         let mut n = Notifier {
             socket: Some((
                 UnixDatagram::unbound().expect("socket"),
                 SocketAddr::from_pathname(&path).expect("addr"),
             )),
-            fd: Some(File::from(std::os::fd::OwnedFd::from(w))),
+            fd: Some(File::from(w)),
             watchdog: None,
             ready_told: false,
             failed_once: false,
@@ -188,9 +192,15 @@ mod tests {
                 String::from_utf8_lossy(&buf[..len]).into_owned()
             })
             .collect();
-        assert_eq!(got, ["READY=1\nSTATUS=2 up 0 failed", "STOPPING=1\nSTATUS=landing"]);
+        assert_eq!(
+            got,
+            [
+                "READY=1\nSTATUS=2 up 0 failed",
+                "STOPPING=1\nSTATUS=landing"
+            ]
+        );
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::BufReader::new(r), &mut text).expect("read");
+        std::io::Read::read_to_string(&mut File::from(r), &mut text).expect("read");
         assert_eq!(text, "\n", "one newline, then closed");
         let _ = std::fs::remove_dir_all(&dir);
     }

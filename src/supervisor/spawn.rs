@@ -14,10 +14,12 @@ pub struct Spawned {
 }
 
 /// Spawns `argv` with exactly the environment `env` (already merged by the caller).
+/// `pass`: a descriptor of ours the child gets as descriptor `.1` (a readiness pipe).
 pub fn spawn(
     argv: &[String],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
     cwd: &Path,
+    pass: Option<(std::os::fd::RawFd, i32)>,
 ) -> io::Result<Spawned> {
     let (program, args) = argv
         .split_first()
@@ -35,6 +37,20 @@ pub fn spawn(
     // sigprocmask, prctl or procctl, getppid, _exit) and touches no memory shared with other threads.
     unsafe {
         cmd.pre_exec(move || child_setup(parent));
+        if let Some((from, to)) = pass {
+            // dup2 and fcntl are async-signal-safe.
+            cmd.pre_exec(move || {
+                let r = if from == to {
+                    libc::fcntl(to, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(from, to)
+                };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let child = cmd.spawn().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -69,6 +85,34 @@ pub fn isolate(cmd: &mut Command) {
     unsafe {
         cmd.pre_exec(move || child_setup(parent));
     }
+}
+
+/// A pipe (read end, write end) whose ends are closed on exec.
+pub fn cloexec_pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let r = unsafe {
+        let r = libc::pipe(fds.as_mut_ptr());
+        if r == 0 {
+            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        r
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and belong to nothing else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 fn child_setup(parent: libc::pid_t) -> io::Result<()> {

@@ -277,3 +277,113 @@ fn a_breaker_opens_on_a_refusing_backend_answers_503_without_it_and_closes_again
         "{log}"
     );
 }
+
+/// A line of `d/file`: a time in nanoseconds.
+fn stamp(d: &Dir, file: &str) -> u128 {
+    d.read(file)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{file}: no time"))
+}
+
+#[test]
+fn readiness_from_a_descriptor_and_from_a_log_line_and_mothership_tells_its_own_supervisor() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::os::unix::process::CommandExt;
+    let d = Dir::new("ready");
+    let m = marker("ready");
+    let t = |f: &str| d.join(f).display().to_string();
+    let job = |name: &str, script: &str, ready: &str| {
+        format!("[[fleet.r]]\nname = \"{name}\"\ncommand = \"sh\"\nargs = [\"-c\", \"{script} # {m}\"]\nready = \"{ready}\"\n")
+    };
+    let after = |name: &str, dep: &str| {
+        format!(
+            "[[fleet.r]]\nname = \"{name}\"\ncommand = \"sh\"\nargs = [\"-c\", \"date +%s%N > {}; exec sleep 1000 # {m}\"]\ndepends_on = [\"{dep}\"]\n",
+            t(name)
+        )
+    };
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "{}{}{}{}",
+            job(
+                "fd3",
+                &format!(
+                    "sleep 0.5; date +%s%N > {}; echo >&3; exec sleep 1000",
+                    t("fd3")
+                ),
+                "fd:3"
+            ),
+            after("after-fd3", "fd3"),
+            job(
+                "logger",
+                &format!(
+                    "sleep 0.5; date +%s%N > {}; echo listening on port 4242; exec sleep 1000",
+                    t("logger")
+                ),
+                "log:listening on port [0-9]+"
+            ),
+            after("after-log", "logger"),
+        ),
+    );
+    let sock_path = d.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(secs(20))).expect("timeout");
+    let (r, w) = mothership::supervisor::spawn::cloexec_pipe().expect("pipe");
+    let mut r = std::fs::File::from(r);
+    let w_fd = w.as_raw_fd();
+    let mut fleet = Fleet::start_with(&d, &["--notify-fd", "5"], |c| {
+        c.env("NOTIFY_SOCKET", &sock_path);
+        // SAFETY: dup2 or fcntl only, between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                // (dup2 onto itself would leave close-on-exec set.)
+                let r = if w_fd == 5 {
+                    libc::fcntl(5, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(w_fd, 5)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    drop(w);
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("READY=1: {e}\n{}", fleet.stderr()));
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=running: 4 up"),
+        "{ready}\n{}",
+        fleet.stderr()
+    );
+    let mut fd_text = String::new();
+    r.read_to_string(&mut fd_text).expect("notify fd");
+    assert_eq!(fd_text, "\n", "one newline, then closed");
+    assert!(
+        stamp(&d, "after-fd3") >= stamp(&d, "fd3"),
+        "{}",
+        fleet.stderr()
+    );
+    assert!(
+        stamp(&d, "after-log") >= stamp(&d, "logger"),
+        "{}",
+        fleet.stderr()
+    );
+    fleet.stop(secs(10));
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    let stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        stopping.starts_with("STOPPING=1\nSTATUS=landing: "),
+        "{stopping}"
+    );
+    let log = fleet.stderr();
+    assert!(log.contains("fd3: up (ready after"), "{log}");
+    assert!(log.contains("logger: up (ready after"), "{log}");
+}
