@@ -60,10 +60,10 @@ pub fn run(g: &Global) -> i32 {
         }
     }
     let socket_dir = socket_dir();
-    if m.programs
-        .iter()
-        .any(|p| matches!(p.role, Role::Bay { .. }))
-    {
+    // Bays dock there; programs with ready = "notify" get their notification socket there.
+    if m.programs.iter().any(|p| {
+        matches!(p.role, Role::Bay { .. }) || matches!(p.ready, crate::manifest::Ready::Notify)
+    }) {
         if let Err(e) = prepare_socket_dir(&socket_dir) {
             log::error!("failed: socket directory {}: {e}", socket_dir.display());
             out.finish(writer);

@@ -209,6 +209,7 @@ struct HealthKeys {
     unhealthy_restart: Option<Option<Duration>>,
     ready: Option<Located<String>>,
     ready_timeout: Option<Duration>,
+    watchdog: Option<Located<Duration>>,
 }
 
 impl HealthKeys {
@@ -225,6 +226,7 @@ impl HealthKeys {
             unhealthy_restart: self.unhealthy_restart.or(b.unhealthy_restart),
             ready: self.ready.or(b.ready),
             ready_timeout: self.ready_timeout.or(b.ready_timeout),
+            watchdog: self.watchdog.or(b.watchdog),
         }
     }
 }
@@ -625,12 +627,17 @@ impl Parser<'_> {
             grace: t.duration(self.d, "health_grace"),
             ready: t.string(self.d, "ready"),
             ready_timeout: t.duration(self.d, "ready_timeout"),
+            watchdog: t.key_span("watchdog").and_then(|span| {
+                let d = t.duration(self.d, "watchdog")?;
+                Some(Located::new(d, span))
+            }),
             ..HealthKeys::default()
         };
         for (key, min) in [
             ("health_interval", h.interval),
             ("health_timeout", h.timeout),
             ("ready_timeout", h.ready_timeout),
+            ("watchdog", h.watchdog.as_ref().map(|w| w.value)),
         ] {
             if min.is_some_and(|d| d < Duration::from_millis(10)) {
                 if let Some(span) = t.key_span(key) {
@@ -668,7 +675,7 @@ impl Parser<'_> {
         keys: HealthKeys,
         bind: Option<&BindAddr>,
         oneshot: bool,
-    ) -> (Option<Health>, Ready, Duration) {
+    ) -> (Option<Health>, Ready, Duration, Option<Duration>) {
         let health = keys.healthcheck.as_ref().and_then(|hc| {
             match health::parse_probe(&hc.value, bind, self.dir) {
                 Ok(HealthProbe::Exec { .. }) => {
@@ -734,10 +741,10 @@ impl Parser<'_> {
                         r if oneshot && !matches!(r, Ready::Exit) => Some(
                             "a one-shot job is ready when it exits: leave `ready` out".to_string(),
                         ),
-                        Ready::Notify => Some(format!(
-                            "`ready = \"{}\"` is not supported by this build yet; use \"bind\", \"healthcheck\" or a delay",
-                            ready.describe()
-                        )),
+                        Ready::Notify if cfg!(not(target_os = "linux")) => Some(
+                            "`ready = \"notify\"` needs Linux (the sender of a notification is checked by its credentials)"
+                                .to_string(),
+                        ),
                         _ => None,
                     };
                     match refusal {
@@ -751,7 +758,18 @@ impl Parser<'_> {
             },
         };
         let timeout = keys.ready_timeout.unwrap_or(health::DEFAULT_READY_TIMEOUT);
-        (health, ready, timeout)
+        let watchdog = keys.watchdog.and_then(|w| {
+            if matches!(ready, Ready::Notify) {
+                Some(w.value)
+            } else {
+                self.d.error(
+                    w.span,
+                    "`watchdog` needs `ready = \"notify\"` (the program sends WATCHDOG=1 there)",
+                );
+                None
+            }
+        });
+        (health, ready, timeout, watchdog)
     }
 
     /// Keys about how a process is run and stopped, shared by programs and base templates.
@@ -912,9 +930,9 @@ impl Parser<'_> {
                 argv[i] = expand_braced(&argv[i], &child_var);
             }
         }
-        let (health, ready, ready_timeout) = if is_bay || is_prelaunch {
+        let (health, ready, ready_timeout, watchdog) = if is_bay || is_prelaunch {
             let timeout = health::DEFAULT_READY_TIMEOUT;
-            (None, Ready::Delay(health::SETTLE), timeout)
+            (None, Ready::Delay(health::SETTLE), timeout, None)
         } else {
             let mut keys = health_keys.over(&base.health);
             if let Some(hc) = &mut keys.healthcheck {
@@ -949,6 +967,7 @@ impl Parser<'_> {
             health,
             ready,
             ready_timeout,
+            watchdog,
             depends_on: deps.iter().map(|d| d.value.clone()).collect(),
             deps: Vec::new(),
             routes,
@@ -1867,7 +1886,7 @@ mod tests {
             ),
             ("ready = \"healthcheck\"", "needs a `healthcheck`"),
             ("ready = \"bind\"", "needs the ship's `bind`"),
-            ("ready = \"notify\"", "not supported by this build yet"),
+            ("watchdog = \"1s\"", "needs `ready = \"notify\"`"),
             ("ready = \"soon\"", "`ready` must be"),
             ("unhealthy_restart = \"often\"", "unhealthy_restart"),
             ("health_interval = \"1ms\"", "at least 10ms"),

@@ -184,6 +184,9 @@ pub struct Program {
     pub ready: Ready,
     /// Not ready by then after a start: a failed start, handled like a crash.
     pub ready_timeout: Duration,
+    /// `ready = "notify"` programs: a `WATCHDOG=1` is due this often while it runs, or
+    /// it is restarted (passed to it as `WATCHDOG_USEC`).
+    pub watchdog: Option<Duration>,
     pub depends_on: Vec<String>,
     /// `depends_on` resolved: the ids of the programs of its own set (prelaunch jobs
     /// among themselves, the others among themselves) it waits for. Set by

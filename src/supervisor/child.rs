@@ -96,11 +96,13 @@ pub enum Then {
 pub enum State {
     /// Not started: waiting for its dependencies or the launch phase.
     Waiting,
-    /// Spawned, not yet up (readiness probe or settle time pending).
+    /// Spawned, not yet up (readiness probe or settle time pending); not ready by
+    /// `deadline`, the start has failed.
     Starting {
         pid: i32,
         since: Instant,
         probes: u32,
+        deadline: Instant,
     },
     /// Up: dependents may start.
     Running { pid: i32, since: Instant },
@@ -182,6 +184,10 @@ pub enum Event {
     Unhealthy {
         reason: String,
     },
+    /// While starting: it asks for this much more time from now to become ready.
+    Extend {
+        by: Duration,
+    },
     /// Immediate stop (second signal).
     Kill,
 }
@@ -232,7 +238,7 @@ pub enum Happened {
     NotReady {
         within: Duration,
     },
-    /// Stopped for staying unhealthy, counted as a crash.
+    /// Stopped for staying unhealthy (or its watchdog), counted as a crash.
     StoppingUnhealthy {
         reason: String,
     },
@@ -326,10 +332,9 @@ impl fmt::Display for Happened {
                 f,
                 "not ready within its ready_timeout ({within:?}); stopping it, counted as a crash"
             ),
-            StoppingUnhealthy { reason } => write!(
-                f,
-                "unhealthy for longer than unhealthy_restart ({reason}); restarting it, counted as a crash"
-            ),
+            StoppingUnhealthy { reason } => {
+                write!(f, "{reason}; restarting it, counted as a crash")
+            }
             Stopping { sig, pgid, grace } => write!(
                 f,
                 "stopping ({} to process group {pgid}, grace {grace:?})",
@@ -467,19 +472,21 @@ impl Child {
                 if self.policy.oneshot {
                     State::Running { pid, since: now }
                 } else {
+                    let deadline = after(now, self.policy.ready_timeout);
                     let first = match self.policy.ready {
                         Readiness::Probe => {
                             out.push(Action::Probe);
-                            self.ready_by(now, after(now, PROBE_TIMEOUT))
+                            after(now, PROBE_TIMEOUT).min(deadline)
                         }
                         Readiness::Settle(d) => after(now, d),
-                        Readiness::Told => self.ready_by(now, now),
+                        Readiness::Told => deadline,
                     };
                     out.push(Action::ArmTimer(first));
                     State::Starting {
                         pid,
                         since: now,
                         probes: 0,
+                        deadline,
                     }
                 }
             }
@@ -516,7 +523,15 @@ impl Child {
                 });
                 State::Running { pid, since }
             }
-            (State::Starting { pid, since, probes }, Event::ProbeFailed) => {
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    probes,
+                    deadline,
+                },
+                Event::ProbeFailed,
+            ) => {
                 let delay = PROBE_BASE
                     .saturating_mul(1 << probes.min(10))
                     .min(PROBE_CAP);
@@ -525,29 +540,68 @@ impl Child {
                         after: now.saturating_duration_since(since),
                     });
                 }
-                out.push(Action::ArmTimer(self.ready_by(since, after(now, delay))));
+                out.push(Action::ArmTimer(after(now, delay).min(deadline)));
                 State::Starting {
                     pid,
                     since,
                     probes: probes + 1,
+                    deadline,
                 }
             }
-            (State::Starting { pid, since, .. }, Event::Timer)
-                if !matches!(self.policy.ready, Readiness::Settle(_))
-                    && now >= after(since, self.policy.ready_timeout) =>
-            {
-                let within = self.policy.ready_timeout;
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    deadline,
+                    ..
+                },
+                Event::Timer,
+            ) if !matches!(self.policy.ready, Readiness::Settle(_)) && now >= deadline => {
+                let within = deadline.saturating_duration_since(since);
                 self.tell(Happened::NotReady { within });
                 self.stop(pid, Then::Crash { since }, now, &mut out)
             }
-            (State::Starting { pid, since, probes }, Event::Timer) => match self.policy.ready {
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    probes,
+                    deadline,
+                },
+                Event::Extend { by },
+            ) => {
+                // The program asks for more time (EXTEND_TIMEOUT_USEC): from now, never
+                // shortening what it had.
+                let deadline = deadline.max(after(now, by));
+                if self.policy.ready == Readiness::Told {
+                    out.push(Action::ArmTimer(deadline));
+                }
+                State::Starting {
+                    pid,
+                    since,
+                    probes,
+                    deadline,
+                }
+            }
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    probes,
+                    deadline,
+                },
+                Event::Timer,
+            ) => match self.policy.ready {
                 Readiness::Probe => {
                     // Time to retry, or the probe in flight timed out: start a new one.
                     out.push(Action::Probe);
-                    out.push(Action::ArmTimer(
-                        self.ready_by(since, after(now, PROBE_TIMEOUT)),
-                    ));
-                    State::Starting { pid, since, probes }
+                    out.push(Action::ArmTimer(after(now, PROBE_TIMEOUT).min(deadline)));
+                    State::Starting {
+                        pid,
+                        since,
+                        probes,
+                        deadline,
+                    }
                 }
                 Readiness::Settle(_) => {
                     self.tell(Happened::Up {
@@ -556,10 +610,15 @@ impl Child {
                     });
                     State::Running { pid, since }
                 }
-                // Only the timeout is armed: a timer from before is stale.
+                // Only the deadline is armed: a timer from before is stale.
                 Readiness::Told => {
-                    out.push(Action::ArmTimer(self.ready_by(since, now)));
-                    State::Starting { pid, since, probes }
+                    out.push(Action::ArmTimer(deadline));
+                    State::Starting {
+                        pid,
+                        since,
+                        probes,
+                        deadline,
+                    }
                 }
             },
             (State::Running { pid, since }, Event::Unhealthy { reason }) => {
@@ -726,15 +785,6 @@ impl Child {
             killed: sig == libc::SIGKILL,
             then,
         }
-    }
-
-    /// The next timer of a starting program: `at`, or its readiness deadline if sooner.
-    fn ready_by(&self, since: Instant, at: Instant) -> Instant {
-        let deadline = after(since, self.policy.ready_timeout);
-        if at == since && self.policy.ready == Readiness::Told {
-            return deadline;
-        }
-        at.min(deadline)
     }
 
     /// The program's processes are gone after a stop: down for good, started again after
@@ -980,6 +1030,42 @@ mod tests {
         assert!(matches!(c.state, State::Running { .. }));
         c.handle(Event::Timer, t0 + timeout);
         assert!(matches!(c.state, State::Running { .. }), "a stale timer");
+    }
+
+    #[test]
+    fn a_program_may_ask_for_more_time_to_get_ready() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut c = Child::new(
+            Policy {
+                ready: Readiness::Told,
+                ready_timeout: Duration::from_secs(5),
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 70);
+        let a = c.handle(
+            Event::Extend {
+                by: Duration::from_secs(3),
+            },
+            s(4),
+        );
+        assert_eq!(a, vec![Action::ArmTimer(s(7))]);
+        // Never shortened: asking for less than is left changes nothing.
+        c.handle(
+            Event::Extend {
+                by: Duration::from_secs(1),
+            },
+            s(5),
+        );
+        c.handle(Event::Timer, s(5));
+        assert!(matches!(c.state, State::Starting { .. }), "extended");
+        c.handle(Event::Timer, s(7));
+        assert!(
+            matches!(c.state, State::Stopping { .. }),
+            "not ready in time"
+        );
     }
 
     #[test]

@@ -81,6 +81,12 @@ struct Member {
     log_matched: bool,
     /// Its `ready = "fd:N"` pipe, while open.
     ready_fd: Option<Token>,
+    /// What it last said in a `STATUS=` notification.
+    status: Option<String>,
+    /// `watchdog` (or what it asked for with `WATCHDOG_USEC=`): a `WATCHDOG=1` is due
+    /// within this while it runs, by `watchdog_due`.
+    watchdog: Option<Duration>,
+    watchdog_due: Option<Instant>,
 }
 
 impl Member {
@@ -99,6 +105,12 @@ enum Source {
     ReadyFd {
         member: usize,
         file: File,
+    },
+    /// A program's notification socket (`ready = "notify"`).
+    #[cfg(target_os = "linux")]
+    Notify {
+        member: usize,
+        inbox: notify::Inbox,
     },
 }
 
@@ -122,6 +134,8 @@ enum TimerKind {
     ElectionDeadline,
     /// Time to tell mothership's own supervisor's watchdog that all is well.
     Watchdog,
+    /// A program's `WATCHDOG=1` may be overdue.
+    ChildWatchdog(usize),
 }
 
 /// The members as the fleet planner sees them.
@@ -294,6 +308,13 @@ impl Supervisor {
                 ));
                 extra.push(("MS_BAY_TYPE".into(), bay_type.clone()));
             }
+            if matches!(p.ready, Ready::Notify) {
+                let path = notify_path(socket_dir, &p.name);
+                extra.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+                if let Some(w) = p.watchdog {
+                    extra.push(("WATCHDOG_USEC".into(), w.as_micros().to_string()));
+                }
+            }
             set_all(&mut env, &extra);
             let policy = Policy {
                 name: p.name.clone(),
@@ -334,6 +355,9 @@ impl Supervisor {
                 log_wait: None,
                 log_matched: false,
                 ready_fd: None,
+                status: None,
+                watchdog: p.watchdog,
+                watchdog_due: None,
             });
         }
         // Dependencies within each set (prelaunch jobs among themselves, ships and bays
@@ -357,7 +381,7 @@ impl Supervisor {
         } else {
             Phase::Prelaunch
         };
-        Ok(Supervisor {
+        let mut sup = Supervisor {
             registry,
             signals,
             sources: Slab::default(),
@@ -393,7 +417,144 @@ impl Supervisor {
             stop_signal: None,
             record,
             notifier: notify::Notifier::none(),
-        })
+        };
+        sup.open_inboxes(socket_dir)?;
+        Ok(sup)
+    }
+
+    /// Opens the notification socket of every program with `ready = "notify"`.
+    fn open_inboxes(&mut self, socket_dir: &std::path::Path) -> io::Result<()> {
+        for i in 0..self.members.len() {
+            if !matches!(self.members[i].prog.ready, Ready::Notify) {
+                continue;
+            }
+            let path = notify_path(socket_dir, &self.members[i].prog.name);
+            #[cfg(target_os = "linux")]
+            {
+                let inbox = notify::Inbox::bind(&path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("notification socket {}: {e}", path.display()),
+                    )
+                })?;
+                let raw = inbox.raw_fd();
+                let token = self.sources.insert(Source::Notify { member: i, inbox });
+                self.registry
+                    .register(&mut SourceFd(&raw), token, Interest::READABLE)?;
+            }
+            #[cfg(not(target_os = "linux"))]
+            return Err(io::Error::other(format!(
+                "{}: ready = \"notify\" needs Linux",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads what program `member` said on its notification socket.
+    #[cfg(target_os = "linux")]
+    fn read_notify(&mut self, token: Token, now: Instant) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(Source::Notify { member, inbox }) = self.sources.get(token) else {
+                return;
+            };
+            let member = *member;
+            let Some((n, pid)) = inbox.recv(&mut buf) else {
+                return;
+            };
+            let m = &self.members[member];
+            let name = m.prog.name.clone();
+            let Some(group) = m.child.pgid() else {
+                log::debug!("{name}: notification while not running; ignored");
+                continue;
+            };
+            // SAFETY: getpgid has no memory effects.
+            let sender_group = if pid > 0 {
+                unsafe { libc::getpgid(pid) }
+            } else {
+                -1
+            };
+            if sender_group != group {
+                log::warn!(
+                    "{name}: notification from pid {pid}, outside its process group {group}; ignored"
+                );
+                continue;
+            }
+            self.heard(member, notify::parse(&buf[..n]), now);
+        }
+    }
+
+    /// Acts on what program `i` said in one notification.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn heard(&mut self, i: usize, said: notify::Said, now: Instant) {
+        let name = self.members[i].prog.name.clone();
+        if let Some(s) = said.status {
+            log::debug!("{name}: status: {s}");
+            self.members[i].status = Some(s);
+        }
+        if let Some(us) = said.watchdog_usec {
+            let d = Duration::from_micros(us);
+            log::info!("{name}: asks for a watchdog every {d:?}");
+            self.members[i].watchdog = Some(d);
+            self.members[i].watchdog_due = None;
+            self.arm_watchdog(i, now);
+        }
+        if said.watchdog {
+            if let (Some(d), Some(_)) = (self.members[i].watchdog, self.members[i].watchdog_due) {
+                self.members[i].watchdog_due = Some(after(now, d));
+            }
+        }
+        if let Some(us) = said.extend_usec {
+            let by = Duration::from_micros(us);
+            self.dispatch(i, Event::Extend { by }, now);
+        }
+        if said.stopping {
+            log::info!("{name}: says it is stopping");
+        }
+        if said.reloading {
+            log::info!("{name}: says it is reloading");
+        }
+        if said.ready && matches!(self.members[i].child.state, State::Starting { .. }) {
+            self.dispatch(i, Event::ProbeOk, now);
+        }
+        if said.trigger && matches!(self.members[i].child.state, State::Running { .. }) {
+            let reason = "it asked for a restart (WATCHDOG=trigger)".to_string();
+            self.dispatch(i, Event::Unhealthy { reason }, now);
+        }
+    }
+
+    /// Program `i` runs with a watchdog: its next `WATCHDOG=1` is due one interval from
+    /// now (once per run).
+    fn arm_watchdog(&mut self, i: usize, now: Instant) {
+        let m = &mut self.members[i];
+        let (Some(d), None, State::Running { .. }) = (m.watchdog, m.watchdog_due, &m.child.state)
+        else {
+            return;
+        };
+        let due = after(now, d);
+        m.watchdog_due = Some(due);
+        self.timers.insert(due, TimerKind::ChildWatchdog(i));
+    }
+
+    /// Program `i`'s watchdog timer: restarts it if its `WATCHDOG=1` is overdue.
+    fn child_watchdog(&mut self, i: usize, now: Instant) {
+        let Some(m) = self.members.get_mut(i) else {
+            return;
+        };
+        let Some(due) = m.watchdog_due else { return };
+        if !matches!(m.child.state, State::Running { .. }) {
+            m.watchdog_due = None;
+            return;
+        }
+        if now < due {
+            self.timers.insert(due, TimerKind::ChildWatchdog(i));
+            return;
+        }
+        m.watchdog_due = None;
+        let d = m.watchdog.unwrap_or_default();
+        let reason = format!("no WATCHDOG=1 within {d:?}");
+        self.dispatch(i, Event::Unhealthy { reason }, now);
     }
 
     /// Who to tell when the fleet is ready and when it lands.
@@ -513,7 +674,7 @@ impl Supervisor {
                     .get(i)
                     .is_some_and(|m| matches!(m.child.state, State::Running { .. }));
                 if running && !self.draining() {
-                    let reason = reason.clone();
+                    let reason = format!("unhealthy for longer than unhealthy_restart ({reason})");
                     self.dispatch(i, Event::Unhealthy { reason }, now);
                 }
             }
@@ -565,6 +726,7 @@ impl Supervisor {
                 // Only wakes the loop: the next `advance` sees the drain is over, with
                 // the edge's count of that moment.
                 TimerKind::DrainDeadline => {}
+                TimerKind::ChildWatchdog(i) => self.child_watchdog(i, now),
                 TimerKind::Watchdog => {
                     if let Some(every) = self.notifier.watchdog_every() {
                         self.notifier.ping();
@@ -724,8 +886,13 @@ impl Supervisor {
                 .and_then(|p| self.told.ships.get(p))
                 .map(|v| format!(", health {}", v.health.name()))
                 .unwrap_or_default();
+            let said = m
+                .status
+                .as_ref()
+                .map(|s| format!(", status: {s}"))
+                .unwrap_or_default();
             log::info!(
-                "  {} {}: {s}, {} restart(s){health}",
+                "  {} {}: {s}, {} restart(s){health}{said}",
                 m.prog.kind(),
                 m.prog.name,
                 m.child.restarts
@@ -975,6 +1142,9 @@ impl Supervisor {
         let m = &mut self.members[i];
         if matches!(m.child.state, State::Running { .. }) {
             m.was_up = true;
+            self.arm_watchdog(i, now);
+        } else {
+            self.members[i].watchdog_due = None;
         }
         if let Some(p) = i.checked_sub(self.npre) {
             self.tell_changes(i, ProgramId::at(p));
@@ -1179,6 +1349,8 @@ impl Supervisor {
     fn source_ready(&mut self, token: Token, now: Instant) {
         match self.sources.get_mut(token) {
             Some(Source::Pipe(p)) => p.readable = true,
+            #[cfg(target_os = "linux")]
+            Some(Source::Notify { .. }) => self.read_notify(token, now),
             Some(Source::ReadyFd { member, file }) => {
                 let member = *member;
                 let mut buf = [0u8; 256];
@@ -1465,4 +1637,9 @@ fn log_match(re: &regex::Regex, line: &mut Vec<u8>, data: &[u8]) -> bool {
         }
     }
     found
+}
+
+/// Where program `name`'s notification socket lives.
+fn notify_path(socket_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    socket_dir.join(format!("{name}.notify"))
 }

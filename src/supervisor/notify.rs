@@ -205,3 +205,118 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// What a program says on its notification socket, one message (`KEY=VALUE` lines).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Said {
+    pub ready: bool,
+    pub status: Option<String>,
+    pub stopping: bool,
+    pub reloading: bool,
+    pub watchdog: bool,
+    /// `WATCHDOG=trigger`: restart it now.
+    pub trigger: bool,
+    pub watchdog_usec: Option<u64>,
+    pub extend_usec: Option<u64>,
+}
+
+/// Parses one notification message; unknown keys are ignored, as systemd does.
+pub fn parse(msg: &[u8]) -> Said {
+    let mut s = Said::default();
+    for line in String::from_utf8_lossy(msg).lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match (k, v) {
+            ("READY", "1") => s.ready = true,
+            ("STATUS", v) => s.status = Some(v.chars().take(200).collect()),
+            ("STOPPING", "1") => s.stopping = true,
+            ("RELOADING", "1") => s.reloading = true,
+            ("WATCHDOG", "1") => s.watchdog = true,
+            ("WATCHDOG", "trigger") => s.trigger = true,
+            ("WATCHDOG_USEC", v) => s.watchdog_usec = v.trim().parse().ok().filter(|&n| n > 0),
+            ("EXTEND_TIMEOUT_USEC", v) => s.extend_usec = v.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// A program's notification socket: a datagram socket at a path in the socket folder,
+/// whose messages carry the sender's credentials (Linux).
+#[cfg(target_os = "linux")]
+pub struct Inbox {
+    sock: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl Inbox {
+    /// Binds a fresh socket at `path` (a stale one there is replaced).
+    pub fn bind(path: &std::path::Path) -> std::io::Result<Inbox> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let _ = std::fs::remove_file(path);
+        let sock = UnixDatagram::bind(path)?;
+        sock.set_nonblocking(true)?;
+        setsockopt(&sock, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
+        Ok(Inbox {
+            sock,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    /// The next message and its sender's pid (0 when unknown); `None` when none is left.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<(usize, i32)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+        loop {
+            let mut cmsg = nix::cmsg_space!(UnixCredentials);
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+            match recvmsg::<()>(self.raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+                Ok(msg) => {
+                    let pid = msg
+                        .cmsgs()
+                        .ok()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|c| match c {
+                            ControlMessageOwned::ScmCredentials(cr) => Some(cr.pid()),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    return Some((msg.bytes, pid));
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod said_tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_as_systemd_writes_them() {
+        let s = parse(b"READY=1\nSTATUS=serving 3 clients\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=5000000\nX=1\nnonsense");
+        assert!(s.ready && s.watchdog && !s.stopping && !s.trigger);
+        assert_eq!(s.status.as_deref(), Some("serving 3 clients"));
+        assert_eq!(s.extend_usec, Some(5_000_000));
+        let s = parse(b"WATCHDOG=trigger\nWATCHDOG_USEC=0\nSTOPPING=1\nRELOADING=1\nREADY=0");
+        assert!(s.trigger && s.stopping && s.reloading && !s.ready);
+        assert_eq!(s.watchdog_usec, None, "0 is no watchdog");
+    }
+}

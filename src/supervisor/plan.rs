@@ -353,6 +353,7 @@ mod tests {
             pid: 1,
             since: Instant::now(),
             probes: 0,
+            deadline: Instant::now(),
         };
         // db starts; cache is starting already; web waits for cache; worker for web.
         assert_eq!(

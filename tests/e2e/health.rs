@@ -387,3 +387,53 @@ fn readiness_from_a_descriptor_and_from_a_log_line_and_mothership_tells_its_own_
     assert!(log.contains("fd3: up (ready after"), "{log}");
     assert!(log.contains("logger: up (ready after"), "{log}");
 }
+
+#[test]
+fn a_notify_program_is_ready_on_ready_1_and_restarted_when_its_watchdog_stops() {
+    const CHILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/notify_child.py");
+    let d = Dir::new("notify");
+    let m = marker("notify");
+    let t = |f: &str| d.join(f).display().to_string();
+    let sockets = d.join("sockets");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[[fleet.n]]\nname = \"notifier\"\ncommand = \"python3\"\nargs = [\"{CHILD}\", \"{}\", \"0.5\", \"{m}\"]\nready = \"notify\"\n\
+             [[fleet.n]]\nname = \"after\"\ncommand = \"sh\"\nargs = [\"-c\", \"date +%s%N > {}; exec sleep 1000 # {m}\"]\ndepends_on = [\"notifier\"]\n\
+             [[fleet.n]]\nname = \"hangs\"\ncommand = \"python3\"\nargs = [\"{CHILD}\", \"{}\", \"0\", \"3\", \"{m}\"]\nready = \"notify\"\nwatchdog = \"1s\"\ncritical = false\n",
+            t("notifier"),
+            t("after"),
+            t("hangs"),
+        ),
+    );
+    let mut fleet = Fleet::start_with(&d, &[], |c| {
+        c.env("MS_SOCKET_DIR", &sockets);
+    });
+    assert!(
+        wait_for(secs(15), || d.read("after").trim().len() > 5),
+        "{}",
+        fleet.stderr()
+    );
+    assert!(
+        stamp(&d, "after") >= stamp(&d, "notifier"),
+        "{}",
+        fleet.stderr()
+    );
+    // Three pings, then silence: restarted a second after the last.
+    assert!(
+        wait_for(secs(15), || d.read("hangs.pid").lines().count() >= 2),
+        "{}",
+        fleet.stderr()
+    );
+    fleet.stop(secs(10));
+    let log = fleet.stderr();
+    assert!(log.contains("notifier: up (ready after"), "{log}");
+    assert!(
+        log.contains("hangs: no WATCHDOG=1 within 1s; restarting it, counted as a crash"),
+        "{log}"
+    );
+    assert!(
+        !sockets.join("notifier.notify").exists(),
+        "the socket is removed"
+    );
+}
