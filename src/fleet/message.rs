@@ -39,6 +39,8 @@ pub enum Message {
     },
     /// A ship has stayed unhealthy longer than its `unhealthy_restart`: restart it.
     RestartUnhealthy { id: ProgramId, reason: String },
+    /// The fleet's lifecycle state changed (one of `FLEET_STATES`).
+    Fleet { state: &'static str },
     /// The fleet lands: stop taking requests (close the listeners) and finish those in
     /// flight within `grace`.
     StopServing { grace: Duration },
@@ -79,6 +81,7 @@ impl FleetView {
                     s.checks.observe(*took, *failure);
                 }
             }
+            Message::Fleet { state } => self.state = state,
             Message::RestartUnhealthy { .. } | Message::StopServing { .. } => {}
         }
     }
@@ -124,6 +127,7 @@ mod tests {
             backends: vec![None, None],
             ships: vec![ship("a"), ship("b")],
             started: Instant::now(),
+            state: "running",
         }
     }
 

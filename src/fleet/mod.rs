@@ -8,4 +8,4 @@ pub mod resources;
 pub mod view;
 
 pub use message::Message;
-pub use view::{FleetView, ShipView, STATES};
+pub use view::{FleetView, ShipView, FLEET_STATES, STATES};

@@ -31,6 +31,23 @@ pub struct ShipView {
     pub up_since: Option<Instant>,
 }
 
+/// The fleet's lifecycle states, as logs and `mothership_fleet_state` show them.
+/// `mayday`: running, while a critical program is unhealthy or crash-looping.
+pub const FLEET_STATES: [&str; 12] = [
+    "initializing",
+    "preflight",
+    "electing",
+    "prelaunch",
+    "docking",
+    "launching",
+    "running",
+    "mayday",
+    "draining",
+    "landed",
+    "failed",
+    "crashed",
+];
+
 pub const STATES: [&str; 7] = [
     "waiting", "starting", "running", "stopping", "backoff", "done", "failed",
 ];
@@ -90,6 +107,8 @@ pub struct FleetView {
     pub backends: Vec<Option<BindAddr>>,
     pub ships: Vec<ShipView>,
     pub started: Instant,
+    /// The fleet's lifecycle state (one of [`FLEET_STATES`]).
+    pub state: &'static str,
 }
 
 impl FleetView {
@@ -98,6 +117,7 @@ impl FleetView {
             backends: vec![None; programs.len()],
             ships: programs.iter().map(ShipView::new).collect(),
             started,
+            state: "initializing",
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::fleet::health::{CheckFailure, CHECK_BUCKETS};
 use crate::fleet::resources::Usage;
-use crate::fleet::view::{FleetView, STATES};
+use crate::fleet::view::{FleetView, FLEET_STATES, STATES};
 use crate::manifest::ids::{ProgramId, RouteId};
 
 /// Upper bounds (seconds) of the request duration histogram.
@@ -354,6 +354,19 @@ pub fn render(
         "Ships and bays in the manifest.",
     );
     let _ = writeln!(o, "mothership_fleet_ships_total {}", fleet.ships.len());
+    family(
+        &mut o,
+        "mothership_fleet_state",
+        "gauge",
+        "1 for the fleet's lifecycle state (mayday: running while a critical program is unhealthy or crash-looping).",
+    );
+    for st in FLEET_STATES {
+        let _ = writeln!(
+            o,
+            "mothership_fleet_state{{state=\"{st}\"}} {}",
+            b(fleet.state == st)
+        );
+    }
 
     family(
         &mut o,
@@ -639,6 +652,7 @@ mod tests {
                 up_since: Some(t0),
             }],
             started: t0,
+            state: "mayday",
         };
         let mut usage = HashMap::new();
         usage.insert(
@@ -667,6 +681,8 @@ mod tests {
         assert!(text.contains(
             "mothership_requests_total{route=\"http:/\\\"x\\\"\",ship=\"web\",code=\"2xx\"} 1\n"
         ));
+        assert!(text.contains("mothership_fleet_state{state=\"mayday\"} 1\n"));
+        assert!(text.contains("mothership_fleet_state{state=\"running\"} 0\n"));
         assert!(text.contains("mothership_breaker_state{ship=\"web\",state=\"open\"} 1\n"));
         assert!(text.contains("mothership_breaker_transitions_total{ship=\"web\",to=\"open\"} 1\n"));
         assert!(

@@ -452,7 +452,7 @@ impl Edge {
                     self.breaker_moved(*id, t, "a health check passed");
                 }
             }
-            Message::Checked { .. } | Message::RestartUnhealthy { .. } => {}
+            Message::Checked { .. } | Message::RestartUnhealthy { .. } | Message::Fleet { .. } => {}
         }
     }
 

@@ -405,6 +405,11 @@ impl Child {
         }
     }
 
+    /// Crashes within its crash window, as last counted.
+    pub fn recent_crashes(&self) -> usize {
+        self.crashes.len()
+    }
+
     /// The pid of the main process, while there is one.
     pub fn pid(&self) -> Option<i32> {
         match self.state {

@@ -213,6 +213,10 @@ pub struct Supervisor {
     record: Option<leftovers::Record>,
     /// Mothership's own supervisor, told when the fleet is ready and when it lands.
     notifier: notify::Notifier,
+    /// The lifecycle state last told (one of `fleet::FLEET_STATES`), and whether a
+    /// program changed since it was worked out.
+    told_state: &'static str,
+    state_dirty: bool,
 }
 
 /// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
@@ -417,6 +421,8 @@ impl Supervisor {
             stop_signal: None,
             record,
             notifier: notify::Notifier::none(),
+            told_state: "initializing",
+            state_dirty: true,
         };
         sup.open_inboxes(socket_dir)?;
         Ok(sup)
@@ -604,6 +610,86 @@ impl Supervisor {
             self.edge_busy = edge_busy;
         }
         self.schedule(now);
+        self.tell_state();
+    }
+
+    /// Works out the fleet's lifecycle state, and logs and tells it when it changed.
+    fn tell_state(&mut self) {
+        if !std::mem::take(&mut self.state_dirty) && !self.phase_moved() {
+            return;
+        }
+        let mut why = None;
+        let state = match self.phase {
+            Phase::Electing => "electing",
+            Phase::Prelaunch => "prelaunch",
+            Phase::Launching => "launching",
+            Phase::Running => {
+                why = self.in_trouble();
+                if why.is_some() {
+                    "mayday"
+                } else {
+                    "running"
+                }
+            }
+            Phase::Landing | Phase::Reaping => "draining",
+            Phase::Done if self.failure.is_some() => "failed",
+            Phase::Done => "landed",
+        };
+        if state == self.told_state {
+            return;
+        }
+        match why {
+            Some(w) => log::warn!("fleet state: mayday ({w})"),
+            None if self.told_state == "mayday" => {
+                log::info!("fleet state: {state} (every critical program is up and healthy)")
+            }
+            None => log::info!("fleet state: {state}"),
+        }
+        self.told_state = state;
+        let msg = Message::Fleet { state };
+        self.told.apply(&msg);
+        self.outbox.push(msg);
+    }
+
+    /// The phase is not the one the last told state was worked out for.
+    fn phase_moved(&self) -> bool {
+        let expected: &[&str] = match self.phase {
+            Phase::Electing => &["electing"],
+            Phase::Prelaunch => &["prelaunch"],
+            Phase::Launching => &["launching"],
+            Phase::Running => &["running", "mayday"],
+            Phase::Landing | Phase::Reaping => &["draining"],
+            Phase::Done => &["failed", "landed"],
+        };
+        !expected.contains(&self.told_state)
+    }
+
+    /// Why the running fleet is in trouble, if it is: a critical program unhealthy, or
+    /// crash-looping (restarting after two or more recent crashes).
+    fn in_trouble(&self) -> Option<String> {
+        self.members.iter().enumerate().find_map(|(i, m)| {
+            if !m.prog.critical || m.is_prelaunch() {
+                return None;
+            }
+            let unhealthy = i
+                .checked_sub(self.npre)
+                .and_then(|p| self.told.ships.get(p))
+                .is_some_and(|s| s.health == health::Status::Unhealthy);
+            if unhealthy {
+                return Some(format!("critical {} is unhealthy", m.prog.name));
+            }
+            let looping = matches!(
+                m.child.state,
+                State::Backoff { .. } | State::Starting { .. }
+            ) && m.child.recent_crashes() >= 2;
+            looping.then(|| {
+                format!(
+                    "critical {} is crash-looping ({} crashes lately)",
+                    m.prog.name,
+                    m.child.recent_crashes()
+                )
+            })
+        })
     }
 
     /// What the supervisor tells its siblings since the last call.
@@ -658,6 +744,7 @@ impl Supervisor {
         match msg {
             Message::Health { id, status, .. } => {
                 self.told.apply(msg);
+                self.state_dirty = true;
                 let i = self.npre + id.index();
                 let Some(m) = self.members.get(i) else { return };
                 if *status == health::Status::Healthy
@@ -1111,6 +1198,7 @@ impl Supervisor {
 
     /// Feeds one event to a program's machine and performs the resulting actions.
     fn dispatch(&mut self, i: usize, event: Event, now: Instant) {
+        self.state_dirty = true;
         let actions = self.members[i].child.handle(event, now);
         // What happened is told before its actions are carried out (a critical failure's
         // reason before the landing it causes).

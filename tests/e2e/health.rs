@@ -71,16 +71,36 @@ fn an_unhealthy_ship_is_not_routed_to_until_it_passes_again() {
     );
     assert!(failed.is_some_and(|n| n >= 2.0), "{text}");
     assert!(text.contains("mothership_health_check_duration_seconds_count{ship=\"app\""));
+    // A critical ship unhealthy: the fleet is in mayday until it recovers.
+    assert_eq!(
+        metric(&text, "mothership_fleet_state{state=\"mayday\"}"),
+        Some(1.0),
+        "{text}"
+    );
 
     d.write("app/health", "200");
     assert!(wait_for(secs(5), || healthy(1.0)), "{}", fleet.stderr());
     assert!(wait_for(secs(5), || curl(&[&url]) == "ok\n"));
+    let text = scrape(mp);
+    assert_eq!(
+        metric(&text, "mothership_fleet_state{state=\"running\"}"),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(lines(&d, "app/pid"), 1, "unhealthy_restart = never");
     fleet.stop(secs(10));
     let log = fleet.stderr();
     assert!(log.contains("app: unhealthy: GET /health at "), "{log}");
     assert!(
         log.contains("app: healthy (1 check(s) passed in a row)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("fleet state: mayday (critical app is unhealthy)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("fleet state: running (every critical program is up and healthy)"),
         "{log}"
     );
 }
