@@ -32,13 +32,16 @@ pub enum CheckFailure {
     Timeout,
     /// Answered, but not with a 2xx status (or not HTTP).
     Status,
+    /// An `exec:` check's command failed (or could not be run).
+    Exit,
 }
 
 impl CheckFailure {
-    pub const ALL: [CheckFailure; 3] = [
+    pub const ALL: [CheckFailure; 4] = [
         CheckFailure::Connect,
         CheckFailure::Timeout,
         CheckFailure::Status,
+        CheckFailure::Exit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl CheckFailure {
             CheckFailure::Connect => "connect",
             CheckFailure::Timeout => "timeout",
             CheckFailure::Status => "status",
+            CheckFailure::Exit => "exit",
         }
     }
 }
@@ -60,7 +64,7 @@ pub struct CheckStats {
     pub count: u64,
     pub sum: f64,
     /// By [`CheckFailure`], in the order of `CheckFailure::ALL`.
-    pub failures: [u64; 3],
+    pub failures: [u64; 4],
 }
 
 impl CheckStats {

@@ -39,6 +39,13 @@ pub enum Message {
     },
     /// A ship has stayed unhealthy longer than its `unhealthy_restart`: restart it.
     RestartUnhealthy { id: ProgramId, reason: String },
+    /// A process that is no program's main process was reaped (the supervisor reaps
+    /// every child; a sibling that started one learns how it ended).
+    Reaped {
+        pid: i32,
+        success: bool,
+        what: String,
+    },
     /// The fleet's lifecycle state changed (one of `FLEET_STATES`).
     Fleet { state: &'static str },
     /// The fleet lands: stop taking requests (close the listeners) and finish those in
@@ -82,7 +89,9 @@ impl FleetView {
                 }
             }
             Message::Fleet { state } => self.state = state,
-            Message::RestartUnhealthy { .. } | Message::StopServing { .. } => {}
+            Message::RestartUnhealthy { .. }
+            | Message::StopServing { .. }
+            | Message::Reaped { .. } => {}
         }
     }
 

@@ -39,15 +39,45 @@ enum Due {
     Restart(usize),
 }
 
+/// A check under way: a probe on the loop, or an `exec:` command.
+enum Under {
+    Probe(Probe),
+    /// The command's process (its own group); the supervisor reaps it and says how it
+    /// ended (`Message::Reaped`). 0 once reaped.
+    Exec {
+        pid: i32,
+    },
+}
+
 struct InFlight {
-    probe: Probe,
+    under: Under,
     started: Instant,
     timeout: TimerId,
+}
+
+impl InFlight {
+    /// Stops what is under way: deregisters a probe, kills an `exec:` command's group.
+    fn stop(self, registry: &Registry) {
+        match self.under {
+            Under::Probe(mut p) => p.deregister(registry),
+            // (Never `kill(0)`: that would be mothership's own group.)
+            Under::Exec { pid } if pid > 0 => {
+                // SAFETY: a signal to the check command's own process group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            Under::Exec { .. } => {}
+        }
+    }
 }
 
 struct Ship {
     name: String,
     spec: Health,
+    /// For `exec:` checks: where and with what environment the command runs.
+    cwd: std::path::PathBuf,
+    env: Vec<(String, String)>,
     tracker: Tracker,
     /// Starting or running (checks are made only then).
     live: bool,
@@ -75,6 +105,8 @@ impl Checks {
                 p.health.as_ref().map(|h| Ship {
                     name: p.name.clone(),
                     spec: h.clone(),
+                    cwd: p.cwd.clone(),
+                    env: p.env.clone(),
                     tracker: Tracker::new(h, now),
                     live: false,
                     pgid: None,
@@ -105,8 +137,29 @@ impl Checks {
         out.append(&mut self.outbox);
     }
 
-    /// Hears of starts and stops.
+    /// Hears of starts and stops, and of `exec:` commands reaped.
     pub fn hear(&mut self, msg: &Message, registry: &Registry, now: Instant) {
+        if let Message::Reaped { pid, success, what } = msg {
+            let ours = self.ships.iter().position(|s| {
+                matches!(s, Some(Ship { inflight: Some(InFlight { under: Under::Exec { pid: p }, .. }), .. }) if p == pid)
+            });
+            if let Some(i) = ours {
+                let outcome = if *success {
+                    Ok(())
+                } else {
+                    Err((CheckFailure::Exit, what.clone()))
+                };
+                // Reaped: nothing left to kill.
+                if let Some(Some(Ship {
+                    inflight: Some(f), ..
+                })) = self.ships.get_mut(i)
+                {
+                    f.under = Under::Exec { pid: 0 };
+                }
+                self.finish(i, outcome, registry, now);
+            }
+            return;
+        }
         let Message::Program {
             id, state, pgid, ..
         } = msg
@@ -155,12 +208,17 @@ impl Checks {
             return;
         };
         let Some(Some(Ship {
-            inflight: Some(f), ..
+            inflight:
+                Some(InFlight {
+                    under: Under::Probe(probe),
+                    ..
+                }),
+            ..
         })) = self.ships.get_mut(i)
         else {
             return;
         };
-        let outcome = match f.probe.drive() {
+        let outcome = match probe.drive() {
             Progress::Pending => return,
             Progress::Passed(_) => Ok(()),
             Progress::Unreachable(e) => Err((CheckFailure::Connect, e)),
@@ -208,6 +266,26 @@ impl Checks {
             return;
         }
         let (target, check) = match &s.spec.probe {
+            HealthProbe::Exec { argv } => {
+                let timeout = self
+                    .timers
+                    .insert(after(now, s.spec.timeout), Due::Timeout(i));
+                match run_command(argv, &s.cwd, &s.env) {
+                    Ok(pid) => {
+                        s.inflight = Some(InFlight {
+                            under: Under::Exec { pid },
+                            started: now,
+                            timeout,
+                        });
+                    }
+                    Err(e) => {
+                        self.timers.cancel(timeout);
+                        let why = format!("cannot run: {e}");
+                        self.finish(i, Err((CheckFailure::Exit, why)), registry, now);
+                    }
+                }
+                return;
+            }
             HealthProbe::Http { addr, host, path } => (
                 target_of(addr),
                 Check::Get {
@@ -217,8 +295,6 @@ impl Checks {
                 },
             ),
             HealthProbe::Tcp { addr } => (target_of(addr), Check::Connect),
-            // Refused when the manifest is read; never here.
-            HealthProbe::Exec { .. } => return,
         };
         let started = Probe::start(&target, check).and_then(|mut p| {
             p.register(registry, Token(HEALTH_TOKENS + i))?;
@@ -230,7 +306,7 @@ impl Checks {
                     .timers
                     .insert(after(now, s.spec.timeout), Due::Timeout(i));
                 s.inflight = Some(InFlight {
-                    probe,
+                    under: Under::Probe(probe),
                     started: now,
                     timeout,
                 });
@@ -260,10 +336,11 @@ impl Checks {
             return;
         };
         let started = match s.inflight.take() {
-            Some(mut f) => {
-                f.probe.deregister(registry);
+            Some(f) => {
+                let started = f.started;
                 self.timers.cancel(f.timeout);
-                f.started
+                f.stop(registry);
+                started
             }
             None => now,
         };
@@ -334,9 +411,9 @@ impl Checks {
         let Some(Some(s)) = self.ships.get_mut(i) else {
             return;
         };
-        if let Some(mut f) = s.inflight.take() {
-            f.probe.deregister(registry);
+        if let Some(f) = s.inflight.take() {
             self.timers.cancel(f.timeout);
+            f.stop(registry);
         }
         if let Some(t) = s.next.take() {
             self.timers.cancel(t);
@@ -349,4 +426,28 @@ fn target_of(addr: &BindAddr) -> Target {
         BindAddr::Tcp(a) => Target::Tcp(*a),
         BindAddr::Unix(p) => Target::Unix(p.clone()),
     }
+}
+
+/// Starts an `exec:` check's command: no shell, stdin, stdout and stderr on /dev/null, in
+/// the ship's folder with its environment over mothership's, in a process group of its
+/// own (so that a timeout kills all of it). Returns its pid; the supervisor reaps it.
+fn run_command(
+    argv: &[String],
+    cwd: &std::path::Path,
+    env: &[(String, String)],
+) -> std::io::Result<i32> {
+    use std::process::{Command, Stdio};
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("no command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    crate::supervisor::spawn::isolate(&mut cmd);
+    let child = cmd.spawn()?;
+    Ok(child.id() as i32)
 }

@@ -678,13 +678,6 @@ impl Parser<'_> {
     ) -> (Option<Health>, Ready, Duration, Option<Duration>) {
         let health = keys.healthcheck.as_ref().and_then(|hc| {
             match health::parse_probe(&hc.value, bind, self.dir) {
-                Ok(HealthProbe::Exec { .. }) => {
-                    self.d.error(
-                        hc.span.clone(),
-                        "`exec:` health checks are not supported by this build yet; use a path, an http:// URL or \"tcp\"",
-                    );
-                    None
-                }
                 Ok(probe) => Some(Health {
                     probe,
                     interval: keys.interval.unwrap_or(health::DEFAULT_INTERVAL),
@@ -1880,10 +1873,6 @@ mod tests {
         assert!(matches!(m.programs[3].ready, Ready::Exit));
         for (text, want) in [
             ("healthcheck = \"/up\"", "this ship has none"),
-            (
-                "healthcheck = \"exec:true\"",
-                "not supported by this build yet",
-            ),
             ("ready = \"healthcheck\"", "needs a `healthcheck`"),
             ("ready = \"bind\"", "needs the ship's `bind`"),
             ("watchdog = \"1s\"", "needs `ready = \"notify\"`"),

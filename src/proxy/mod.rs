@@ -452,7 +452,10 @@ impl Edge {
                     self.breaker_moved(*id, t, "a health check passed");
                 }
             }
-            Message::Checked { .. } | Message::RestartUnhealthy { .. } | Message::Fleet { .. } => {}
+            Message::Checked { .. }
+            | Message::RestartUnhealthy { .. }
+            | Message::Fleet { .. }
+            | Message::Reaped { .. } => {}
         }
     }
 

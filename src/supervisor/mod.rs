@@ -1614,7 +1614,15 @@ impl Supervisor {
             };
             match self.pids.remove(&pid) {
                 Some(i) => exited.push((i, pid, exit)),
-                None => log::debug!("reaped orphan pid {pid} ({exit})"),
+                None => {
+                    log::debug!("reaped pid {pid} ({exit}), not a program's");
+                    // Maybe a sibling's (a health check's command): it is told.
+                    self.outbox.push(Message::Reaped {
+                        pid,
+                        success: exit.success(),
+                        what: exit.to_string(),
+                    });
+                }
             }
         }
         for (i, pid, exit) in exited {

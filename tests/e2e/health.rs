@@ -457,3 +457,50 @@ fn a_notify_program_is_ready_on_ready_1_and_restarted_when_its_watchdog_stops() 
         "the socket is removed"
     );
 }
+
+#[test]
+fn exec_checks_decide_by_exit_status_and_one_that_hangs_is_killed_at_its_timeout() {
+    let d = Dir::new("exec-check");
+    let m = marker("exec-check");
+    let hang = format!("{m}-hang");
+    let flag = d.join("ok");
+    d.write("ok", "");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nmetrics_port = {mp}\n\
+             [[fleet.w]]\nname = \"ex\"\ncommand = \"sh\"\nargs = [\"-c\", \"exec sleep 1000 # {m}\"]\nhealthcheck = \"exec:test -e {flag}\"\nhealth_interval = \"100ms\"\nhealth_fails = 1\nunhealthy_restart = \"never\"\n\
+             [[fleet.w]]\nname = \"hangs\"\ncommand = \"sh\"\nargs = [\"-c\", \"exec sleep 1000 # {m}\"]\nhealthcheck = \"exec:sh -c 'sleep 30 # {hang}'\"\nhealth_interval = \"100ms\"\nhealth_timeout = \"300ms\"\ncritical = false\n",
+            mp = free_port(),
+            flag = flag.display(),
+        ),
+    );
+    let mut fleet = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || fleet.stderr().contains("ex: up (ready after")),
+        "{}",
+        fleet.stderr()
+    );
+    std::fs::remove_file(&flag).expect("rm");
+    assert!(
+        wait_for(secs(10), || fleet
+            .stderr()
+            .contains("ex: unhealthy: run test -e")),
+        "{}",
+        fleet.stderr()
+    );
+    // The hanging check is killed at each timeout: never more than one at a time.
+    assert!(wait_for(secs(10), || !pids_with(&hang).is_empty()));
+    for _ in 0..20 {
+        assert!(pids_with(&hang).len() <= 1, "{:?}", pids_with(&hang));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fleet.stop(secs(10));
+    assert!(
+        wait_for(secs(5), || pids_with(&hang).is_empty()),
+        "a check command is left"
+    );
+    let log = fleet.stderr();
+    assert!(log.contains("ex: unhealthy: run test -e"), "{log}");
+    assert!(log.contains("exit code 1"), "{log}");
+}
