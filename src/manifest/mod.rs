@@ -196,7 +196,8 @@ struct Base {
     health: HealthKeys,
 }
 
-/// The health and readiness keys of a ship or of `[base.ship]`, as written.
+/// The health and readiness keys of a ship or of `[base.ship]`, as written (and
+/// `maxconn`, the edge's limit for it).
 #[derive(Default, Clone)]
 struct HealthKeys {
     healthcheck: Option<Located<String>>,
@@ -210,6 +211,7 @@ struct HealthKeys {
     ready: Option<Located<String>>,
     ready_timeout: Option<Duration>,
     watchdog: Option<Located<Duration>>,
+    maxconn: Option<u32>,
 }
 
 impl HealthKeys {
@@ -227,6 +229,7 @@ impl HealthKeys {
             ready: self.ready.or(b.ready),
             ready_timeout: self.ready_timeout.or(b.ready_timeout),
             watchdog: self.watchdog.or(b.watchdog),
+            maxconn: self.maxconn.or(b.maxconn),
         }
     }
 }
@@ -631,6 +634,7 @@ impl Parser<'_> {
                 let d = t.duration(self.d, "watchdog")?;
                 Some(Located::new(d, span))
             }),
+            maxconn: t.int(self.d, "maxconn", 1, 1_000_000).map(|n| n as u32),
             ..HealthKeys::default()
         };
         for (key, min) in [
@@ -923,11 +927,13 @@ impl Parser<'_> {
                 argv[i] = expand_braced(&argv[i], &child_var);
             }
         }
+        let mut maxconn = None;
         let (health, ready, ready_timeout, watchdog) = if is_bay || is_prelaunch {
             let timeout = health::DEFAULT_READY_TIMEOUT;
             (None, Ready::Delay(health::SETTLE), timeout, None)
         } else {
             let mut keys = health_keys.over(&base.health);
+            maxconn = keys.maxconn;
             if let Some(hc) = &mut keys.healthcheck {
                 hc.value = expand_braced(&hc.value, &child_var);
             }
@@ -961,6 +967,7 @@ impl Parser<'_> {
             ready,
             ready_timeout,
             watchdog,
+            maxconn,
             depends_on: deps.iter().map(|d| d.value.clone()).collect(),
             deps: Vec::new(),
             routes,
@@ -1529,6 +1536,9 @@ impl Parser<'_> {
         }
         if let Some(b) = t.bool(self.d, "access_log") {
             h.access_log = b;
+        }
+        if let Some(b) = t.bool(self.d, "request_start_header") {
+            h.request_start_header = b;
         }
         t.finish(self.d);
     }

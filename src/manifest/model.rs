@@ -184,6 +184,8 @@ pub struct Program {
     pub ready: Ready,
     /// Not ready by then after a start: a failed start, handled like a crash.
     pub ready_timeout: Duration,
+    /// Requests the edge sends to this ship at once; more wait in line (`maxconn`).
+    pub maxconn: Option<u32>,
     /// `ready = "notify"` programs: a `WATCHDOG=1` is due this often while it runs, or
     /// it is restarted (passed to it as `WATCHDOG_USEC`).
     pub watchdog: Option<Duration>,
@@ -390,6 +392,8 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Write one line per request to stderr.
     pub access_log: bool,
+    /// Add `X-Request-Start: t=<microseconds>` to requests sent to ships.
+    pub request_start_header: bool,
 }
 
 impl Default for HttpSettings {
@@ -413,6 +417,7 @@ impl Default for HttpSettings {
             max_body_size: 1 << 30,
             max_connections: 10_000,
             access_log: false,
+            request_start_header: false,
         }
     }
 }

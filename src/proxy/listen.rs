@@ -115,6 +115,7 @@ impl Edge {
                         activity: self.now,
                         timer: None,
                         stat: None,
+                        slot: None,
                     });
                     self.stats.connections_total += 1;
                     self.open += 1;

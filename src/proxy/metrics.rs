@@ -19,6 +19,25 @@ pub const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How long requests waited, as a histogram over [`BUCKETS`].
+#[derive(Debug, Clone, Default)]
+pub struct Waits {
+    pub hist: [u64; BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Waits {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.hist[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
 /// Why an upstream exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -154,6 +173,9 @@ pub struct Gauges {
     /// By program: its circuit breaker's state (`closed`, `open`, `half-open`) and its
     /// transitions so far to each of those.
     pub breakers: Vec<(&'static str, [u64; 3])>,
+    /// By program: requests in flight to it, requests in line for a slot (`maxconn`),
+    /// and how long those that left the line waited.
+    pub lines: Vec<(u32, usize, Waits)>,
 }
 
 /// The states of a circuit breaker, in the order of `Gauges::breakers`' counts.
@@ -486,6 +508,52 @@ pub fn render(
             );
         }
     }
+    let per_program =
+        |o: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(usize) -> f64| {
+            family(o, name, kind, help);
+            for (p, s) in fleet.ships.iter().enumerate().take(g.lines.len()) {
+                let _ = writeln!(o, "{name}{{ship=\"{}\"}} {}", escape(&s.name), num(v(p)));
+            }
+        };
+    per_program(
+        &mut o,
+        "mothership_backend_active_requests",
+        "gauge",
+        "Requests in flight to each ship now.",
+        &|p| f64::from(g.lines[p].0),
+    );
+    per_program(
+        &mut o,
+        "mothership_backend_queue_length",
+        "gauge",
+        "Requests waiting in line for a free slot of a ship with maxconn.",
+        &|p| g.lines[p].1 as f64,
+    );
+    family(
+        &mut o,
+        "mothership_backend_queue_wait_seconds",
+        "histogram",
+        "Time requests waited in line for a free slot (maxconn), by ship.",
+    );
+    for (p, s) in fleet.ships.iter().enumerate().take(g.lines.len()) {
+        let w = &g.lines[p].2;
+        let l = format!("ship=\"{}\"", escape(&s.name));
+        let mut acc = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            acc += w.hist[i];
+            let _ = writeln!(
+                o,
+                "mothership_backend_queue_wait_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "mothership_backend_queue_wait_seconds_bucket{{{l},le=\"+Inf\"}} {}\nmothership_backend_queue_wait_seconds_sum{{{l}}} {}\nmothership_backend_queue_wait_seconds_count{{{l}}} {}",
+            w.count,
+            num(w.sum),
+            w.count
+        );
+    }
     let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", num(v));
@@ -672,6 +740,7 @@ mod tests {
             cors_bytes: 0,
             compression_encoders: 0,
             breakers: vec![("open", [0, 1, 0])],
+            lines: vec![(2, 1, Waits::default())],
         };
         let text = render(&s, &fleet, &usage, &g, t0);
         assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));
@@ -682,6 +751,8 @@ mod tests {
             "mothership_requests_total{route=\"http:/\\\"x\\\"\",ship=\"web\",code=\"2xx\"} 1\n"
         ));
         assert!(text.contains("mothership_fleet_state{state=\"mayday\"} 1\n"));
+        assert!(text.contains("mothership_backend_active_requests{ship=\"web\"} 2\n"));
+        assert!(text.contains("mothership_backend_queue_length{ship=\"web\"} 1\n"));
         assert!(text.contains("mothership_fleet_state{state=\"running\"} 0\n"));
         assert!(text.contains("mothership_breaker_state{ship=\"web\",state=\"open\"} 1\n"));
         assert!(text.contains("mothership_breaker_transitions_total{ship=\"web\",to=\"open\"} 1\n"));

@@ -218,6 +218,8 @@ struct Conn {
     timer: Option<(TimerId, Instant)>,
     /// The request being answered.
     stat: Option<ReqStat>,
+    /// The ship whose slot (of its `maxconn`) this connection's exchange holds.
+    slot: Option<ProgramId>,
 }
 
 struct Idle {
@@ -232,6 +234,8 @@ struct Held {
     strip: Option<String>,
     cors_key: Option<String>,
     since: Instant,
+    /// In line for one of the ship's `maxconn` slots (else: waiting for it to come up).
+    queued: bool,
 }
 
 /// Who an upstream id belongs to.
@@ -289,6 +293,18 @@ pub struct Edge {
     /// went to (closed, open, half-open).
     breakers: Vec<Breaker>,
     breaker_moves: Vec<[u64; 3]>,
+    /// Per program: exchanges in flight to it, its `maxconn`, the requests in line for a
+    /// slot (oldest first; entries of those gone are skipped), how many are in line now,
+    /// and how long those that left the line waited.
+    active: Vec<u32>,
+    maxconn: Vec<Option<u32>>,
+    queue: Vec<std::collections::VecDeque<ConnId>>,
+    queued_now: Vec<usize>,
+    queue_waits: Vec<metrics::Waits>,
+    /// Programs a slot came free for during this turn.
+    slots_freed: Vec<ProgramId>,
+    /// `forward` is sending on a request from the line (it does not join the line again).
+    from_queue: bool,
     /// Per program: it has a bind (a request to it can wait for it to come up).
     has_bind: Vec<bool>,
     /// Connections whose whole request went out on a reused upstream during this turn:
@@ -401,6 +417,13 @@ impl Edge {
                 m.programs.len()
             ],
             breaker_moves: vec![[0; 3]; m.programs.len()],
+            active: vec![0; m.programs.len()],
+            maxconn: m.programs.iter().map(|p| p.maxconn).collect(),
+            queue: vec![std::collections::VecDeque::new(); m.programs.len()],
+            queued_now: vec![0; m.programs.len()],
+            queue_waits: vec![metrics::Waits::default(); m.programs.len()],
+            slots_freed: Vec::new(),
+            from_queue: false,
             has_bind: m.programs.iter().map(|p| p.bind.is_some()).collect(),
             scratch: vec![0; BUF],
             bufs: BufPool::new(64),
@@ -592,17 +615,93 @@ impl Edge {
         }
     }
 
-    /// A request held for `target` stops waiting.
-    fn unhold(&mut self, target: ProgramId) {
-        if let Some(n) = self.held_for.get_mut(target.index()) {
+    /// A held request stops waiting (sent on, answered at its timeout, or gone).
+    fn unhold(&mut self, h: &Held) {
+        let i = h.target.index();
+        if let Some(n) = self.held_for.get_mut(i) {
             *n = n.saturating_sub(1);
+        }
+        if h.queued {
+            if let Some(n) = self.queued_now.get_mut(i) {
+                *n = n.saturating_sub(1);
+            }
+            let waited = self.now.saturating_duration_since(h.since);
+            if let Some(w) = self.queue_waits.get_mut(i) {
+                w.observe(waited);
+            }
+        }
+    }
+
+    /// The connection's exchange is over: the slot it held on its ship comes free.
+    fn settle_slot(&mut self, c: &mut Conn) {
+        if matches!(c.phase, Phase::Exchange(_) | Phase::Tunnel { .. }) && !c.dead {
+            return;
+        }
+        let Some(target) = c.slot.take() else { return };
+        if let Some(n) = self.active.get_mut(target.index()) {
+            *n = n.saturating_sub(1);
+        }
+        if self
+            .queue
+            .get(target.index())
+            .is_some_and(|q| !q.is_empty())
+        {
+            self.slots_freed.push(target);
+        }
+    }
+
+    /// Sends on the requests in line for the ships whose slots came free.
+    fn serve_queues(&mut self, registry: &Registry, fleet: &FleetView) {
+        let freed = std::mem::take(&mut self.slots_freed);
+        for target in freed {
+            let i = target.index();
+            loop {
+                let max = self.maxconn.get(i).copied().flatten().unwrap_or(u32::MAX);
+                if self.active.get(i).is_none_or(|&n| n >= max) {
+                    break;
+                }
+                let Some(cid) = self.queue.get_mut(i).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                if !self.live(cid) {
+                    continue;
+                }
+                let Some(Some(mut c)) = self.conns.get_mut(cid.slot).map(Option::take) else {
+                    continue;
+                };
+                let in_line = matches!(&c.phase, Phase::Held(h) if h.queued && h.target == target);
+                if !in_line {
+                    self.conns[cid.slot] = Some(c);
+                    continue;
+                }
+                if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
+                    let h = *h;
+                    self.unhold(&h);
+                    self.from_queue = true;
+                    self.forward(
+                        &mut c,
+                        cid.slot,
+                        h.req,
+                        h.target,
+                        h.strip.as_deref(),
+                        h.cors_key,
+                        registry,
+                        fleet,
+                    );
+                    self.from_queue = false;
+                }
+                self.conns[cid.slot] = Some(c);
+                self.drive(cid.slot, registry, fleet);
+            }
         }
     }
 
     /// Frees a connection taken out of its slot.
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
-        if let Phase::Held(h) = &c.phase {
-            self.unhold(h.target);
+        c.dead = true;
+        self.settle_slot(&mut c);
+        if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
+            self.unhold(&h);
         }
         self.account(&mut c);
         let _ = registry.deregister(&mut c.client);
@@ -626,6 +725,7 @@ impl Edge {
         if !self.pending.is_empty()
             || !self.awaiting.is_empty()
             || !self.accept_more.is_empty()
+            || !self.slots_freed.is_empty()
             || !self.accept_due.is_empty()
             || (self.held_news && !self.held.is_empty())
         {
@@ -665,6 +765,9 @@ impl Edge {
         }
         if std::mem::take(&mut self.held_news) && !self.held.is_empty() {
             self.resume_held(registry, fleet);
+        }
+        if !self.slots_freed.is_empty() {
+            self.serve_queues(registry, fleet);
         }
         // Backlogs left at the cap in the previous turn; those capped in this turn wait
         // for the next, so that no turn accepts more than ACCEPTS_PER_TURN per listener.
@@ -718,7 +821,7 @@ impl Edge {
             // `forward` hands on the next phase: an exchange, or an answer.
             if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
                 let h = *h;
-                self.unhold(h.target);
+                self.unhold(&h);
                 self.forward(
                     &mut c,
                     id,
@@ -908,6 +1011,7 @@ impl Edge {
             let (admit, t) = b.admit(now);
             self.breaker_moved(target, t, "cool-down over");
             if let breaker::Admit::Refuse { retry_after } = admit {
+                // (A request from the line gave its place up for this answer.)
                 log::debug!(
                     "{} {} {}: {}'s circuit breaker is open",
                     c.peer,
@@ -916,6 +1020,15 @@ impl Edge {
                     self.name_of(target)
                 );
                 self.unavailable(c, &req, retry_after, !keep);
+                return;
+            }
+        }
+        let i = target.index();
+        if let Some(max) = self.maxconn.get(i).copied().flatten() {
+            let busy = self.active.get(i).is_some_and(|&n| n >= max);
+            let line = !self.from_queue && self.queue.get(i).is_some_and(|q| !q.is_empty());
+            if busy || line {
+                self.join_line(c, id, req, target, strip, cors_key, keep);
                 return;
             }
         }
@@ -940,7 +1053,17 @@ impl Edge {
             },
         };
         let mut up = up;
-        up.uout = upstream_head(&req, &new_target, &c.peer, &addr).into();
+        let start = self.settings.request_start_header.then(|| {
+            // When the request came in, on the wall clock.
+            let came = c.stat.as_ref().map_or(self.now, |s| s.started);
+            let ago = self.now.saturating_duration_since(came);
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_sub(ago)
+                .as_micros()
+        });
+        up.uout = upstream_head(&req, &new_target, &c.peer, &addr, start).into();
         let idempotent = matches!(
             req.method.as_str(),
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
@@ -959,6 +1082,63 @@ impl Edge {
         c.up = Some(up);
         let ex = Exchange::new(&req, target, replay, accept, cors_key);
         c.phase = Phase::Exchange(Box::new(ex));
+        if let Some(n) = self.active.get_mut(i) {
+            *n += 1;
+            c.slot = Some(target);
+        }
+    }
+
+    /// `target` has no free slot (`maxconn`): the request waits in line for one, up to
+    /// hold_timeout, at most hold_queue of them; else 503 with Retry-After.
+    #[allow(clippy::too_many_arguments)]
+    fn join_line(
+        &mut self,
+        c: &mut Conn,
+        id: usize,
+        req: RequestHead,
+        target: ProgramId,
+        strip: Option<&str>,
+        cors_key: Option<String>,
+        keep: bool,
+    ) {
+        let i = target.index();
+        let waiting = self.held_for.get(i).copied().unwrap_or(0);
+        if self.settings.hold_timeout.is_zero() || waiting >= self.settings.hold_queue {
+            log::warn!(
+                "{} {} {}: {} has no free slot (maxconn) and the line is {}; answering 503",
+                c.peer,
+                req.method,
+                req.target,
+                self.name_of(target),
+                if waiting > 0 {
+                    "full"
+                } else {
+                    "off (hold_timeout = 0)"
+                }
+            );
+            self.unavailable(c, &req, RETRY_SOON, !keep);
+            return;
+        }
+        if let Some(n) = self.held_for.get_mut(i) {
+            *n += 1;
+        }
+        if let Some(n) = self.queued_now.get_mut(i) {
+            *n += 1;
+        }
+        c.phase = Phase::Held(Box::new(Held {
+            req,
+            target,
+            strip: strip.map(str::to_string),
+            cors_key,
+            since: self.now,
+            queued: true,
+        }));
+        if let Some(q) = self.queue.get_mut(i) {
+            q.push_back(ConnId {
+                slot: id,
+                gen: c.gen,
+            });
+        }
     }
 
     /// The metrics listener: `/metrics` and `/health`.
@@ -1005,6 +1185,15 @@ impl Edge {
                         .iter()
                         .zip(&self.breaker_moves)
                         .map(|(b, m)| (b.state().name(), *m))
+                        .collect(),
+                    lines: (0..self.active.len())
+                        .map(|i| {
+                            (
+                                self.active[i],
+                                self.queued_now[i],
+                                self.queue_waits[i].clone(),
+                            )
+                        })
                         .collect(),
                 };
                 let text = metrics::render(&self.stats, fleet, usage, &g, self.now);

@@ -237,6 +237,7 @@ impl Edge {
             strip,
             cors_key,
             since: self.now,
+            queued: false,
         }));
         let cid = ConnId {
             slot: id,

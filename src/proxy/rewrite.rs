@@ -76,7 +76,15 @@ pub(super) fn underscore_twin(name: &str) -> bool {
 
 /// The request head sent to the upstream: hop-by-hop headers removed, forwarding headers
 /// set, framing kept. Public for the fuzz targets.
-pub fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &BindAddr) -> Vec<u8> {
+/// `request_start`: when set, the client's `X-Request-Start` is replaced by
+/// `t=<microseconds since the epoch>` of when the request came in.
+pub fn upstream_head(
+    req: &RequestHead,
+    target: &str,
+    peer: &str,
+    backend: &BindAddr,
+    request_start: Option<u128>,
+) -> Vec<u8> {
     let conn = http::connection_tokens(&req.headers);
     let mut out = Vec::with_capacity(req.head_len + 128);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", req.method, target);
@@ -102,6 +110,7 @@ pub fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &Bind
             || n.eq_ignore_ascii_case("x-real-ip")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
             || n.eq_ignore_ascii_case("x-forwarded-host")
+            || (request_start.is_some() && n.eq_ignore_ascii_case("x-request-start"))
             || underscore_twin(n)
         {
             continue;
@@ -141,6 +150,9 @@ pub fn upstream_head(req: &RequestHead, target: &str, peer: &str, backend: &Bind
     }
     if let Some(proto) = &req.upgrade {
         let _ = write!(out, "connection: upgrade\r\nupgrade: {proto}\r\n");
+    }
+    if let Some(t) = request_start {
+        let _ = write!(out, "x-request-start: t={t}\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out

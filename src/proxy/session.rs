@@ -85,14 +85,18 @@ impl Edge {
             }
             Phase::Held(h) => {
                 let name = self.name_of(h.target);
+                let what = if h.queued {
+                    "had no free slot (maxconn)"
+                } else {
+                    "did not come up"
+                };
                 log::warn!(
-                    "{}: {name} did not come up within {:?} (hold_timeout); answering 503",
+                    "{}: {name} {what} within {:?} (hold_timeout); answering 503",
                     c.peer,
                     self.settings.hold_timeout
                 );
-                let target = h.target;
                 if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
-                    self.unhold(target);
+                    self.unhold(&h);
                     self.unavailable(&mut c, &h.req, RETRY_SOON, true);
                 }
             }
@@ -277,6 +281,7 @@ impl Edge {
             self.release(id, c, registry);
             self.resume_accept(registry, fleet);
         } else {
+            self.settle_slot(&mut c);
             if matches!(c.phase, Phase::Head(_)) {
                 // Between requests: empty buffers go back to the pool.
                 self.bufs.take_back(&mut c.cin);

@@ -504,3 +504,91 @@ fn exec_checks_decide_by_exit_status_and_one_that_hangs_is_killed_at_its_timeout
     assert!(log.contains("ex: unhealthy: run test -e"), "{log}");
     assert!(log.contains("exit code 1"), "{log}");
 }
+
+#[test]
+fn maxconn_keeps_a_backend_to_its_limit_and_every_request_in_line_is_answered() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let d = Dir::new("maxconn");
+    let m = marker("maxconn");
+    let (http, mp, port) = (free_port(), free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nmetrics_port = {mp}\nbind = {{ http = \"127.0.0.1:{http}\" }}\nhttp = {{ request_start_header = true }}\n[[fleet.web]]\nname = \"slow\"\ncommand = \"sh\"\nargs = [\"-c\", \"exec sleep 1000 # {m}\"]\nbind = \"127.0.0.1:{port}\"\nready = \"100ms\"\nmaxconn = 2\nroutes = [\"http:/\"]\n"
+        ),
+    );
+    // The backend: answers each request after 200 ms, counting requests at once.
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let starts = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    l.set_nonblocking(true).expect("nonblocking");
+    let server = {
+        let (now, most, starts, stop) = (now.clone(), most.clone(), starts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                };
+                let (now, most, starts) = (now.clone(), most.clone(), starts.clone());
+                workers.push(std::thread::spawn(move || {
+                    let _ = s.set_nonblocking(false);
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if let Some(l) = text.lines().find(|l| l.starts_with("x-request-start:")) {
+                        starts.lock().expect("lock").push(l.to_string());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+                    );
+                }));
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+    };
+    let fleet = Fleet::start(&d, &[]);
+    assert!(wait_for(secs(10), || fleet.stderr().contains("slow: up")), "{}", fleet.stderr());
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                crate::proxy::raw(
+                    http,
+                    format!("GET /r{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<String> = clients.into_iter().map(|c| c.join().expect("client")).collect();
+    let ok = answers.iter().filter(|a| a.starts_with("HTTP/1.1 200")).count();
+    assert_eq!(ok, 20, "{answers:?}\n{}", fleet.stderr());
+    assert!(most.load(Ordering::SeqCst) <= 2, "the backend saw {} at once", most.load(Ordering::SeqCst));
+    let text = scrape(mp);
+    let waited = metric(&text, "mothership_backend_queue_wait_seconds_count{ship=\"slow\"}");
+    assert!(waited.is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(metric(&text, "mothership_backend_queue_length{ship=\"slow\"}"), Some(0.0));
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let starts = starts.lock().expect("lock").clone();
+    assert_eq!(starts.len(), 20, "{starts:?}");
+    assert!(
+        starts.iter().all(|l| l.trim_start_matches("x-request-start: t=").trim().len() >= 16),
+        "{starts:?}"
+    );
+}
