@@ -58,6 +58,7 @@ bench: bench-deps build
 	bash bench/proxy.sh
 	bash bench/edge.sh
 	bash bench/compress.sh
+	bash bench/health.sh
 
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; installs cargo-fuzz when missing): every
 # target for FUZZ_SECONDS (default 60) each; fails on a crash, a hang or a leak.
