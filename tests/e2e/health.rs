@@ -564,31 +564,54 @@ fn maxconn_keeps_a_backend_to_its_limit_and_every_request_in_line_is_answered() 
         })
     };
     let fleet = Fleet::start(&d, &[]);
-    assert!(wait_for(secs(10), || fleet.stderr().contains("slow: up")), "{}", fleet.stderr());
+    assert!(
+        wait_for(secs(10), || fleet.stderr().contains("slow: up")),
+        "{}",
+        fleet.stderr()
+    );
     let clients: Vec<_> = (0..20)
         .map(|i| {
             std::thread::spawn(move || {
                 crate::proxy::raw(
                     http,
-                    format!("GET /r{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+                    format!("GET /r{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
                 )
             })
         })
         .collect();
-    let answers: Vec<String> = clients.into_iter().map(|c| c.join().expect("client")).collect();
-    let ok = answers.iter().filter(|a| a.starts_with("HTTP/1.1 200")).count();
+    let answers: Vec<String> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
     assert_eq!(ok, 20, "{answers:?}\n{}", fleet.stderr());
-    assert!(most.load(Ordering::SeqCst) <= 2, "the backend saw {} at once", most.load(Ordering::SeqCst));
+    assert!(
+        most.load(Ordering::SeqCst) <= 2,
+        "the backend saw {} at once",
+        most.load(Ordering::SeqCst)
+    );
     let text = scrape(mp);
-    let waited = metric(&text, "mothership_backend_queue_wait_seconds_count{ship=\"slow\"}");
+    let waited = metric(
+        &text,
+        "mothership_backend_queue_wait_seconds_count{ship=\"slow\"}",
+    );
     assert!(waited.is_some_and(|n| n >= 1.0), "{text}");
-    assert_eq!(metric(&text, "mothership_backend_queue_length{ship=\"slow\"}"), Some(0.0));
+    assert_eq!(
+        metric(&text, "mothership_backend_queue_length{ship=\"slow\"}"),
+        Some(0.0)
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     let starts = starts.lock().expect("lock").clone();
     assert_eq!(starts.len(), 20, "{starts:?}");
     assert!(
-        starts.iter().all(|l| l.trim_start_matches("x-request-start: t=").trim().len() >= 16),
+        starts
+            .iter()
+            .all(|l| l.trim_start_matches("x-request-start: t=").trim().len() >= 16),
         "{starts:?}"
     );
 }
