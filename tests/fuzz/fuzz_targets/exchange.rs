@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         let Some((fwd, payload, used)) = body(req.body, &a[req.head_len..]) else {
             break;
         };
-        let mut up = upstream_head(&req, &req.target, "203.0.113.9:5555", &backend);
+        let mut up = upstream_head(&req, &req.target, "203.0.113.9:5555", &backend, None);
         up.extend_from_slice(&fwd);
         let again = match parse_request(&up, &limits) {
             Ok(Some(r)) => r,
