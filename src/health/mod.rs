@@ -447,6 +447,10 @@ fn run_command(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // Mothership's own notification socket is not the command's to talk to.
+    for v in crate::supervisor::notify::VARIABLES {
+        cmd.env_remove(v);
+    }
     crate::supervisor::spawn::isolate(&mut cmd);
     let child = cmd.spawn()?;
     Ok(child.id() as i32)

@@ -637,6 +637,11 @@ impl Edge {
         if matches!(c.phase, Phase::Exchange(_) | Phase::Tunnel { .. }) && !c.dead {
             return;
         }
+        self.free_slot(c);
+    }
+
+    /// Gives back the slot the connection holds, if any.
+    fn free_slot(&mut self, c: &mut Conn) {
         let Some(target) = c.slot.take() else { return };
         if let Some(n) = self.active.get_mut(target.index()) {
             *n = n.saturating_sub(1);
@@ -996,6 +1001,16 @@ impl Edge {
     ) {
         let keep = req.body == Body::None && req.keep_alive;
         let Some(addr) = fleet.backend(target).cloned() else {
+            // (From the maxconn line, say, while the ship restarts: it waits for it.)
+            let waiting = self.held_for.get(target.index()).copied().unwrap_or(0);
+            if self.coming_up(target, fleet)
+                && !self.settings.hold_timeout.is_zero()
+                && waiting < self.settings.hold_queue
+            {
+                let strip = strip.map(str::to_string);
+                self.hold(c, id, req, target, strip, cors_key);
+                return;
+            }
             log::warn!(
                 "{} {} {}: {} is not up",
                 c.peer,
@@ -1006,12 +1021,20 @@ impl Edge {
             self.refuse(c, &req, 503, "backend not available", !keep);
             return;
         };
+        let i = target.index();
+        if let Some(max) = self.maxconn.get(i).copied().flatten() {
+            let busy = self.active.get(i).is_some_and(|&n| n >= max);
+            let line = !self.from_queue && self.queue.get(i).is_some_and(|q| !q.is_empty());
+            if busy || line {
+                self.join_line(c, id, req, target, strip, cors_key, keep);
+                return;
+            }
+        }
         let now = self.now;
         if let Some(b) = self.breakers.get_mut(target.index()) {
             let (admit, t) = b.admit(now);
             self.breaker_moved(target, t, "cool-down over");
             if let breaker::Admit::Refuse { retry_after } = admit {
-                // (A request from the line gave its place up for this answer.)
                 log::debug!(
                     "{} {} {}: {}'s circuit breaker is open",
                     c.peer,
@@ -1020,15 +1043,6 @@ impl Edge {
                     self.name_of(target)
                 );
                 self.unavailable(c, &req, retry_after, !keep);
-                return;
-            }
-        }
-        let i = target.index();
-        if let Some(max) = self.maxconn.get(i).copied().flatten() {
-            let busy = self.active.get(i).is_some_and(|&n| n >= max);
-            let line = !self.from_queue && self.queue.get(i).is_some_and(|q| !q.is_empty());
-            if busy || line {
-                self.join_line(c, id, req, target, strip, cors_key, keep);
                 return;
             }
         }
@@ -1082,6 +1096,9 @@ impl Edge {
         c.up = Some(up);
         let ex = Exchange::new(&req, target, replay, accept, cors_key);
         c.phase = Phase::Exchange(Box::new(ex));
+        // The connection's previous exchange may have ended in this same turn (a
+        // pipelined request): its slot is given back before this one takes one.
+        self.free_slot(c);
         if let Some(n) = self.active.get_mut(i) {
             *n += 1;
             c.slot = Some(target);

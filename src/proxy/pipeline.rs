@@ -212,7 +212,7 @@ impl Edge {
 
     /// The ship is starting (or about to): the request waits for it (see `tick`), its
     /// head still in `cin`, up to hold_timeout.
-    fn hold(
+    pub(super) fn hold(
         &mut self,
         c: &mut Conn,
         id: usize,

@@ -76,7 +76,7 @@ struct Member {
     was_up: bool,
     wait_logged: bool,
     /// While it starts with `ready = "log:..."`: the pattern and the line read so far.
-    log_wait: Option<(regex::Regex, Vec<u8>)>,
+    log_wait: Option<(regex::Regex, [Vec<u8>; 2])>,
     /// The line of its output that made it ready was read (handled after the reads).
     log_matched: bool,
     /// Its `ready = "fd:N"` pipe, while open.
@@ -87,6 +87,8 @@ struct Member {
     /// within this while it runs, by `watchdog_due`.
     watchdog: Option<Duration>,
     watchdog_due: Option<Instant>,
+    /// The one watchdog timer pending for it.
+    watchdog_timer: Option<TimerId>,
 }
 
 impl Member {
@@ -362,6 +364,7 @@ impl Supervisor {
                 status: None,
                 watchdog: p.watchdog,
                 watchdog_due: None,
+                watchdog_timer: None,
             });
         }
         // Dependencies within each set (prelaunch jobs among themselves, ships and bays
@@ -481,7 +484,11 @@ impl Supervisor {
             } else {
                 -1
             };
-            if sender_group != group {
+            // A sender that has already exited (`systemd-notify` run by a script) cannot
+            // be placed in a group any more; the socket's folder is mothership's alone
+            // (0700), so its message is taken.
+            let gone = pid > 0 && sender_group < 0;
+            if sender_group != group && !gone {
                 log::warn!(
                     "{name}: notification from pid {pid}, outside its process group {group}; ignored"
                 );
@@ -501,10 +508,12 @@ impl Supervisor {
         }
         if let Some(us) = said.watchdog_usec {
             let d = Duration::from_micros(us);
-            log::info!("{name}: asks for a watchdog every {d:?}");
-            self.members[i].watchdog = Some(d);
-            self.members[i].watchdog_due = None;
-            self.arm_watchdog(i, now);
+            if self.members[i].watchdog != Some(d) {
+                log::info!("{name}: asks for a watchdog every {d:?}");
+                self.members[i].watchdog = Some(d);
+                self.members[i].watchdog_due = None;
+                self.arm_watchdog(i, now);
+            }
         }
         if said.watchdog {
             if let (Some(d), Some(_)) = (self.members[i].watchdog, self.members[i].watchdog_due) {
@@ -540,7 +549,10 @@ impl Supervisor {
         };
         let due = after(now, d);
         m.watchdog_due = Some(due);
-        self.timers.insert(due, TimerKind::ChildWatchdog(i));
+        if let Some(t) = m.watchdog_timer.take() {
+            self.timers.cancel(t);
+        }
+        m.watchdog_timer = Some(self.timers.insert(due, TimerKind::ChildWatchdog(i)));
     }
 
     /// Program `i`'s watchdog timer: restarts it if its `WATCHDOG=1` is overdue.
@@ -548,13 +560,14 @@ impl Supervisor {
         let Some(m) = self.members.get_mut(i) else {
             return;
         };
+        m.watchdog_timer = None;
         let Some(due) = m.watchdog_due else { return };
         if !matches!(m.child.state, State::Running { .. }) {
             m.watchdog_due = None;
             return;
         }
         if now < due {
-            self.timers.insert(due, TimerKind::ChildWatchdog(i));
+            m.watchdog_timer = Some(self.timers.insert(due, TimerKind::ChildWatchdog(i)));
             return;
         }
         m.watchdog_due = None;
@@ -1232,7 +1245,11 @@ impl Supervisor {
             m.was_up = true;
             self.arm_watchdog(i, now);
         } else {
-            self.members[i].watchdog_due = None;
+            let m = &mut self.members[i];
+            m.watchdog_due = None;
+            if let Some(t) = m.watchdog_timer.take() {
+                self.timers.cancel(t);
+            }
         }
         if let Some(p) = i.checked_sub(self.npre) {
             self.tell_changes(i, ProgramId::at(p));
@@ -1314,8 +1331,10 @@ impl Supervisor {
                         );
                     }
                 }
+                // What an earlier run printed does not make this one ready.
+                self.members[i].log_matched = false;
                 if let Ready::Log(re) = &self.members[i].prog.ready {
-                    self.members[i].log_wait = Some((re.clone(), Vec::new()));
+                    self.members[i].log_wait = Some((re.clone(), [Vec::new(), Vec::new()]));
                 }
                 if let Some(r) = &mut self.record {
                     let m = &self.members[i];
@@ -1554,8 +1573,8 @@ impl Supervisor {
                     p.asm
                         .feed(&self.buf[..n], &m.prefix[si], &mut self.batch[si]);
                     m.ring.push(&self.buf[..n]);
-                    if let Some((re, line)) = &mut m.log_wait {
-                        m.log_matched |= log_match(re, line, &self.buf[..n]);
+                    if let Some((re, lines)) = &mut m.log_wait {
+                        m.log_matched |= log_match(re, &mut lines[si], &self.buf[..n]);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -604,10 +604,25 @@ fn maxconn_keeps_a_backend_to_its_limit_and_every_request_in_line_is_answered() 
         metric(&text, "mothership_backend_queue_length{ship=\"slow\"}"),
         Some(0.0)
     );
+    // Pipelined requests: each exchange gives its slot back, whatever follows it.
+    for _ in 0..3 {
+        let two = crate::proxy::raw(
+            http,
+            b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(two.matches("HTTP/1.1 200").count(), 2, "{two}");
+    }
+    let active = || {
+        metric(
+            &scrape(mp),
+            "mothership_backend_active_requests{ship=\"slow\"}",
+        )
+    };
+    assert!(wait_for(secs(5), || active() == Some(0.0)), "{:?}", active());
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     let starts = starts.lock().expect("lock").clone();
-    assert_eq!(starts.len(), 20, "{starts:?}");
+    assert_eq!(starts.len(), 26, "{starts:?}");
     assert!(
         starts
             .iter()
