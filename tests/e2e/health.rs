@@ -618,7 +618,11 @@ fn maxconn_keeps_a_backend_to_its_limit_and_every_request_in_line_is_answered() 
             "mothership_backend_active_requests{ship=\"slow\"}",
         )
     };
-    assert!(wait_for(secs(5), || active() == Some(0.0)), "{:?}", active());
+    assert!(
+        wait_for(secs(5), || active() == Some(0.0)),
+        "{:?}",
+        active()
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     let starts = starts.lock().expect("lock").clone();
