@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod coding;
+pub mod dock;
 pub mod http;
 pub mod httpdate;
 pub mod ja4h;
