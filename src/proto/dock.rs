@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use super::json::{self, Value};
+
 /// Bytes of a frame header.
 pub const HEADER: usize = 5;
 /// The largest payload by default: the published codec's bound.
@@ -424,9 +426,177 @@ pub fn encode_ready(request_id: u32, out: &mut Vec<u8>) {
     encode(kind::READY, &request_id.to_be_bytes(), out);
 }
 
+/// Dock: a bay says who it is and which protocol version it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dock {
+    pub version: u32,
+    pub ship: String,
+    /// Version 3: the bay's pid and how many HTTP exchanges it serves at once.
+    pub pid: Option<u32>,
+    pub threads: Option<u16>,
+}
+
+fn json_of(k: u8, payload: &[u8]) -> Result<Value, Error> {
+    json::parse(payload).map_err(|_| Error::Malformed {
+        kind: k,
+        why: "not JSON",
+    })
+}
+
+fn malformed(k: u8, why: &'static str) -> Error {
+    Error::Malformed { kind: k, why }
+}
+
+pub fn decode_dock(payload: &[u8]) -> Result<Dock, Error> {
+    let k = kind::DOCK;
+    let v = json_of(k, payload)?;
+    let version = v
+        .get("version")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| malformed(k, "no version"))?;
+    let ship = v
+        .get("ship")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed(k, "no ship"))?
+        .to_string();
+    let num = |name: &str| v.get(name).filter(|x| **x != Value::Null);
+    let pid = match num("pid") {
+        None => None,
+        Some(x) => Some(
+            x.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| malformed(k, "bad pid"))?,
+        ),
+    };
+    let threads = match num("threads") {
+        None => None,
+        Some(x) => Some(
+            x.as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| malformed(k, "bad threads"))?,
+        ),
+    };
+    Ok(Dock {
+        version,
+        ship,
+        pid,
+        threads,
+    })
+}
+
+/// Appends Moored for a bay docked with `version`, with its `config` exactly as the
+/// manifest has it (a version-3 bay refuses keys it does not know).
+pub fn encode_moored(version: u32, config: &[(String, String)], out: &mut Vec<u8>) {
+    let mut j = format!("{{\"version\":{version},\"config\":{{");
+    for (i, (k, v)) in config.iter().enumerate() {
+        if i > 0 {
+            j.push(',');
+        }
+        json::write_str(&mut j, k);
+        j.push(':');
+        json::write_str(&mut j, v);
+    }
+    j.push_str("}}");
+    encode(kind::MOORED, j.as_bytes(), out);
+}
+
+/// Disembark: a client left (to the bay), or the bay closes it (from the bay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disembark {
+    pub conn_id: u32,
+    /// The WebSocket close code (1000 when the bay gives none).
+    pub code: u16,
+    pub reason: String,
+}
+
+pub fn decode_disembark(payload: &[u8]) -> Result<Disembark, Error> {
+    let k = kind::DISEMBARK;
+    let v = json_of(k, payload)?;
+    let conn_id = v
+        .get("conn_id")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| malformed(k, "no conn_id"))?;
+    let code = match v.get("code").filter(|x| **x != Value::Null) {
+        None => 1000,
+        Some(c) => c
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| malformed(k, "bad code"))?,
+    };
+    let reason = v
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok(Disembark {
+        conn_id,
+        code,
+        reason,
+    })
+}
+
+pub fn encode_disembark(d: &Disembark, out: &mut Vec<u8>) {
+    let mut j = format!(
+        "{{\"conn_id\":{},\"code\":{},\"reason\":",
+        d.conn_id, d.code
+    );
+    json::write_str(&mut j, &d.reason);
+    j.push('}');
+    encode(kind::DISEMBARK, j.as_bytes(), out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_frames_of_both_versions() {
+        let d = decode_dock(br#"{"version":1,"ship":"chat"}"#).expect("v1 dock");
+        assert_eq!(
+            (d.version, d.ship.as_str(), d.pid, d.threads),
+            (1, "chat", None, None)
+        );
+        let d =
+            decode_dock(br#"{"version":3,"ship":"web","pid":4242,"threads":8}"#).expect("v3 dock");
+        assert_eq!((d.pid, d.threads), (Some(4242), Some(8)));
+        for bad in [
+            &br#"{"ship":"x"}"#[..],
+            br#"{"version":1}"#,
+            br#"{"version":-1,"ship":"x"}"#,
+            br#"{"version":3,"ship":"x","threads":70000}"#,
+            b"not json",
+        ] {
+            assert!(
+                decode_dock(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut wire = Vec::new();
+        let config = vec![("channel".to_string(), "a\"b".to_string())];
+        encode_moored(3, &config, &mut wire);
+        let v = json::parse(&wire[HEADER..]).expect("moored is json");
+        assert_eq!(wire[0], kind::MOORED);
+        assert_eq!(v.get("version").and_then(Value::as_u64), Some(3));
+        let c = v.get("config").expect("config");
+        assert_eq!(c.get("channel").and_then(Value::as_str), Some("a\"b"));
+        assert_eq!(
+            c,
+            &Value::Object(vec![("channel".into(), Value::String("a\"b".into()))])
+        );
+        let bye = Disembark {
+            conn_id: 9,
+            code: 1001,
+            reason: "going away".into(),
+        };
+        let mut wire = Vec::new();
+        encode_disembark(&bye, &mut wire);
+        assert_eq!(decode_disembark(&wire[HEADER..]), Ok(bye));
+        let from_bay = decode_disembark(br#"{"conn_id":9}"#).expect("bare");
+        assert_eq!((from_bay.code, from_bay.reason.as_str()), (1000, ""));
+    }
 
     #[test]
     fn frames_are_found_whole_however_the_bytes_come() {

@@ -8,6 +8,7 @@ pub mod dock;
 pub mod http;
 pub mod httpdate;
 pub mod ja4h;
+pub mod json;
 pub mod proxy_protocol;
 pub mod target;
 pub mod ua;

@@ -64,6 +64,15 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(dock::decode_ready(&wire[dock::HEADER..]), Ok(id));
                 }
             }
+            kind::DOCK => {
+                let _ = dock::decode_dock(payload);
+            }
+            kind::DISEMBARK => {
+                if let Ok(d) = dock::decode_disembark(payload) {
+                    dock::encode_disembark(&d, &mut wire);
+                    assert_eq!(dock::decode_disembark(&wire[dock::HEADER..]), Ok(d));
+                }
+            }
             _ => {}
         }
     }
