@@ -12,3 +12,4 @@ pub mod json;
 pub mod proxy_protocol;
 pub mod target;
 pub mod ua;
+pub mod ws;
