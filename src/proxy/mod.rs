@@ -49,6 +49,7 @@ use exchange::{Ctx, Exchange, ReqBody, Resp, Step, Wire};
 use files::*;
 use ids::{token, untoken, ConnId, Generations};
 use metrics::{Stats, UpstreamError};
+use pipeline::Wait;
 use ratelimit::RateLimiter;
 use rewrite::*;
 pub use rewrite::{client_head, upstream_head, ClientSide};
@@ -1001,14 +1002,10 @@ impl Edge {
     ) {
         let keep = req.body == Body::None && req.keep_alive;
         let Some(addr) = fleet.backend(target).cloned() else {
-            // (From the maxconn line, say, while the ship restarts: it waits for it.)
-            let waiting = self.held_for.get(target.index()).copied().unwrap_or(0);
-            if self.coming_up(target, fleet)
-                && !self.settings.hold_timeout.is_zero()
-                && waiting < self.settings.hold_queue
-            {
+            // Starting, or restarting (a request from the maxconn line, say): it waits.
+            if self.coming_up(target, fleet) {
                 let strip = strip.map(str::to_string);
-                self.hold(c, id, req, target, strip, cors_key);
+                self.wait(c, id, req, target, strip, cors_key, Wait::ComingUp);
                 return;
             }
             log::warn!(
@@ -1026,7 +1023,8 @@ impl Edge {
             let busy = self.active.get(i).is_some_and(|&n| n >= max);
             let line = !self.from_queue && self.queue.get(i).is_some_and(|q| !q.is_empty());
             if busy || line {
-                self.join_line(c, id, req, target, strip, cors_key, keep);
+                let strip = strip.map(str::to_string);
+                self.wait(c, id, req, target, strip, cors_key, Wait::Slot);
                 return;
             }
         }
@@ -1102,59 +1100,6 @@ impl Edge {
         if let Some(n) = self.active.get_mut(i) {
             *n += 1;
             c.slot = Some(target);
-        }
-    }
-
-    /// `target` has no free slot (`maxconn`): the request waits in line for one, up to
-    /// hold_timeout, at most hold_queue of them; else 503 with Retry-After.
-    #[allow(clippy::too_many_arguments)]
-    fn join_line(
-        &mut self,
-        c: &mut Conn,
-        id: usize,
-        req: RequestHead,
-        target: ProgramId,
-        strip: Option<&str>,
-        cors_key: Option<String>,
-        keep: bool,
-    ) {
-        let i = target.index();
-        let waiting = self.held_for.get(i).copied().unwrap_or(0);
-        if self.settings.hold_timeout.is_zero() || waiting >= self.settings.hold_queue {
-            log::warn!(
-                "{} {} {}: {} has no free slot (maxconn) and the line is {}; answering 503",
-                c.peer,
-                req.method,
-                req.target,
-                self.name_of(target),
-                if waiting > 0 {
-                    "full"
-                } else {
-                    "off (hold_timeout = 0)"
-                }
-            );
-            self.unavailable(c, &req, RETRY_SOON, !keep);
-            return;
-        }
-        if let Some(n) = self.held_for.get_mut(i) {
-            *n += 1;
-        }
-        if let Some(n) = self.queued_now.get_mut(i) {
-            *n += 1;
-        }
-        c.phase = Phase::Held(Box::new(Held {
-            req,
-            target,
-            strip: strip.map(str::to_string),
-            cors_key,
-            since: self.now,
-            queued: true,
-        }));
-        if let Some(q) = self.queue.get_mut(i) {
-            q.push_back(ConnId {
-                slot: id,
-                gen: c.gen,
-            });
         }
     }
 

@@ -58,30 +58,7 @@ impl Edge {
         if self.body_limit(c, &req) == Flow::Answered {
             return;
         }
-        if fleet.backend(target).is_none()
-            && fleet.backends.len() > target.index()
-            && self.coming_up(target, fleet)
-        {
-            let waiting = self.held_for.get(target.index()).copied().unwrap_or(0);
-            if self.settings.hold_timeout.is_zero() || waiting >= self.settings.hold_queue {
-                log::warn!(
-                    "{} {} {}: {} is starting and {}; answering 503",
-                    c.peer,
-                    req.method,
-                    req.target,
-                    self.name_of(target),
-                    if waiting > 0 {
-                        "hold_queue is full"
-                    } else {
-                        "requests are not held (hold_timeout = 0)"
-                    }
-                );
-                self.unavailable(c, &req, RETRY_SOON, !keep);
-                return;
-            }
-            self.hold(c, id, req, target, strip, cors_key);
-            return;
-        }
+        // (A ship coming up, or with no free slot, makes the request wait: `forward`.)
         self.forward(
             c,
             id,
@@ -210,9 +187,12 @@ impl Edge {
         Flow::Answered
     }
 
-    /// The ship is starting (or about to): the request waits for it (see `tick`), its
-    /// head still in `cin`, up to hold_timeout.
-    pub(super) fn hold(
+    /// The request waits, its head still in `cin`: for its ship to come up (sent on when
+    /// it does, see `tick`) or for one of its `maxconn` slots (sent on in order as they
+    /// come free). Up to hold_timeout, at most hold_queue per ship, both kinds together;
+    /// past either bound, 503 with Retry-After.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn wait(
         &mut self,
         c: &mut Conn,
         id: usize,
@@ -220,15 +200,41 @@ impl Edge {
         target: ProgramId,
         strip: Option<String>,
         cors_key: Option<String>,
+        why: Wait,
     ) {
+        let i = target.index();
+        let queued = why == Wait::Slot;
+        let what = if queued {
+            "has no free slot (maxconn)"
+        } else {
+            "is starting"
+        };
+        let waiting = self.held_for.get(i).copied().unwrap_or(0);
+        if self.settings.hold_timeout.is_zero() || waiting >= self.settings.hold_queue {
+            log::warn!(
+                "{} {} {}: {} {what} and {}; answering 503",
+                c.peer,
+                req.method,
+                req.target,
+                self.name_of(target),
+                if waiting > 0 {
+                    "hold_queue is full"
+                } else {
+                    "requests are not held (hold_timeout = 0)"
+                }
+            );
+            let keep = req.body == Body::None && req.keep_alive;
+            self.unavailable(c, &req, RETRY_SOON, !keep);
+            return;
+        }
         log::debug!(
-            "{} {} {}: {} is starting; the request waits for it",
+            "{} {} {}: {} {what}; the request waits",
             c.peer,
             req.method,
             req.target,
             self.name_of(target)
         );
-        if let Some(n) = self.held_for.get_mut(target.index()) {
+        if let Some(n) = self.held_for.get_mut(i) {
             *n += 1;
         }
         c.phase = Phase::Held(Box::new(Held {
@@ -237,12 +243,21 @@ impl Edge {
             strip,
             cors_key,
             since: self.now,
-            queued: false,
+            queued,
         }));
         let cid = ConnId {
             slot: id,
             gen: c.gen,
         };
+        if queued {
+            if let Some(n) = self.queued_now.get_mut(i) {
+                *n += 1;
+            }
+            if let Some(q) = self.queue.get_mut(i) {
+                q.push_back(cid);
+            }
+            return;
+        }
         // Entries of requests answered at their timeout, or whose client left, are
         // pruned whenever the list has doubled since (a duplicate is skipped when read).
         if self.held.len() >= self.held_prune_at {
@@ -251,4 +266,11 @@ impl Edge {
         }
         self.held.push(cid);
     }
+}
+
+/// What a request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    ComingUp,
+    Slot,
 }
