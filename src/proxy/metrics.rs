@@ -199,6 +199,29 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// The series of one histogram `name` with `labels`: cumulative buckets over `bounds`,
+/// then `+Inf`, the sum and the count.
+fn histogram(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    hist: &[u64],
+    count: u64,
+    sum: f64,
+) {
+    let mut acc = 0;
+    for (le, n) in bounds.iter().zip(hist) {
+        acc += n;
+        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {acc}");
+    }
+    let _ = writeln!(
+        o,
+        "{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {count}",
+        num(sum)
+    );
+}
+
 /// Formats a float the way Prometheus reads it.
 fn num(v: f64) -> String {
     if v.is_finite() {
@@ -289,20 +312,15 @@ pub fn render(
         );
         for (labels, s) in &checked {
             let c = &s.checks;
-            let mut acc = 0;
-            for (i, le) in CHECK_BUCKETS.iter().enumerate() {
-                acc += c.hist[i];
-                let _ = writeln!(
-                    o,
-                    "mothership_health_check_duration_seconds_bucket{{{labels},le=\"{le}\"}} {acc}"
-                );
-            }
-            let _ = writeln!(
-                o,
-                "mothership_health_check_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\nmothership_health_check_duration_seconds_sum{{{labels}}} {}\nmothership_health_check_duration_seconds_count{{{labels}}} {}",
+            let name = "mothership_health_check_duration_seconds";
+            histogram(
+                &mut o,
+                name,
+                labels,
+                &CHECK_BUCKETS,
+                &c.hist,
                 c.count,
-                num(c.sum),
-                c.count
+                c.sum,
             );
         }
         family(
@@ -416,21 +434,8 @@ pub fn render(
     );
     for r in &stats.routes {
         let l = format!("route=\"{}\"", escape(&r.label));
-        let mut acc = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            acc += r.hist[i];
-            let _ = writeln!(
-                o,
-                "mothership_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "mothership_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}\nmothership_request_duration_seconds_sum{{{l}}} {}\nmothership_request_duration_seconds_count{{{l}}} {}",
-            r.count,
-            num(r.sum),
-            r.count
-        );
+        let name = "mothership_request_duration_seconds";
+        histogram(&mut o, name, &l, &BUCKETS, &r.hist, r.count, r.sum);
     }
     let per_route = |o: &mut String, name: &str, help: &str, v: &dyn Fn(&RouteStats) -> u64| {
         family(o, name, "counter", help);
@@ -538,21 +543,8 @@ pub fn render(
     for (p, s) in fleet.ships.iter().enumerate().take(g.lines.len()) {
         let w = &g.lines[p].2;
         let l = format!("ship=\"{}\"", escape(&s.name));
-        let mut acc = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            acc += w.hist[i];
-            let _ = writeln!(
-                o,
-                "mothership_backend_queue_wait_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "mothership_backend_queue_wait_seconds_bucket{{{l},le=\"+Inf\"}} {}\nmothership_backend_queue_wait_seconds_sum{{{l}}} {}\nmothership_backend_queue_wait_seconds_count{{{l}}} {}",
-            w.count,
-            num(w.sum),
-            w.count
-        );
+        let name = "mothership_backend_queue_wait_seconds";
+        histogram(&mut o, name, &l, &BUCKETS, &w.hist, w.count, w.sum);
     }
     let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         family(o, name, kind, help);
