@@ -229,19 +229,26 @@ fn check_value(v: &[u8]) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// Comma-separated tokens of every header named `name`, trimmed and lowercased.
-fn tokens(headers: &[Header], name: &str) -> Vec<String> {
+/// Comma-separated items of every header named `name`, trimmed, as sent.
+pub fn header_list(headers: &[Header], name: &str) -> Vec<String> {
     headers
         .iter()
         .filter(|h| h.is(name))
         .flat_map(|h| {
             h.value_str()
                 .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
+                .map(|t| t.trim().to_string())
                 .collect::<Vec<_>>()
         })
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// Comma-separated tokens of every header named `name`, trimmed and lowercased.
+fn tokens(headers: &[Header], name: &str) -> Vec<String> {
+    let mut v = header_list(headers, name);
+    v.iter_mut().for_each(|t| t.make_ascii_lowercase());
+    v
 }
 
 /// Does a header named `name` list `token` (case-insensitive)? No allocation.

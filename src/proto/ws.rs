@@ -5,7 +5,7 @@
 
 use sha1::{Digest, Sha1};
 
-use super::http::RequestHead;
+use super::http::{has_token, header_list, RequestHead};
 
 /// The GUID of RFC 6455 section 1.3.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -81,14 +81,8 @@ pub fn handshake(req: &RequestHead) -> Result<Handshake, Refusal> {
     if req.method != "GET" || req.minor < 1 {
         return no(400, "a WebSocket handshake is a GET over HTTP/1.1");
     }
-    let has_token = |name: &str, token: &str| {
-        req.headers.iter().filter(|h| h.is(name)).any(|h| {
-            h.value_str()
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+    let h = &req.headers;
+    if !has_token(h, "upgrade", "websocket") || !has_token(h, "connection", "upgrade") {
         return no(400, "not an upgrade to websocket");
     }
     let version = req.header("sec-websocket-version").map(|h| h.value_str());
@@ -101,23 +95,11 @@ pub fn handshake(req: &RequestHead) -> Result<Handshake, Refusal> {
     if base64_len(key.trim()) != Some(16) {
         return no(400, "Sec-WebSocket-Key is not 16 bytes in base64");
     }
-    let list = |name: &str| -> Vec<String> {
-        req.headers
-            .iter()
-            .filter(|h| h.is(name))
-            .flat_map(|h| {
-                h.value_str()
-                    .split(',')
-                    .map(|t| t.trim().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|t| !t.is_empty())
-            .collect()
-    };
     Ok(Handshake {
         accept: accept_key(key),
-        protocols: list("sec-websocket-protocol"),
-        extensions: list("sec-websocket-extensions").join(", "),
+        // Subprotocol names are compared as sent (they are case-sensitive).
+        protocols: header_list(h, "sec-websocket-protocol"),
+        extensions: header_list(h, "sec-websocket-extensions").join(", "),
     })
 }
 
