@@ -66,7 +66,9 @@ impl Notifier {
                 log::warn!("NOTIFY_SOCKET {v:?} is not a socket path or @name; not notifying");
                 return None;
             };
-            match UnixDatagram::unbound() {
+            // Never blocking the loop: a notification the receiver has no room for is
+            // dropped (and logged once).
+            match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(s) => Some((s, addr)),
                 Err(e) => {
                     log::warn!("cannot open a socket to notify NOTIFY_SOCKET: {e}");
