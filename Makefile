@@ -20,12 +20,14 @@ run: build
 test: test-deps
 	$(MAKE) unit lint fmt-check man-lint package-lint
 
-TEST_PACKAGES := mandoc shellcheck python3 python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk
+TEST_PACKAGES := mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk
 BENCH_PACKAGES := nginx haproxy wrk curl procps python3
 test-deps:
 	sh packaging/need.sh $(TEST_PACKAGES)
 	@# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
 	python3 -c 'import h11' 2>/dev/null || python3 -m pip install --quiet h11 || python3 -m pip install --quiet --break-system-packages h11
+	@# websockets 13 or later (its asyncio client), the WebSocket client of tests/e2e/bays.rs.
+	python3 -c 'import websockets.asyncio.client' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13' || python3 -m pip install --quiet --break-system-packages 'websockets>=13'
 
 bench-deps:
 	sh packaging/need.sh $(BENCH_PACKAGES)

@@ -98,7 +98,9 @@ impl Subsystem for Edge {
     fn hear(&mut self, msg: &Message, t: &Turn) {
         Edge::hear(self, msg, t.registry);
     }
-    fn take_messages(&mut self, _: &mut Vec<Message>) {}
+    fn take_messages(&mut self, out: &mut Vec<Message>) {
+        Edge::take_messages(self, out);
+    }
 }
 
 impl Subsystem for Checks {
@@ -214,14 +216,19 @@ pub fn run(
     notifier: Notifier,
 ) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
-    let serving = !m.binds.is_empty() || m.metrics_port.is_some();
+    // Bays dock with the edge, which terminates their clients' WebSocket.
+    let bays = m
+        .programs
+        .iter()
+        .any(|p| matches!(p.role, crate::manifest::Role::Bay { .. }));
+    let serving = !m.binds.is_empty() || m.metrics_port.is_some() || bays;
     // Signals are caught from here on.
     let mut sup = Supervisor::new(m, out, style, socket_dir, record, poll.registry(), serving)?;
     Subsystem::register(&mut sup, poll.registry())?;
     sup.notify_with(notifier);
     let mut edge = None;
     if serving {
-        let mut e = Edge::new(m)?;
+        let mut e = Edge::new(m, socket_dir)?;
         Subsystem::register(&mut e, poll.registry())?;
         for b in &m.binds {
             log::info!("listening on {} ({})", b.addr, b.name);

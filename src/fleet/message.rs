@@ -37,6 +37,10 @@ pub enum Message {
         took: Duration,
         failure: Option<CheckFailure>,
     },
+    /// A bay docked and was moored: it is ready.
+    Docked { id: ProgramId },
+    /// A bay's docking link failed (protocol error, closed): restart it.
+    BayFault { id: ProgramId, reason: String },
     /// A ship has stayed unhealthy longer than its `unhealthy_restart`: restart it.
     RestartUnhealthy { id: ProgramId, reason: String },
     /// A process that is no program's main process was reaped (the supervisor reaps
@@ -90,6 +94,8 @@ impl FleetView {
             }
             Message::Fleet { state } => self.state = state,
             Message::RestartUnhealthy { .. }
+            | Message::Docked { .. }
+            | Message::BayFault { .. }
             | Message::StopServing { .. }
             | Message::Reaped { .. } => {}
         }

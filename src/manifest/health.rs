@@ -86,6 +86,8 @@ pub enum Ready {
     Exit,
     /// It has run this long.
     Delay(Duration),
+    /// Bays: it has docked and been moored.
+    Docked,
 }
 
 impl Ready {
@@ -99,6 +101,7 @@ impl Ready {
             Ready::Log(r) => format!("log:{}", r.as_str()),
             Ready::Exit => "exit".into(),
             Ready::Delay(d) => format!("{d:?}"),
+            Ready::Docked => "docked".into(),
         }
     }
 }

@@ -838,6 +838,7 @@ impl Parser<'_> {
             (None, HealthKeys::default(), Vec::new(), Vec::new());
         let (mut config, mut critical, mut oneshot, mut tags) =
             (Vec::new(), None, is_prelaunch, Vec::new());
+        let (mut subprotocols, mut bay_ready_timeout, mut restart_span) = (Vec::new(), None, None);
         if !is_prelaunch {
             if !is_bay {
                 if let Some(b) = t.string(self.d, "bind") {
@@ -849,6 +850,18 @@ impl Parser<'_> {
                 oneshot = t.bool(self.d, "oneshot").unwrap_or(false);
             } else {
                 config = self.expanded_map(&mut t, "config");
+                subprotocols = t
+                    .string_list(self.d, "subprotocols")
+                    .into_iter()
+                    .map(|s| s.value)
+                    .collect();
+                bay_ready_timeout = t.duration(self.d, "ready_timeout");
+                if bay_ready_timeout.is_some_and(|d| d < Duration::from_millis(10)) {
+                    if let Some(span) = t.key_span("ready_timeout") {
+                        self.d.error(span, "`ready_timeout` must be at least 10ms");
+                    }
+                }
+                restart_span = t.key_span("restart");
             }
             (routes, route_binds) = self.routes(&mut t);
             critical = t.bool(self.d, "critical");
@@ -928,7 +941,12 @@ impl Parser<'_> {
             }
         }
         let mut maxconn = None;
-        let (health, ready, ready_timeout, watchdog) = if is_bay || is_prelaunch {
+        let (health, ready, ready_timeout, watchdog) = if is_bay {
+            // A bay is ready once it has docked; one that has not within ready_timeout
+            // has failed to start.
+            let timeout = bay_ready_timeout.unwrap_or(health::DEFAULT_READY_TIMEOUT);
+            (None, Ready::Docked, timeout, None)
+        } else if is_prelaunch {
             let timeout = health::DEFAULT_READY_TIMEOUT;
             (None, Ready::Delay(health::SETTLE), timeout, None)
         } else {
@@ -949,6 +967,24 @@ impl Parser<'_> {
         }
         let restart = if oneshot {
             Restart::Never
+        } else if is_bay {
+            // Bays are long-lived: one that ends, however, is started again and docked.
+            if let Some(r) = own
+                .restart
+                .or(base.restart)
+                .filter(|r| *r != Restart::Always)
+            {
+                let span = restart_span.clone().unwrap_or_else(|| name.span.clone());
+                self.d.error(
+                    span,
+                    format!(
+                        "bay `{}`: restart = \"{}\" is not available for bays, which are always restarted when they end (remove it, or write \"always\")",
+                        name.value,
+                        r.as_str()
+                    ),
+                );
+            }
+            Restart::Always
         } else {
             own.restart.or(base.restart).unwrap_or(Restart::Always)
         };
@@ -958,6 +994,7 @@ impl Parser<'_> {
             argv,
             env,
             config: merged_config,
+            subprotocols,
             cwd: own
                 .cwd
                 .or_else(|| base.cwd.clone())
@@ -1468,6 +1505,8 @@ impl Parser<'_> {
             ("body_timeout", &mut h.body_timeout),
             ("tunnel_timeout", &mut h.tunnel_timeout),
             ("pool_idle_timeout", &mut h.pool_idle_timeout),
+            ("websocket_ping_interval", &mut h.websocket_ping_interval),
+            ("websocket_resume_timeout", &mut h.websocket_resume_timeout),
         ] {
             if let Some(d) = t.duration(self.d, key) {
                 if d.is_zero() {
@@ -1527,6 +1566,16 @@ impl Parser<'_> {
         }
         if let Some(n) = t.int(self.d, "max_headers", 1, 1000) {
             h.max_headers = n as usize;
+        }
+        let cap = crate::proto::dock::DEFAULT_MAX_PAYLOAD as u64;
+        if let Some(n) = t.size(self.d, "websocket_max_message", 125, cap - 16) {
+            h.websocket_max_message = n as usize;
+        }
+        if let Some(n) = t.size(self.d, "websocket_send_queue", 64 << 10, 1 << 30) {
+            h.websocket_send_queue = n as usize;
+        }
+        if let Some(n) = t.size(self.d, "docking_max_frame", 64 << 10, cap) {
+            h.docking_max_frame = n as usize;
         }
         if let Some(n) = t.size(self.d, "max_body_size", 0, u64::MAX >> 2) {
             h.max_body_size = n;

@@ -176,6 +176,9 @@ pub struct Program {
     pub env: Vec<(String, String)>,
     /// Bays only: sent to the bay when it docks.
     pub config: Vec<(String, String)>,
+    /// Bays only: the WebSocket subprotocols it speaks, in order of preference (empty:
+    /// the first one a client offers is selected).
+    pub subprotocols: Vec<String>,
     pub cwd: PathBuf,
     pub bind: Option<BindAddr>,
     /// `healthcheck` and its policy (ships).
@@ -394,6 +397,18 @@ pub struct HttpSettings {
     pub access_log: bool,
     /// Add `X-Request-Start: t=<microseconds>` to requests sent to ships.
     pub request_start_header: bool,
+    /// WebSocket clients of bays: the largest message (larger: closed with 1009).
+    pub websocket_max_message: usize,
+    /// A client silent this long is pinged; silent as long again, it is closed.
+    pub websocket_ping_interval: Duration,
+    /// Bytes waiting to be written to one client; past it the client is too slow and
+    /// is closed with 1008 (the bay is told).
+    pub websocket_send_queue: usize,
+    /// Clients of a bay that went down wait this long for it to dock again, then are
+    /// closed with 1012.
+    pub websocket_resume_timeout: Duration,
+    /// The largest docking frame payload accepted from a bay.
+    pub docking_max_frame: usize,
 }
 
 impl Default for HttpSettings {
@@ -418,6 +433,11 @@ impl Default for HttpSettings {
             max_connections: 10_000,
             access_log: false,
             request_start_header: false,
+            websocket_max_message: 1 << 20,
+            websocket_ping_interval: Duration::from_secs(30),
+            websocket_send_queue: 1 << 20,
+            websocket_resume_timeout: Duration::from_secs(30),
+            docking_max_frame: crate::proto::dock::DEFAULT_MAX_PAYLOAD,
         }
     }
 }

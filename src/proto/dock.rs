@@ -32,10 +32,14 @@ pub mod kind {
     pub const HAUL: u8 = 0x21;
     pub const REPLY: u8 = 0x22;
     pub const READY: u8 = 0x23;
+    /// Mothership's own extensions are numbered from 0x30 (upstream uses none of them).
+    /// Broadcast, bay -> mothership: one message for many clients. Only a bay that said
+    /// `"broadcast": true` in its Dock may send it; from any other it is a protocol error.
+    pub const BROADCAST: u8 = 0x30;
 
     /// Every type the protocol knows.
-    pub const ALL: [u8; 9] = [
-        DOCK, MOORED, BOARDING, DISEMBARK, CARGO, HAIL, HAUL, REPLY, READY,
+    pub const ALL: [u8; 10] = [
+        DOCK, MOORED, BOARDING, DISEMBARK, CARGO, HAIL, HAUL, REPLY, READY, BROADCAST,
     ];
 }
 
@@ -434,6 +438,8 @@ pub struct Dock {
     /// Version 3: the bay's pid and how many HTTP exchanges it serves at once.
     pub pid: Option<u32>,
     pub threads: Option<u16>,
+    /// The bay sends Broadcast frames (`"broadcast": true`, a mothership extension).
+    pub broadcast: bool,
 }
 
 fn json_of(k: u8, payload: &[u8]) -> Result<Value, Error> {
@@ -477,11 +483,17 @@ pub fn decode_dock(payload: &[u8]) -> Result<Dock, Error> {
                 .ok_or_else(|| malformed(k, "bad threads"))?,
         ),
     };
+    let broadcast = match v.get("broadcast") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(malformed(k, "broadcast is not a boolean")),
+    };
     Ok(Dock {
         version,
         ship,
         pid,
         threads,
+        broadcast,
     })
 }
 
@@ -499,6 +511,101 @@ pub fn encode_moored(version: u32, config: &[(String, String)], out: &mut Vec<u8
     }
     j.push_str("}}");
     encode(kind::MOORED, j.as_bytes(), out);
+}
+
+/// Boarding: a WebSocket client arrived for the bay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boarding<'a> {
+    pub conn_id: u32,
+    /// Path and query, as the bay's route passes them on.
+    pub path: &'a str,
+    /// The client's address (`ip:port`), from the PROXY header where one is honoured.
+    pub remote_addr: &'a str,
+    /// Lowercase names; a repeated header's values joined with `, `.
+    pub headers: &'a [(String, String)],
+    /// The subprotocol the handshake selected (added field; bays that do not read it
+    /// ignore it, as the published codec does with fields it does not know).
+    pub protocol: Option<&'a str>,
+    /// The client was boarded before, on an earlier run of the bay, and is boarded
+    /// again after its restart (added field, present only then).
+    pub resumed: bool,
+}
+
+/// Appends a Boarding frame: the published fields first, in its order, then ours.
+pub fn encode_boarding(b: &Boarding<'_>, out: &mut Vec<u8>) {
+    let mut j = format!("{{\"conn_id\":{},\"path\":", b.conn_id);
+    json::write_str(&mut j, b.path);
+    j.push_str(",\"remote_addr\":");
+    json::write_str(&mut j, b.remote_addr);
+    j.push_str(",\"headers\":{");
+    for (i, (k, v)) in b.headers.iter().enumerate() {
+        if i > 0 {
+            j.push(',');
+        }
+        json::write_str(&mut j, k);
+        j.push(':');
+        json::write_str(&mut j, v);
+    }
+    j.push('}');
+    if let Some(p) = b.protocol {
+        j.push_str(",\"protocol\":");
+        json::write_str(&mut j, p);
+    }
+    if b.resumed {
+        j.push_str(",\"resumed\":true");
+    }
+    j.push('}');
+    encode(kind::BOARDING, j.as_bytes(), out);
+}
+
+/// Broadcast (mothership extension 0x30): one message for several clients of the bay,
+/// or for all of them. Payload: a u32 count of conn_ids (0 = every client of the bay),
+/// the conn_ids (u32 each), one kind byte (0x01 text, 0x02 binary), then the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast<'a> {
+    /// Empty: every client of the bay.
+    pub conn_ids: Vec<u32>,
+    pub kind: MessageKind,
+    pub data: &'a [u8],
+}
+
+pub fn decode_broadcast(payload: &[u8]) -> Result<Broadcast<'_>, Error> {
+    let mut r = Reader {
+        rest: payload,
+        kind: kind::BROADCAST,
+    };
+    let n = r.u32("no count")? as usize;
+    if n > r.rest.len() / 4 {
+        return Err(r.bad("more conn_ids than bytes"));
+    }
+    let mut conn_ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        conn_ids.push(r.u32("short conn_id")?);
+    }
+    let k = match r.u8("no kind")? {
+        0x01 => MessageKind::Text,
+        0x02 => MessageKind::Binary,
+        _ => return Err(r.bad("unknown message kind")),
+    };
+    Ok(Broadcast {
+        conn_ids,
+        kind: k,
+        data: r.rest,
+    })
+}
+
+pub fn encode_broadcast(b: &Broadcast<'_>, out: &mut Vec<u8>) {
+    let at = begin(kind::BROADCAST, out);
+    out.extend_from_slice(&(b.conn_ids.len() as u32).to_be_bytes());
+    for c in &b.conn_ids {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    out.push(match b.kind {
+        MessageKind::Text => 0x01,
+        MessageKind::Binary => 0x02,
+    });
+    out.extend_from_slice(b.data);
+    finish(out, at);
 }
 
 /// Disembark: a client left (to the bay), or the bay closes it (from the bay).
@@ -550,6 +657,88 @@ pub fn encode_disembark(d: &Disembark, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boarding_has_the_published_fields_first_and_ours_only_when_set() {
+        let headers = vec![
+            ("x-probe".to_string(), "a\u{e9}\"b".to_string()),
+            ("cookie".to_string(), "k=v".to_string()),
+        ];
+        let mut b = Boarding {
+            conn_id: 7,
+            path: "/chat?room=1",
+            remote_addr: "127.0.0.1:5000",
+            headers: &headers,
+            protocol: None,
+            resumed: false,
+        };
+        let mut wire = Vec::new();
+        encode_boarding(&b, &mut wire);
+        assert_eq!(wire[0], kind::BOARDING);
+        let text = std::str::from_utf8(&wire[HEADER..]).expect("utf-8");
+        assert!(
+            text.starts_with(
+                r#"{"conn_id":7,"path":"/chat?room=1","remote_addr":"127.0.0.1:5000","headers":{"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("protocol") && !text.contains("resumed"),
+            "{text}"
+        );
+        let v = json::parse(text.as_bytes()).expect("json");
+        let h = v.get("headers").expect("headers");
+        assert_eq!(h.get("x-probe").and_then(Value::as_str), Some("a\u{e9}\"b"));
+        b.protocol = Some("actioncable-v1-json");
+        b.resumed = true;
+        wire.clear();
+        encode_boarding(&b, &mut wire);
+        let v = json::parse(&wire[HEADER..]).expect("json");
+        assert_eq!(
+            v.get("protocol").and_then(Value::as_str),
+            Some("actioncable-v1-json")
+        );
+        assert_eq!(v.get("resumed"), Some(&Value::Bool(true)));
+        let (f, used) = next_frame(&wire, DEFAULT_MAX_PAYLOAD)
+            .expect("frame")
+            .expect("whole");
+        assert_eq!((f.kind, used), (kind::BOARDING, wire.len()));
+    }
+
+    #[test]
+    fn broadcast_round_trips_and_a_lying_count_is_refused() {
+        let b = Broadcast {
+            conn_ids: vec![1, 2, 70000],
+            kind: MessageKind::Binary,
+            data: &[0, 255, 1],
+        };
+        let mut wire = Vec::new();
+        encode_broadcast(&b, &mut wire);
+        let (f, _) = next_frame(&wire, DEFAULT_MAX_PAYLOAD)
+            .expect("frame")
+            .expect("whole");
+        assert_eq!(f.kind, kind::BROADCAST);
+        assert_eq!(decode_broadcast(f.payload), Ok(b));
+        let all = Broadcast {
+            conn_ids: Vec::new(),
+            kind: MessageKind::Text,
+            data: b"hi",
+        };
+        wire.clear();
+        encode_broadcast(&all, &mut wire);
+        assert_eq!(decode_broadcast(&wire[HEADER..]), Ok(all));
+        for bad in [
+            &[0u8, 0, 0, 9, 1][..],
+            &[0, 0, 0, 0],
+            &[0, 0, 0, 0, 3, b'x'],
+            &[0, 0],
+        ] {
+            assert!(decode_broadcast(bad).is_err(), "{bad:?}");
+        }
+        let d = decode_dock(br#"{"version":3,"ship":"x","broadcast":true}"#).expect("dock");
+        assert!(d.broadcast);
+        assert!(decode_dock(br#"{"version":3,"ship":"x","broadcast":1}"#).is_err());
+    }
 
     #[test]
     fn json_frames_of_both_versions() {

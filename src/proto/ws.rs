@@ -299,21 +299,53 @@ fn frame(buf: &[u8], max: usize) -> Result<Option<(Frame, usize)>, Violation> {
     )))
 }
 
-/// Appends a server frame (unmasked, whole): opcode 0x1 text, 0x2 binary, 0x8 close,
-/// 0x9 ping, 0xA pong.
-pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.push(0x80 | (opcode & 0x0f));
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=65535 => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+/// The whole length of the client frame at the front of `buf` (header, mask and
+/// payload), once its header is in: how far a reader must read to decode it.
+pub fn frame_len(buf: &[u8]) -> Option<u64> {
+    let b1 = *buf.get(1)?;
+    let (len, at) = match b1 & 0x7f {
+        126 => {
+            let b = buf.get(2..4)?;
+            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
         }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+        127 => {
+            let mut a = [0; 8];
+            a.copy_from_slice(buf.get(2..10)?);
+            (u64::from_be_bytes(a), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    Some(len.saturating_add(at + mask))
+}
+
+/// The header of a whole server frame (unmasked) with `len` payload bytes: opcode 0x1
+/// text, 0x2 binary, 0x8 close, 0x9 ping, 0xA pong. Returns the header and its length.
+pub fn head(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0; 10];
+    h[0] = 0x80 | (opcode & 0x0f);
+    match len {
+        0..=125 => {
+            h[1] = len as u8;
+            (h, 2)
+        }
+        126..=65535 => {
+            h[1] = 126;
+            h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            (h, 4)
+        }
+        _ => {
+            h[1] = 127;
+            h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            (h, 10)
         }
     }
+}
+
+/// Appends a whole server frame (see [`head`]).
+pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    let (h, n) = head(opcode, payload.len());
+    out.extend_from_slice(&h[..n]);
     out.extend_from_slice(payload);
 }
 

@@ -9,6 +9,7 @@
 
 mod access_log;
 mod answers;
+mod bays;
 pub mod buffers;
 pub mod compress;
 pub mod cors;
@@ -41,6 +42,7 @@ use crate::manifest::ids::{BindId, ProgramId, RouteId};
 use crate::manifest::{BindAddr, Cidr, HttpSettings, Manifest, ProxyProtocol};
 use crate::proto::http::{self, Body, Limits, RequestHead, ResponseHead};
 use crate::proto::proxy_protocol;
+use crate::proto::ws;
 use crate::reactor::deadline::after as deadline;
 use crate::reactor::{DeadlineQueue, TimerId};
 use answers::*;
@@ -61,6 +63,7 @@ use stream::{Listener, Stream};
 const KIND_LISTENER: usize = 0;
 const KIND_CLIENT: usize = 1;
 const KIND_UPSTREAM: usize = 2;
+const KIND_DOCK: usize = 3;
 /// A closing connection reads and drops at most this much of what the client still sends,
 /// for at most `LINGER_TIME` of silence.
 const LINGER_BYTES: usize = 1 << 20;
@@ -152,6 +155,8 @@ enum Phase {
     File(Box<FileSend>),
     /// An upgraded connection: bytes both ways until each side has closed.
     Tunnel { client_shut: bool, up_shut: bool },
+    /// A WebSocket client of a bay (`bays.rs`).
+    Socket(Box<bays::WsConn>),
     /// A routed request waiting for its ship to come up.
     Held(Box<Held>),
     /// Answered or failed: the connection closes once its answer is out. Also what a
@@ -251,6 +256,10 @@ enum Owner {
 enum TimerKey {
     Conn(usize),
     Idle(usize),
+    /// A bay's retry or settle timer.
+    BayLink(usize),
+    /// The end of the wait of a bay's clients for it to dock again.
+    BayResume(usize),
 }
 
 pub struct Edge {
@@ -329,11 +338,19 @@ pub struct Edge {
     sample: Option<(Instant, HashMap<i32, crate::fleet::resources::Usage>)>,
     /// Stats index of the first static mount (they follow the routes).
     static_base: usize,
+    /// Per program: its docking link and WebSocket clients, for bays.
+    bays: Vec<Option<bays::Bay>>,
+    /// Bays whose link has something to write (or left to read) at the end of the turn.
+    links_due: Vec<usize>,
+    /// Bay clients that got something to write while a link was read.
+    ws_wake: Vec<ConnId>,
+    /// Messages for the siblings (bays docked, or to restart).
+    outbox: Vec<Message>,
 }
 
 impl Edge {
     /// Binds every listener of the manifest.
-    pub fn new(m: &Manifest) -> io::Result<Edge> {
+    pub fn new(m: &Manifest, socket_dir: &std::path::Path) -> io::Result<Edge> {
         let mut gens = Generations::default();
         let mut listeners = Vec::new();
         for (i, b) in m.binds.iter().enumerate() {
@@ -436,7 +453,16 @@ impl Edge {
             encoders: compress::Budget::new(compress::MAX_ENCODERS),
             sample: None,
             static_base,
+            bays: bays::bays_of(m, socket_dir),
+            links_due: Vec::new(),
+            ws_wake: Vec::new(),
+            outbox: Vec::new(),
         })
+    }
+
+    /// Hands over what the edge has to tell its siblings.
+    pub fn take_messages(&mut self, out: &mut Vec<Message>) {
+        out.append(&mut self.outbox);
     }
 
     /// Connections with a request or tunnel in progress.
@@ -456,16 +482,20 @@ impl Edge {
         match msg {
             Message::StopServing { grace } => {
                 self.drain(registry);
+                self.drain_bays();
                 self.held_news = true;
                 let busy = self.busy();
                 if busy > 0 {
                     log::info!("draining: listeners closed; waiting up to {grace:?} for {busy} request(s) in flight");
                 }
             }
-            Message::Program { .. }
-            | Message::BackendUp { .. }
-            | Message::BackendDown { .. }
-            | Message::Health { .. } => {
+            Message::Program { id, state, .. } => {
+                self.held_news = true;
+                if self.is_bay(*id) {
+                    self.bay_state(*id, state, registry);
+                }
+            }
+            Message::BackendUp { .. } | Message::BackendDown { .. } | Message::Health { .. } => {
                 self.held_news = true;
             }
             Message::Checked {
@@ -477,6 +507,8 @@ impl Edge {
                 }
             }
             Message::Checked { .. }
+            | Message::Docked { .. }
+            | Message::BayFault { .. }
             | Message::RestartUnhealthy { .. }
             | Message::Fleet { .. }
             | Message::Reaped { .. } => {}
@@ -491,6 +523,12 @@ impl Edge {
         };
         match kind {
             KIND_LISTENER => self.accept(ConnId { slot: id, gen }, registry, fleet),
+            KIND_DOCK => {
+                let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let w = ev.is_writable() || ev.is_error();
+                let hup = ev.is_read_closed() || ev.is_error();
+                self.dock_ready(id, gen, (r, w, hup), registry, fleet);
+            }
             KIND_CLIENT | KIND_UPSTREAM => {
                 let (r, w) = (
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -706,8 +744,16 @@ impl Edge {
     fn release(&mut self, id: usize, mut c: Conn, registry: &Registry) {
         c.dead = true;
         self.settle_slot(&mut c);
-        if let Phase::Held(h) = std::mem::replace(&mut c.phase, Phase::CLOSING) {
-            self.unhold(&h);
+        match std::mem::replace(&mut c.phase, Phase::CLOSING) {
+            Phase::Held(h) => self.unhold(&h),
+            Phase::Socket(ws) => self.ws_gone(
+                &ws,
+                ConnId {
+                    slot: id,
+                    gen: c.gen,
+                },
+            ),
+            _ => {}
         }
         self.account(&mut c);
         let _ = registry.deregister(&mut c.client);
@@ -733,6 +779,7 @@ impl Edge {
             || !self.accept_more.is_empty()
             || !self.slots_freed.is_empty()
             || !self.accept_due.is_empty()
+            || !self.links_due.is_empty()
             || (self.held_news && !self.held.is_empty())
         {
             return Some(self.now);
@@ -769,6 +816,10 @@ impl Edge {
                 self.drive(cid.slot, registry, fleet);
             }
         }
+        // Messages queued for bays during the turn go out, in one write per bay.
+        if !self.links_due.is_empty() {
+            self.links_turn(registry, fleet);
+        }
         if std::mem::take(&mut self.held_news) && !self.held.is_empty() {
             self.resume_held(registry, fleet);
         }
@@ -793,6 +844,9 @@ impl Edge {
                     self.drop_idle(id, registry);
                 }
                 TimerKey::Conn(id) => self.on_timer(id, registry, fleet),
+                k @ (TimerKey::BayLink(_) | TimerKey::BayResume(_)) => {
+                    self.bay_timer(k, registry, fleet)
+                }
             }
         }
     }
@@ -816,7 +870,11 @@ impl Edge {
                     continue;
                 }
             };
-            let up = fleet.backend(target).is_some();
+            let up = if self.is_bay(target) {
+                self.bay_up(target)
+            } else {
+                fleet.backend(target).is_some()
+            };
             if !up && self.coming_up(target, fleet) {
                 // A duplicate (a connection held again) is skipped above once the
                 // first copy has moved it on.
@@ -878,6 +936,7 @@ impl Edge {
                 client_shut,
                 up_shut,
             } => tunnel::step(c, client_shut, up_shut),
+            Phase::Socket(ws) => self.ws_step(c, id, ws),
             Phase::Closing { mut linger } => {
                 if let Some(n) = &mut linger {
                     *n += c.cin.len();
@@ -979,6 +1038,9 @@ impl Edge {
     /// Can program `target` still come up without anyone's action: it has a bind and is
     /// waiting to start, starting, or waiting to restart?
     fn coming_up(&self, target: ProgramId, fleet: &FleetView) -> bool {
+        if self.is_bay(target) {
+            return self.bay_coming_up(target, fleet);
+        }
         self.has_bind.get(target.index()).copied().unwrap_or(false)
             && !self.draining
             && fleet
@@ -1000,6 +1062,10 @@ impl Edge {
         registry: &Registry,
         fleet: &FleetView,
     ) {
+        if self.is_bay(target) {
+            self.route_to_bay(c, id, req, target, strip, cors_key, fleet);
+            return;
+        }
         let keep = req.body == Body::None && req.keep_alive;
         let Some(addr) = fleet.backend(target).cloned() else {
             // Starting, or restarting (a request from the maxconn line, say): it waits.

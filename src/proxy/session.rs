@@ -25,6 +25,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
+            Phase::Socket(ws) => ws.deadline(s.websocket_ping_interval),
             Phase::Held(h) => at(h.since, s.hold_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing { linger: Some(_) } => at(c.activity, LINGER_TIME),
@@ -122,6 +123,7 @@ impl Edge {
                 c.cin.clear();
                 respond(&mut c, 504, "upstream timeout", true);
             }
+            Phase::Socket(_) => self.ws_timer(&mut c),
             _ => {
                 log::debug!("{}: idle for too long; closing", c.peer);
                 c.dead = true;
@@ -141,9 +143,17 @@ impl Edge {
             rounds += 1;
             let mut progress = false;
             // Read from the client.
+            // A WebSocket client reads on to the end of a frame larger than a buffer
+            // (up to the largest message), unless its bay does not take its messages.
+            let limit = match &c.phase {
+                Phase::Socket(ws) if !ws.stalled() => ws::frame_len(&c.cin).map_or(BUF, |n| {
+                    (n.min(self.settings.websocket_max_message as u64 + 14) as usize).max(BUF)
+                }),
+                _ => BUF,
+            };
             if c.c_readable
                 && !c.c_eof
-                && c.cin.len() < BUF
+                && c.cin.len() < limit
                 && !matches!(c.phase, Phase::Closing { linger: None })
             {
                 self.bufs.lend(&mut c.cin);
@@ -151,6 +161,7 @@ impl Edge {
                     &mut c.client,
                     &mut c.cin,
                     &mut self.scratch,
+                    limit,
                     c.c_hup,
                     &mut c.c_readable,
                     &mut c.c_eof,
@@ -167,6 +178,7 @@ impl Edge {
                         &mut up.stream,
                         &mut up.uin,
                         &mut self.scratch,
+                        BUF,
                         up.hup,
                         &mut up.readable,
                         &mut up.eof,
@@ -304,14 +316,15 @@ pub(super) fn read_into(
     s: &mut Stream,
     buf: &mut Buf,
     scratch: &mut [u8],
+    limit: usize,
     hup: bool,
     readable: &mut bool,
     eof: &mut bool,
     dead: &mut bool,
 ) -> bool {
     let mut progress = false;
-    while buf.len() < BUF {
-        let want = (BUF - buf.len()).min(scratch.len());
+    while buf.len() < limit {
+        let want = (limit - buf.len()).min(scratch.len());
         match s.read(&mut scratch[..want]) {
             Ok(0) => {
                 *eof = true;

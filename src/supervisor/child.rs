@@ -184,6 +184,11 @@ pub enum Event {
     Unhealthy {
         reason: String,
     },
+    /// Starting or running, it broke in a way only a restart mends (a bay's docking
+    /// link failed): graceful stop, counted as a crash.
+    Fault {
+        reason: String,
+    },
     /// While starting: it asks for this much more time from now to become ready.
     Extend {
         by: Duration,
@@ -626,6 +631,13 @@ impl Child {
                     }
                 }
             },
+            (
+                State::Starting { pid, since, .. } | State::Running { pid, since },
+                Event::Fault { reason },
+            ) => {
+                self.tell(Happened::StoppingUnhealthy { reason });
+                self.stop(pid, Then::Crash { since }, now, &mut out)
+            }
             (State::Running { pid, since }, Event::Unhealthy { reason }) => {
                 self.tell(Happened::StoppingUnhealthy { reason });
                 self.stop(pid, Then::Crash { since }, now, &mut out)

@@ -336,9 +336,11 @@ impl Supervisor {
                     Ready::Delay(d) => Readiness::Settle(d),
                     // One-shot jobs are ready when they end (the machine knows them).
                     Ready::Exit => Readiness::Settle(SETTLE),
-                    Ready::Healthcheck | Ready::Notify | Ready::Fd(_) | Ready::Log(_) => {
-                        Readiness::Told
-                    }
+                    Ready::Healthcheck
+                    | Ready::Notify
+                    | Ready::Fd(_)
+                    | Ready::Log(_)
+                    | Ready::Docked => Readiness::Told,
                 },
                 ready_timeout: p.ready_timeout,
             };
@@ -765,6 +767,34 @@ impl Supervisor {
                     && matches!(m.child.state, State::Starting { .. })
                 {
                     self.dispatch(i, Event::ProbeOk, now);
+                }
+            }
+            Message::Docked { id } => {
+                let i = self.npre + id.index();
+                let starting = self
+                    .members
+                    .get(i)
+                    .is_some_and(|m| matches!(m.child.state, State::Starting { .. }));
+                if starting {
+                    self.dispatch(i, Event::ProbeOk, now);
+                }
+            }
+            Message::BayFault { id, reason } => {
+                let i = self.npre + id.index();
+                let up = self.members.get(i).is_some_and(|m| {
+                    matches!(
+                        m.child.state,
+                        State::Starting { .. } | State::Running { .. }
+                    )
+                });
+                if up && !self.draining() {
+                    self.dispatch(
+                        i,
+                        Event::Fault {
+                            reason: reason.clone(),
+                        },
+                        now,
+                    );
                 }
             }
             Message::RestartUnhealthy { id, reason } => {

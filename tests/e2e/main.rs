@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `mothership` binary, real child processes, real signals.
 
+mod bays;
 mod cli;
 mod edge;
 #[cfg(feature = "postgres")]

@@ -67,6 +67,12 @@ fuzz_target!(|data: &[u8]| {
             kind::DOCK => {
                 let _ = dock::decode_dock(payload);
             }
+            kind::BROADCAST => {
+                if let Ok(b) = dock::decode_broadcast(payload) {
+                    dock::encode_broadcast(&b, &mut wire);
+                    assert_eq!(dock::decode_broadcast(&wire[dock::HEADER..]), Ok(b));
+                }
+            }
             kind::DISEMBARK => {
                 if let Ok(d) = dock::decode_disembark(payload) {
                     dock::encode_disembark(&d, &mut wire);

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""A bay for the end-to-end tests: speaks the docking protocol (version 1 or 3) on
+$MS_SOCKET_PATH and echoes what its clients send, with commands to exercise mothership.
+
+usage: bay.py --proto 1|3 --log FILE [--broadcast] [--nodock-if FILE]
+
+Every event is one JSON line in FILE. Boarding gets a text "hi <conn_id>" to that client.
+Text messages that are commands (the rest is echoed with its kind):
+  close CODE       Disembark that client with CODE, twice, then Cargo for it (both ignored)
+  all MSG          MSG to every boarded client, one Cargo each
+  bcast MSG        MSG to every client in one Broadcast frame (needs --broadcast)
+  junk             a frame of unknown type 0x7f
+  huge             a Cargo header announcing 2 GiB
+  badjson          a Disembark whose payload is not JSON
+  ghost            Cargo and Disembark for a conn_id nobody has
+  flood N SIZE     N binary messages of SIZE bytes to that client
+With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+DOCK, MOORED, BOARDING, DISEMBARK, CARGO, BROADCAST = 0x01, 0x02, 0x10, 0x11, 0x12, 0x30
+
+
+def opt(name, default=None):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+PROTO = int(opt("--proto", "1"))
+LOG = open(opt("--log", "/dev/null"), "a", buffering=1)
+
+
+def log(ev, **kw):
+    kw.update(ev=ev, pid=os.getpid())
+    LOG.write(json.dumps(kw) + "\n")
+
+
+def frame(kind, payload):
+    return struct.pack(">BI", kind, len(payload)) + payload
+
+
+def cargo(conn, data, text):
+    head = struct.pack(">I", conn)
+    if PROTO >= 3:
+        head += b"MSWS" + bytes([1 if text else 2])
+    return frame(CARGO, head + data)
+
+
+def read_frame(sock, buf):
+    while True:
+        if len(buf) >= 5:
+            kind, n = struct.unpack(">BI", bytes(buf[:5]))
+            if len(buf) >= 5 + n:
+                payload = bytes(buf[5:5 + n])
+                del buf[:5 + n]
+                return kind, payload
+        data = sock.recv(1 << 16)
+        if not data:
+            return None, None
+        buf.extend(data)
+
+
+def decode_cargo(p):
+    conn, rest = struct.unpack(">I", p[:4])[0], p[4:]
+    if len(rest) >= 5 and rest[:4] == b"MSWS":
+        return conn, rest[5:], rest[4] == 1, 3
+    try:
+        rest.decode("utf-8")
+        return conn, rest, True, 1
+    except UnicodeDecodeError:
+        return conn, rest, False, 1
+
+
+def serve(sock):
+    dock = {"version": PROTO, "ship": os.environ.get("MS_SHIP", "")}
+    if PROTO >= 3:
+        dock["pid"] = os.getpid()
+    if "--broadcast" in sys.argv:
+        dock["broadcast"] = True
+    sock.sendall(frame(DOCK, json.dumps(dock).encode()))
+    buf = bytearray()
+    kind, p = read_frame(sock, buf)
+    if kind != MOORED:
+        log("no-moored", kind=kind)
+        return
+    m = json.loads(p)
+    log("moored", version=m["version"], config=m["config"], raw=p.decode())
+    clients = set()
+    while True:
+        kind, p = read_frame(sock, buf)
+        if kind is None:
+            log("link-closed")
+            return
+        if kind == BOARDING:
+            b = json.loads(p)
+            clients.add(b["conn_id"])
+            log("boarding", **b)
+            sock.sendall(cargo(b["conn_id"], b"hi %d" % b["conn_id"], True))
+        elif kind == DISEMBARK:
+            d = json.loads(p)
+            clients.discard(d["conn_id"])
+            log("disembark", **d)
+        elif kind == CARGO:
+            conn, data, text, shape = decode_cargo(p)
+            log("cargo", conn_id=conn, shape=shape, text=text, size=len(data))
+            words = data.decode("utf-8", "replace").split(" ", 2) if text else [""]
+            cmd = words[0]
+            if cmd == "close":
+                d = json.dumps({"conn_id": conn, "code": int(words[1]), "reason": "bye"}).encode()
+                sock.sendall(frame(DISEMBARK, d) + frame(DISEMBARK, d) + cargo(conn, b"late", True))
+            elif cmd == "all":
+                for c in sorted(clients):
+                    sock.sendall(cargo(c, words[1].encode(), True))
+            elif cmd == "bcast":
+                body = struct.pack(">I", 0) + b"\x01" + words[1].encode()
+                sock.sendall(frame(BROADCAST, body))
+            elif cmd == "junk":
+                sock.sendall(frame(0x7F, b"?"))
+            elif cmd == "huge":
+                sock.sendall(struct.pack(">BI", CARGO, 0x7FFFFFFF))
+            elif cmd == "badjson":
+                sock.sendall(frame(DISEMBARK, b"{nope"))
+            elif cmd == "ghost":
+                d = json.dumps({"conn_id": 4000000000, "code": 1000, "reason": ""}).encode()
+                sock.sendall(cargo(4000000000, b"boo", True) + frame(DISEMBARK, d) + cargo(conn, b"ghosted", True))
+            elif cmd == "flood":
+                chunk = cargo(conn, b"z" * int(words[2]), False)
+                for _ in range(int(words[1])):
+                    sock.sendall(chunk)
+            else:
+                sock.sendall(cargo(conn, data, text))
+        else:
+            log("unexpected", kind=kind)
+
+
+def main():
+    gate = opt("--nodock-if")
+    if gate and os.path.exists(gate):
+        log("not-docking")
+        time.sleep(3600)
+        return
+    path = os.environ["MS_SOCKET_PATH"]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    log("listening", env={k: v for k, v in os.environ.items() if k.startswith("MS_")})
+    while True:
+        s, _ = srv.accept()
+        try:
+            serve(s)
+        except (OSError, ValueError) as e:
+            log("link-error", error=str(e))
+        finally:
+            s.close()
+
+
+if __name__ == "__main__":
+    main()
