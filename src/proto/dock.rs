@@ -253,6 +253,18 @@ pub fn decode_cargo(payload: &[u8]) -> Result<Cargo<'_>, Error> {
             data: &r.rest[5..],
         });
     }
+    decode_cargo_v1(payload)
+}
+
+/// Decodes a Cargo payload of version 1 (conn_id, data) from a bay that docked with it:
+/// the data is taken whole, whatever its first bytes (it may start with `MSWS`), and is
+/// text when it is valid UTF-8.
+pub fn decode_cargo_v1(payload: &[u8]) -> Result<Cargo<'_>, Error> {
+    let mut r = Reader {
+        rest: payload,
+        kind: kind::CARGO,
+    };
+    let conn_id = r.u32("no conn_id")?;
     let k = if std::str::from_utf8(r.rest).is_ok() {
         MessageKind::Text
     } else {
@@ -703,6 +715,18 @@ mod tests {
             .expect("frame")
             .expect("whole");
         assert_eq!((f.kind, used), (kind::BOARDING, wire.len()));
+    }
+
+    #[test]
+    fn a_version_1_cargo_is_data_whatever_it_starts_with() {
+        let mut p = 7u32.to_be_bytes().to_vec();
+        p.extend_from_slice(b"MSWS\x09 not a kind");
+        assert!(decode_cargo(&p).is_err());
+        let c = decode_cargo_v1(&p).expect("v1");
+        assert_eq!((c.conn_id, c.kind, c.data), (7, MessageKind::Text, &p[4..]));
+        let c = decode_cargo_v1(&[0, 0, 0, 1, 0xff]).expect("v1");
+        assert_eq!(c.kind, MessageKind::Binary);
+        assert!(decode_cargo_v1(&[0, 0]).is_err());
     }
 
     #[test]

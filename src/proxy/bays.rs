@@ -2,8 +2,9 @@
 //! it (COMPAT.md sections 3 and 4).
 //!
 //! A bay listens on a Unix socket (`MS_SOCKET_PATH`). Once the supervisor says it is
-//! starting, the edge connects (again after a short, doubling delay while the socket is
-//! not there or not listening yet), reads Dock and answers Moored with the bay's `config`.
+//! starting, the edge connects: at once, the moment the socket appears in the watched
+//! socket folder (`watch.rs`), and after a short, doubling delay while it is not there
+//! or not listening yet. It reads Dock and answers Moored with the bay's `config`.
 //! A bay that docks with version 3 or later gets version-3 frames (Cargo with its kind);
 //! one that docks with an earlier version gets version-1 frames, and Moored names the
 //! version it sent, at most 3. Nothing else is written to the bay until Moored has been
@@ -42,6 +43,7 @@ const LINK_ROUNDS: usize = 64;
 /// up to `RETRY_CAP`.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_CAP: Duration = Duration::from_millis(500);
+const RETRY_CAP_WATCHED: Duration = Duration::from_secs(2);
 /// How long after Moored is out nothing else is sent to the bay.
 const MOOR_SETTLE: Duration = Duration::from_millis(50);
 /// The highest docking version spoken.
@@ -73,20 +75,6 @@ pub(super) struct Link {
     eof: bool,
 }
 
-/// Counts for the metrics.
-#[derive(Default, Clone, Copy)]
-pub(super) struct BayStats {
-    pub docked: u64,
-    pub faults: u64,
-    pub to_bay: u64,
-    pub from_bay: u64,
-    /// Frames for a conn_id the edge does not know (gone, or never there).
-    pub unknown: u64,
-    pub slow_clients: u64,
-    pub resumed: u64,
-    pub expired: u64,
-}
-
 pub(super) struct Bay {
     id: ProgramId,
     pub(super) name: String,
@@ -110,7 +98,7 @@ pub(super) struct Bay {
     /// Clients wait for the bay to come back until this fires.
     resume_timer: Option<TimerId>,
     retry: Duration,
-    pub(super) stats: BayStats,
+    pub(super) stats: metrics::BayCounts,
 }
 
 /// A WebSocket client of a bay.
@@ -136,8 +124,12 @@ impl WsConn {
         self.stalled
     }
 
-    /// When the client is pinged, or given up if it was pinged already.
-    pub(super) fn deadline(&self, every: Duration) -> Instant {
+    /// When the client is pinged, or given up if it was pinged already. A stalled client
+    /// is not: what it sent is not read (its pongs neither) until its bay takes it.
+    pub(super) fn deadline(&self, every: Duration, now: Instant) -> Instant {
+        if self.stalled {
+            return deadline(now, every);
+        }
         deadline(self.ping_sent.unwrap_or(self.last_heard), every)
     }
 }
@@ -165,7 +157,7 @@ pub(super) fn bays_of(m: &Manifest, socket_dir: &Path) -> Vec<Option<Bay>> {
                 timer: None,
                 resume_timer: None,
                 retry: RETRY_FIRST,
-                stats: BayStats::default(),
+                stats: metrics::BayCounts::default(),
             })
         })
         .collect()
@@ -241,6 +233,21 @@ impl Edge {
         };
         if req.body != Body::None {
             self.refuse(c, &req, 400, "a WebSocket handshake has no body", true);
+            return;
+        }
+        if self.draining {
+            self.refuse(c, &req, 503, "landing", true);
+            return;
+        }
+        let full = matches!(self.bays.get(target.index()), Some(Some(b)) if b.link.as_ref().is_some_and(|l| l.lout.len() >= LINK_HIGH));
+        if full {
+            log::warn!(
+                "{} {}: bay {} does not read what is sent to it; answering 503",
+                c.peer,
+                req.target,
+                self.name_of(target)
+            );
+            self.unavailable(c, &req, RETRY_SOON, true);
             return;
         }
         if !self.bay_up(target) {
@@ -339,7 +346,8 @@ impl Edge {
             return;
         };
         bay.clients.remove(&conn_id);
-        if !matches!(bay.state, LinkState::Moored | LinkState::Settling) {
+        // (While settling, the clients it has are not boarded on this run yet.)
+        if bay.state != LinkState::Moored {
             return;
         }
         if let Some(l) = &mut bay.link {
@@ -380,6 +388,12 @@ impl Edge {
                     });
                 }
                 break;
+            }
+            if ws.stalled {
+                // Woken: read on, and count it as heard from (its pongs were not read).
+                ws.stalled = false;
+                ws.last_heard = now;
+                ws.ping_sent = None;
             }
             let version = bay.version;
             match ws.decoder.next(&c.cin, max) {
@@ -470,6 +484,9 @@ impl Edge {
         let Phase::Socket(ws) = &mut c.phase else {
             return;
         };
+        if ws.stalled {
+            return;
+        }
         if ws.ping_sent.is_none() {
             ws.ping_sent = Some(now);
             let (h, hn) = ws::head(0x9, 0);
@@ -505,7 +522,8 @@ impl Edge {
             }
         };
         bay.stats.from_bay += 1;
-        if c.cout.len() + data.len() > queue {
+        // One message always fits an empty queue (frames are bounded by docking_max_frame).
+        if !c.cout.is_empty() && c.cout.len() + data.len() > queue {
             log::warn!(
                 "{}: WebSocket client of {} reads too slowly ({} bytes waiting); closing it with 1008",
                 c.peer,
@@ -522,10 +540,15 @@ impl Edge {
             MessageKind::Text => 0x1,
             MessageKind::Binary => 0x2,
         };
+        // A client with bytes already waiting is on the wake list, or waits for its
+        // socket to take more: listed once, however many messages come.
+        let first = c.cout.is_empty();
         let (h, hn) = ws::head(op, data.len());
         c.cout.extend_from_slice(&h[..hn]);
         c.cout.extend_from_slice(data);
-        self.ws_wake.push(cid);
+        if first {
+            self.ws_wake.push(cid);
+        }
     }
 
     /// Closes a client of bay `b` with `code` (the bay closes it, or gave up on it).
@@ -590,7 +613,16 @@ impl Edge {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     log::warn!("{}: cannot watch its docking socket: {e}", bay.name);
+                    bay.state = LinkState::Retry;
+                    let at = deadline(now, RETRY_CAP);
+                    if let Some(tm) = bay.timer.take() {
+                        self.timers.cancel(tm);
+                    }
+                    bay.timer = Some(self.timers.insert(at, TimerKey::BayLink(b)));
                     return;
+                }
+                if let Some(tm) = bay.timer.take() {
+                    self.timers.cancel(tm);
                 }
                 log::debug!("{}: connected to {}", bay.name, bay.socket.display());
                 bay.link = Some(Link {
@@ -611,11 +643,43 @@ impl Edge {
                 log::trace!("{}: {}: {e}; trying again", bay.name, bay.socket.display());
                 bay.state = LinkState::Retry;
                 let at = deadline(now, bay.retry);
-                bay.retry = (bay.retry * 2).min(RETRY_CAP);
+                // With the folder watched, a socket that appears is tried at once: the
+                // timer is only for one that appears before it listens.
+                let cap = if self.watch.is_some() {
+                    RETRY_CAP_WATCHED
+                } else {
+                    RETRY_CAP
+                };
+                bay.retry = (bay.retry * 2).min(cap);
                 if let Some(tm) = bay.timer.take() {
                     self.timers.cancel(tm);
                 }
                 bay.timer = Some(self.timers.insert(at, TimerKey::BayLink(b)));
+            }
+        }
+    }
+
+    /// Files appeared in the socket folder: bays waiting for their socket are tried now.
+    fn sockets_appeared(&mut self, registry: &Registry) {
+        let Some(w) = &self.watch else { return };
+        let mut names = Vec::new();
+        let all = w.read(&mut names);
+        for b in 0..self.bays.len() {
+            let Some(Some(bay)) = self.bays.get_mut(b) else {
+                continue;
+            };
+            let named = bay
+                .socket
+                .file_name()
+                .is_some_and(|f| names.iter().any(|n| n == f));
+            if bay.state == LinkState::Retry && (all || named) {
+                if let Some(t) = bay.timer.take() {
+                    self.timers.cancel(t);
+                }
+                bay.state = LinkState::Down;
+                bay.retry = RETRY_FIRST;
+                log::trace!("{}: its socket appeared", bay.name);
+                self.connect_bay(b, registry);
             }
         }
     }
@@ -629,6 +693,10 @@ impl Edge {
         registry: &Registry,
         fleet: &FleetView,
     ) {
+        if b == self.bays.len() {
+            self.sockets_appeared(registry);
+            return;
+        }
         let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
         };
@@ -742,6 +810,9 @@ impl Edge {
                 failed = Some((what.into(), true));
                 break;
             }
+            // Clients with messages from this round write them now, before the next
+            // round adds to their queues.
+            self.wake_clients(registry, fleet);
             if !progress {
                 break;
             }
@@ -754,10 +825,16 @@ impl Edge {
         if let Some((why, fault)) = failed {
             self.link_lost(b, &why, fault, registry);
         }
-        // Clients with messages from the bay.
-        for cid in std::mem::take(&mut self.ws_wake) {
-            if self.live(cid) {
-                self.drive(cid.slot, registry, fleet);
+        self.wake_clients(registry, fleet);
+    }
+
+    /// Drives the clients that got something to write.
+    pub(super) fn wake_clients(&mut self, registry: &Registry, fleet: &FleetView) {
+        while !self.ws_wake.is_empty() {
+            for cid in std::mem::take(&mut self.ws_wake) {
+                if self.live(cid) {
+                    self.drive(cid.slot, registry, fleet);
+                }
             }
         }
     }
@@ -810,14 +887,23 @@ impl Edge {
             frame::DOCK => Err("a second Dock".into()),
             _ if !docked => Err(format!("frame 0x{k:02x} before Dock")),
             frame::CARGO => {
-                let cg = dock::decode_cargo(payload).map_err(|e| e.to_string())?;
+                // A version-1 bay's Cargo is conn_id and data, whatever the data says.
+                let cg = if bay.version >= 3 {
+                    dock::decode_cargo(payload)
+                } else {
+                    dock::decode_cargo_v1(payload)
+                }
+                .map_err(|e| e.to_string())?;
                 self.deliver(b, cg.conn_id, cg.kind, cg.data);
                 Ok(())
             }
             frame::BROADCAST if bay.broadcast => {
                 let m = dock::decode_broadcast(payload).map_err(|e| e.to_string())?;
-                let ids: Vec<u32> = if m.conn_ids.is_empty() {
+                let ids: Vec<u32> = if m.conn_ids.is_empty() && bay.state == LinkState::Moored {
                     bay.clients.keys().copied().collect()
+                } else if m.conn_ids.is_empty() {
+                    // Settling: its clients are not boarded on this run yet.
+                    Vec::new()
                 } else {
                     m.conn_ids
                 };
@@ -948,11 +1034,7 @@ impl Edge {
             }
             _ => {}
         }
-        for cid in std::mem::take(&mut self.ws_wake) {
-            if self.live(cid) {
-                self.drive(cid.slot, registry, fleet);
-            }
-        }
+        self.wake_clients(registry, fleet);
     }
 
     /// Bay `b` is ready: the supervisor is told, held requests go on, and clients from its
@@ -1008,6 +1090,22 @@ impl Edge {
                 self.tell_bay(id, conn_id, 1001, "going away");
             }
         }
+    }
+
+    /// The bays for the metrics: name, docked, clients, counts.
+    pub(super) fn bay_gauges(&self) -> Vec<metrics::BayRow> {
+        self.bays
+            .iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    b.state == LinkState::Moored,
+                    b.clients.len(),
+                    b.stats,
+                )
+            })
+            .collect()
     }
 
     /// Drives the links with work queued this turn, then the clients they woke.

@@ -12,6 +12,14 @@ impl Edge {
                 Interest::READABLE,
             )?;
         }
+        if let Some(w) = &self.watch {
+            // The slot after the last program's: no bay has it.
+            registry.register(
+                &mut mio::unix::SourceFd(&w.raw()),
+                token(KIND_DOCK, self.bays.len(), 0),
+                Interest::READABLE,
+            )?;
+        }
         Ok(())
     }
 

@@ -176,6 +176,25 @@ pub struct Gauges {
     /// By program: requests in flight to it, requests in line for a slot (`maxconn`),
     /// and how long those that left the line waited.
     pub lines: Vec<(u32, usize, Waits)>,
+    /// The bays: name, docked now, clients now, and their counts.
+    pub bays: Vec<BayRow>,
+}
+
+/// A bay for the metrics: name, docked now, clients now, counts.
+pub type BayRow = (String, bool, usize, BayCounts);
+
+/// What a bay's docking link and clients have done (see `proxy::bays`).
+#[derive(Default, Clone, Copy, Debug)]
+pub struct BayCounts {
+    pub docked: u64,
+    pub faults: u64,
+    pub to_bay: u64,
+    pub from_bay: u64,
+    /// Frames for a conn_id the edge does not know (gone, or never there).
+    pub unknown: u64,
+    pub slow_clients: u64,
+    pub resumed: u64,
+    pub expired: u64,
 }
 
 /// The states of a circuit breaker, in the order of `Gauges::breakers`' counts.
@@ -546,6 +565,84 @@ pub fn render(
         let name = "mothership_backend_queue_wait_seconds";
         histogram(&mut o, name, &l, &BUCKETS, &w.hist, w.count, w.sum);
     }
+    let per_bay = |o: &mut String,
+                   name: &str,
+                   kind: &str,
+                   help: &str,
+                   rows: &dyn Fn(&BayRow) -> Vec<(&str, f64)>| {
+        family(o, name, kind, help);
+        for bay in &g.bays {
+            for (extra, v) in rows(bay) {
+                let _ = writeln!(o, "{name}{{bay=\"{}\"{extra}}} {}", escape(&bay.0), num(v));
+            }
+        }
+    };
+    per_bay(
+        &mut o,
+        "mothership_bay_docked",
+        "gauge",
+        "1 while the bay is docked and takes clients.",
+        &|x| vec![("", b(x.1))],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_clients",
+        "gauge",
+        "WebSocket clients of the bay now (those waiting for it to dock again included).",
+        &|b| vec![("", b.2 as f64)],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_docks_total",
+        "counter",
+        "Times the bay docked and was moored.",
+        &|b| vec![("", b.3.docked as f64)],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_link_faults_total",
+        "counter",
+        "Docking links lost to a protocol error or closed by the bay (each restarts it).",
+        &|b| vec![("", b.3.faults as f64)],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_messages_total",
+        "counter",
+        "WebSocket messages through the bay, by direction.",
+        &|b| {
+            vec![
+                (",direction=\"to_bay\"", b.3.to_bay as f64),
+                (",direction=\"from_bay\"", b.3.from_bay as f64),
+            ]
+        },
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_unknown_conn_frames_total",
+        "counter",
+        "Frames from the bay for a client that is not (or no longer) connected; ignored.",
+        &|b| vec![("", b.3.unknown as f64)],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_clients_resumed_total",
+        "counter",
+        "Clients boarded again after the bay restarted.",
+        &|b| vec![("", b.3.resumed as f64)],
+    );
+    per_bay(
+        &mut o,
+        "mothership_bay_clients_closed_total",
+        "counter",
+        "Clients closed by mothership: too slow to read (1008), or their bay did not dock again in time (1012).",
+        &|b| {
+            vec![
+                (",reason=\"slow\"", b.3.slow_clients as f64),
+                (",reason=\"resume_timeout\"", b.3.expired as f64),
+            ]
+        },
+    );
     let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", num(v));
@@ -733,6 +830,16 @@ mod tests {
             compression_encoders: 0,
             breakers: vec![("open", [0, 1, 0])],
             lines: vec![(2, 1, Waits::default())],
+            bays: vec![(
+                "chat".into(),
+                true,
+                3,
+                BayCounts {
+                    to_bay: 5,
+                    slow_clients: 1,
+                    ..BayCounts::default()
+                },
+            )],
         };
         let text = render(&s, &fleet, &usage, &g, t0);
         assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));
@@ -761,6 +868,14 @@ mod tests {
         assert!(text.contains(
             "mothership_health_check_failures_total{ship=\"web\",group=\"g\\\\1\",reason=\"timeout\"} 1\n"
         ));
+        assert!(text.contains("mothership_bay_docked{bay=\"chat\"} 1\n"));
+        assert!(text.contains("mothership_bay_clients{bay=\"chat\"} 3\n"));
+        assert!(
+            text.contains("mothership_bay_messages_total{bay=\"chat\",direction=\"to_bay\"} 5\n")
+        );
+        assert!(
+            text.contains("mothership_bay_clients_closed_total{bay=\"chat\",reason=\"slow\"} 1\n")
+        );
         let mut seen = std::collections::HashSet::new();
         for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             assert!(seen.insert(l.to_string()), "family twice: {l}");

@@ -27,6 +27,7 @@ mod session;
 pub mod static_files;
 pub mod stream;
 mod tunnel;
+mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -346,6 +347,8 @@ pub struct Edge {
     ws_wake: Vec<ConnId>,
     /// Messages for the siblings (bays docked, or to restart).
     outbox: Vec<Message>,
+    /// The socket folder, watched for bays' sockets where the platform can.
+    watch: Option<watch::Watch>,
 }
 
 impl Edge {
@@ -454,6 +457,12 @@ impl Edge {
             sample: None,
             static_base,
             bays: bays::bays_of(m, socket_dir),
+            watch: m
+                .programs
+                .iter()
+                .any(|p| matches!(p.role, crate::manifest::Role::Bay { .. }))
+                .then(|| watch::Watch::new(socket_dir))
+                .flatten(),
             links_due: Vec::new(),
             ws_wake: Vec::new(),
             outbox: Vec::new(),
@@ -780,6 +789,7 @@ impl Edge {
             || !self.slots_freed.is_empty()
             || !self.accept_due.is_empty()
             || !self.links_due.is_empty()
+            || !self.ws_wake.is_empty()
             || (self.held_news && !self.held.is_empty())
         {
             return Some(self.now);
@@ -816,10 +826,12 @@ impl Edge {
                 self.drive(cid.slot, registry, fleet);
             }
         }
-        // Messages queued for bays during the turn go out, in one write per bay.
+        // Messages queued for bays during the turn go out, in one write per bay; bay
+        // clients closed meanwhile (landing, a bay that did not come back) write theirs.
         if !self.links_due.is_empty() {
             self.links_turn(registry, fleet);
         }
+        self.wake_clients(registry, fleet);
         if std::mem::take(&mut self.held_news) && !self.held.is_empty() {
             self.resume_held(registry, fleet);
         }
@@ -1223,6 +1235,7 @@ impl Edge {
                             )
                         })
                         .collect(),
+                    bays: self.bay_gauges(),
                 };
                 let text = metrics::render(&self.stats, fleet, usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";

@@ -25,7 +25,7 @@ impl Edge {
                 _ => at(c.activity, s.body_timeout),
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
-            Phase::Socket(ws) => ws.deadline(s.websocket_ping_interval),
+            Phase::Socket(ws) => ws.deadline(s.websocket_ping_interval, self.now),
             Phase::Held(h) => at(h.since, s.hold_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing { linger: Some(_) } => at(c.activity, LINGER_TIME),
@@ -294,8 +294,9 @@ impl Edge {
             self.resume_accept(registry, fleet);
         } else {
             self.settle_slot(&mut c);
-            if matches!(c.phase, Phase::Head(_)) {
-                // Between requests: empty buffers go back to the pool.
+            if matches!(c.phase, Phase::Head(_) | Phase::Socket(_)) {
+                // Between requests, or between WebSocket messages: empty buffers go back
+                // to the pool (an idle client holds none, whatever it once moved).
                 self.bufs.take_back(&mut c.cin);
                 self.bufs.take_back(&mut c.cout);
             }

@@ -14,6 +14,7 @@ Text messages that are commands (the rest is echoed with its kind):
   badjson          a Disembark whose payload is not JSON
   ghost            Cargo and Disembark for a conn_id nobody has
   flood N SIZE     N binary messages of SIZE bytes to that client
+  pause SECS       stop reading the link for SECS
 With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
 """
 import json
@@ -89,6 +90,10 @@ def serve(sock):
         return
     m = json.loads(p)
     log("moored", version=m["version"], config=m["config"], raw=p.decode())
+    if PROTO == 1 and buf:
+        # As the published version-1 bays do: what came in the same read as Moored is lost.
+        log("lost-after-moored", size=len(buf))
+        buf.clear()
     clients = set()
     while True:
         kind, p = read_frame(sock, buf)
@@ -127,6 +132,8 @@ def serve(sock):
             elif cmd == "ghost":
                 d = json.dumps({"conn_id": 4000000000, "code": 1000, "reason": ""}).encode()
                 sock.sendall(cargo(4000000000, b"boo", True) + frame(DISEMBARK, d) + cargo(conn, b"ghosted", True))
+            elif cmd == "pause":
+                time.sleep(float(words[1]))
             elif cmd == "flood":
                 chunk = cargo(conn, b"z" * int(words[2]), False)
                 for _ in range(int(words[1])):

@@ -10,6 +10,9 @@ usage: ws_client.py SCENARIO URL [args]; prints one JSON object.
   many URL N              N clients at once, each: hi, then its own text echoed
   hold URL GO SECS        hi, prints {"ready": true}, waits for file GO, then sends "again"
                           until it is echoed or SECS pass (or the connection is closed)
+  fanout URL N CMD WORD   N clients; the first sends CMD; how many receive WORD
+  stall URL               the bay pauses; 2.4 MB sent meanwhile, then all of it echoed?
+  flood URL N             asks for N x 64 KiB in one burst and reads them all
   slow URL                asks for a flood and does not read: how the connection ends
 """
 import asyncio
@@ -122,6 +125,65 @@ async def hold(url, go, secs):
     return r
 
 
+async def fanout(url, n, cmd, word):
+    conns = []
+    try:
+        for _ in range(n):
+            ws = await connect(url, open_timeout=30)
+            await hi(ws)
+            conns.append(ws)
+        await conns[0].send(cmd)
+
+        async def got(ws):
+            try:
+                while True:
+                    if await asyncio.wait_for(ws.recv(), 10) == word:
+                        return True
+            except Exception:
+                return False
+
+        t = time.monotonic()
+        ok = await asyncio.gather(*(got(ws) for ws in conns))
+        return {"received": sum(ok), "secs": round(time.monotonic() - t, 3)}
+    finally:
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+
+
+async def stall(url):
+    # The bay stops reading; what is sent meanwhile (over its link's bound) waits, then
+    # all of it is echoed, a message larger than a buffer last.
+    async with connect(url, max_size=None, max_queue=None) as ws:
+        await hi(ws)
+        await ws.send("pause 2")
+        msgs = [bytes([i]) * 60000 for i in range(40)] + [b"L" * 100000]
+        for m in msgs:
+            await ws.send(m)
+        n = 0
+        try:
+            for m in msgs:
+                if await asyncio.wait_for(ws.recv(), 20) == m:
+                    n += 1
+        except (ConnectionClosed, asyncio.TimeoutError):
+            pass
+        return {"echoed": n, "of": len(msgs)}
+
+
+async def flood(url, count):
+    async with connect(url, max_size=None, max_queue=None) as ws:
+        await hi(ws)
+        await ws.send("flood %d 65536" % count)
+        n = 0
+        try:
+            while n < count:
+                await asyncio.wait_for(ws.recv(), 10)
+                n += 1
+        except (ConnectionClosed, asyncio.TimeoutError):
+            pass
+        r = {"received": n}
+        r.update(closed(ws))
+        return r
+
+
 async def slow(url):
     async with connect(url, max_queue=1, ping_interval=None) as ws:
         await hi(ws)
@@ -153,6 +215,12 @@ def main():
         out(asyncio.run(many(url, int(rest[0]))))
     elif scenario == "hold":
         out(asyncio.run(hold(url, rest[0], float(rest[1]))))
+    elif scenario == "fanout":
+        out(asyncio.run(fanout(url, int(rest[0]), rest[1], rest[2])))
+    elif scenario == "stall":
+        out(asyncio.run(stall(url)))
+    elif scenario == "flood":
+        out(asyncio.run(flood(url, int(rest[0]))))
     elif scenario == "slow":
         out(asyncio.run(slow(url)))
     else:

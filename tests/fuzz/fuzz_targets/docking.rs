@@ -39,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
                     dock::encode_cargo(3, &c, &mut wire);
                     assert_eq!(dock::decode_cargo(&wire[dock::HEADER..]), Ok(c));
                 }
+                // A version-1 link: the data whole, back as it came.
+                if let Ok(c) = dock::decode_cargo_v1(payload) {
+                    wire.clear();
+                    dock::encode_cargo(1, &c, &mut wire);
+                    assert_eq!(&wire[dock::HEADER..], &payload[..]);
+                }
             }
             kind::HAIL => {
                 if let Ok(h) = dock::decode_hail(payload) {
