@@ -21,7 +21,7 @@ test: test-deps
 	$(MAKE) unit lint fmt-check man-lint package-lint
 
 TEST_PACKAGES := mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk
-BENCH_PACKAGES := nginx haproxy wrk curl procps python3
+BENCH_PACKAGES := nginx haproxy wrk curl procps python3 python3-pip
 test-deps:
 	sh packaging/need.sh $(TEST_PACKAGES)
 	@# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
@@ -31,6 +31,7 @@ test-deps:
 
 bench-deps:
 	sh packaging/need.sh $(BENCH_PACKAGES)
+	python3 -c 'import websockets.asyncio.client' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13' || python3 -m pip install --quiet --break-system-packages 'websockets>=13'
 
 # Under a child subreaper that fails the run when a process started by a test outlives it.
 unit:
@@ -61,6 +62,7 @@ bench: bench-deps build
 	bash bench/edge.sh
 	bash bench/compress.sh
 	bash bench/health.sh
+	bash bench/bays.sh
 
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; installs cargo-fuzz when missing): every
 # target for FUZZ_SECONDS (default 60) each; fails on a crash, a hang or a leak.

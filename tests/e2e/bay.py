@@ -2,7 +2,7 @@
 """A bay for the end-to-end tests: speaks the docking protocol (version 1 or 3) on
 $MS_SOCKET_PATH and echoes what its clients send, with commands to exercise mothership.
 
-usage: bay.py --proto 1|3 --log FILE [--broadcast] [--nodock-if FILE]
+usage: bay.py --proto 1|3 --log FILE [--broadcast] [--quiet] [--nodock-if FILE]
 
 Every event is one JSON line in FILE. Boarding gets a text "hi <conn_id>" to that client.
 Text messages that are commands (the rest is echoed with its kind):
@@ -33,6 +33,8 @@ def opt(name, default=None):
 
 PROTO = int(opt("--proto", "1"))
 LOG = open(opt("--log", "/dev/null"), "a", buffering=1)
+# --quiet: messages are not logged (for benchmarks).
+QUIET = "--quiet" in sys.argv
 
 
 def log(ev, **kw):
@@ -111,15 +113,15 @@ def serve(sock):
             log("disembark", **d)
         elif kind == CARGO:
             conn, data, text, shape = decode_cargo(p)
-            log("cargo", conn_id=conn, shape=shape, text=text, size=len(data))
+            if not QUIET:
+                log("cargo", conn_id=conn, shape=shape, text=text, size=len(data))
             words = data.decode("utf-8", "replace").split(" ", 2) if text else [""]
             cmd = words[0]
             if cmd == "close":
                 d = json.dumps({"conn_id": conn, "code": int(words[1]), "reason": "bye"}).encode()
                 sock.sendall(frame(DISEMBARK, d) + frame(DISEMBARK, d) + cargo(conn, b"late", True))
             elif cmd == "all":
-                for c in sorted(clients):
-                    sock.sendall(cargo(c, words[1].encode(), True))
+                sock.sendall(b"".join(cargo(c, words[1].encode(), True) for c in sorted(clients)))
             elif cmd == "bcast":
                 body = struct.pack(">I", 0) + b"\x01" + words[1].encode()
                 sock.sendall(frame(BROADCAST, body))
