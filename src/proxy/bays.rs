@@ -35,7 +35,7 @@ use crate::proto::ws;
 
 /// Bytes queued for a bay past which its clients are not read any more (until it drains
 /// below half).
-const LINK_HIGH: usize = 1 << 20;
+pub(super) const LINK_HIGH: usize = 1 << 20;
 /// Rounds of reading and handling frames on one link per turn (each reads up to `BUF`):
 /// a bay that floods frames does not starve the rest of the loop.
 const LINK_ROUNDS: usize = 64;
@@ -47,7 +47,7 @@ const RETRY_CAP_WATCHED: Duration = Duration::from_secs(2);
 /// How long after Moored is out nothing else is sent to the bay.
 const MOOR_SETTLE: Duration = Duration::from_millis(50);
 /// The highest docking version spoken.
-const VERSION: u32 = 3;
+pub(super) const VERSION: u32 = 3;
 
 /// Where a bay's docking link is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,40 +65,49 @@ pub(super) enum LinkState {
 }
 
 pub(super) struct Link {
-    stream: Stream,
-    gen: u32,
-    lin: Buf,
-    lout: Buf,
-    readable: bool,
-    writable: bool,
-    hup: bool,
-    eof: bool,
+    pub(super) stream: Stream,
+    pub(super) gen: u32,
+    pub(super) lin: Buf,
+    pub(super) lout: Buf,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    pub(super) hup: bool,
+    pub(super) eof: bool,
 }
 
 pub(super) struct Bay {
-    id: ProgramId,
+    pub(super) id: ProgramId,
     pub(super) name: String,
-    socket: PathBuf,
-    config: Vec<(String, String)>,
-    subprotocols: Vec<String>,
-    link: Option<Link>,
+    pub(super) socket: PathBuf,
+    pub(super) config: Vec<(String, String)>,
+    pub(super) subprotocols: Vec<String>,
+    pub(super) link: Option<Link>,
     pub(super) state: LinkState,
     /// The frame version the link speaks (1 or 3), from Dock.
-    version: u32,
+    pub(super) version: u32,
     /// The bay said it sends Broadcast frames.
-    broadcast: bool,
+    pub(super) broadcast: bool,
     pub(super) clients: HashMap<u32, ConnId>,
-    next_conn: u32,
+    pub(super) next_conn: u32,
     /// Clients that stopped reading because the bay was not ready or its queue was full.
-    stalled: Vec<ConnId>,
+    pub(super) stalled: Vec<ConnId>,
     /// The supervisor runs it (starting or running).
-    running: bool,
+    pub(super) running: bool,
     /// The retry or settle timer.
-    timer: Option<TimerId>,
+    pub(super) timer: Option<TimerId>,
     /// Clients wait for the bay to come back until this fires.
-    resume_timer: Option<TimerId>,
-    retry: Duration,
+    pub(super) resume_timer: Option<TimerId>,
+    pub(super) retry: Duration,
     pub(super) stats: metrics::BayCounts,
+    /// Version 3: links that carry HTTP exchanges, one at a time each (`bay_http.rs`).
+    pub(super) http: Vec<Option<super::bay_http::HttpLink>>,
+    /// How many HTTP links it takes (Dock's `threads`, else 1).
+    pub(super) threads: usize,
+    pub(super) next_request: u32,
+    /// HTTP requests waiting for a free link, oldest first.
+    pub(super) http_wait: std::collections::VecDeque<ConnId>,
+    /// Its working folder: file replies are served from beneath it.
+    pub(super) cwd: PathBuf,
 }
 
 /// A WebSocket client of a bay.
@@ -158,6 +167,11 @@ pub(super) fn bays_of(m: &Manifest, socket_dir: &Path) -> Vec<Option<Bay>> {
                 resume_timer: None,
                 retry: RETRY_FIRST,
                 stats: metrics::BayCounts::default(),
+                http: Vec::new(),
+                threads: 1,
+                next_request: 1,
+                http_wait: std::collections::VecDeque::new(),
+                cwd: p.cwd.clone(),
             })
         })
         .collect()
@@ -213,18 +227,39 @@ impl Edge {
         strip: Option<&str>,
         cors_key: Option<String>,
         fleet: &FleetView,
+        registry: &Registry,
     ) {
         let keep = req.body == Body::None && req.keep_alive;
+        let upgrade = req.headers.iter().any(|h| h.is("upgrade"));
+        if !upgrade {
+            // Plain HTTP: for a bay that docked with version 3; waits while it docks.
+            let version = match self.bays.get(target.index()) {
+                Some(Some(b)) if b.state == LinkState::Moored => Some(b.version),
+                _ => None,
+            };
+            match version {
+                Some(v) if v >= 3 && !self.draining => {
+                    self.http_to_bay(c, id, req, target, strip, registry);
+                }
+                Some(v) if v >= 3 => self.refuse(c, &req, 503, "landing", true),
+                Some(_) => {
+                    c.cin.consume(req.head_len);
+                    let body =
+                        b"this route is served by a bay of docking version 1: WebSocket only\n";
+                    let extra = b"upgrade: websocket\r\nconnection: upgrade\r\n";
+                    answer(c, &req.method, 426, extra, Some(TEXT), body, !keep);
+                    self.account(c);
+                }
+                None if self.bay_coming_up(target, fleet) => {
+                    let strip = strip.map(str::to_string);
+                    self.wait(c, id, req, target, strip, cors_key, Wait::ComingUp);
+                }
+                None => self.refuse(c, &req, 503, "bay not available", !keep),
+            }
+            return;
+        }
         let hs = match ws::handshake(&req) {
             Ok(h) => h,
-            Err(r) if r.status == 400 && !req.headers.iter().any(|h| h.is("upgrade")) => {
-                c.cin.consume(req.head_len);
-                let body = b"this route is served by a bay: WebSocket only\n";
-                let extra = b"upgrade: websocket\r\nconnection: upgrade\r\n";
-                answer(c, &req.method, 426, extra, Some(TEXT), body, !keep);
-                self.account(c);
-                return;
-            }
             Err(r) => {
                 log::debug!("{} {} {}: {}", c.peer, req.method, req.target, r.why);
                 self.refuse(c, &req, r.status, r.why, true);
@@ -697,6 +732,23 @@ impl Edge {
             self.sockets_appeared(registry);
             return;
         }
+        if let (b, Some(n)) = bay_http::unslot(b) {
+            let Some(Some(bay)) = self.bays.get_mut(b) else {
+                return;
+            };
+            let Some(Some(hl)) = bay.http.get_mut(n) else {
+                return;
+            };
+            let l = &mut hl.link;
+            if l.gen != gen {
+                return;
+            }
+            l.readable |= ev.0;
+            l.writable |= ev.1;
+            l.hup |= ev.2;
+            self.drive_http_link(b, n, registry, fleet);
+            return;
+        }
         let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
         };
@@ -861,6 +913,8 @@ impl Edge {
                 }
                 bay.version = if d.version >= 3 { 3 } else { 1 };
                 bay.broadcast = d.broadcast;
+                bay.threads =
+                    usize::from(d.threads.unwrap_or(1)).clamp(1, super::bay_http::MAX_LINKS);
                 let mut f = Vec::new();
                 dock::encode_moored(d.version.min(VERSION), &bay.config, &mut f);
                 if let Some(l) = &mut bay.link {
@@ -951,6 +1005,7 @@ impl Edge {
         let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
         };
+        let had_http = !bay.http.is_empty();
         if let Some(mut l) = bay.link.take() {
             let _ = registry.deregister(&mut l.stream);
             for buf in [&mut l.lin, &mut l.lout] {
@@ -974,6 +1029,12 @@ impl Edge {
         } else {
             log::info!("{}: docking link {why}", bay.name);
         }
+        if had_http {
+            self.close_http_links(b, registry);
+        }
+        let Some(Some(bay)) = self.bays.get_mut(b) else {
+            return;
+        };
         if clients > 0 && draining {
             self.close_bay_clients(b, 1001, "going away");
         } else if clients > 0 && bay.resume_timer.is_none() && was_up {
@@ -1113,8 +1174,11 @@ impl Edge {
         let mut due = std::mem::take(&mut self.links_due);
         due.sort_unstable();
         due.dedup();
-        for b in due {
-            self.drive_link(b, registry, fleet);
+        for s in due {
+            match bay_http::unslot(s) {
+                (b, None) => self.drive_link(b, registry, fleet),
+                (b, Some(n)) => self.drive_http_link(b, n, registry, fleet),
+            }
         }
     }
 }

@@ -25,12 +25,11 @@ impl Edge {
     pub(super) fn serve_static(
         &mut self,
         c: &mut Conn,
-        req: &RequestHead,
+        method: &str,
         o: static_files::Outcome,
         keep: bool,
     ) {
         use static_files::Outcome;
-        let method = req.method.as_str();
         match o {
             Outcome::Pass => {}
             Outcome::Answer {

@@ -9,6 +9,7 @@
 
 mod access_log;
 mod answers;
+mod bay_http;
 mod bays;
 pub mod buffers;
 pub mod compress;
@@ -158,6 +159,8 @@ enum Phase {
     Tunnel { client_shut: bool, up_shut: bool },
     /// A WebSocket client of a bay (`bays.rs`).
     Socket(Box<bays::WsConn>),
+    /// A request to an HTTP bay and its answer (`bay_http.rs`).
+    BayHttp(Box<bay_http::BayEx>),
     /// A routed request waiting for its ship to come up.
     Held(Box<Held>),
     /// Answered or failed: the connection closes once its answer is out. Also what a
@@ -762,6 +765,7 @@ impl Edge {
                     gen: c.gen,
                 },
             ),
+            Phase::BayHttp(ex) => self.bay_http_gone(&ex, registry),
             _ => {}
         }
         self.account(&mut c);
@@ -949,6 +953,7 @@ impl Edge {
                 up_shut,
             } => tunnel::step(c, client_shut, up_shut),
             Phase::Socket(ws) => self.ws_step(c, id, ws),
+            Phase::BayHttp(ex) => self.bay_http_step(c, ex),
             Phase::Closing { mut linger } => {
                 if let Some(n) = &mut linger {
                     *n += c.cin.len();
@@ -1075,7 +1080,7 @@ impl Edge {
         fleet: &FleetView,
     ) {
         if self.is_bay(target) {
-            self.route_to_bay(c, id, req, target, strip, cors_key, fleet);
+            self.route_to_bay(c, id, req, target, strip, cors_key, fleet, registry);
             return;
         }
         let keep = req.body == Body::None && req.keep_alive;

@@ -136,7 +136,7 @@ impl Edge {
             st.route = self.static_base + i;
         }
         c.cin.consume(req.head_len);
-        self.serve_static(c, req, outcome, keep);
+        self.serve_static(c, &req.method, outcome, keep);
         Flow::Answered
     }
 

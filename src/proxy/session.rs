@@ -26,6 +26,7 @@ impl Edge {
             },
             Phase::Tunnel { .. } => at(c.activity, s.tunnel_timeout),
             Phase::Socket(ws) => ws.deadline(s.websocket_ping_interval, self.now),
+            Phase::BayHttp(ex) => ex.deadline(s, c.activity),
             Phase::Held(h) => at(h.since, s.hold_timeout),
             Phase::File(_) => at(c.activity, s.body_timeout),
             Phase::Closing { linger: Some(_) } => at(c.activity, LINGER_TIME),
@@ -124,6 +125,7 @@ impl Edge {
                 respond(&mut c, 504, "upstream timeout", true);
             }
             Phase::Socket(_) => self.ws_timer(&mut c),
+            Phase::BayHttp(_) => self.bay_http_timer(&mut c, registry),
             _ => {
                 log::debug!("{}: idle for too long; closing", c.peer);
                 c.dead = true;

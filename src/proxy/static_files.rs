@@ -458,6 +458,24 @@ impl<'a> Beneath<'a> {
     }
 }
 
+/// Opens the regular file `rel` under `root`, following symlinks only while they stay
+/// inside (as static mounts do): the file and its length, or why not.
+pub fn open_confined(root: &Path, rel: &Path) -> Result<(File, u64), &'static str> {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err("path outside the folder");
+    }
+    match Beneath::new(root).open(rel) {
+        Open::File(f, m) if m.is_file() => Ok((f, m.len())),
+        Open::File(..) => Err("not a regular file"),
+        Open::Absent => Err("no such file"),
+        Open::Outside => Err("path outside the folder"),
+    }
+}
+
 #[cfg(test)]
 fn open_beneath(root: &Path, rel: &Path) -> Open {
     Beneath::new(root).open(rel)

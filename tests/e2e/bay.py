@@ -15,6 +15,10 @@ Text messages that are commands (the rest is echoed with its kind):
   ghost            Cargo and Disembark for a conn_id nobody has
   flood N SIZE     N binary messages of SIZE bytes to that client
   pause SECS       stop reading the link for SECS
+Version 3 docks with "threads": 2 and answers HTTP (Hail) by the last part of PATH_INFO:
+  empty (204), stream (three Haul chunks), length (Content-Length 5), echo (the body back),
+  params (the CGI params as JSON), file (www/file.txt in its folder), outside (/etc/passwd),
+  slow (3 s), desync (a Reply for another request id); anything else 404.
 With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
 """
 import json
@@ -22,9 +26,11 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 
 DOCK, MOORED, BOARDING, DISEMBARK, CARGO, BROADCAST = 0x01, 0x02, 0x10, 0x11, 0x12, 0x30
+HAIL, HAUL, REPLY, READY = 0x20, 0x21, 0x22, 0x23
 
 
 def opt(name, default=None):
@@ -82,6 +88,7 @@ def serve(sock):
     dock = {"version": PROTO, "ship": os.environ.get("MS_SHIP", "")}
     if PROTO >= 3:
         dock["pid"] = os.getpid()
+        dock["threads"] = 2
     if "--broadcast" in sys.argv:
         dock["broadcast"] = True
     sock.sendall(frame(DOCK, json.dumps(dock).encode()))
@@ -102,7 +109,9 @@ def serve(sock):
         if kind is None:
             log("link-closed")
             return
-        if kind == BOARDING:
+        if kind == HAIL:
+            http(sock, buf, p)
+        elif kind == BOARDING:
             b = json.loads(p)
             clients.add(b["conn_id"])
             log("boarding", **b)
@@ -146,6 +155,84 @@ def serve(sock):
             log("unexpected", kind=kind)
 
 
+def pairs(p, at):
+    (n,) = struct.unpack(">I", p[at:at + 4])
+    at += 4
+    out = []
+    for _ in range(n):
+        (ln,) = struct.unpack(">I", p[at:at + 4])
+        name = p[at + 4:at + 4 + ln]
+        at += 4 + ln
+        (lv,) = struct.unpack(">I", p[at:at + 4])
+        out.append((name, p[at + 4:at + 4 + lv]))
+        at += 4 + lv
+    return out
+
+
+def put_pairs(pairs):
+    b = struct.pack(">I", len(pairs))
+    for k, v in pairs:
+        b += struct.pack(">I", len(k)) + k + struct.pack(">I", len(v)) + v
+    return b
+
+
+def reply(rid, status, flags, headers, path=None):
+    body = struct.pack(">IHB", rid, status, flags)
+    if path is not None:
+        body += struct.pack(">I", len(path)) + path
+    return frame(REPLY, body + put_pairs(headers))
+
+
+def haul(rid, data, last):
+    return frame(HAUL, struct.pack(">IB", rid, 1 if last else 0) + data)
+
+
+def http(sock, buf, p):
+    """One HTTP exchange (version 3): Hail, its body in Haul frames, then the answer."""
+    rid, length = struct.unpack(">IQ", p[:12])
+    params = dict(pairs(p, 12))
+    body = b""
+    while len(body) < length:
+        kind, h = read_frame(sock, buf)
+        if kind != HAUL or struct.unpack(">I", h[:4])[0] != rid:
+            log("bad-haul", kind=kind)
+            return
+        body += h[5:]
+    path = params.get(b"PATH_INFO", b"").decode()
+    log("hail", request_id=rid, path=path, body=len(body),
+        params={k.decode(): v.decode("utf-8", "replace") for k, v in params.items()})
+    ready = frame(READY, struct.pack(">I", rid))
+    name = path.rsplit("/", 1)[-1]
+    if name == "empty":
+        sock.sendall(reply(rid, 204, 0, [(b"x-empty", b"yes")]) + ready)
+    elif name == "stream":
+        hs = [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+        sock.sendall(reply(rid, 200, 1, hs) + haul(rid, b"one ", False) + haul(rid, b"two ", False))
+        time.sleep(0.05)
+        sock.sendall(haul(rid, b"three", True) + ready)
+    elif name == "length":
+        sock.sendall(reply(rid, 200, 1, [(b"content-length", b"5")]) + haul(rid, b"hello", True) + ready)
+    elif name == "echo":
+        sock.sendall(reply(rid, 201, 1, [(b"content-type", b"application/octet-stream")]))
+        for i in range(0, len(body), 200000):
+            sock.sendall(haul(rid, body[i:i + 200000], False))
+        sock.sendall(haul(rid, b"", True) + ready)
+    elif name == "params":
+        sock.sendall(reply(rid, 200, 1, [(b"content-type", b"application/json")])
+                     + haul(rid, json.dumps({k.decode(): v.decode("utf-8", "replace") for k, v in params.items()}).encode(), True) + ready)
+    elif name == "file":
+        sock.sendall(reply(rid, 200, 2, [(b"content-type", b"text/plain")], os.path.abspath("www/file.txt").encode()) + ready)
+    elif name == "outside":
+        sock.sendall(reply(rid, 200, 2, [], b"/etc/passwd") + ready)
+    elif name == "slow":
+        time.sleep(3)
+        sock.sendall(reply(rid, 200, 0, []) + ready)
+    elif name == "desync":
+        sock.sendall(reply(rid + 1000, 200, 0, []) + ready)
+    else:
+        sock.sendall(reply(rid, 404, 1, []) + haul(rid, b"no such thing", True) + ready)
+
+
 def main():
     gate = opt("--nodock-if")
     if gate and os.path.exists(gate):
@@ -163,12 +250,16 @@ def main():
     log("listening", env={k: v for k, v in os.environ.items() if k.startswith("MS_")})
     while True:
         s, _ = srv.accept()
-        try:
-            serve(s)
-        except (OSError, ValueError) as e:
-            log("link-error", error=str(e))
-        finally:
-            s.close()
+        threading.Thread(target=link, args=(s,), daemon=True).start()
+
+
+def link(s):
+    try:
+        serve(s)
+    except (OSError, ValueError) as e:
+        log("link-error", error=str(e))
+    finally:
+        s.close()
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ fn both_docking_versions_carry_text_and_binary_and_boarding_has_what_the_bay_nee
     // A bay with subprotocols selects none the client offers unless it speaks it.
     let r = client(&["echo", &format!("ws://127.0.0.1:{port}/three"), "nope"]);
     assert_eq!(r.get("subprotocol"), Some(&Value::Null), "{r:?}");
-    // Not a WebSocket handshake: 426.
+    // Not a WebSocket handshake, to a version-1 bay: 426.
     let head = curl(&["-s", "-i", &format!("http://127.0.0.1:{port}/one")]);
     assert!(head.starts_with("HTTP/1.1 426"), "{head}");
     assert!(head.to_lowercase().contains("upgrade: websocket"), "{head}");
@@ -645,4 +645,123 @@ fn websocket_conformance_table() {
     for want in [1000, 1002, 1007, 1009] {
         assert!(codes.contains(&want), "{codes:?}");
     }
+}
+
+#[test]
+fn an_http_bay_answers_empty_streamed_sized_and_file_replies_over_reused_links() {
+    let d = Dir::new("bays-http");
+    let m = marker("bays-http");
+    let port = free_port();
+    std::fs::create_dir(d.join("www")).unwrap();
+    d.write("www/file.txt", "from a file\n");
+    let f = start(
+        &d,
+        port,
+        "response_timeout = \"1s\"",
+        &bay(&d, "h", 3, "", "", &m),
+        &["h"],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}/h/{p}");
+    let head = curl(&["-i", &url("empty")]);
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert!(head.to_lowercase().contains("x-empty: yes"), "{head}");
+    let r = curl(&["-i", &url("stream")]);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("transfer-encoding: chunked"), "{r}");
+    assert!(r.contains("set-cookie: a=1\r\nset-cookie: b=2\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\none two three"), "{r}");
+    let r = curl(&["-i", "--http1.0", &url("stream")]);
+    assert!(
+        r.ends_with("one two three") && r.contains("connection: close"),
+        "{r}"
+    );
+    let r = curl(&["-i", &url("length")]);
+    assert!(
+        r.contains("content-length: 5") && r.ends_with("hello"),
+        "{r}"
+    );
+    let r = curl(&["-i", &url("file")]);
+    assert!(
+        r.contains("content-length: 12") && r.ends_with("from a file\n"),
+        "{r}"
+    );
+    let r = curl(&["-i", &url("outside")]);
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    // A body in several Haul frames, and back.
+    let body: String = (0..300_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    d.write("body", &body);
+    let r = curl(&[
+        "--data-binary",
+        &format!("@{}", d.join("body").display()),
+        &url("echo"),
+    ]);
+    assert!(r == body, "echo of {} bytes: {} back", body.len(), r.len());
+    // CGI parameters.
+    let r = curl(&[
+        "-H",
+        "X-Thing: 1",
+        "-H",
+        "X-Thing: 2",
+        &format!("{}?q=1", url("params")),
+    ]);
+    let v = json::parse(r.as_bytes()).expect(&r);
+    assert_eq!(text(&v, "REQUEST_METHOD"), "GET");
+    assert_eq!(text(&v, "PATH_INFO"), "/h/params");
+    assert_eq!(text(&v, "QUERY_STRING"), "q=1");
+    assert_eq!(text(&v, "REMOTE_ADDR"), "127.0.0.1");
+    assert_eq!(text(&v, "HTTP_X_THING"), "1, 2");
+    assert_eq!(text(&v, "SERVER_PORT"), port.to_string());
+    // Ten requests on one keep-alive connection: the two links are reused.
+    let many: Vec<String> = (0..10).map(|_| url("length")).collect();
+    let mut args = vec!["-s"];
+    args.extend(many.iter().map(String::as_str));
+    assert_eq!(curl(&args), "hello".repeat(10));
+    let hails = events(&d, "h", "hail");
+    assert!(hails.len() >= 18, "{}", hails.len());
+    assert_eq!(
+        events(&d, "h", "moored").len(),
+        2,
+        "one docking link, one HTTP link"
+    );
+    // Six at once: a second link is opened (the bay said "threads": 2), no third; the
+    // requests past two wait for a free link.
+    let at_once: Vec<_> = (0..6)
+        .map(|_| {
+            let u = url("stream");
+            std::thread::spawn(move || curl(&[&u]))
+        })
+        .collect();
+    for t in at_once {
+        assert_eq!(t.join().unwrap(), "one two three");
+    }
+    assert_eq!(
+        events(&d, "h", "moored").len(),
+        3,
+        "one docking link, two HTTP links"
+    );
+    // No answer within response_timeout: 504, and the link is not reused.
+    let r = curl(&["-i", &url("slow")]);
+    assert!(r.starts_with("HTTP/1.1 504"), "{r}");
+    assert_eq!(curl(&[&url("length")]), "hello");
+    // A Reply for another request: a protocol error, the bay restarts.
+    let r = curl(&["-i", &url("desync")]);
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("restarting the bay")),
+        "{}",
+        f.stderr()
+    );
+    assert!(wait_for(secs(15), || curl(&[&url("length")]) == "hello"));
+}
+
+#[test]
+fn a_version_1_bay_answers_plain_http_with_426() {
+    let d = Dir::new("bays-426");
+    let m = marker("bays-426");
+    let port = free_port();
+    let _f = start(&d, port, "", &bay(&d, "b", 1, "", "", &m), &["b"]);
+    let head = curl(&["-s", "-i", &format!("http://127.0.0.1:{port}/b")]);
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
 }
