@@ -60,11 +60,27 @@ pub(super) enum HState {
         id: u32,
         done: bool,
     },
+    /// To be closed once its frames are handled (an exchange cut short).
+    Closing,
 }
 
 pub(super) struct HttpLink {
     pub(super) link: bays::Link,
     pub(super) state: HState,
+    /// While docking, or waiting for Ready: the link is closed if it does not come.
+    timer: Option<TimerId>,
+}
+
+/// How an answer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// Not yet.
+    No,
+    /// Whole, with the whole request sent: Ready comes next.
+    Whole,
+    /// Whole before the request body was all sent: the exchange is cut short (the bay
+    /// waits for a body that will not come), so the link is closed.
+    Early,
 }
 
 /// How an answer's body reaches the client.
@@ -93,8 +109,12 @@ pub(super) struct BayEx {
     minor: u8,
     /// The answer began (its head is out) with this framing.
     answer: Option<Framing>,
-    /// Since when it waits for a link.
+    /// Body bytes of the answer still due by its Content-Length.
+    due: Option<u64>,
+    /// Since when it waits for a link, then since when it is on one.
     since: Instant,
+    /// `Expect: 100-continue`: the interim answer goes out with the Hail.
+    expect: bool,
 }
 
 impl BayEx {
@@ -104,7 +124,7 @@ impl BayEx {
             return deadline(self.since, s.hold_timeout);
         }
         if self.answer.is_none() && self.body_left == 0 {
-            return deadline(activity, s.response_timeout);
+            return deadline(activity.max(self.since), s.response_timeout);
         }
         deadline(activity, s.body_timeout)
     }
@@ -160,7 +180,9 @@ fn params(req: &RequestHead, target: &str, script: &str, peer: &str) -> dock::Pa
             "content-type" => "CONTENT_TYPE".to_string(),
             // Hop by hop: mothership's business, not the app's.
             "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
-            | "proxy-connection" => continue,
+            | "proxy-connection" | "expect" => continue,
+            // `HTTP_PROXY` would be taken for the proxy setting (httpoxy).
+            "proxy" => continue,
             // `X_Foo` would arrive as `HTTP_X_FOO`, the twin of `X-Foo`: dropped.
             n if n.contains('_') => continue,
             n => format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
@@ -207,6 +229,11 @@ impl Edge {
         let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
         };
+        // Requests that stopped waiting (answered at their timeout, or gone) leave.
+        let conns = &self.conns;
+        bay.http_wait.retain(|cid| {
+            matches!(conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen && matches!(&c.phase, Phase::BayHttp(ex) if ex.link.is_none()))
+        });
         let waiting = bay.http_wait.len();
         if waiting >= self.settings.hold_queue {
             let keep = req.body == Body::None && req.keep_alive;
@@ -235,7 +262,9 @@ impl Edge {
             keep: req.keep_alive,
             minor: req.minor,
             answer: None,
+            due: None,
             since: self.now,
+            expect: req.expect_continue && content_length > 0,
         };
         c.cin.consume(req.head_len);
         c.phase = Phase::BayHttp(Box::new(ex));
@@ -298,6 +327,13 @@ impl Edge {
                 done: false,
             };
             ex.link = Some(n);
+            ex.since = self.now;
+            if ex.expect {
+                c.cout.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if own.as_ref().is_none_or(|(o, _)| *o != cid) {
+                    self.ws_wake.push(cid);
+                }
+            }
             self.links_due.push(slot(b, n));
             if own.as_ref().is_none_or(|(o, _)| *o != cid) {
                 self.pending.push(cid);
@@ -344,6 +380,10 @@ impl Edge {
                         eof: false,
                     },
                     state: HState::Docking,
+                    timer: Some(self.timers.insert(
+                        deadline(self.now, self.settings.connect_timeout),
+                        TimerKey::BayLink(slot(b, n)),
+                    )),
                 };
                 if n == bay.http.len() {
                     bay.http.push(Some(l));
@@ -462,6 +502,9 @@ impl Edge {
             return;
         };
         log::debug!("{}: HTTP link {n} closed: {why}", bay.name);
+        if let Some(t) = l.timer.take() {
+            self.timers.cancel(t);
+        }
         let _ = registry.deregister(&mut l.link.stream);
         for buf in [&mut l.link.lin, &mut l.link.lout] {
             buf.clear();
@@ -471,23 +514,43 @@ impl Edge {
             cid, done: false, ..
         } = l.state
         {
-            let Some(Some(mut c)) = self.conns.get_mut(cid.slot).map(Option::take) else {
-                return;
-            };
-            if c.gen == cid.gen {
-                if let Phase::BayHttp(ex) = &c.phase {
-                    if ex.answer.is_some() {
-                        c.dead = true;
-                    } else {
-                        c.phase = Phase::CLOSING;
-                        c.cin.clear();
-                        self.finish(&mut c, 502);
-                        respond(&mut c, 502, "bad gateway", true);
+            if let Some(Some(mut c)) = self.conns.get_mut(cid.slot).map(Option::take) {
+                if c.gen == cid.gen {
+                    if let Phase::BayHttp(ex) = &c.phase {
+                        if ex.answer.is_some() {
+                            c.dead = true;
+                        } else {
+                            c.phase = Phase::CLOSING;
+                            c.cin.clear();
+                            self.finish(&mut c, 502);
+                            respond(&mut c, 502, "bad gateway", true);
+                        }
                     }
+                    self.ws_wake.push(cid);
                 }
-                self.ws_wake.push(cid);
+                self.conns[cid.slot] = Some(c);
             }
-            self.conns[cid.slot] = Some(c);
+        }
+        // Requests still waiting get a link again.
+        self.http_reopen(b, registry);
+    }
+
+    /// Opens a link for the requests waiting for one, if the bay takes more.
+    pub(super) fn http_reopen(&mut self, b: usize, registry: &Registry) {
+        let Some(Some(bay)) = self.bays.get_mut(b) else {
+            return;
+        };
+        let conns = &self.conns;
+        bay.http_wait.retain(|cid| {
+            matches!(conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen && matches!(&c.phase, Phase::BayHttp(ex) if ex.link.is_none()))
+        });
+        let idle = bay
+            .http
+            .iter()
+            .flatten()
+            .any(|l| matches!(l.state, HState::Idle | HState::Docking));
+        if !bay.http_wait.is_empty() && !idle {
+            self.open_http_link(b, registry);
         }
     }
 
@@ -578,12 +641,19 @@ impl Edge {
                 // Closed while its frames were handled.
                 break;
             };
-            let l = &mut hl.link;
-            l.lin = lin;
+            hl.link.lin = lin;
             if let Some(e) = err {
                 failed = Some((e, true));
                 break;
             }
+            if hl.state == HState::Closing {
+                failed = Some((
+                    "its answer ended before the request body was sent".into(),
+                    false,
+                ));
+                break;
+            }
+            let l = &mut hl.link;
             if l.writable && !l.lout.is_empty() {
                 let mut dead = false;
                 progress |= write_from(
@@ -596,6 +666,12 @@ impl Edge {
                 if dead {
                     failed = Some(("write failed".into(), false));
                     break;
+                }
+                // Room again: a client held back with its request body goes on.
+                if let HState::Busy { cid, .. } = hl.state {
+                    if l.lout.len() < LINK_HIGH / 2 {
+                        self.pending.push(cid);
+                    }
                 }
             }
             if l.eof {
@@ -643,6 +719,9 @@ impl Edge {
                 dock::encode_moored(d.version.min(VERSION), &bay.config, &mut f);
                 hl.link.lout.extend_from_slice(&f);
                 hl.state = HState::Idle;
+                if let Some(t) = hl.timer.take() {
+                    self.timers.cancel(t);
+                }
                 self.links_due.push(slot(b, n));
                 self.http_next(b, None);
                 Ok(())
@@ -684,6 +763,9 @@ impl Edge {
                     return Err(format!("Ready for request {r} after request {id}"));
                 }
                 hl.state = HState::Idle;
+                if let Some(t) = hl.timer.take() {
+                    self.timers.cancel(t);
+                }
                 self.http_next(b, None);
                 Ok(())
             }
@@ -696,41 +778,68 @@ impl Edge {
                     HState::Docking => "waiting for Dock",
                     HState::Idle => "idle",
                     HState::Busy { .. } => "carrying a request",
+                    HState::Closing => "closing",
                 }
             )),
         }
     }
 
-    /// The answer on link `n` is complete (when `ended`): the link waits for Ready.
-    fn http_answer_ended(&mut self, b: usize, n: usize, ended: bool) {
-        if !ended {
+    /// The answer on link `n` ended: the link waits for Ready (within
+    /// `response_timeout`), or is closed if the request body was not all sent.
+    fn http_answer_ended(&mut self, b: usize, n: usize, ended: Ended) {
+        let at = deadline(self.now, self.settings.response_timeout);
+        let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
-        }
-        if let Some(Some(bay)) = self.bays.get_mut(b) {
-            if let Some(Some(hl)) = bay.http.get_mut(n) {
-                if let HState::Busy { cid, id, .. } = hl.state {
-                    hl.state = HState::Busy {
-                        cid,
-                        id,
-                        done: true,
-                    };
+        };
+        let Some(Some(hl)) = bay.http.get_mut(n) else {
+            return;
+        };
+        match (ended, hl.state) {
+            (Ended::Whole, HState::Busy { cid, id, .. }) => {
+                hl.state = HState::Busy {
+                    cid,
+                    id,
+                    done: true,
+                };
+                if let Some(t) = hl.timer.take() {
+                    self.timers.cancel(t);
                 }
+                hl.timer = Some(self.timers.insert(at, TimerKey::BayLink(slot(b, n))));
             }
+            (Ended::Early, _) => hl.state = HState::Closing,
+            _ => {}
         }
     }
 
+    /// A link's timer: no Dock, or no Ready, in time; the link is closed.
+    pub(super) fn http_link_timer(&mut self, b: usize, n: usize, registry: &Registry) {
+        let Some(Some(bay)) = self.bays.get_mut(b) else {
+            return;
+        };
+        let Some(Some(hl)) = bay.http.get_mut(n) else {
+            return;
+        };
+        hl.timer = None;
+        let why = match hl.state {
+            HState::Docking => "no Dock in time",
+            HState::Busy { done: true, .. } => "no Ready in time",
+            _ => return,
+        };
+        self.close_http_link(b, n, why, registry);
+    }
+
     /// A Reply: the answer's head goes to the client; true when the answer is whole.
-    fn http_reply(&mut self, b: usize, cid: ConnId, r: dock::Reply) -> Result<bool, String> {
+    fn http_reply(&mut self, b: usize, cid: ConnId, r: dock::Reply) -> Result<Ended, String> {
         let cwd = match self.bays.get(b) {
             Some(Some(bay)) => bay.cwd.clone(),
-            _ => return Ok(true),
+            _ => return Ok(Ended::Early),
         };
         let Some(Some(mut c)) = self.conns.get_mut(cid.slot).map(Option::take) else {
-            return Ok(true);
+            return Ok(Ended::Early);
         };
         if c.gen != cid.gen {
             self.conns[cid.slot] = Some(c);
-            return Ok(true);
+            return Ok(Ended::Early);
         }
         let out = self.http_reply_to(&mut c, &cwd, r);
         self.ws_wake.push(cid);
@@ -738,9 +847,9 @@ impl Edge {
         out
     }
 
-    fn http_reply_to(&mut self, c: &mut Conn, cwd: &Path, r: dock::Reply) -> Result<bool, String> {
+    fn http_reply_to(&mut self, c: &mut Conn, cwd: &Path, r: dock::Reply) -> Result<Ended, String> {
         let Phase::BayHttp(ex) = &mut c.phase else {
-            return Ok(true);
+            return Ok(Ended::Early);
         };
         if ex.answer.is_some() {
             return Err("a second Reply".into());
@@ -749,6 +858,11 @@ impl Edge {
             return Err(format!("Reply with status {}", r.status));
         }
         let (head_only, minor) = (ex.head_only, ex.minor);
+        let early = if ex.body_left == 0 {
+            Ended::Whole
+        } else {
+            Ended::Early
+        };
         let mut keep = ex.keep && ex.body_left == 0;
         let mut extra = Vec::new();
         let mut length: Option<u64> = None;
@@ -757,9 +871,14 @@ impl Edge {
             match lower.as_slice() {
                 b"connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" => continue,
                 b"content-length" => {
-                    length = std::str::from_utf8(value)
+                    let n = std::str::from_utf8(value)
                         .ok()
-                        .and_then(|v| v.trim().parse().ok());
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .ok_or("Reply with an invalid Content-Length")?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err("Reply with two Content-Lengths".into());
+                    }
+                    length = Some(n);
                     continue;
                 }
                 _ => {}
@@ -779,7 +898,13 @@ impl Edge {
             }
             dock::ReplyBody::File(path) => {
                 let path = PathBuf::from(std::ffi::OsStr::from_bytes(&path));
-                let rel = path.strip_prefix(cwd).unwrap_or(&path);
+                // Relative to the folder as written, or as resolved (a symlinked release
+                // folder gives the app the resolved one).
+                let real = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+                let rel = path
+                    .strip_prefix(cwd)
+                    .or_else(|_| path.strip_prefix(&real))
+                    .unwrap_or(&path);
                 let req_method = if head_only { "HEAD" } else { "GET" };
                 match static_files::open_confined(cwd, rel) {
                     Ok((file, len)) => {
@@ -804,7 +929,7 @@ impl Edge {
                         respond(c, 502, "bad gateway", !keep);
                     }
                 }
-                return Ok(true);
+                return Ok(early);
             }
             dock::ReplyBody::None | dock::ReplyBody::Stream => {}
         }
@@ -826,6 +951,12 @@ impl Edge {
                     head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
                 }
             }
+            // HEAD: the length of what GET would answer, when the bay says it.
+            (Framing::Raw, false) if head_only => {
+                if let Some(n) = length {
+                    head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                }
+            }
             (Framing::Raw, false) if r.status != 204 && r.status != 304 => {
                 head.extend_from_slice(b"content-length: 0\r\n");
             }
@@ -833,6 +964,8 @@ impl Edge {
         }
         if !keep {
             head.extend_from_slice(b"connection: close\r\n");
+        } else if minor == 0 {
+            head.extend_from_slice(b"connection: keep-alive\r\n");
         }
         head.extend_from_slice(b"\r\n");
         c.cout.extend_from_slice(&head);
@@ -840,37 +973,47 @@ impl Edge {
             st.status = r.status;
         }
         let Phase::BayHttp(ex) = &mut c.phase else {
-            return Ok(true);
+            return Ok(early);
         };
         ex.keep = keep;
         ex.answer = Some(framing);
+        ex.due = length.filter(|_| streamed && !no_body);
         if streamed && !no_body {
-            return Ok(false);
+            return Ok(Ended::No);
         }
         if streamed {
             // HEAD, 204, 304: whatever body the bay streams is dropped.
             ex.head_only = true;
-            return Ok(false);
+            return Ok(Ended::No);
         }
         self.http_done(c);
-        Ok(true)
+        Ok(early)
     }
 
     /// A Haul of the answer: its data to the client; true when it was the last.
-    fn http_body(&mut self, cid: ConnId, h: &dock::Haul<'_>) -> Result<bool, String> {
+    fn http_body(&mut self, cid: ConnId, h: &dock::Haul<'_>) -> Result<Ended, String> {
+        let end = if h.last { Ended::Whole } else { Ended::No };
         let Some(Some(c)) = self.conns.get_mut(cid.slot) else {
-            return Ok(h.last);
+            return Ok(end);
         };
         if c.gen != cid.gen {
-            return Ok(h.last);
+            return Ok(end);
         }
         let Phase::BayHttp(ex) = &mut c.phase else {
-            return Ok(h.last);
+            return Ok(end);
         };
         let Some(framing) = ex.answer else {
             return Err("Haul before the Reply".into());
         };
+        if let Some(due) = &mut ex.due {
+            let n = h.data.len() as u64;
+            if n > *due || (h.last && n < *due) {
+                return Err("an answer body that is not its Content-Length".into());
+            }
+            *due -= n;
+        }
         let skip = ex.head_only;
+        let whole = ex.body_left == 0;
         if !h.data.is_empty() && !skip {
             match framing {
                 Framing::Chunked => {
@@ -896,7 +1039,11 @@ impl Edge {
             self.conns[cid.slot] = c;
         }
         self.ws_wake.push(cid);
-        Ok(h.last)
+        Ok(match (h.last, whole) {
+            (false, _) => Ended::No,
+            (true, true) => Ended::Whole,
+            (true, false) => Ended::Early,
+        })
     }
 
     /// The client's answer is whole: the request is accounted and the connection goes

@@ -230,8 +230,11 @@ impl Edge {
         registry: &Registry,
     ) {
         let keep = req.body == Body::None && req.keep_alive;
-        let upgrade = req.headers.iter().any(|h| h.is("upgrade"));
-        if !upgrade {
+        // A WebSocket handshake is boarded; anything else (a stray or other Upgrade
+        // included, which a server may ignore) is plain HTTP.
+        let websocket = http::has_token(&req.headers, "upgrade", "websocket")
+            && http::has_token(&req.headers, "connection", "upgrade");
+        if !websocket {
             // Plain HTTP: for a bay that docked with version 3; waits while it docks.
             let version = match self.bays.get(target.index()) {
                 Some(Some(b)) if b.state == LinkState::Moored => Some(b.version),
@@ -1063,6 +1066,11 @@ impl Edge {
     /// A bay timer fired: connect again, end the settle, or give up on resuming.
     pub(super) fn bay_timer(&mut self, key: TimerKey, registry: &Registry, fleet: &FleetView) {
         match key {
+            TimerKey::BayLink(k) if bay_http::unslot(k).1.is_some() => {
+                if let (b, Some(n)) = bay_http::unslot(k) {
+                    self.http_link_timer(b, n, registry);
+                }
+            }
             TimerKey::BayLink(b) => {
                 let Some(Some(bay)) = self.bays.get_mut(b) else {
                     return;
@@ -1073,7 +1081,10 @@ impl Edge {
                         bay.state = LinkState::Down;
                         self.connect_bay(b, registry);
                     }
-                    LinkState::Settling => self.moored(b),
+                    LinkState::Settling => {
+                        self.moored(b);
+                        self.http_reopen(b, registry);
+                    }
                     _ => {}
                 }
             }

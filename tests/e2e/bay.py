@@ -2,7 +2,7 @@
 """A bay for the end-to-end tests: speaks the docking protocol (version 1 or 3) on
 $MS_SOCKET_PATH and echoes what its clients send, with commands to exercise mothership.
 
-usage: bay.py --proto 1|3 --log FILE [--broadcast] [--quiet] [--nodock-if FILE]
+usage: bay.py --proto 1|3 --log FILE [--broadcast] [--quiet] [--threads N] [--nodock-if FILE]
 
 Every event is one JSON line in FILE. Boarding gets a text "hi <conn_id>" to that client.
 Text messages that are commands (the rest is echoed with its kind):
@@ -17,8 +17,10 @@ Text messages that are commands (the rest is echoed with its kind):
   pause SECS       stop reading the link for SECS
 Version 3 docks with "threads": 2 and answers HTTP (Hail) by the last part of PATH_INFO:
   empty (204), stream (three Haul chunks), length (Content-Length 5), echo (the body back),
-  params (the CGI params as JSON), file (www/file.txt in its folder), outside (/etc/passwd),
-  slow (3 s), desync (a Reply for another request id); anything else 404.
+  params (the CGI params as JSON), file (www/file.txt in its folder), fileat (the file the
+  query names, as given), outside (/etc/passwd),
+  slow (3 s), desync (a Reply for another request id), early (413 before the body is read),
+  liar (Content-Length 5 and 10 bytes); anything else 404.
 With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
 """
 import json
@@ -88,7 +90,7 @@ def serve(sock):
     dock = {"version": PROTO, "ship": os.environ.get("MS_SHIP", "")}
     if PROTO >= 3:
         dock["pid"] = os.getpid()
-        dock["threads"] = 2
+        dock["threads"] = int(opt("--threads", "2"))
     if "--broadcast" in sys.argv:
         dock["broadcast"] = True
     sock.sendall(frame(DOCK, json.dumps(dock).encode()))
@@ -191,14 +193,21 @@ def http(sock, buf, p):
     """One HTTP exchange (version 3): Hail, its body in Haul frames, then the answer."""
     rid, length = struct.unpack(">IQ", p[:12])
     params = dict(pairs(p, 12))
+    path = params.get(b"PATH_INFO", b"").decode()
+    if path.endswith("/early"):
+        # Answers before reading the body, then waits for it (as upstream's apps do).
+        sock.sendall(reply(rid, 413, 0, []))
     body = b""
-    while len(body) < length:
+    last = length == 0
+    while not last:
         kind, h = read_frame(sock, buf)
         if kind != HAUL or struct.unpack(">I", h[:4])[0] != rid:
             log("bad-haul", kind=kind)
             return
         body += h[5:]
-    path = params.get(b"PATH_INFO", b"").decode()
+        last = h[4] == 1
+    if len(body) != length:
+        log("bad-body", got=len(body), want=length)
     log("hail", request_id=rid, path=path, body=len(body),
         params={k.decode(): v.decode("utf-8", "replace") for k, v in params.items()})
     ready = frame(READY, struct.pack(">I", rid))
@@ -222,11 +231,17 @@ def http(sock, buf, p):
                      + haul(rid, json.dumps({k.decode(): v.decode("utf-8", "replace") for k, v in params.items()}).encode(), True) + ready)
     elif name == "file":
         sock.sendall(reply(rid, 200, 2, [(b"content-type", b"text/plain")], os.path.abspath("www/file.txt").encode()) + ready)
+    elif name == "fileat":
+        sock.sendall(reply(rid, 200, 2, [], params.get(b"QUERY_STRING", b"")) + ready)
     elif name == "outside":
         sock.sendall(reply(rid, 200, 2, [], b"/etc/passwd") + ready)
     elif name == "slow":
         time.sleep(3)
         sock.sendall(reply(rid, 200, 0, []) + ready)
+    elif name == "early":
+        sock.sendall(ready)
+    elif name == "liar":
+        sock.sendall(reply(rid, 200, 1, [(b"content-length", b"5")]) + haul(rid, b"0123456789", True) + ready)
     elif name == "desync":
         sock.sendall(reply(rid + 1000, 200, 0, []) + ready)
     else:

@@ -687,6 +687,22 @@ fn an_http_bay_answers_empty_streamed_sized_and_file_replies_over_reused_links()
     );
     let r = curl(&["-i", &url("outside")]);
     assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    // File replies stay beneath the bay's folder, symlinks included.
+    std::os::unix::fs::symlink("/etc/passwd", d.join("www/out")).unwrap();
+    std::os::unix::fs::symlink("file.txt", d.join("www/in")).unwrap();
+    for (path, ok) in [
+        ("www/file.txt", true),
+        ("www/in", true),
+        ("www/out", false),
+        ("www/../../x", false),
+        ("www", false),
+        ("www/missing", false),
+    ] {
+        let r = curl(&["-i", &format!("{}?{path}", url("fileat"))]);
+        let want = if ok { "HTTP/1.1 200" } else { "HTTP/1.1 502" };
+        assert!(r.starts_with(want), "{path}: {r}");
+        assert!(!r.contains("root:"), "{path}: {r}");
+    }
     // A body in several Haul frames, and back.
     let body: String = (0..300_000)
         .map(|i| (b'a' + (i % 26) as u8) as char)
@@ -719,7 +735,7 @@ fn an_http_bay_answers_empty_streamed_sized_and_file_replies_over_reused_links()
     args.extend(many.iter().map(String::as_str));
     assert_eq!(curl(&args), "hello".repeat(10));
     let hails = events(&d, "h", "hail");
-    assert!(hails.len() >= 18, "{}", hails.len());
+    assert_eq!(hails.len(), 24);
     assert_eq!(
         events(&d, "h", "moored").len(),
         2,
@@ -754,6 +770,89 @@ fn an_http_bay_answers_empty_streamed_sized_and_file_replies_over_reused_links()
         f.stderr()
     );
     assert!(wait_for(secs(15), || curl(&[&url("length")]) == "hello"));
+}
+
+#[test]
+fn an_http_bay_with_one_link_recovers_from_timeouts_early_answers_and_big_uploads() {
+    let d = Dir::new("bays-http1");
+    let m = marker("bays-http1");
+    let port = free_port();
+    let f = start(
+        &d,
+        port,
+        "response_timeout = \"1s\"",
+        &bay(&d, "h", 3, ", \"--threads\", \"1\"", "", &m),
+        &["h"],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}/h/{p}");
+    // The only link times out (504, closed) while another request waits for it: the
+    // waiting one is served on a new link.
+    let slow = {
+        let u = url("slow");
+        std::thread::spawn(move || curl(&["-i", &u]))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(curl(&[&url("length")]), "hello");
+    assert!(slow.join().unwrap().starts_with("HTTP/1.1 504"));
+    assert_eq!(curl(&[&url("length")]), "hello");
+    // An answer before the request body was sent: passed on, the link is not reused.
+    let big = "z".repeat(3 << 20);
+    d.write("big", &big);
+    let body = format!("@{}", d.join("big").display());
+    let r = curl(&["-i", "--data-binary", &body, &url("early")]);
+    assert!(r.contains("HTTP/1.1 413"), "{r}");
+    assert_eq!(curl(&[&url("length")]), "hello");
+    // A body larger than the link's bound, with Expect: 100-continue.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-v",
+            "--max-time",
+            "30",
+            "--data-binary",
+            &body,
+            &url("echo"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), big.len());
+    assert!(out.stdout == big.as_bytes());
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(verbose.contains("HTTP/1.1 100 Continue"), "{verbose}");
+    assert!(events(&d, "h", "bad-body").is_empty());
+    // HEAD gets the length GET would; HTTP/1.0 keep-alive is kept and said so.
+    let r = curl(&["-I", &url("length")]);
+    assert!(r.contains("content-length: 5"), "{r}");
+    let r = curl(&[
+        "-i",
+        "--http1.0",
+        "-H",
+        "Connection: keep-alive",
+        "-w",
+        "%{num_connects}",
+        &url("length"),
+        &url("length"),
+    ]);
+    assert!(r.contains("connection: keep-alive"), "{r}");
+    assert!(r.ends_with("hello0"), "one connection for both: {r}");
+    // An Upgrade that is not WebSocket is plain HTTP.
+    let r = curl(&[
+        "-i",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: h2c",
+        &url("length"),
+    ]);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // A body longer than the bay's Content-Length: never passed on; the bay restarts.
+    let r = curl(&[&url("liar")]);
+    assert!(!r.contains("56789"), "{r}");
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("not its Content-Length")),
+        "{}",
+        f.stderr()
+    );
 }
 
 #[test]
