@@ -839,6 +839,7 @@ impl Parser<'_> {
         let (mut config, mut critical, mut oneshot, mut tags) =
             (Vec::new(), None, is_prelaunch, Vec::new());
         let (mut subprotocols, mut bay_ready_timeout, mut restart_span) = (Vec::new(), None, None);
+        let mut websocket_app = false;
         if !is_prelaunch {
             if !is_bay {
                 if let Some(b) = t.string(self.d, "bind") {
@@ -850,6 +851,16 @@ impl Parser<'_> {
                 oneshot = t.bool(self.d, "oneshot").unwrap_or(false);
             } else {
                 config = self.expanded_map(&mut t, "config");
+                if let Some(w) = t.string(self.d, "websocket") {
+                    match w.value.as_str() {
+                        "board" => {}
+                        "app" => websocket_app = true,
+                        other => self.d.error(
+                            w.span.clone(),
+                            format!("`websocket` must be \"board\" (mothership terminates WebSocket and boards the clients) or \"app\" (the handshake goes to the bay as HTTP and the app takes the connection over), found {other:?}"),
+                        ),
+                    }
+                }
                 subprotocols = t
                     .string_list(self.d, "subprotocols")
                     .into_iter()
@@ -995,6 +1006,7 @@ impl Parser<'_> {
             env,
             config: merged_config,
             subprotocols,
+            websocket_app,
             cwd: own
                 .cwd
                 .or_else(|| base.cwd.clone())

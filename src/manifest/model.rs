@@ -179,6 +179,9 @@ pub struct Program {
     /// Bays only: the WebSocket subprotocols it speaks, in order of preference (empty:
     /// the first one a client offers is selected).
     pub subprotocols: Vec<String>,
+    /// Bays only (`websocket = "app"`): WebSocket handshakes go to the bay as HTTP
+    /// exchanges (version 3), which it takes over with a Tunnel reply.
+    pub websocket_app: bool,
     pub cwd: PathBuf,
     pub bind: Option<BindAddr>,
     /// `healthcheck` and its policy (ships).

@@ -16,8 +16,9 @@
 //! Requests wait for a free link in order, as requests to a ship wait for a `maxconn`
 //! slot (up to `hold_timeout`, at most `hold_queue`). A chunked request body is refused
 //! with 411: Hail carries the body's length first. A Tunnel reply (an upgrade the app
-//! takes over) is refused as a protocol error: upgrades to bays are WebSocket, which
-//! mothership terminates itself.
+//! takes over) is taken for the WebSocket handshakes of a bay with `websocket = "app"`:
+//! the 101 goes to the client, then raw bytes pass both ways in Haul frames, and the
+//! link is closed with the connection; to any other request it is a protocol error.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,8 @@ enum Framing {
     Chunked,
     /// Until the connection closes (an HTTP/1.0 client).
     Close,
+    /// An upgraded connection the app took over: raw bytes both ways.
+    Tunnel,
 }
 
 /// A client's request to an HTTP bay.
@@ -115,6 +118,13 @@ pub(super) struct BayEx {
     since: Instant,
     /// `Expect: 100-continue`: the interim answer goes out with the Hail.
     expect: bool,
+    /// A WebSocket handshake for a bay with `websocket = "app"`: it may be tunnelled.
+    upgrade: bool,
+    /// Tunnel: the client's end went to the bay (last Haul), the bay's end came.
+    client_fin: bool,
+    bay_fin: bool,
+    /// Tunnel: the bay's end was passed on to the client.
+    shut: bool,
 }
 
 impl BayEx {
@@ -125,6 +135,9 @@ impl BayEx {
         }
         if self.answer.is_none() && self.body_left == 0 {
             return deadline(activity.max(self.since), s.response_timeout);
+        }
+        if self.answer == Some(Framing::Tunnel) {
+            return deadline(activity, s.tunnel_timeout);
         }
         deadline(activity, s.body_timeout)
     }
@@ -140,7 +153,7 @@ fn is_token(name: &[u8]) -> bool {
 
 /// CGI meta-variables of a request (RFC 3875 section 4.1), headers as `HTTP_<NAME>`;
 /// `target`: path and query as the bay sees them, `script`: the prefix stripped.
-fn params(req: &RequestHead, target: &str, script: &str, peer: &str) -> dock::Pairs {
+fn params(req: &RequestHead, target: &str, script: &str, peer: &str, upgrade: bool) -> dock::Pairs {
     let mut p: dock::Pairs = Vec::with_capacity(req.headers.len() + 12);
     let put = |p: &mut dock::Pairs, k: &str, v: &[u8]| p.push((k.as_bytes().to_vec(), v.to_vec()));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -179,6 +192,9 @@ fn params(req: &RequestHead, target: &str, script: &str, peer: &str) -> dock::Pa
             "content-length" => "CONTENT_LENGTH".to_string(),
             "content-type" => "CONTENT_TYPE".to_string(),
             // Hop by hop: mothership's business, not the app's.
+            // (Except on an upgrade the app may take over, which it must see.)
+            "connection" if upgrade => "HTTP_CONNECTION".to_string(),
+            "upgrade" if upgrade => "HTTP_UPGRADE".to_string(),
             "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade"
             | "proxy-connection" | "expect" => continue,
             // `HTTP_PROXY` would be taken for the proxy setting (httpoxy).
@@ -209,6 +225,7 @@ impl Edge {
         req: RequestHead,
         target: ProgramId,
         strip: Option<&str>,
+        upgrade: bool,
         registry: &Registry,
     ) {
         let content_length = match req.body {
@@ -255,7 +272,7 @@ impl Edge {
             bay: target,
             link: None,
             id: rid,
-            params: Some(params(&req, &path, script, &c.peer)),
+            params: Some(params(&req, &path, script, &c.peer, upgrade)),
             content_length,
             body_left: content_length,
             head_only: req.method == "HEAD",
@@ -265,6 +282,10 @@ impl Edge {
             due: None,
             since: self.now,
             expect: req.expect_continue && content_length > 0,
+            upgrade,
+            client_fin: false,
+            bay_fin: false,
+            shut: false,
         };
         c.cin.consume(req.head_len);
         c.phase = Phase::BayHttp(Box::new(ex));
@@ -425,11 +446,52 @@ impl Edge {
                     }
                     progress = true;
                 }
+                if ex.answer == Some(Framing::Tunnel) {
+                    // Raw bytes of the taken-over connection, and its end once.
+                    while !c.cin.is_empty() && l.link.lout.len() < LINK_HIGH {
+                        let take = c.cin.len().min(dock::MAX_HAUL);
+                        let mut f = Vec::with_capacity(take + 16);
+                        let h = dock::Haul {
+                            request_id: ex.id,
+                            last: false,
+                            data: &c.cin[..take],
+                        };
+                        dock::encode_haul(&h, &mut f);
+                        l.link.lout.extend_from_slice(&f);
+                        c.cin.consume(take);
+                        progress = true;
+                    }
+                    if c.c_eof && c.cin.is_empty() && !ex.client_fin {
+                        let mut f = Vec::new();
+                        let h = dock::Haul {
+                            request_id: ex.id,
+                            last: true,
+                            data: &[],
+                        };
+                        dock::encode_haul(&h, &mut f);
+                        l.link.lout.extend_from_slice(&f);
+                        ex.client_fin = true;
+                        progress = true;
+                    }
+                }
                 // A client that drained its answer lets the link read on.
                 if progress || c.cout.len() < CLIENT_HIGH {
                     self.links_due.push(slot(b, n));
                 }
             }
+        }
+        if ex.answer == Some(Framing::Tunnel) {
+            if ex.bay_fin && c.cout.is_empty() && !ex.shut {
+                // The app's end, passed on once.
+                c.client.shutdown_write();
+                ex.shut = true;
+                progress = true;
+            }
+            if ex.shut && ex.client_fin {
+                c.dead = true;
+            }
+            c.phase = Phase::BayHttp(ex);
+            return progress;
         }
         if c.c_eof && ex.body_left > 0 && c.cin.is_empty() {
             log::debug!("{}: client left in the middle of its request body", c.peer);
@@ -854,7 +916,7 @@ impl Edge {
         if ex.answer.is_some() {
             return Err("a second Reply".into());
         }
-        if r.status < 200 {
+        if r.status < 200 && r.body != dock::ReplyBody::Tunnel {
             return Err(format!("Reply with status {}", r.status));
         }
         let (head_only, minor) = (ex.head_only, ex.minor);
@@ -893,8 +955,37 @@ impl Edge {
         }
         let no_body = head_only || r.status == 204 || r.status == 304;
         match r.body {
+            dock::ReplyBody::Tunnel if !ex.upgrade || r.status != 101 => {
+                return Err(
+                    "Tunnel reply to a request that was not an upgrade, or not a 101".into(),
+                )
+            }
             dock::ReplyBody::Tunnel => {
-                return Err("Tunnel reply to a request that was not an upgrade".into())
+                // The app takes the connection over: its 101 with its headers (the
+                // hop-by-hop ones it must give are passed), then raw bytes both ways.
+                let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+                for (name, value) in &r.headers {
+                    let lower = name.to_ascii_lowercase();
+                    if lower == b"content-length" || lower == b"transfer-encoding" {
+                        continue;
+                    }
+                    if !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+                    {
+                        return Err("Reply with a header that is not valid HTTP".into());
+                    }
+                    head.extend_from_slice(name);
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(value);
+                    head.extend_from_slice(b"\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                c.cout.extend_from_slice(&head);
+                self.finish(c, 101);
+                if let Phase::BayHttp(ex) = &mut c.phase {
+                    ex.answer = Some(Framing::Tunnel);
+                    ex.keep = false;
+                }
+                return Ok(Ended::No);
             }
             dock::ReplyBody::File(path) => {
                 let path = PathBuf::from(std::ffi::OsStr::from_bytes(&path));
@@ -1012,6 +1103,14 @@ impl Edge {
             }
             *due -= n;
         }
+        if framing == Framing::Tunnel {
+            c.cout.extend_from_slice(h.data);
+            if h.last {
+                ex.bay_fin = true;
+            }
+            self.ws_wake.push(cid);
+            return Ok(Ended::No);
+        }
         let skip = ex.head_only;
         let whole = ex.body_left == 0;
         if !h.data.is_empty() && !skip {
@@ -1022,7 +1121,7 @@ impl Edge {
                     c.cout.extend_from_slice(h.data);
                     c.cout.extend_from_slice(b"\r\n");
                 }
-                Framing::Raw | Framing::Close => c.cout.extend_from_slice(h.data),
+                Framing::Raw | Framing::Close | Framing::Tunnel => c.cout.extend_from_slice(h.data),
             }
             if let Some(st) = &mut c.stat {
                 st.bytes_out += h.data.len() as u64;

@@ -108,6 +108,8 @@ pub(super) struct Bay {
     pub(super) http_wait: std::collections::VecDeque<ConnId>,
     /// Its working folder: file replies are served from beneath it.
     pub(super) cwd: PathBuf,
+    /// `websocket = "app"`: handshakes are HTTP exchanges the app takes over.
+    pub(super) websocket_app: bool,
 }
 
 /// A WebSocket client of a bay.
@@ -172,6 +174,7 @@ pub(super) fn bays_of(m: &Manifest, socket_dir: &Path) -> Vec<Option<Bay>> {
                 next_request: 1,
                 http_wait: std::collections::VecDeque::new(),
                 cwd: p.cwd.clone(),
+                websocket_app: p.websocket_app,
             })
         })
         .collect()
@@ -234,7 +237,8 @@ impl Edge {
         // included, which a server may ignore) is plain HTTP.
         let websocket = http::has_token(&req.headers, "upgrade", "websocket")
             && http::has_token(&req.headers, "connection", "upgrade");
-        if !websocket {
+        let to_app = matches!(self.bays.get(target.index()), Some(Some(b)) if b.websocket_app);
+        if !websocket || to_app {
             // Plain HTTP: for a bay that docked with version 3; waits while it docks.
             let version = match self.bays.get(target.index()) {
                 Some(Some(b)) if b.state == LinkState::Moored => Some(b.version),
@@ -242,7 +246,7 @@ impl Edge {
             };
             match version {
                 Some(v) if v >= 3 && !self.draining => {
-                    self.http_to_bay(c, id, req, target, strip, registry);
+                    self.http_to_bay(c, id, req, target, strip, websocket, registry);
                 }
                 Some(v) if v >= 3 => self.refuse(c, &req, 503, "landing", true),
                 Some(_) => {

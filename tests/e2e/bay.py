@@ -20,9 +20,12 @@ Version 3 docks with "threads": 2 and answers HTTP (Hail) by the last part of PA
   params (the CGI params as JSON), file (www/file.txt in its folder), fileat (the file the
   query names, as given), outside (/etc/passwd),
   slow (3 s), desync (a Reply for another request id), early (413 before the body is read),
-  liar (Content-Length 5 and 10 bytes); anything else 404.
+  liar (Content-Length 5 and 10 bytes); anything else 404. A WebSocket handshake (Hail with
+  HTTP_UPGRADE) is taken over: a Tunnel reply, then the bytes sent back upper-cased.
 With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
 """
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -112,7 +115,8 @@ def serve(sock):
             log("link-closed")
             return
         if kind == HAIL:
-            http(sock, buf, p)
+            if http(sock, buf, p) == "closed":
+                return
         elif kind == BOARDING:
             b = json.loads(p)
             clients.add(b["conn_id"])
@@ -212,6 +216,22 @@ def http(sock, buf, p):
         params={k.decode(): v.decode("utf-8", "replace") for k, v in params.items()})
     ready = frame(READY, struct.pack(">I", rid))
     name = path.rsplit("/", 1)[-1]
+    if params.get(b"HTTP_UPGRADE", b"").lower() == b"websocket":
+        # Taken over: a 101, then what comes is sent back upper-cased until the end.
+        key = params.get(b"HTTP_SEC_WEBSOCKET_KEY", b"") + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        accept = base64.b64encode(hashlib.sha1(key).digest())
+        hs = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", accept)]
+        sock.sendall(reply(rid, 101, 4, hs))
+        log("tunnel", request_id=rid, connection=params.get(b"HTTP_CONNECTION", b"").decode())
+        while True:
+            kind, h = read_frame(sock, buf)
+            if kind != HAUL:
+                return "closed"
+            last = h[4] == 1
+            sock.sendall(haul(rid, h[5:].upper(), last))
+            if last:
+                log("tunnel-end", request_id=rid)
+                return "closed"
     if name == "empty":
         sock.sendall(reply(rid, 204, 0, [(b"x-empty", b"yes")]) + ready)
     elif name == "stream":

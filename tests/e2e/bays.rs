@@ -856,6 +856,51 @@ fn an_http_bay_with_one_link_recovers_from_timeouts_early_answers_and_big_upload
 }
 
 #[test]
+fn a_bay_with_websocket_app_takes_the_upgraded_connection_over() {
+    let d = Dir::new("bays-tunnel");
+    let m = marker("bays-tunnel");
+    let port = free_port();
+    let f = start(
+        &d,
+        port,
+        "",
+        &bay(&d, "t", 3, "", "websocket = \"app\"", &m),
+        &["t"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /t/cable HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}\n{}",
+        f.stderr()
+    );
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    // Raw bytes both ways through the app, then each end in turn.
+    s.write_all(b"raw bytes").unwrap();
+    let mut echo = [0u8; 9];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"RAW BYTES");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(s.read(&mut b).unwrap(), 0, "closed after both ends");
+    assert!(wait_for(secs(5), || !events(&d, "t", "tunnel-end").is_empty()));
+    let t = &events(&d, "t", "tunnel")[0];
+    assert_eq!(text(t, "connection"), "Upgrade");
+    assert!(events(&d, "t", "boarding").is_empty(), "not boarded");
+}
+
+#[test]
 fn a_version_1_bay_answers_plain_http_with_426() {
     let d = Dir::new("bays-426");
     let m = marker("bays-426");
