@@ -125,6 +125,10 @@ pub(super) struct BayEx {
     bay_fin: bool,
     /// Tunnel: the bay's end was passed on to the client.
     shut: bool,
+    /// The client's Accept-Encoding, when the answer may be compressed.
+    accept: Option<String>,
+    /// Compressing the answer (chunked).
+    enc: Option<Box<compress::Encoder>>,
 }
 
 impl BayEx {
@@ -141,6 +145,21 @@ impl BayEx {
         }
         deadline(activity, s.body_timeout)
     }
+}
+
+/// `Content-Encoding` and `Vary` (the bay's, with Accept-Encoding added) of a compressed
+/// answer.
+fn content_coding(coding: &str, vary: Option<&str>) -> String {
+    let mut v: Vec<&str> = vary
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("accept-encoding"))
+        .collect();
+    if !v.contains(&"*") {
+        v.push("Accept-Encoding");
+    }
+    format!("content-encoding: {coding}\r\nvary: {}\r\n", v.join(", "))
 }
 
 /// A header name that is a token (RFC 9110 section 5.6.2).
@@ -286,6 +305,15 @@ impl Edge {
             client_fin: false,
             bay_fin: false,
             shut: false,
+            accept: (self.compression && req.minor == 1 && req.method != "HEAD").then(|| {
+                req.headers
+                    .iter()
+                    .filter(|h| h.is("accept-encoding"))
+                    .map(|h| h.value_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            enc: None,
         };
         c.cin.consume(req.head_len);
         c.phase = Phase::BayHttp(Box::new(ex));
@@ -926,12 +954,40 @@ impl Edge {
             Ended::Early
         };
         let mut keep = ex.keep && ex.body_left == 0;
+        let accept = ex.accept.take();
         let mut extra = Vec::new();
         let mut length: Option<u64> = None;
+        // What compression needs to know of the answer.
+        let header = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let (ctype, encoded, ranged) = (
+            header("content-type"),
+            header("content-encoding").is_some(),
+            header("content-range").is_some(),
+        );
+        let no_transform = header("cache-control").is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("no-transform"))
+        });
+        let vary = header("vary");
+        // Every header must be one HTTP can carry: a name that is a token, a value with
+        // no line break or NUL (nothing the bay sends can start a header of its own).
+        if r.headers.iter().any(|(name, value)| {
+            !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        }) {
+            return Err("Reply with a header that is not valid HTTP".into());
+        }
         for (name, value) in &r.headers {
             let lower = name.to_ascii_lowercase();
             match lower.as_slice() {
-                b"connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" => continue,
+                // (Vary is written below, with Accept-Encoding when compressed.)
+                b"connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" | b"vary" => {
+                    continue
+                }
                 b"content-length" => {
                     let n = std::str::from_utf8(value)
                         .ok()
@@ -944,9 +1000,6 @@ impl Edge {
                     continue;
                 }
                 _ => {}
-            }
-            if !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err("Reply with a header that is not valid HTTP".into());
             }
             extra.extend_from_slice(name);
             extra.extend_from_slice(b": ");
@@ -968,10 +1021,6 @@ impl Edge {
                     let lower = name.to_ascii_lowercase();
                     if lower == b"content-length" || lower == b"transfer-encoding" {
                         continue;
-                    }
-                    if !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
-                    {
-                        return Err("Reply with a header that is not valid HTTP".into());
                     }
                     head.extend_from_slice(name);
                     head.extend_from_slice(b": ");
@@ -999,13 +1048,41 @@ impl Edge {
                 let req_method = if head_only { "HEAD" } else { "GET" };
                 match static_files::open_confined(cwd, rel) {
                     Ok((file, len)) => {
+                        // Typed by its extension when the bay gives no type, as static
+                        // files are.
+                        let ctype = ctype.or_else(|| {
+                            let ext = rel.extension()?.to_str()?.to_ascii_lowercase();
+                            let t = crate::proto::coding::media_type(&ext);
+                            extra.extend_from_slice(format!("content-type: {t}\r\n").as_bytes());
+                            Some(t.to_string())
+                        });
+                        let coding = accept
+                            .filter(|_| r.status == 200 && !ranged && self.encoders.available())
+                            .and_then(|a| {
+                                compress::choose(
+                                    &[&a],
+                                    ctype.as_deref(),
+                                    encoded,
+                                    Some(len),
+                                    no_transform,
+                                )
+                            });
+                        match (coding, &vary) {
+                            (Some(coding), _) => extra.extend_from_slice(
+                                content_coding(coding, vary.as_deref()).as_bytes(),
+                            ),
+                            (None, Some(v)) => {
+                                extra.extend_from_slice(format!("vary: {v}\r\n").as_bytes())
+                            }
+                            (None, None) => {}
+                        }
                         let o = static_files::Outcome::File {
                             status: r.status,
                             headers: extra,
                             file,
                             start: 0,
                             len,
-                            compress: None,
+                            compress: coding,
                         };
                         c.phase = Phase::CLOSING;
                         self.serve_static(c, req_method, o, keep);
@@ -1025,6 +1102,17 @@ impl Edge {
             dock::ReplyBody::None | dock::ReplyBody::Stream => {}
         }
         let streamed = r.body == dock::ReplyBody::Stream;
+        // A streamed 2xx answer is compressed as a proxied one would be.
+        let coding = accept
+            .filter(|_| {
+                streamed && !no_body && (200..300).contains(&r.status) && r.status != 206 && !ranged
+            })
+            .and_then(|a| compress::choose(&[&a], ctype.as_deref(), encoded, length, no_transform));
+        let enc = coding.and_then(|c| self.encoders.encoder(c)).map(Box::new);
+        let coding = enc.as_ref().and(coding);
+        if coding.is_some() {
+            length = None;
+        }
         let framing = if no_body || !streamed || length.is_some() {
             Framing::Raw
         } else if minor >= 1 {
@@ -1035,6 +1123,13 @@ impl Edge {
         };
         let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, http::reason(r.status)).into_bytes();
         head.extend_from_slice(&extra);
+        match (coding, &vary) {
+            (Some(coding), _) => {
+                head.extend_from_slice(content_coding(coding, vary.as_deref()).as_bytes())
+            }
+            (None, Some(v)) => head.extend_from_slice(format!("vary: {v}\r\n").as_bytes()),
+            (None, None) => {}
+        }
         match (framing, streamed) {
             (Framing::Chunked, _) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             (Framing::Raw, true) if !(r.status == 204 || r.status == 304) => {
@@ -1069,6 +1164,7 @@ impl Edge {
         ex.keep = keep;
         ex.answer = Some(framing);
         ex.due = length.filter(|_| streamed && !no_body);
+        ex.enc = enc;
         if streamed && !no_body {
             return Ok(Ended::No);
         }
@@ -1113,7 +1209,12 @@ impl Edge {
         }
         let skip = ex.head_only;
         let whole = ex.body_left == 0;
-        if !h.data.is_empty() && !skip {
+        if let Some(enc) = &mut ex.enc {
+            // Compressed: each Haul pushed out as it comes (a slow stream is not held).
+            if !h.data.is_empty() {
+                enc.feed(h.data, true, c.cout.vec());
+            }
+        } else if !h.data.is_empty() && !skip {
             match framing {
                 Framing::Chunked => {
                     c.cout
@@ -1128,7 +1229,9 @@ impl Edge {
             }
         }
         if h.last {
-            if framing == Framing::Chunked && !skip {
+            if let Some(enc) = ex.enc.take() {
+                enc.finish(c.cout.vec());
+            } else if framing == Framing::Chunked && !skip {
                 c.cout.extend_from_slice(b"0\r\n\r\n");
             }
             let mut c = self.conns[cid.slot].take();

@@ -20,7 +20,8 @@ Version 3 docks with "threads": 2 and answers HTTP (Hail) by the last part of PA
   params (the CGI params as JSON), file (www/file.txt in its folder), fileat (the file the
   query names, as given), outside (/etc/passwd),
   slow (3 s), desync (a Reply for another request id), early (413 before the body is read),
-  liar (Content-Length 5 and 10 bytes); anything else 404. A WebSocket handshake (Hail with
+  liar (Content-Length 5 and 10 bytes), text (6 KB of text/plain in 3 chunks); anything
+  else 404. A WebSocket handshake (Hail with
   HTTP_UPGRADE) is taken over: a Tunnel reply, then the bytes sent back upper-cased.
 With --nodock-if FILE, a run that finds FILE never listens (it sleeps).
 """
@@ -251,6 +252,12 @@ def http(sock, buf, p):
                      + haul(rid, json.dumps({k.decode(): v.decode("utf-8", "replace") for k, v in params.items()}).encode(), True) + ready)
     elif name == "file":
         sock.sendall(reply(rid, 200, 2, [(b"content-type", b"text/plain")], os.path.abspath("www/file.txt").encode()) + ready)
+    elif name == "text":
+        hs = [(b"content-type", b"text/plain"), (b"vary", b"Cookie")]
+        sock.sendall(reply(rid, 200, 1, hs))
+        for i in range(3):
+            sock.sendall(haul(rid, (b"line %d of some compressible text\n" % i) * 60, i == 2))
+        sock.sendall(ready)
     elif name == "fileat":
         sock.sendall(reply(rid, 200, 2, [], params.get(b"QUERY_STRING", b"")) + ready)
     elif name == "outside":

@@ -901,6 +901,44 @@ fn a_bay_with_websocket_app_takes_the_upgraded_connection_over() {
 }
 
 #[test]
+fn bay_answers_are_compressed_as_proxied_ones_are() {
+    let d = Dir::new("bays-gzip");
+    let m = marker("bays-gzip");
+    let port = free_port();
+    std::fs::create_dir(d.join("www")).unwrap();
+    let text = "a line of text that compresses well\n".repeat(200);
+    d.write("www/big.txt", &text);
+    let bays = format!(
+        "[mothership]\ncompression = true\n{}",
+        bay(&d, "h", 3, "", "", &m)
+    );
+    let _f = start(&d, port, "", &bays, &["h"]);
+    let url = |p: &str| format!("http://127.0.0.1:{port}/h/{p}");
+    let want: String = (0..3)
+        .map(|i| format!("line {i} of some compressible text\n").repeat(60))
+        .collect();
+    let r = curl(&["-i", "-H", "Accept-Encoding: gzip", &url("text")]);
+    assert!(r.contains("content-encoding: gzip"), "{r}");
+    assert!(r.contains("vary: Cookie, Accept-Encoding"), "{r}");
+    assert_eq!(curl(&["--compressed", &url("text")]), want);
+    // Not asked for: as it came.
+    let r = curl(&["-i", &url("text")]);
+    assert!(!r.contains("content-encoding") && r.ends_with(&want), "{r}");
+    // A file reply too.
+    let r = curl(&[
+        "-i",
+        "-H",
+        "Accept-Encoding: gzip",
+        &format!("{}?www/big.txt", url("fileat")),
+    ]);
+    assert!(r.contains("content-encoding: gzip"), "{r}");
+    assert_eq!(
+        curl(&["--compressed", &format!("{}?www/big.txt", url("fileat"))]),
+        text
+    );
+}
+
+#[test]
 fn a_version_1_bay_answers_plain_http_with_426() {
     let d = Dir::new("bays-426");
     let m = marker("bays-426");
