@@ -78,11 +78,12 @@ fuzz:
 # (packaging/static/fortify_shim.c). Installs those packages when missing (as root).
 STATIC_TARGET := x86_64-unknown-linux-musl
 STATIC_SHIM := target/static-shim
-STATIC_FLAGS := -C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C force-unwind-tables=no -L $(CURDIR)/$(STATIC_SHIM)
+STATIC_FLAGS := -C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static -C force-unwind-tables=no -Zlocation-detail=none -L $(CURDIR)/$(STATIC_SHIM)
 STATIC_CARGO := env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc RUSTFLAGS="$(STATIC_FLAGS)" /usr/bin/cargo
 # Neither static build has the postgres feature, whose worker thread is the one thing a
 # panic may end without ending the process: they abort on a panic. No unwind tables
-# (-164 KiB): a panic still prints its message and location, not the stack.
+# (-164 KiB) and no source locations in panics (-Zlocation-detail=none, -92 KiB with the
+# bays): a panic still prints its message, not where it was raised nor the stack.
 STATIC_BUILD := $(STATIC_CARGO) build --release --locked --config 'profile.release.panic="abort"' -Zbuild-std=std,panic_abort -Zbuild-std-features= --target $(STATIC_TARGET)
 # Budgets of the stripped static binaries (issue 13).
 BUDGET_DEFAULT := 3145728
