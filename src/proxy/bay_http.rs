@@ -27,8 +27,11 @@ use super::bays::{LinkState, LINK_HIGH, VERSION};
 use super::*;
 use crate::proto::dock::{self, kind as frame};
 
-/// Most HTTP links per bay.
+/// Most HTTP links per bay (Dock's `threads` is capped to it).
 pub(super) const MAX_LINKS: usize = 64;
+/// Most connections the app takes over at once per bay (`websocket = "app"`), each on a
+/// link of its own besides the `threads` ones.
+const MAX_TUNNELS: usize = 1024;
 /// Link slots in tokens: bits 20 and up number the HTTP link (from 1), the bits below the
 /// bay.
 const LINK_SHIFT: u32 = 20;
@@ -68,6 +71,8 @@ pub(super) enum HState {
 pub(super) struct HttpLink {
     pub(super) link: bays::Link,
     pub(super) state: HState,
+    /// It carries a connection the app took over (not counted against `threads`).
+    tunnel: bool,
     /// While docking, or waiting for Ready: the link is closed if it does not come.
     timer: Option<TimerId>,
 }
@@ -160,6 +165,16 @@ fn content_coding(coding: &str, vary: Option<&str>) -> String {
         v.push("Accept-Encoding");
     }
     format!("content-encoding: {coding}\r\nvary: {}\r\n", v.join(", "))
+}
+
+/// The ETag line of an answer: a strong validator becomes weak when the answer is
+/// compressed (the compressed bytes are another representation).
+fn etag_line(etag: &str, compressed: bool) -> String {
+    if compressed && !etag.starts_with("W/") {
+        format!("etag: W/{etag}\r\n")
+    } else {
+        format!("etag: {etag}\r\n")
+    }
 }
 
 /// A header name that is a token (RFC 9110 section 5.6.2).
@@ -398,8 +413,9 @@ impl Edge {
         let Some(Some(bay)) = self.bays.get_mut(b) else {
             return;
         };
-        let open = bay.http.iter().flatten().count();
-        if open >= bay.threads || bay.state != LinkState::Moored {
+        let open = bay.http.iter().flatten().filter(|l| !l.tunnel).count();
+        let all = bay.http.iter().flatten().count();
+        if open >= bay.threads || all >= MAX_LINKS + MAX_TUNNELS || bay.state != LinkState::Moored {
             return;
         }
         let n = bay
@@ -429,6 +445,7 @@ impl Edge {
                         eof: false,
                     },
                     state: HState::Docking,
+                    tunnel: false,
                     timer: Some(self.timers.insert(
                         deadline(self.now, self.settings.connect_timeout),
                         TimerKey::BayLink(slot(b, n)),
@@ -509,13 +526,21 @@ impl Edge {
             }
         }
         if ex.answer == Some(Framing::Tunnel) {
+            // Over once both ends are passed on and the client's last bytes left for the
+            // bay (closing the link any sooner would drop them).
+            let flushed = match (ex.link, self.bays.get(b)) {
+                (Some(n), Some(Some(bay))) => {
+                    !matches!(bay.http.get(n), Some(Some(l)) if !l.link.lout.is_empty())
+                }
+                _ => true,
+            };
             if ex.bay_fin && c.cout.is_empty() && !ex.shut {
                 // The app's end, passed on once.
                 c.client.shutdown_write();
                 ex.shut = true;
                 progress = true;
             }
-            if ex.shut && ex.client_fin {
+            if ex.shut && ex.client_fin && flushed {
                 c.dead = true;
             }
             c.phase = Phase::BayHttp(ex);
@@ -607,7 +632,12 @@ impl Edge {
             if let Some(Some(mut c)) = self.conns.get_mut(cid.slot).map(Option::take) {
                 if c.gen == cid.gen {
                     if let Phase::BayHttp(ex) = &c.phase {
-                        if ex.answer.is_some() {
+                        if ex.answer == Some(Framing::Tunnel) {
+                            // The app's end of a taken-over connection: what it sent is
+                            // written, then the connection closes (lingering).
+                            c.cin.clear();
+                            c.phase = Phase::CLOSING;
+                        } else if ex.answer.is_some() {
                             c.dead = true;
                         } else {
                             c.phase = Phase::CLOSING;
@@ -634,12 +664,20 @@ impl Edge {
         bay.http_wait.retain(|cid| {
             matches!(conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen && matches!(&c.phase, Phase::BayHttp(ex) if ex.link.is_none()))
         });
-        let idle = bay
+        // As many links as the waiting requests need, up to the bay's threads.
+        let free = bay
             .http
             .iter()
             .flatten()
-            .any(|l| matches!(l.state, HState::Idle | HState::Docking));
-        if !bay.http_wait.is_empty() && !idle {
+            .filter(|l| matches!(l.state, HState::Idle | HState::Docking))
+            .count();
+        let open = bay.http.iter().flatten().filter(|l| !l.tunnel).count();
+        let more = bay
+            .http_wait
+            .len()
+            .saturating_sub(free)
+            .min(bay.threads.saturating_sub(open));
+        for _ in 0..more {
             self.open_http_link(b, registry);
         }
     }
@@ -659,7 +697,10 @@ impl Edge {
             let client_full = match self.bays.get(b) {
                 Some(Some(bay)) => match bay.http.get(n) {
                     Some(Some(HttpLink {
-                        state: HState::Busy { cid, .. },
+                        state:
+                            HState::Busy {
+                                cid, done: false, ..
+                            },
                         ..
                     })) => {
                         matches!(self.conns.get(cid.slot), Some(Some(c)) if c.gen == cid.gen && c.cout.len() >= CLIENT_HIGH)
@@ -824,7 +865,14 @@ impl Edge {
                         r.request_id
                     ));
                 }
+                let tunnel = r.body == dock::ReplyBody::Tunnel;
                 let finished = self.http_reply(b, cid, r)?;
+                if let Some(Some(bay)) = self.bays.get_mut(b) {
+                    if let Some(Some(hl)) = bay.http.get_mut(n) {
+                        // Not one of the `threads` links any more: another may open.
+                        hl.tunnel = tunnel;
+                    }
+                }
                 self.http_answer_ended(b, n, finished);
                 Ok(())
             }
@@ -862,6 +910,8 @@ impl Edge {
             (HState::Busy { done: false, .. }, frame::READY) => {
                 Err("Ready before its answer ended".into())
             }
+            // Cut short: whatever else comes on it is dropped with it.
+            (HState::Closing, _) => Ok(()),
             (state, k) => Err(format!(
                 "frame 0x{k:02x} on an HTTP link that is {}",
                 match state {
@@ -958,11 +1008,15 @@ impl Edge {
         let mut extra = Vec::new();
         let mut length: Option<u64> = None;
         // What compression needs to know of the answer.
+        // Every value of a header, joined (Vary and Cache-Control may come several times).
         let header = |n: &str| {
-            r.headers
+            let v: Vec<String> = r
+                .headers
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+                .filter(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            (!v.is_empty()).then(|| v.join(", "))
         };
         let (ctype, encoded, ranged) = (
             header("content-type"),
@@ -974,6 +1028,7 @@ impl Edge {
                 .any(|t| t.trim().eq_ignore_ascii_case("no-transform"))
         });
         let vary = header("vary");
+        let etag = header("etag");
         // Every header must be one HTTP can carry: a name that is a token, a value with
         // no line break or NUL (nothing the bay sends can start a header of its own).
         if r.headers.iter().any(|(name, value)| {
@@ -984,10 +1039,10 @@ impl Edge {
         for (name, value) in &r.headers {
             let lower = name.to_ascii_lowercase();
             match lower.as_slice() {
-                // (Vary is written below, with Accept-Encoding when compressed.)
-                b"connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" | b"vary" => {
-                    continue
-                }
+                // (Vary is written below, with Accept-Encoding when compressed, and the
+                // ETag, made weak when compressed.)
+                b"connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" | b"vary"
+                | b"etag" => continue,
                 b"content-length" => {
                     let n = std::str::from_utf8(value)
                         .ok()
@@ -1016,10 +1071,19 @@ impl Edge {
             dock::ReplyBody::Tunnel => {
                 // The app takes the connection over: its 101 with its headers (the
                 // hop-by-hop ones it must give are passed), then raw bytes both ways.
-                let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+                // Connection and Upgrade are mothership's to write (an app may leave them
+                // to the server); the app's own go.
+                let mut head = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n".to_vec();
                 for (name, value) in &r.headers {
                     let lower = name.to_ascii_lowercase();
-                    if lower == b"content-length" || lower == b"transfer-encoding" {
+                    if matches!(
+                        lower.as_slice(),
+                        b"content-length"
+                            | b"transfer-encoding"
+                            | b"connection"
+                            | b"upgrade"
+                            | b"keep-alive"
+                    ) {
                         continue;
                     }
                     head.extend_from_slice(name);
@@ -1036,6 +1100,8 @@ impl Edge {
                 }
                 return Ok(Ended::No);
             }
+            // A file reply without a body to send (HEAD is served by serve_static).
+            dock::ReplyBody::File(_) if r.status == 204 || r.status == 304 => {}
             dock::ReplyBody::File(path) => {
                 let path = PathBuf::from(std::ffi::OsStr::from_bytes(&path));
                 // Relative to the folder as written, or as resolved (a symlinked release
@@ -1076,6 +1142,9 @@ impl Edge {
                             }
                             (None, None) => {}
                         }
+                        if let Some(e) = &etag {
+                            extra.extend_from_slice(etag_line(e, coding.is_some()).as_bytes());
+                        }
                         let o = static_files::Outcome::File {
                             status: r.status,
                             headers: extra,
@@ -1085,7 +1154,8 @@ impl Edge {
                             compress: coding,
                         };
                         c.phase = Phase::CLOSING;
-                        self.serve_static(c, req_method, o, keep);
+                        // (An HTTP/1.0 client is not told of keep-alive here: it closes.)
+                        self.serve_static(c, req_method, o, keep && minor == 1);
                     }
                     Err(why) => {
                         log::warn!(
@@ -1129,6 +1199,9 @@ impl Edge {
             }
             (None, Some(v)) => head.extend_from_slice(format!("vary: {v}\r\n").as_bytes()),
             (None, None) => {}
+        }
+        if let Some(e) = &etag {
+            head.extend_from_slice(etag_line(e, coding.is_some()).as_bytes());
         }
         match (framing, streamed) {
             (Framing::Chunked, _) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -1212,7 +1285,11 @@ impl Edge {
         if let Some(enc) = &mut ex.enc {
             // Compressed: each Haul pushed out as it comes (a slow stream is not held).
             if !h.data.is_empty() {
+                let at = c.cout.len();
                 enc.feed(h.data, true, c.cout.vec());
+                if let Some(st) = &mut c.stat {
+                    st.bytes_out += c.cout.len().saturating_sub(at) as u64;
+                }
             }
         } else if !h.data.is_empty() && !skip {
             match framing {

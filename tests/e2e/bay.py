@@ -221,7 +221,8 @@ def http(sock, buf, p):
         # Taken over: a 101, then what comes is sent back upper-cased until the end.
         key = params.get(b"HTTP_SEC_WEBSOCKET_KEY", b"") + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
         accept = base64.b64encode(hashlib.sha1(key).digest())
-        hs = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", accept)]
+        # (Upgrade and Connection left to the server, as some adapters do.)
+        hs = [(b"Sec-WebSocket-Accept", accept)]
         sock.sendall(reply(rid, 101, 4, hs))
         log("tunnel", request_id=rid, connection=params.get(b"HTTP_CONNECTION", b"").decode())
         while True:
@@ -229,9 +230,14 @@ def http(sock, buf, p):
             if kind != HAUL:
                 return "closed"
             last = h[4] == 1
+            if h[5:] == b"bye":
+                # The app ends first: its last bytes, its end, and the link closed.
+                sock.sendall(haul(rid, b"BYE", False) + haul(rid, b"", True))
+                log("tunnel-end", request_id=rid, by="app")
+                return "closed"
             sock.sendall(haul(rid, h[5:].upper(), last))
             if last:
-                log("tunnel-end", request_id=rid)
+                log("tunnel-end", request_id=rid, by="client")
                 return "closed"
     if name == "empty":
         sock.sendall(reply(rid, 204, 0, [(b"x-empty", b"yes")]) + ready)
@@ -253,7 +259,7 @@ def http(sock, buf, p):
     elif name == "file":
         sock.sendall(reply(rid, 200, 2, [(b"content-type", b"text/plain")], os.path.abspath("www/file.txt").encode()) + ready)
     elif name == "text":
-        hs = [(b"content-type", b"text/plain"), (b"vary", b"Cookie")]
+        hs = [(b"content-type", b"text/plain"), (b"vary", b"Cookie"), (b"vary", b"Origin"), (b"etag", b'"v1"')]
         sock.sendall(reply(rid, 200, 1, hs))
         for i in range(3):
             sock.sendall(haul(rid, (b"line %d of some compressible text\n" % i) * 60, i == 2))

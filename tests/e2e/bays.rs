@@ -887,6 +887,10 @@ fn a_bay_with_websocket_app_takes_the_upgraded_connection_over() {
         head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "{head}"
     );
+    assert!(
+        head.contains("connection: upgrade\r\nupgrade: websocket\r\n"),
+        "{head}"
+    );
     // Raw bytes both ways through the app, then each end in turn.
     s.write_all(b"raw bytes").unwrap();
     let mut echo = [0u8; 9];
@@ -898,6 +902,18 @@ fn a_bay_with_websocket_app_takes_the_upgraded_connection_over() {
     let t = &events(&d, "t", "tunnel")[0];
     assert_eq!(text(t, "connection"), "Upgrade");
     assert!(events(&d, "t", "boarding").is_empty(), "not boarded");
+    // The app ends first and closes its link: its last bytes reach the client, then
+    // the end.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /t/cable HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nbye").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        all.starts_with("HTTP/1.1 101") && all.ends_with("\r\n\r\nBYE"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -919,11 +935,16 @@ fn bay_answers_are_compressed_as_proxied_ones_are() {
         .collect();
     let r = curl(&["-i", "-H", "Accept-Encoding: gzip", &url("text")]);
     assert!(r.contains("content-encoding: gzip"), "{r}");
-    assert!(r.contains("vary: Cookie, Accept-Encoding"), "{r}");
+    assert!(r.contains("vary: Cookie, Origin, Accept-Encoding"), "{r}");
+    assert!(r.contains("etag: W/\"v1\""), "{r}");
     assert_eq!(curl(&["--compressed", &url("text")]), want);
     // Not asked for: as it came.
     let r = curl(&["-i", &url("text")]);
     assert!(!r.contains("content-encoding") && r.ends_with(&want), "{r}");
+    assert!(
+        r.contains("etag: \"v1\"") && r.contains("vary: Cookie, Origin\r\n"),
+        "{r}"
+    );
     // A file reply too.
     let r = curl(&[
         "-i",
