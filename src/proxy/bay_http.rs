@@ -434,16 +434,7 @@ impl Edge {
                     return;
                 }
                 let l = HttpLink {
-                    link: bays::Link {
-                        stream,
-                        gen,
-                        lin: Buf::new(),
-                        lout: Buf::new(),
-                        readable: true,
-                        writable: true,
-                        hup: false,
-                        eof: false,
-                    },
+                    link: bays::Link::new(stream, gen),
                     state: HState::Docking,
                     tunnel: false,
                     timer: Some(self.timers.insert(
@@ -718,51 +709,18 @@ impl Edge {
             };
             let l = &mut hl.link;
             let mut progress = false;
-            let want = match l.lin.get(1..dock::HEADER) {
-                Some(h) => {
-                    let h = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-                    (h.min(max) + dock::HEADER).max(BUF)
-                }
-                None => BUF,
-            };
-            if l.readable && !l.eof && l.lin.len() < want && !client_full {
-                let (mut dead, mut eof) = (false, false);
-                self.bufs.lend(&mut l.lin);
-                progress |= read_into(
-                    &mut l.stream,
-                    &mut l.lin,
-                    &mut self.scratch,
-                    want,
-                    l.hup,
-                    &mut l.readable,
-                    &mut eof,
-                    &mut dead,
-                );
-                l.eof = eof;
-                if dead {
-                    failed = Some(("read failed".into(), false));
-                    break;
-                }
-            }
-            let mut lin = std::mem::take(&mut l.lin);
-            let mut used = 0;
-            let mut err = None;
-            loop {
-                match dock::next_frame(&lin[used..], max) {
-                    Ok(Some((f, k))) => {
-                        used += k;
-                        if let Err(e) = self.http_frame(b, n, f.kind, f.payload) {
-                            err = Some(e);
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        err = Some(e.to_string());
+            if !client_full {
+                match l.read(&mut self.bufs, &mut self.scratch, max) {
+                    Ok(p) => progress = p,
+                    Err(()) => {
+                        failed = Some(("read failed".into(), false));
                         break;
                     }
                 }
             }
+            let lin = std::mem::take(&mut l.lin);
+            let (used, err) = bays::each_frame(self, &lin, max, |e, k, p| e.http_frame(b, n, k, p));
+            let mut lin = lin;
             lin.consume(used);
             progress |= used > 0;
             let Some(Some(bay)) = self.bays.get_mut(b) else {
@@ -785,24 +743,18 @@ impl Edge {
                 break;
             }
             let l = &mut hl.link;
-            if l.writable && !l.lout.is_empty() {
-                let mut dead = false;
-                progress |= write_from(
-                    &mut l.stream,
-                    &mut l.lout,
-                    false,
-                    &mut l.writable,
-                    &mut dead,
-                );
-                if dead {
+            let wrote = match l.write() {
+                Ok(wrote) => wrote,
+                Err(()) => {
                     failed = Some(("write failed".into(), false));
                     break;
                 }
-                // Room again: a client held back with its request body goes on.
-                if let HState::Busy { cid, .. } = hl.state {
-                    if l.lout.len() < LINK_HIGH / 2 {
-                        self.pending.push(cid);
-                    }
+            };
+            progress |= wrote;
+            // Room again: a client held back with its request body goes on.
+            if let (true, HState::Busy { cid, .. }) = (wrote, hl.state) {
+                if l.lout.len() < LINK_HIGH / 2 {
+                    self.pending.push(cid);
                 }
             }
             if l.eof {

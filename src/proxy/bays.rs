@@ -75,6 +75,100 @@ pub(super) struct Link {
     pub(super) eof: bool,
 }
 
+impl Link {
+    /// A link on a connected socket (registered by the caller).
+    pub(super) fn new(stream: Stream, gen: u32) -> Link {
+        Link {
+            stream,
+            gen,
+            lin: Buf::new(),
+            lout: Buf::new(),
+            readable: true,
+            writable: true,
+            hup: false,
+            eof: false,
+        }
+    }
+
+    /// Reads what the socket has: up to a buffer, or to the end of the frame at the
+    /// front (bounded by `max`). `Err` when reading failed.
+    pub(super) fn read(
+        &mut self,
+        bufs: &mut buffers::BufPool,
+        scratch: &mut [u8],
+        max: usize,
+    ) -> Result<bool, ()> {
+        let want = match self.lin.get(1..dock::HEADER) {
+            Some(n) => {
+                let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+                (n.min(max) + dock::HEADER).max(BUF)
+            }
+            None => BUF,
+        };
+        if !self.readable || self.eof || self.lin.len() >= want {
+            return Ok(false);
+        }
+        let mut dead = false;
+        bufs.lend(&mut self.lin);
+        let progress = read_into(
+            &mut self.stream,
+            &mut self.lin,
+            scratch,
+            want,
+            self.hup,
+            &mut self.readable,
+            &mut self.eof,
+            &mut dead,
+        );
+        if dead {
+            return Err(());
+        }
+        Ok(progress)
+    }
+
+    /// Writes what is queued. `Err` when writing failed (the bay closed its side).
+    pub(super) fn write(&mut self) -> Result<bool, ()> {
+        if !self.writable || self.lout.is_empty() {
+            return Ok(false);
+        }
+        let mut dead = false;
+        let wrote = write_from(
+            &mut self.stream,
+            &mut self.lout,
+            false,
+            &mut self.writable,
+            &mut dead,
+        );
+        if dead {
+            return Err(());
+        }
+        Ok(wrote)
+    }
+}
+
+/// Hands the whole frames at the front of `lin` to `handle`, in order, until one fails or
+/// only part of a frame is left: the bytes taken, and the protocol error that stopped it.
+pub(super) fn each_frame(
+    edge: &mut Edge,
+    lin: &[u8],
+    max: usize,
+    mut handle: impl FnMut(&mut Edge, u8, &[u8]) -> Result<(), String>,
+) -> (usize, Option<String>) {
+    let mut used = 0;
+    loop {
+        match dock::next_frame(&lin[used..], max) {
+            Ok(Some((f, n))) => {
+                used += n;
+                if let Err(e) = handle(edge, f.kind, f.payload) {
+                    return (used, Some(e));
+                }
+            }
+            Ok(None) => return (used, None),
+            Err(e) => return (used, Some(e.to_string())),
+        }
+    }
+}
+
 pub(super) struct Bay {
     pub(super) id: ProgramId,
     pub(super) name: String,
@@ -233,35 +327,44 @@ impl Edge {
         registry: &Registry,
     ) {
         let keep = req.body == Body::None && req.keep_alive;
+        if self.draining {
+            self.refuse(c, &req, 503, "landing", true);
+            return;
+        }
+        // Not docked yet: the request waits as one for a ship coming up does.
+        if !self.bay_up(target) {
+            if self.bay_coming_up(target, fleet) {
+                let strip = strip.map(str::to_string);
+                self.wait(c, id, req, target, strip, cors_key, Wait::ComingUp);
+                return;
+            }
+            log::warn!(
+                "{} {} {}: bay {} is not docked",
+                c.peer,
+                req.method,
+                req.target,
+                self.name_of(target)
+            );
+            self.refuse(c, &req, 503, "bay not available", !keep);
+            return;
+        }
+        let (version, to_app) = match self.bays.get(target.index()) {
+            Some(Some(b)) => (b.version, b.websocket_app),
+            _ => return,
+        };
         // A WebSocket handshake is boarded; anything else (a stray or other Upgrade
-        // included, which a server may ignore) is plain HTTP.
+        // included, which a server may ignore) is plain HTTP, for a bay of version 3.
         let websocket = http::has_token(&req.headers, "upgrade", "websocket")
             && http::has_token(&req.headers, "connection", "upgrade");
-        let to_app = matches!(self.bays.get(target.index()), Some(Some(b)) if b.websocket_app);
         if !websocket || to_app {
-            // Plain HTTP: for a bay that docked with version 3; waits while it docks.
-            let version = match self.bays.get(target.index()) {
-                Some(Some(b)) if b.state == LinkState::Moored => Some(b.version),
-                _ => None,
-            };
-            match version {
-                Some(v) if v >= 3 && !self.draining => {
-                    self.http_to_bay(c, id, req, target, strip, websocket, registry);
-                }
-                Some(v) if v >= 3 => self.refuse(c, &req, 503, "landing", true),
-                Some(_) => {
-                    c.cin.consume(req.head_len);
-                    let body =
-                        b"this route is served by a bay of docking version 1: WebSocket only\n";
-                    let extra = b"upgrade: websocket\r\nconnection: upgrade\r\n";
-                    answer(c, &req.method, 426, extra, Some(TEXT), body, !keep);
-                    self.account(c);
-                }
-                None if self.bay_coming_up(target, fleet) => {
-                    let strip = strip.map(str::to_string);
-                    self.wait(c, id, req, target, strip, cors_key, Wait::ComingUp);
-                }
-                None => self.refuse(c, &req, 503, "bay not available", !keep),
+            if version >= 3 {
+                self.http_to_bay(c, id, req, target, strip, websocket, registry);
+            } else {
+                c.cin.consume(req.head_len);
+                let body = b"this route is served by a bay of docking version 1: WebSocket only\n";
+                let extra = b"upgrade: websocket\r\nconnection: upgrade\r\n";
+                answer(c, &req.method, 426, extra, Some(TEXT), body, !keep);
+                self.account(c);
             }
             return;
         }
@@ -277,10 +380,6 @@ impl Edge {
             self.refuse(c, &req, 400, "a WebSocket handshake has no body", true);
             return;
         }
-        if self.draining {
-            self.refuse(c, &req, 503, "landing", true);
-            return;
-        }
         let full = matches!(self.bays.get(target.index()), Some(Some(b)) if b.link.as_ref().is_some_and(|l| l.lout.len() >= LINK_HIGH));
         if full {
             log::warn!(
@@ -290,22 +389,6 @@ impl Edge {
                 self.name_of(target)
             );
             self.unavailable(c, &req, RETRY_SOON, true);
-            return;
-        }
-        if !self.bay_up(target) {
-            if self.bay_coming_up(target, fleet) {
-                let strip = strip.map(str::to_string);
-                self.wait(c, id, req, target, strip, cors_key, Wait::ComingUp);
-                return;
-            }
-            log::warn!(
-                "{} {} {}: bay {} is not docked",
-                c.peer,
-                req.method,
-                req.target,
-                self.name_of(target)
-            );
-            self.refuse(c, &req, 503, "bay not available", true);
             return;
         }
         let now = self.now;
@@ -667,16 +750,7 @@ impl Edge {
                     self.timers.cancel(tm);
                 }
                 log::debug!("{}: connected to {}", bay.name, bay.socket.display());
-                bay.link = Some(Link {
-                    stream,
-                    gen,
-                    lin: Buf::new(),
-                    lout: Buf::new(),
-                    readable: true,
-                    writable: true,
-                    hup: false,
-                    eof: false,
-                });
+                bay.link = Some(Link::new(stream, gen));
                 bay.state = LinkState::Docking;
                 bay.retry = RETRY_FIRST;
                 self.links_due.push(b);
@@ -778,55 +852,14 @@ impl Edge {
                 return;
             };
             let Some(l) = bay.link.as_mut() else { break };
-            let mut progress = false;
-            // Read: up to a buffer, or to the end of the frame at the front.
-            let want = match l.lin.get(1..dock::HEADER) {
-                Some(n) => {
-                    let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
-                    (n.min(max) + dock::HEADER).max(BUF)
-                }
-                None => BUF,
+            let Ok(mut progress) = l.read(&mut self.bufs, &mut self.scratch, max) else {
+                failed = Some(("read failed".into(), true));
+                break;
             };
-            if l.readable && !l.eof && l.lin.len() < want {
-                let mut dead = false;
-                let mut eof = l.eof;
-                self.bufs.lend(&mut l.lin);
-                progress |= read_into(
-                    &mut l.stream,
-                    &mut l.lin,
-                    &mut self.scratch,
-                    want,
-                    l.hup,
-                    &mut l.readable,
-                    &mut eof,
-                    &mut dead,
-                );
-                l.eof = eof;
-                if dead {
-                    failed = Some(("read failed".into(), true));
-                    break;
-                }
-            }
             // Handle whole frames.
-            let mut lin = std::mem::take(&mut l.lin);
-            let mut used = 0;
-            let mut err = None;
-            loop {
-                match dock::next_frame(&lin[used..], max) {
-                    Ok(Some((f, n))) => {
-                        used += n;
-                        if let Err(e) = self.link_frame(b, f.kind, f.payload) {
-                            err = Some(e);
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        err = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
+            let lin = std::mem::take(&mut l.lin);
+            let (used, err) = each_frame(self, &lin, max, |e, k, p| e.link_frame(b, k, p));
+            let mut lin = lin;
             lin.consume(used);
             progress |= used > 0;
             let Some(Some(bay)) = self.bays.get_mut(b) else {
@@ -838,17 +871,9 @@ impl Edge {
                 failed = Some((e, true));
                 break;
             }
-            // Write.
-            if l.writable && !l.lout.is_empty() {
-                let mut dead = false;
-                progress |= write_from(
-                    &mut l.stream,
-                    &mut l.lout,
-                    false,
-                    &mut l.writable,
-                    &mut dead,
-                );
-                if dead {
+            match l.write() {
+                Ok(wrote) => progress |= wrote,
+                Err(()) => {
                     failed = Some(("write failed (the bay closed its side)".into(), true));
                     break;
                 }
