@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod health;
 pub mod manifest;
 pub mod output;
+pub mod payload;
 pub mod proto;
 pub mod proxy;
 pub mod reactor;

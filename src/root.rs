@@ -209,6 +209,7 @@ impl Fleet {
 /// runs the fleet until it lands. `Err`: the loop could not be set up (nothing started).
 pub fn run(
     m: &Manifest,
+    payloads: crate::payload::Payloads,
     out: Output,
     style: Style,
     socket_dir: &std::path::Path,
@@ -228,7 +229,7 @@ pub fn run(
     sup.notify_with(notifier);
     let mut edge = None;
     if serving {
-        let mut e = Edge::new(m, socket_dir)?;
+        let mut e = Edge::new(m, socket_dir, payloads)?;
         Subsystem::register(&mut e, poll.registry())?;
         for b in &m.binds {
             log::info!("listening on {} ({})", b.addr, b.name);

@@ -229,6 +229,13 @@ fn clearance(g: &Global) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    // Every module is compiled and instantiated as `run` would.
+    if let Err(errors) = crate::payload::Payloads::load(&m.modules, std::time::Instant::now()) {
+        for e in errors {
+            eprintln!("mothership: {e}");
+        }
+        return EXIT_CONFIG;
+    }
     let count = |f: &dyn Fn(&manifest::Program) -> bool| m.programs.iter().filter(|p| f(p)).count();
     let ships = count(&|p| p.kind() == "ship");
     let jobs = count(&|p| p.kind() == "job");

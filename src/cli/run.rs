@@ -46,6 +46,21 @@ pub fn run(g: &Global) -> i32 {
         std::process::id()
     );
 
+    // Modules are compiled and instantiated before anything starts: one that cannot run
+    // stops the launch (never a fleet running without its guard).
+    let payloads = match crate::payload::Payloads::load(&m.modules, std::time::Instant::now()) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                log::error!("failed: {e}");
+            }
+            out.finish(writer);
+            return super::EXIT_CONFIG;
+        }
+    };
+    if !m.modules.is_empty() {
+        log::info!("{} WASM module(s) loaded", m.modules.len());
+    }
     raise_fd_limit();
     if !m.uplinks.is_empty() {
         if let Err(code) = check_uplinks(&m) {
@@ -74,7 +89,15 @@ pub fn run(g: &Global) -> i32 {
     // anything is bound or spawned.
     let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
     let notifier = crate::supervisor::notify::Notifier::from_env(notify_fd);
-    let code = match crate::root::run(&m, out.clone(), style, &socket_dir, record, notifier) {
+    let code = match crate::root::run(
+        &m,
+        payloads,
+        out.clone(),
+        style,
+        &socket_dir,
+        record,
+        notifier,
+    ) {
         Ok(outcome) => {
             // The loop no longer watches signals: let TERM and INT end the process while
             // the last output is written, should the terminal or log reader be stuck.

@@ -48,7 +48,7 @@ impl Loaded {
 }
 
 impl Manifest {
-    /// Applies `--only` and `--except` to ships and bays. A kept program that depends on
+    /// Applies `--only` and `--except` to ships, bays and modules. A kept program that depends on
     /// a filtered-out one loses that dependency. Returns what to tell the user (warnings
     /// first, then which programs were left out).
     pub fn filter_tags(&mut self, only: &[String], except: &[String]) -> Vec<String> {
@@ -90,6 +90,18 @@ impl Manifest {
             .collect();
         if !dropped.is_empty() {
             notes.push(format!("tag filter leaves out: {}", dropped.join(", ")));
+        }
+        // Modules are filtered by their tags as programs are.
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.modules)
+            .into_iter()
+            .partition(|m| keep(&m.tags));
+        self.modules = kept;
+        if !dropped.is_empty() {
+            let names: Vec<String> = dropped.into_iter().map(|m| m.name).collect();
+            notes.push(format!(
+                "tag filter leaves out module(s): {}",
+                names.join(", ")
+            ));
         }
         self.resolve_ids();
         notes
@@ -1203,6 +1215,8 @@ impl Parser<'_> {
             .into_iter()
             .map(|s| s.value)
             .collect();
+        let fuel = t.int(self.d, "fuel", 1, 1 << 40);
+        let memory = t.size(self.d, "memory", WASM_PAGE, 4 << 30);
         t.finish(self.d);
         let (name, wasm) = (name?, wasm?);
         let path = self.path(&wasm.value);
@@ -1217,10 +1231,6 @@ impl Parser<'_> {
         merge(&mut merged, config);
         let mut all_tags = base.tags.clone();
         all_tags.extend(tags.into_iter().filter(|t| !base.tags.contains(t)));
-        self.d.warning(
-            name.span.clone(),
-            "WASM payloads are not run by this build yet; the module is validated only",
-        );
         Some(Module {
             name: name.value,
             wasm: path,
@@ -1228,6 +1238,8 @@ impl Parser<'_> {
             phase: phase.or(base.phase).unwrap_or(Phase::Request),
             config: merged,
             tags: all_tags,
+            fuel: fuel.map_or(DEFAULT_FUEL, |n| n as u64),
+            memory: memory.unwrap_or(DEFAULT_WASM_MEMORY),
         })
     }
 

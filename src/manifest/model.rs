@@ -359,7 +359,18 @@ pub struct Module {
     pub phase: Phase,
     pub config: Vec<(String, String)>,
     pub tags: Vec<String>,
+    /// Fuel given to each call (about one unit per instruction).
+    pub fuel: u64,
+    /// Bytes the module's memory may grow to.
+    pub memory: u64,
 }
+
+/// Fuel per module call unless `fuel` says otherwise (upstream's figure).
+pub const DEFAULT_FUEL: u64 = 1_000_000;
+/// A module's memory cap unless `memory` says otherwise: 256 pages, as upstream.
+pub const DEFAULT_WASM_MEMORY: u64 = 16 << 20;
+/// One WebAssembly page.
+pub const WASM_PAGE: u64 = 64 << 10;
 
 /// Timeouts and limits of the HTTP edge (`[mothership.http]`).
 #[derive(Debug, Clone, PartialEq)]

@@ -16,6 +16,7 @@ use super::metrics::UpstreamError;
 use super::rewrite::{client_head, compress_choice, interim_head, ClientSide};
 use super::{compress, cors};
 use crate::manifest::ids::ProgramId;
+use crate::payload::{Outcome, Payloads};
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, Body, Limits, RequestHead};
 
@@ -67,6 +68,8 @@ pub(super) struct Ctx<'a> {
     pub cors: Option<&'a mut cors::Cache>,
     pub encoders: &'a compress::Budget,
     pub now: Instant,
+    /// The WASM modules, for the response phase.
+    pub payloads: Option<&'a mut Payloads>,
 }
 
 /// What the driver does after a call to [`Exchange::step`].
@@ -102,6 +105,14 @@ pub(super) enum Step {
     /// The client went away in the middle of its request, or sent a broken body after
     /// the answer began: close the connection.
     Drop,
+    /// A response module blocked the backend's answer (its own answer replaces it) or
+    /// failed (503): nothing of the backend's answer went out; the upstream is closed and
+    /// the client connection goes on if `keep`. `backend`: the status the backend gave.
+    Replace {
+        outcome: Box<Outcome>,
+        backend: u16,
+        keep: bool,
+    },
 }
 
 pub(super) struct Exchange {
@@ -139,6 +150,8 @@ pub(super) struct Exchange {
     bytes_out: u64,
     /// The final response's status (0: not yet).
     pub status: u16,
+    /// The response modules chosen for this request (by its path before `strip_prefix`).
+    pub modules: Vec<u16>,
 }
 
 impl Exchange {
@@ -178,7 +191,12 @@ impl Exchange {
             bytes_in: 0,
             bytes_out: 0,
             status: 0,
+            modules: Vec::new(),
         }
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
     }
 
     fn side(&self) -> ClientSide {
@@ -357,6 +375,22 @@ impl Exchange {
                 w.cout.extend_from_slice(&interim_head(&r, self.side()));
             }
             return Ok(true);
+        }
+        let mut r = r;
+        if !self.modules.is_empty() {
+            if let Some(p) = cx.payloads.as_deref_mut() {
+                let backend = r.status;
+                match p.on_response(&self.modules, &mut r, cx.now) {
+                    Outcome::Continue { .. } => {}
+                    o => {
+                        return Err(Step::Replace {
+                            outcome: Box::new(o),
+                            backend,
+                            keep: self.client_keep && !cx.draining && self.request_done(),
+                        })
+                    }
+                }
+            }
         }
         let coding = self.accept.take().and_then(|a| compress_choice(&r, &a));
         self.enc = coding.and_then(|c| cx.encoders.encoder(c)).map(Box::new);
@@ -577,6 +611,7 @@ mod tests {
                 max_body_size: self.max_body_size,
                 draining: false,
                 cors: None,
+                payloads: None,
                 encoders: &self.encoders,
                 now: self.now,
             };

@@ -13,6 +13,7 @@ use crate::fleet::health::{CheckFailure, CHECK_BUCKETS};
 use crate::fleet::resources::Usage;
 use crate::fleet::view::{FleetView, FLEET_STATES, STATES};
 use crate::manifest::ids::{ProgramId, RouteId};
+use crate::payload::{ModStats, DURATION_BUCKETS};
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const BUCKETS: [f64; 12] = [
@@ -178,6 +179,8 @@ pub struct Gauges {
     pub lines: Vec<(u32, usize, Waits)>,
     /// The bays: name, docked now, clients now, and their counts.
     pub bays: Vec<BayRow>,
+    /// The WASM modules with their counts.
+    pub modules: Vec<crate::payload::ModRow>,
 }
 
 /// A bay for the metrics: name, docked now, clients now, counts.
@@ -643,6 +646,53 @@ pub fn render(
             ]
         },
     );
+    let per_module = |o: &mut String, name: &str, help: &str, v: &dyn Fn(&ModStats) -> u64| {
+        family(o, name, "counter", help);
+        for m in &g.modules {
+            let _ = writeln!(
+                o,
+                "{name}{{module=\"{}\"}} {}",
+                escape(&m.name),
+                v(&m.stats)
+            );
+        }
+    };
+    per_module(
+        &mut o,
+        "mothership_module_calls_total",
+        "Calls of each WASM module.",
+        &|s| s.calls,
+    );
+    per_module(
+        &mut o,
+        "mothership_module_blocks_total",
+        "Requests or responses a WASM module answered itself (blocked).",
+        &|s| s.blocks,
+    );
+    per_module(
+        &mut o,
+        "mothership_module_errors_total",
+        "Calls of a WASM module that failed (trap, fuel, a malformed action): each answered 503.",
+        &|s| s.errors,
+    );
+    per_module(
+        &mut o,
+        "mothership_module_resets_total",
+        "Times a WASM module was instantiated again after failing calls in a row.",
+        &|s| s.resets,
+    );
+    family(
+        &mut o,
+        "mothership_module_duration_seconds",
+        "histogram",
+        "Time spent in each call of a WASM module.",
+    );
+    for m in &g.modules {
+        let l = format!("module=\"{}\"", escape(&m.name));
+        let name = "mothership_module_duration_seconds";
+        let s = &m.stats;
+        histogram(&mut o, name, &l, &DURATION_BUCKETS, &s.hist, s.calls, s.sum);
+    }
     let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", num(v));
@@ -840,8 +890,30 @@ mod tests {
                     ..BayCounts::default()
                 },
             )],
+            modules: vec![crate::payload::ModRow {
+                name: "guard".into(),
+                phase: crate::manifest::Phase::Request,
+                stats: {
+                    let mut m = ModStats {
+                        calls: 2,
+                        blocks: 1,
+                        ..ModStats::default()
+                    };
+                    m.observe(0.00003);
+                    m.observe(0.2);
+                    m
+                },
+            }],
         };
         let text = render(&s, &fleet, &usage, &g, t0);
+        assert!(text.contains("mothership_module_calls_total{module=\"guard\"} 2\n"));
+        assert!(text.contains("mothership_module_blocks_total{module=\"guard\"} 1\n"));
+        assert!(text.contains(
+            "mothership_module_duration_seconds_bucket{module=\"guard\",le=\"0.00005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "mothership_module_duration_seconds_bucket{module=\"guard\",le=\"+Inf\"} 2\n"
+        ));
         assert!(text.contains("mothership_ship_status{ship=\"web\",group=\"g\\\\1\"} 1\n"));
         assert!(
             text.contains("mothership_ship_memory_rss_bytes{ship=\"web\",group=\"g\\\\1\"} 4096\n")

@@ -352,11 +352,17 @@ pub struct Edge {
     outbox: Vec<Message>,
     /// The socket folder, watched for bays' sockets where the platform can.
     watch: Option<watch::Watch>,
+    /// WASM payload modules (request and response phases).
+    payloads: crate::payload::Payloads,
 }
 
 impl Edge {
     /// Binds every listener of the manifest.
-    pub fn new(m: &Manifest, socket_dir: &std::path::Path) -> io::Result<Edge> {
+    pub fn new(
+        m: &Manifest,
+        socket_dir: &std::path::Path,
+        payloads: crate::payload::Payloads,
+    ) -> io::Result<Edge> {
         let mut gens = Generations::default();
         let mut listeners = Vec::new();
         for (i, b) in m.binds.iter().enumerate() {
@@ -468,6 +474,7 @@ impl Edge {
                 .flatten(),
             links_due: Vec::new(),
             ws_wake: Vec::new(),
+            payloads,
             outbox: Vec::new(),
         })
     }
@@ -1175,7 +1182,12 @@ impl Edge {
         });
         c.cin.consume(req.head_len);
         c.up = Some(up);
-        let ex = Exchange::new(&req, target, replay, accept, cors_key);
+        let mut ex = Exchange::new(&req, target, replay, accept, cors_key);
+        if !self.payloads.is_empty() {
+            ex.modules = self
+                .payloads
+                .select(crate::manifest::Phase::Response, req.path());
+        }
         c.phase = Phase::Exchange(Box::new(ex));
         // The connection's previous exchange may have ended in this same turn (a
         // pipelined request): its slot is given back before this one takes one.
@@ -1241,6 +1253,7 @@ impl Edge {
                         })
                         .collect(),
                     bays: self.bay_gauges(),
+                    modules: self.payloads.rows(),
                 };
                 let text = metrics::render(&self.stats, fleet, usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
@@ -1309,6 +1322,7 @@ impl Edge {
                 cors: self.cors.as_mut(),
                 encoders: &self.encoders,
                 now: self.now,
+                payloads: Some(&mut self.payloads),
             };
             let step = ex.step(&mut wire, &mut cx);
             let (bytes_in, bytes_out) = ex.take_counts();
@@ -1397,6 +1411,29 @@ impl Edge {
                 }
                 Step::Drop => {
                     c.dead = true;
+                    return Turned::Over;
+                }
+                Step::Replace {
+                    outcome,
+                    backend,
+                    keep,
+                } => {
+                    self.backend_answered(ex.target, backend);
+                    if let Some(up) = c.up.take() {
+                        self.close_up(up, registry);
+                    }
+                    let method = ex.method().to_string();
+                    match *outcome {
+                        crate::payload::Outcome::Block(b) => {
+                            let extra = pipeline::block_lines(&b.headers);
+                            answer(c, &method, b.status, &extra, None, &b.body, !keep);
+                        }
+                        _ => {
+                            let body = crate::payload::FAILURE_BODY;
+                            answer(c, &method, 503, b"", Some(TEXT), body, !keep);
+                        }
+                    }
+                    self.account(c);
                     return Turned::Over;
                 }
             }

@@ -4,11 +4,13 @@
 //! 2. the route is found (for the statistics and the logs even when a later stage answers);
 //! 3. rate limits (429);
 //! 4. static mounts;
-//! 5. no route: 404;
-//! 6. the CORS preflight cache (a hit is answered here);
-//! 7. the request body limit (413);
-//! 8. (payload modules in the request phase and circuit breakers go here, after the CORS
-//!    cache and before the backend, as COMPAT.md section 5 places the modules);
+//! 5. the CORS preflight cache (a hit is answered here);
+//! 6. WASM modules of the request phase whose routes match the path (COMPAT.md section 5:
+//!    after static files and the CORS cache, before the answer for a path no route serves);
+//!    one may block (its answer), fail (503) or change the request; a new path is routed
+//!    again;
+//! 7. no route: 404;
+//! 8. the request body limit (413);
 //! 9. a ship that is still coming up holds the request (up to hold_timeout, at most
 //!    hold_queue per ship; else 503 with Retry-After);
 //! 10. the request is forwarded and its exchange begins (`exchange.rs`).
@@ -17,6 +19,19 @@
 //! request has been accounted and its head consumed.
 
 use super::*;
+use crate::payload::Outcome;
+
+/// A module's answer headers as header lines.
+pub(super) fn block_lines(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
 
 /// What a stage did with the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,18 +56,37 @@ impl Edge {
             self.serve_metrics(c, &req, keep, fleet);
             return;
         }
-        let route = self.find_route(c, &req);
+        let mut route = self.find_route(c, &req);
         if self.rate_limit(c, &req, keep) == Flow::Answered
             || self.static_mount(c, &req, keep) == Flow::Answered
         {
             return;
         }
-        let Some((target, route_id, strip)) = route else {
+        let mut cors_key = None;
+        if let Some((_, route_id, _)) = &route {
+            let Ok(k) = self.cors_cache(c, &req, *route_id, keep) else {
+                return;
+            };
+            cors_key = k;
+        }
+        let mut req = req;
+        if !self.payloads.is_empty() {
+            let client = client_addr(&c.peer);
+            match self.payloads.on_request(&mut req, client, self.now) {
+                Outcome::Continue { retarget: false } => {}
+                Outcome::Continue { retarget: true } => {
+                    route = self.reroute(c, &req);
+                    cors_key = None;
+                }
+                o => {
+                    self.module_answer(c, &req, o, keep);
+                    return;
+                }
+            }
+        }
+        let Some((target, _, strip)) = route else {
             log::debug!("{} {} {}: no route", c.peer, req.method, req.target);
             self.refuse(c, &req, 404, "no route", !keep);
-            return;
-        };
-        let Ok(cors_key) = self.cors_cache(c, &req, route_id, keep) else {
             return;
         };
         if self.body_limit(c, &req) == Flow::Answered {
@@ -91,6 +125,55 @@ impl Edge {
         let stat_route = route.map_or(self.stats.unrouted(), |r| self.stats.row_of(r.id));
         c.stat = Some(self.begin(stat_route, rec));
         found
+    }
+
+    /// The route for a request whose target a module changed; the request's statistics
+    /// and log record follow it (the log keeps the request line as it came).
+    fn reroute(
+        &mut self,
+        c: &mut Conn,
+        req: &RequestHead,
+    ) -> Option<(ProgramId, RouteId, Option<String>)> {
+        let ua = req
+            .header("user-agent")
+            .map(|h| h.value.clone())
+            .unwrap_or_default();
+        let route = self.router.find(c.bind, req.path(), &ua);
+        let stat_route = route.map_or(self.stats.unrouted(), |r| self.stats.row_of(r.id));
+        let backend = route.map_or("-", |r| {
+            self.names.get(r.target.index()).map_or("?", String::as_str)
+        });
+        if let Some(st) = &mut c.stat {
+            st.route = stat_route;
+            if let Some(rec) = &mut st.rec {
+                rec.backend = backend.to_string();
+            }
+        }
+        route.map(|r| (r.target, r.id, r.strip_prefix.clone()))
+    }
+
+    /// Answers a request that a module blocked (its answer) or failed on (503), and
+    /// accounts it.
+    fn module_answer(&mut self, c: &mut Conn, req: &RequestHead, o: Outcome, keep: bool) {
+        c.cin.consume(req.head_len);
+        match o {
+            Outcome::Block(b) => {
+                log::debug!(
+                    "{} {} {}: blocked by a module ({})",
+                    c.peer,
+                    req.method,
+                    req.target,
+                    b.status
+                );
+                let extra = block_lines(&b.headers);
+                answer(c, &req.method, b.status, &extra, None, &b.body, !keep);
+            }
+            _ => {
+                let body = crate::payload::FAILURE_BODY;
+                answer(c, &req.method, 503, b"", Some(TEXT), body, !keep);
+            }
+        }
+        self.account(c);
     }
 
     fn rate_limit(&mut self, c: &mut Conn, req: &RequestHead, keep: bool) -> Flow {
