@@ -53,7 +53,7 @@ package-lint:
 	shellcheck -s sh packaging/alpine/mothership.initd packaging/alpine/mothership.pre-install packaging/freebsd/files/mothership.in
 	shellcheck -s sh -e SC2034,SC2154 packaging/alpine/APKBUILD
 	shellcheck -s sh packaging/need.sh tests/vm/guest-net.sh tests/vm/guest-reaped.sh
-	shellcheck tests/vm/build-initramfs.sh packaging/static/check.sh
+	shellcheck tests/vm/build-initramfs.sh packaging/static/check.sh packaging/static/no-wasm.sh
 
 # Benchmarks (slow; not part of `make test`). Figures go to stdout.
 bench: bench-deps build
@@ -85,8 +85,9 @@ STATIC_CARGO := env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_X86_64_U
 # (-164 KiB) and no source locations in panics (-Zlocation-detail=none, -92 KiB with the
 # bays): a panic still prints its message, not where it was raised nor the stack.
 STATIC_BUILD := $(STATIC_CARGO) build --release --locked --config 'profile.release.panic="abort"' -Zbuild-std=std,panic_abort -Zbuild-std-features= --target $(STATIC_TARGET)
-# Budgets of the stripped static binaries (issue 13).
-BUDGET_DEFAULT := 3145728
+# Budgets of the stripped static binaries (issue 13): the default build at most 3 MiB
+# before WASM, 4 MiB with WASM payloads (wasmi adds 790 KiB), 4.5 MiB once the TUI is in.
+BUDGET_DEFAULT := 4194304
 BUDGET_MINIMAL := 2621440
 
 static: $(STATIC_SHIM)/libunwind.a
@@ -102,6 +103,7 @@ static: $(STATIC_SHIM)/libunwind.a
 static-check: static
 	bash packaging/static/check.sh target/static/mothership $(BUDGET_DEFAULT)
 	bash packaging/static/check.sh target/static/mothership-minimal $(BUDGET_MINIMAL)
+	bash packaging/static/no-wasm.sh target/static/mothership-minimal
 
 static-deps:
 	sh packaging/need.sh rustc-web cargo-web rust-web-src musl-tools libunwind-16-dev

@@ -15,3 +15,5 @@ mod supervise;
 mod support;
 mod sysinit;
 mod uplinks;
+#[cfg(feature = "wasm")]
+mod wasm;
