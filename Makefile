@@ -20,8 +20,10 @@ run: build
 test: test-deps
 	$(MAKE) unit lint fmt-check man-lint package-lint
 
-TEST_PACKAGES := mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk
-BENCH_PACKAGES := nginx haproxy wrk curl procps python3 python3-pip
+# rustc-web, cargo-web, rust-web-src and lld-16 build the Rust WASM module of the tests
+# (tests/wasm-guest/: core for wasm32 built from source, linked by wasm-ld).
+TEST_PACKAGES := mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk rustc-web cargo-web rust-web-src lld-16
+BENCH_PACKAGES := nginx haproxy wrk curl procps python3 python3-pip wabt rustc-web cargo-web rust-web-src lld-16
 test-deps:
 	sh packaging/need.sh $(TEST_PACKAGES)
 	@# h11 (the strict reference parser of tests/e2e/hardening.rs) for whichever python3 is first on PATH.
@@ -53,7 +55,7 @@ package-lint:
 	shellcheck -s sh packaging/alpine/mothership.initd packaging/alpine/mothership.pre-install packaging/freebsd/files/mothership.in
 	shellcheck -s sh -e SC2034,SC2154 packaging/alpine/APKBUILD
 	shellcheck -s sh packaging/need.sh tests/vm/guest-net.sh tests/vm/guest-reaped.sh
-	shellcheck tests/vm/build-initramfs.sh packaging/static/check.sh packaging/static/no-wasm.sh
+	shellcheck tests/vm/build-initramfs.sh packaging/static/check.sh packaging/static/no-wasm.sh tests/wasm-guest/build.sh
 
 # Benchmarks (slow; not part of `make test`). Figures go to stdout.
 bench: bench-deps build
@@ -63,6 +65,7 @@ bench: bench-deps build
 	bash bench/compress.sh
 	bash bench/health.sh
 	bash bench/bays.sh
+	SIZE=1 bash bench/wasm.sh
 
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; installs cargo-fuzz when missing): every
 # target for FUZZ_SECONDS (default 60) each; fails on a crash, a hang or a leak.

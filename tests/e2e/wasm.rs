@@ -444,3 +444,58 @@ fn modules_that_cannot_run_stop_the_launch() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("ship-manifest.toml:7:"), "{err}");
 }
+
+/// The Rust module of `tests/wasm-guest/` (built for wasm32 with Debian's Rust): an API-key
+/// check that parses the request JSON and its config, blocks with 401, or marks the request.
+#[test]
+fn a_module_built_from_rust_checks_an_api_key() {
+    let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wasm-guest/build.sh");
+    let out = std::process::Command::new("bash")
+        .arg(guest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the Rust module: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let d = Dir::new("wasm-rust");
+    let (http, a) = (free_port(), free_port());
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"
+[mothership.bind]
+http = "127.0.0.1:{http}"
+[[fleet.web]]
+name = "echo"
+command = "python3"
+args = ["{BACKEND}", "{a}", "echo"]
+bind = "127.0.0.1:{a}"
+routes = ["http:/.*"]
+[[modules]]
+name = "api-key"
+wasm = "{wasm}"
+routes = ["^/api/"]
+config = {{ key = "s3cret" }}
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(15), || f.stderr().contains("echo: up")),
+        "{}",
+        f.stderr()
+    );
+    let u = format!("http://127.0.0.1:{http}");
+    let (head, body) = head_and_body(&format!("{u}/api/x"), &[]);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert_eq!(body, "missing or wrong api key");
+    let (head, _) = head_and_body(&format!("{u}/api/x"), &["-H", "X-Api-Key: nope"]);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    let j = curl(&["-H", "X-Api-Key: s3cret", &format!("{u}/api/x")]);
+    assert_eq!(json_field(&j, "x-authenticated"), Some("rust-guest"), "{j}");
+    assert_eq!(status(&format!("{u}/open")), "200");
+    assert_eq!(f.stop(secs(10)), Some(0));
+}
