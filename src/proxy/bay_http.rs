@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::bays::{LinkState, LINK_HIGH, VERSION};
 use super::*;
+use crate::payload::Outcome;
 use crate::proto::dock::{self, kind as frame};
 
 /// Most HTTP links per bay (Dock's `threads` is capped to it).
@@ -134,6 +135,8 @@ pub(super) struct BayEx {
     accept: Option<String>,
     /// Compressing the answer (chunked).
     enc: Option<Box<compress::Encoder>>,
+    /// The response modules chosen for the request (by its path before `strip_prefix`).
+    modules: Vec<u16>,
 }
 
 impl BayEx {
@@ -320,6 +323,12 @@ impl Edge {
             client_fin: false,
             bay_fin: false,
             shut: false,
+            modules: if self.payloads.is_empty() {
+                Vec::new()
+            } else {
+                self.payloads
+                    .select(crate::manifest::Phase::Response, req.path())
+            },
             accept: (self.compression && req.minor == 1 && req.method != "HEAD").then(|| {
                 req.headers
                     .iter()
@@ -949,6 +958,80 @@ impl Edge {
         if r.status < 200 && r.body != dock::ReplyBody::Tunnel {
             return Err(format!("Reply with status {}", r.status));
         }
+        let mut r = r;
+        if !ex.modules.is_empty() && r.body != dock::ReplyBody::Tunnel {
+            // The response modules see the bay's answer as they see a ship's.
+            let mut head = http::ResponseHead {
+                status: r.status,
+                reason: String::new(),
+                minor: 1,
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| http::Header {
+                        name: String::from_utf8_lossy(n).into_owned(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                body: http::Body::None,
+                keep_alive: true,
+                head_len: 0,
+                codings: Vec::new(),
+            };
+            match self.payloads.on_response(&ex.modules, &mut head, self.now) {
+                Outcome::Continue { .. } => {
+                    r.status = head.status;
+                    r.headers = head
+                        .headers
+                        .into_iter()
+                        .map(|h| (h.name.into_bytes(), h.value))
+                        .collect();
+                }
+                o => {
+                    // The module's answer replaces the bay's, whose body (if it streams
+                    // one) is dropped as it comes.
+                    let body_done = ex.body_left == 0;
+                    let keep = ex.keep && body_done;
+                    let method = if ex.head_only { "HEAD" } else { "GET" };
+                    ex.keep = keep;
+                    ex.head_only = true;
+                    ex.answer = Some(Framing::Raw);
+                    ex.due = None;
+                    ex.accept = None;
+                    let (status, extra, ctype, body) = match o {
+                        Outcome::Block(b) => {
+                            (b.status, pipeline::block_lines(&b.headers), None, b.body)
+                        }
+                        _ => (
+                            503,
+                            Vec::new(),
+                            Some(TEXT),
+                            crate::payload::FAILURE_BODY.to_vec(),
+                        ),
+                    };
+                    let head_only = method == "HEAD";
+                    c.cout.extend_from_slice(&http::response(
+                        status, &extra, ctype, &body, !keep, head_only,
+                    ));
+                    if let Some(st) = &mut c.stat {
+                        st.status = status;
+                        st.bytes_out += if head_only { 0 } else { body.len() as u64 };
+                    }
+                    if r.body == dock::ReplyBody::Stream {
+                        return Ok(Ended::No);
+                    }
+                    self.http_done(c);
+                    return Ok(if body_done {
+                        Ended::Whole
+                    } else {
+                        Ended::Early
+                    });
+                }
+            }
+        }
+        let Phase::BayHttp(ex) = &mut c.phase else {
+            return Ok(Ended::Early);
+        };
         let (head_only, minor) = (ex.head_only, ex.minor);
         let early = if ex.body_left == 0 {
             Ended::Whole

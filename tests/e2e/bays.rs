@@ -19,7 +19,7 @@ const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/ws_client.p
 
 /// A bay table: `name` speaking docking `proto`, routed from `^/name`, with `extra` keys
 /// and `args` appended to the bay's command line.
-fn bay(d: &Dir, name: &str, proto: u32, args: &str, extra: &str, m: &str) -> String {
+pub(crate) fn bay(d: &Dir, name: &str, proto: u32, args: &str, extra: &str, m: &str) -> String {
     format!(
         "[[bays.chat]]\nname = \"{name}\"\ncommand = \"python3\"\nargs = [\"{BAY}\", \"--proto\", \"{proto}\", \"--log\", \"{}\"{args}, \"{m}\"]\nroutes = [{{ bind = \"ws\", pattern = \"^/{name}\" }}]\n{extra}\n",
         d.join(&format!("{name}.log")).display()
@@ -28,7 +28,7 @@ fn bay(d: &Dir, name: &str, proto: u32, args: &str, extra: &str, m: &str) -> Str
 
 /// Starts a fleet of `bays` behind a bind on `port`, with `http` keys; waits until every
 /// bay named in `docked` has been moored.
-fn start(d: &Dir, port: u16, http: &str, bays: &str, docked: &[&str]) -> Fleet {
+pub(crate) fn start(d: &Dir, port: u16, http: &str, bays: &str, docked: &[&str]) -> Fleet {
     d.write(
         "ship-manifest.toml",
         &format!("[mothership.bind]\nws = \"127.0.0.1:{port}\"\n[mothership.http]\n{http}\n{bays}"),

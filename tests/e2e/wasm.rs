@@ -499,3 +499,48 @@ config = {{ key = "s3cret" }}
     assert_eq!(status(&format!("{u}/open")), "200");
     assert_eq!(f.stop(secs(10)), Some(0));
 }
+
+/// Modules see requests to an HTTP bay and its answers as they see a ship's.
+#[test]
+fn modules_run_on_http_bays_both_ways() {
+    let d = Dir::new("wasm-bay");
+    let m = marker("wasm-bay");
+    let port = free_port();
+    let mut text = crate::bays::bay(&d, "h", 3, "", "", &m);
+    for (name, wat, extra) in [
+        ("req-block", BLOCK, "routes = [\"^/h/blocked\"]"),
+        (
+            "resp-edit",
+            RESPONSE_EDIT,
+            "routes = [\"^/h/length\"]\nphase = \"response\"",
+        ),
+        (
+            "resp-block",
+            RESPONSE_BLOCK,
+            "routes = [\"^/h/stream\"]\nphase = \"response\"",
+        ),
+    ] {
+        let path = d.join(&format!("{name}.wasm"));
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        text.push_str(&format!(
+            "[[modules]]\nname = \"{name}\"\nwasm = \"{}\"\n{extra}\n",
+            path.display()
+        ));
+    }
+    let mut f = crate::bays::start(&d, port, "", &text, &["h"]);
+    let url = |p: &str| format!("http://127.0.0.1:{port}/h/{p}");
+    assert_eq!(status(&url("blocked")), "403");
+    let (head, body) = head_and_body(&url("length"), &[]);
+    assert!(head.starts_with("http/1.1 203"), "{head}");
+    assert!(head.contains("\r\nx-resp: set"), "{head}");
+    assert_eq!(body, "hello");
+    // The bay's streamed answer is replaced and dropped; the connection goes on.
+    let two = raw(
+        port,
+        b"GET /h/stream HTTP/1.1\r\nHost: x\r\n\r\nGET /h/length HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(two.starts_with("HTTP/1.1 502"), "{two}");
+    assert!(!two.contains("one two three"), "{two}");
+    assert!(two.contains("replaced") && two.ends_with("hello"), "{two}");
+    assert_eq!(f.stop(secs(10)), Some(0));
+}
