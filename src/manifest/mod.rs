@@ -91,10 +91,11 @@ impl Manifest {
         if !dropped.is_empty() {
             notes.push(format!("tag filter leaves out: {}", dropped.join(", ")));
         }
-        // Modules are filtered by their tags as programs are.
+        // Modules with tags are filtered by them as programs are; one without tags guards
+        // every request and is always kept (`--only` never drops a guard silently).
         let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.modules)
             .into_iter()
-            .partition(|m| keep(&m.tags));
+            .partition(|m| m.tags.is_empty() || keep(&m.tags));
         self.modules = kept;
         if !dropped.is_empty() {
             let names: Vec<String> = dropped.into_iter().map(|m| m.name).collect();
@@ -417,8 +418,16 @@ impl Parser<'_> {
             .into_iter()
             .enumerate()
         {
-            let t = Table::new(t, span, format!("modules[{i}]"));
+            let t = Table::new(t, span.clone(), format!("modules[{i}]"));
             if let Some(module) = self.module(t, &module_base) {
+                // Names label the module's metrics and log lines: one each.
+                if m.modules
+                    .iter()
+                    .any(|x| x.name.eq_ignore_ascii_case(&module.name))
+                {
+                    self.d
+                        .error(span, format!("a second module named {:?}", module.name));
+                }
                 m.modules.push(module);
             }
         }
@@ -1215,7 +1224,7 @@ impl Parser<'_> {
             .into_iter()
             .map(|s| s.value)
             .collect();
-        let fuel = t.int(self.d, "fuel", 1, 1 << 40);
+        let fuel = t.int(self.d, "fuel", 1, 1_000_000_000);
         let memory = t.size(self.d, "memory", WASM_PAGE, 4 << 30);
         t.finish(self.d);
         let (name, wasm) = (name?, wasm?);
@@ -1937,6 +1946,28 @@ mod tests {
         assert_eq!(statics, vec![Some(BindId::at(1)), None]);
         m.filter_tags(&[], &["t".to_string()]);
         assert_eq!(ids(&m), vec![(0, 0)], "b's route is now the first");
+    }
+
+    #[test]
+    fn modules_with_limits_names_once_and_the_tag_filter() {
+        let mut m = parse_ok(
+            "[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\n[[modules]]\nname = \"guard\"\nwasm = \"/bin/sh\"\n[[modules]]\nname = \"extra\"\nwasm = \"/bin/sh\"\ntags = [\"t\"]\nfuel = 5000\nmemory = \"1MiB\"\nphase = \"response\"\n",
+        );
+        assert_eq!(m.modules[0].fuel, DEFAULT_FUEL);
+        assert_eq!(m.modules[0].memory, DEFAULT_WASM_MEMORY);
+        assert_eq!((m.modules[1].fuel, m.modules[1].memory), (5000, 1 << 20));
+        assert_eq!(m.modules[1].phase, Phase::Response);
+        // --only keeps the untagged guard, and filters the tagged one.
+        m.filter_tags(&["other".to_string()], &[]);
+        let names: Vec<&str> = m.modules.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, vec!["guard"]);
+        let e = errors(
+            "[[fleet.web]]\nname = \"a\"\ncommand = \"x\"\n[[modules]]\nname = \"g\"\nwasm = \"/bin/sh\"\n[[modules]]\nname = \"G\"\nwasm = \"/bin/sh\"\nfuel = 0\n[[modules]]\nname = \"h\"\nwasm = \"/nonexistent.wasm\"\nmemory = \"1KiB\"\n",
+        );
+        assert!(e.contains("a second module named \"G\""), "{e}");
+        assert!(e.contains("fuel"), "{e}");
+        assert!(e.contains("memory"), "{e}");
+        assert!(e.contains("/nonexistent.wasm does not exist"), "{e}");
     }
 
     #[test]

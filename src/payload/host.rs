@@ -25,8 +25,19 @@ const MAX_TABLE_ELEMENTS: usize = 65_536;
 const MAX_TABLES: usize = 8;
 const MAX_CALL_DEPTH: usize = 1000;
 const MAX_STACK: usize = 1 << 20;
-/// Longest text a module logs in one line.
+/// Longest text a module logs in one line, and lines logged per call.
 const MAX_LOG: usize = 4096;
+const MAX_LOG_LINES: u32 = 16;
+/// Bytes the host functions copy in or out of a module's memory in one call: fuel counts
+/// instructions, not the bytes a host function moves, so this bounds the rest.
+const MAX_COPY: u64 = 64 << 20;
+/// Changes one call may ask for.
+const MAX_EDITS: usize = 64;
+/// Largest answer a module may block with: body, and its headers' JSON.
+const MAX_BLOCK_BODY: usize = 1 << 20;
+const MAX_BLOCK_HEADERS: usize = 64 << 10;
+/// Longest header name or value, or target, a module may give.
+const MAX_FIELD: usize = 8192;
 
 /// What the module's last `set_*` of a call said.
 #[derive(Debug, Default)]
@@ -47,8 +58,16 @@ struct State {
     config: Vec<u8>,
     /// The backend's status in the response phase (checks `set_status`).
     status: u16,
+    /// The request's query in the request phase (kept by `set_path` without one).
+    query: Option<String>,
     verdict: Verdict,
     edits: Vec<Edit>,
+    /// Bytes copied by host functions in this call; past [`MAX_COPY`], the call fails.
+    copied: u64,
+    overrun: bool,
+    /// Lines logged in this call, and those left out past [`MAX_LOG_LINES`].
+    logs: u32,
+    suppressed: u32,
     limits: StoreLimits,
     loaded: Instant,
 }
@@ -163,20 +182,22 @@ impl Host {
             .collect()
     }
 
-    /// Calls module `i` on `input` (the request or response JSON; `status` the backend's in
-    /// the response phase). `Ok`: go on with these edits; `Err`: a block or a failure.
+    /// Calls module `i` on `input` (the request or response JSON; `query` the request's in
+    /// the request phase, `status` the backend's in the response phase). `Ok`: go on with
+    /// these edits; `Err`: a block or a failure.
     pub fn call(
         &mut self,
         i: usize,
         phase: Phase,
         input: Vec<u8>,
+        query: Option<&str>,
         status: u16,
         now: Instant,
     ) -> Result<Vec<Edit>, Outcome> {
         let Some(s) = self.slots.get_mut(i) else {
             return Err(Outcome::Fail);
         };
-        s.call(phase, input, status, now)
+        s.call(phase, input, query, status, now)
     }
 }
 
@@ -278,6 +299,7 @@ impl Slot {
         &mut self,
         phase: Phase,
         input: Vec<u8>,
+        query: Option<&str>,
         status: u16,
         now: Instant,
     ) -> Result<Vec<Edit>, Outcome> {
@@ -288,7 +310,7 @@ impl Slot {
                 let why = why.clone();
                 self.stats.calls += 1;
                 self.stats.observe(0.0);
-                return Err(self.failed(why, now));
+                return Err(self.failed(why, false, now));
             }
         };
         self.stats.calls += 1;
@@ -296,10 +318,15 @@ impl Slot {
         st.phase = phase;
         st.input = input;
         st.status = status;
+        st.query = query.map(str::to_string);
         st.verdict = Verdict::Continue;
         st.edits.clear();
+        st.copied = 0;
+        st.overrun = false;
+        st.logs = 0;
+        st.suppressed = 0;
         if let Err(e) = self.store.set_fuel(self.fuel) {
-            return Err(self.failed(format!("failed: {e}"), now));
+            return Err(self.failed(format!("failed: {e}"), false, now));
         }
         let t0 = Instant::now();
         let r = f.call(&mut self.store, &[], &mut []);
@@ -308,12 +335,29 @@ impl Slot {
         st.input = Vec::new();
         let verdict = std::mem::take(&mut st.verdict);
         let edits = std::mem::take(&mut st.edits);
+        let (overrun, suppressed) = (st.overrun, st.suppressed);
+        if suppressed > 0 {
+            log::warn!(
+                "module {}: {suppressed} more log line(s) of this call left out (at most {MAX_LOG_LINES} a call)",
+                self.name
+            );
+        }
         if let Err(e) = r {
+            // Only a trap counts towards making the instance again: running out of fuel
+            // says nothing of the instance's state.
+            let trap = e.as_trap_code().is_some_and(|t| t != TrapCode::OutOfFuel);
             let why = reason(&e, self.fuel);
-            return Err(self.failed(why, now));
+            return Err(self.failed(why, trap, now));
+        }
+        if overrun {
+            let why = format!(
+                "moved more than {} MiB through host functions in one call",
+                MAX_COPY >> 20
+            );
+            return Err(self.failed(why, false, now));
         }
         match verdict {
-            Verdict::Bad(why) => Err(self.failed(why, now)),
+            Verdict::Bad(why) => Err(self.failed(why, false, now)),
             Verdict::Block(b) => {
                 self.succeeded();
                 self.stats.blocks += 1;
@@ -331,11 +375,13 @@ impl Slot {
         self.backoff = BACKOFF_MIN;
     }
 
-    /// Counts and logs a failed call; after [`RESET_AFTER`] in a row, instantiates the
-    /// module again (at most once per backoff period).
-    fn failed(&mut self, why: String, now: Instant) -> Outcome {
+    /// Counts and logs a failed call; after [`RESET_AFTER`] traps in a row, instantiates
+    /// the module again (at most once per backoff period).
+    fn failed(&mut self, why: String, trap: bool, now: Instant) -> Outcome {
         self.stats.errors += 1;
-        self.fails = self.fails.saturating_add(1);
+        if trap {
+            self.fails = self.fails.saturating_add(1);
+        }
         log::warn!("module {}: {why}; answering 503", self.name);
         let due = self.next_reset.is_none_or(|t| now >= t);
         if self.fails >= RESET_AFTER && due {
@@ -346,7 +392,7 @@ impl Slot {
                 Ok(()) => {
                     self.stats.resets += 1;
                     log::warn!(
-                        "module {}: {} failed calls in a row; instantiated again (fresh memory; not again for {}s)",
+                        "module {}: {} traps in a row; instantiated again (fresh memory; not again for {}s)",
                         self.name,
                         self.fails,
                         wait.as_secs()
@@ -373,8 +419,13 @@ fn state(name: String, config: Vec<u8>, memory: u64, loaded: Instant) -> State {
         input: Vec::new(),
         config,
         status: 0,
+        query: None,
         verdict: Verdict::Continue,
         edits: Vec::new(),
+        copied: 0,
+        overrun: false,
+        logs: 0,
+        suppressed: 0,
         limits: StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
             .memories(1)
@@ -391,6 +442,7 @@ fn state(name: String, config: Vec<u8>, memory: u64, loaded: Instant) -> State {
 /// the first that does not fit, and makes the linker for it.
 fn link(engine: &Engine, wasm: &Wasm) -> Result<Linker<State>, String> {
     let mut linker = Linker::new(engine);
+    let mut loose_done: Vec<&str> = Vec::new();
     for imp in wasm.imports() {
         let (module, name) = (imp.module(), imp.name());
         let ExternType::Func(ty) = imp.ty() else {
@@ -407,7 +459,11 @@ fn link(engine: &Engine, wasm: &Wasm) -> Result<Linker<State>, String> {
                     show(ty)
                 ));
             }
-            define_loose(&mut linker, name, ty.clone())?;
+            // (Imported twice with the same type: one definition serves both.)
+            if !loose_done.contains(&name) {
+                define_loose(&mut linker, name, ty.clone())?;
+                loose_done.push(name);
+            }
             continue;
         }
         let Some((params, results)) = signature(module, name) else {
@@ -432,14 +488,36 @@ fn memory(c: &Caller<'_, State>) -> Option<Memory> {
     c.get_export("memory")?.into_memory()
 }
 
-/// `len` bytes at `ptr` of the module's memory, or None (no memory, out of bounds).
-fn bytes(c: &Caller<'_, State>, ptr: i32, len: i32) -> Option<Vec<u8>> {
-    let m = memory(c)?;
+/// Whether `len` bytes at `ptr` lie in the module's memory (nothing copied).
+fn readable(c: &Caller<'_, State>, ptr: i32, len: i32) -> bool {
+    let (Some(m), Ok(len)) = (memory(c), usize::try_from(len)) else {
+        return false;
+    };
     let start = ptr as u32 as usize;
-    let len = usize::try_from(len).ok()?;
-    m.data(c)
-        .get(start..start.checked_add(len)?)
-        .map(<[u8]>::to_vec)
+    start
+        .checked_add(len)
+        .is_some_and(|end| end <= m.data(c).len())
+}
+
+/// `len` bytes at `ptr` of the module's memory; None when there is no memory, they are out
+/// of bounds, `len` is over `max`, or the call has moved [`MAX_COPY`] bytes already (the
+/// call then fails).
+fn bytes(c: &mut Caller<'_, State>, ptr: i32, len: i32, max: usize) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok().filter(|&n| n <= max)?;
+    let m = memory(c)?;
+    let (data, st) = m.data_and_store_mut(&mut *c);
+    if !count_copy(st, len) {
+        return None;
+    }
+    let start = ptr as u32 as usize;
+    data.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
+}
+
+/// Counts `n` bytes moved in this call; false (and the call fails) past [`MAX_COPY`].
+fn count_copy(st: &mut State, n: usize) -> bool {
+    st.copied = st.copied.saturating_add(n as u64);
+    st.overrun |= st.copied > MAX_COPY;
+    !st.overrun
 }
 
 #[derive(Clone, Copy)]
@@ -464,12 +542,15 @@ fn read_doc(mut c: Caller<'_, State>, which: Doc, ptr: i32, max: i32) -> i32 {
         return -1;
     };
     let (data, st) = m.data_and_store_mut(&mut c);
+    let n = usize::try_from(max).map_or(doc_len(st, which), |m| m.min(doc_len(st, which)));
+    if !count_copy(st, n) {
+        return -1;
+    }
     let src: &[u8] = match (which, st.phase) {
         (Doc::Request, Phase::Request) | (Doc::Response, Phase::Response) => &st.input,
         (Doc::Config, _) => &st.config,
         _ => &[],
     };
-    let n = usize::try_from(max).map_or(src.len(), |m| m.min(src.len()));
     let start = ptr as u32 as usize;
     let Some(dst) = start
         .checked_add(n)
@@ -492,31 +573,67 @@ fn block_status(status: i32) -> Result<u16, String> {
     Ok(if (200..=999).contains(&s) { s } else { 403 })
 }
 
-fn block_body(c: &Caller<'_, State>, ptr: i32, len: i32) -> Vec<u8> {
+/// The body of a block: empty at address 0, for a length that is not positive, or when
+/// unreadable (as upstream); over 1 MiB, a failure.
+fn block_body(c: &mut Caller<'_, State>, ptr: i32, len: i32) -> Result<Vec<u8>, String> {
     if ptr == 0 || len <= 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    bytes(c, ptr, len).unwrap_or_default()
+    if len as usize > MAX_BLOCK_BODY {
+        return Err(format!(
+            "a block body of {len} bytes (at most {MAX_BLOCK_BODY})"
+        ));
+    }
+    Ok(bytes(c, ptr, len, MAX_BLOCK_BODY).unwrap_or_default())
 }
 
-fn log_text(name: &str, level: i32, text: &str) {
-    let mut end = text.len().min(MAX_LOG);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// The text a module logs, at most [`MAX_LOG`] bytes of it: None when it is not all in
+/// memory or not UTF-8 (a character cut at the bound is dropped).
+fn log_text(c: &mut Caller<'_, State>, ptr: i32, len: i32) -> Option<String> {
+    if !readable(c, ptr, len) {
+        return None;
+    }
+    let take = usize::try_from(len).ok()?.min(MAX_LOG);
+    let b = bytes(c, ptr, take as i32, MAX_LOG)?;
+    match std::str::from_utf8(&b) {
+        Ok(t) => Some(t.to_string()),
+        Err(e) if e.error_len().is_none() && take < len as usize => {
+            Some(String::from_utf8_lossy(&b[..e.valid_up_to()]).into_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+/// Logs a module's text under its name: control characters escaped (no forged lines,
+/// no terminal sequences), at most [`MAX_LOG_LINES`] lines a call.
+fn log_line(c: &mut Caller<'_, State>, level: i32, text: &str) {
+    let st = c.data_mut();
+    if st.logs >= MAX_LOG_LINES {
+        st.suppressed += 1;
+        return;
+    }
+    st.logs += 1;
+    let mut clean = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_control() && ch != '\t' {
+            clean.push_str(&ch.escape_default().to_string());
+        } else {
+            clean.push(ch);
+        }
     }
     let lvl = match level {
         1 => log::Level::Warn,
         2 => log::Level::Info,
         _ => log::Level::Debug,
     };
-    log::log!(lvl, "module {name}: {}", &text[..end]);
+    log::log!(lvl, "module {}: {clean}", st.name);
 }
 
 /// Records an edit a module asked for in the phase it may be asked in: 0, or -1 refused.
 fn edit(c: &mut Caller<'_, State>, phase: Phase, e: Option<Edit>) -> i32 {
     let st = c.data_mut();
     match e {
-        Some(e) if st.phase == phase => {
+        Some(e) if st.phase == phase && st.edits.len() < MAX_EDITS => {
             st.edits.push(e);
             0
         }
@@ -564,30 +681,11 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_block",
         |mut c: Caller<'_, State>, status: i32, p: i32, n: i32| {
-            let v = match block_status(status) {
-                Ok(status) => Verdict::Block(Block {
+            let v = match (block_status(status), block_body(&mut c, p, n)) {
+                (Ok(status), Ok(body)) => Verdict::Block(Block {
                     status,
-                    body: block_body(&c, p, n),
+                    body,
                     headers: Vec::new(),
-                }),
-                Err(why) => Verdict::Bad(why),
-            };
-            c.data_mut().verdict = v;
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "set_block_with_headers",
-        |mut c: Caller<'_, State>, status: i32, p: i32, n: i32, hp: i32, hn: i32| {
-            let headers = match bytes(&c, hp, hn) {
-                Some(t) if !t.is_empty() => block_headers(&t),
-                _ => Err("set_block_with_headers with empty or unreadable headers".into()),
-            };
-            let v = match (block_status(status), headers) {
-                (Ok(status), Ok(headers)) => Verdict::Block(Block {
-                    status,
-                    body: block_body(&c, p, n),
-                    headers,
                 }),
                 (Err(why), _) | (_, Err(why)) => Verdict::Bad(why),
             };
@@ -596,10 +694,32 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     )?;
     l.func_wrap(
         "env",
+        "set_block_with_headers",
+        |mut c: Caller<'_, State>, status: i32, p: i32, n: i32, hp: i32, hn: i32| {
+            let headers = match bytes(&mut c, hp, hn, MAX_BLOCK_HEADERS) {
+                Some(t) if !t.is_empty() => block_headers(&t),
+                _ => Err(format!(
+                    "set_block_with_headers with empty, unreadable or over {} KiB headers",
+                    MAX_BLOCK_HEADERS >> 10
+                )),
+            };
+            let v = match (block_status(status), headers, block_body(&mut c, p, n)) {
+                (Ok(status), Ok(headers), Ok(body)) => Verdict::Block(Block {
+                    status,
+                    body,
+                    headers,
+                }),
+                (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => Verdict::Bad(why),
+            };
+            c.data_mut().verdict = v;
+        },
+    )?;
+    l.func_wrap(
+        "env",
         "log",
-        |c: Caller<'_, State>, level: i32, p: i32, n: i32| {
-            if let Some(t) = bytes(&c, p, n).and_then(|b| String::from_utf8(b).ok()) {
-                log_text(&c.data().name, level, &t);
+        |mut c: Caller<'_, State>, level: i32, p: i32, n: i32| {
+            if let Some(t) = log_text(&mut c, p, n) {
+                log_line(&mut c, level, &t);
             }
         },
     )?;
@@ -610,8 +730,10 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_request_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32, vp: i32, vn: i32| {
-            let e = bytes(&c, np, nn)
-                .zip(bytes(&c, vp, vn))
+            let name = bytes(&mut c, np, nn, MAX_FIELD);
+            let value = bytes(&mut c, vp, vn, MAX_FIELD);
+            let e = name
+                .zip(value)
                 .and_then(|(n, v)| header_edit(&n, Some(&v), true));
             edit(&mut c, Phase::Request, e)
         },
@@ -620,7 +742,7 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "remove_request_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32| {
-            let e = bytes(&c, np, nn).and_then(|n| header_edit(&n, None, true));
+            let e = bytes(&mut c, np, nn, MAX_FIELD).and_then(|n| header_edit(&n, None, true));
             edit(&mut c, Phase::Request, e)
         },
     )?;
@@ -628,7 +750,8 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_path",
         |mut c: Caller<'_, State>, p: i32, n: i32| {
-            let e = bytes(&c, p, n).and_then(|t| target_edit(&t));
+            let t = bytes(&mut c, p, n, MAX_FIELD);
+            let e = t.and_then(|t| target_edit(&t, c.data().query.as_deref()));
             edit(&mut c, Phase::Request, e)
         },
     )?;
@@ -636,8 +759,10 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_response_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32, vp: i32, vn: i32| {
-            let e = bytes(&c, np, nn)
-                .zip(bytes(&c, vp, vn))
+            let name = bytes(&mut c, np, nn, MAX_FIELD);
+            let value = bytes(&mut c, vp, vn, MAX_FIELD);
+            let e = name
+                .zip(value)
                 .and_then(|(n, v)| header_edit(&n, Some(&v), false));
             edit(&mut c, Phase::Response, e)
         },
@@ -646,7 +771,7 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "remove_response_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32| {
-            let e = bytes(&c, np, nn).and_then(|n| header_edit(&n, None, false));
+            let e = bytes(&mut c, np, nn, MAX_FIELD).and_then(|n| header_edit(&n, None, false));
             edit(&mut c, Phase::Response, e)
         },
     )?;
@@ -657,13 +782,9 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     l.func_wrap(
         "mothership",
         "host_log",
-        |c: Caller<'_, State>, level: i32, p: i32, n: i32| {
-            let t = bytes(&c, p, n).and_then(|b| String::from_utf8(b).ok());
-            log_text(
-                &c.data().name,
-                level,
-                t.as_deref().unwrap_or("<invalid utf-8>"),
-            );
+        |mut c: Caller<'_, State>, level: i32, p: i32, n: i32| {
+            let t = log_text(&mut c, p, n);
+            log_line(&mut c, level, t.as_deref().unwrap_or("<invalid utf-8>"));
             0
         },
     )?;
@@ -689,7 +810,7 @@ fn define_loose(l: &mut Linker<State>, name: &str, ty: FuncType) -> Result<(), S
             let payload = || {
                 let n = params.len();
                 let (p, len) = (int(params.get(n.wrapping_sub(2))), int(params.last()));
-                n >= 2 && p.zip(len).and_then(|(p, l)| bytes(&c, p, l)).is_some()
+                n >= 2 && p.zip(len).is_some_and(|(p, l)| readable(&c, p, l))
             };
             let code = match kind.as_str() {
                 "host_broadcast" if payload() => 0,
@@ -749,7 +870,7 @@ mod tests {
     }
 
     fn run(h: &mut Host, phase: Phase, input: &[u8]) -> Result<Vec<Edit>, Outcome> {
-        h.call(0, phase, input.to_vec(), 200, Instant::now())
+        h.call(0, phase, input.to_vec(), Some("q"), 200, Instant::now())
     }
 
     #[test]
@@ -859,7 +980,8 @@ mod tests {
             (if (i32.eq (global.get $n) (i32.const 1))
               (then (if (i32.eq (memory.grow (i32.const 300)) (i32.const -1))
                 (then (call $b (i32.const 507) (i32.const 0) (i32.const 0)) (return)))))
-            (if (i32.lt_u (global.get $n) (i32.const 5)) (then (loop $l (br $l))))
+            (if (i32.lt_u (global.get $n) (i32.const 4)) (then (loop $l (br $l))))
+            (if (i32.lt_u (global.get $n) (i32.const 7)) (then unreachable))
             (call $b (i32.add (i32.const 200) (global.get $n)) (i32.const 0) (i32.const 0))))"#;
         let mut h = load_one("fuel", wat, Phase::Request).unwrap_or_else(|e| panic!("{e:?}"));
         let status = |r: Result<Vec<Edit>, Outcome>| match r {
@@ -867,16 +989,60 @@ mod tests {
             Err(Outcome::Fail) => 503,
             other => panic!("{other:?}"),
         };
+        // Memory past the cap: -1 to the module, which goes on.
         assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 507);
+        // Out of fuel twice: failures, but no reason to make the instance again.
         assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 503);
         assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 503);
-        assert_eq!(h.rows()[0].stats.resets, 0);
-        assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 503);
-        // The third failure in a row instantiates it again: its counter starts over, so
-        // it grows memory (refused) once more, then loops.
-        assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 507);
+        // Three traps in a row: made again after the third.
+        for _ in 0..3 {
+            assert_eq!(h.rows()[0].stats.resets, 0);
+            assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 503);
+        }
         assert_eq!(h.rows()[0].stats.resets, 1);
-        assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 503);
+        // A fresh instance: its counter starts over (grows memory, refused, again).
+        assert_eq!(status(run(&mut h, Phase::Request, b"{}")), 507);
+        assert_eq!(h.rows()[0].stats.errors, 5);
+    }
+
+    #[test]
+    fn host_functions_move_a_bounded_number_of_bytes_per_call() {
+        // read_request of a 64 KiB request 2,000 times: 128 MiB, over the 64 MiB a call
+        // may move; the call fails though the module asks for nothing wrong.
+        let wat = r#"(module
+          (import "env" "read_request" (func $r (param i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "on_request")
+            (local $i i32)
+            (loop $l
+              (drop (call $r (i32.const 0) (i32.const -1)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 2000))))))"#;
+        let mut h = load_one("copy", wat, Phase::Request).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            run(&mut h, Phase::Request, &[b'x'; 65536]),
+            Err(Outcome::Fail)
+        );
+        // A small request: fine.
+        assert_eq!(run(&mut h, Phase::Request, b"{}"), Ok(vec![]));
+        // More than 64 edits in a call: the rest refused (-1), the first 64 kept.
+        let wat = r#"(module
+          (import "env" "set_request_header" (func $s (param i32 i32 i32 i32) (result i32)))
+          (import "env" "set_block" (func $b (param i32 i32 i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 0) "x-a1")
+          (func (export "on_request")
+            (local $i i32) (local $refused i32)
+            (loop $l
+              (if (i32.eq (call $s (i32.const 0) (i32.const 3) (i32.const 3) (i32.const 1)) (i32.const -1))
+                (then (local.set $refused (i32.add (local.get $refused) (i32.const 1)))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 100))))
+            (if (i32.ne (local.get $refused) (i32.const 36))
+              (then (call $b (i32.const 500) (i32.const 0) (i32.const 0))))))"#;
+        let mut h = load_one("edits", wat, Phase::Request).unwrap_or_else(|e| panic!("{e:?}"));
+        let edits = run(&mut h, Phase::Request, b"{}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(edits.len(), 64);
     }
 
     #[test]
@@ -906,7 +1072,7 @@ mod tests {
             edits,
             vec![
                 Edit::SetHeader("x-seen".into(), b"seen".to_vec()),
-                Edit::Target("/new".into())
+                Edit::Target("/new?q".into())
             ]
         );
         let mut r = req();

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::manifest::{Module, Phase};
 use crate::proto::http::{self, Header, RequestHead, ResponseHead};
-use crate::proto::json;
+use crate::proto::{json, target};
 
 #[cfg(feature = "wasm")]
 mod host;
@@ -51,9 +51,11 @@ pub struct Block {
 /// What a chain of modules decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Go on; `retarget`: a module changed the request target (route it again).
+    /// Go on. `reroute`: a module changed what routing looks at (the target or the
+    /// User-Agent): route the request again; `changed`: a module changed the head.
     Continue {
-        retarget: bool,
+        reroute: bool,
+        changed: bool,
     },
     Block(Block),
     /// A module failed: answer 503 with [`FAILURE_BODY`] (fail-closed).
@@ -162,32 +164,33 @@ impl Payloads {
             .collect()
     }
 
-    /// Runs the request modules that match the request's path, in order, changing `req`
-    /// as they ask; the first block or failure ends the chain.
+    /// Runs the request modules in manifest order, each whose routes match the request's
+    /// path as it is when its turn comes (a module after one that changed the path is
+    /// chosen by the new path), changing `req` as they ask; the first block or failure
+    /// ends the chain.
     pub fn on_request(
         &mut self,
         req: &mut RequestHead,
         client: Option<IpAddr>,
         now: Instant,
     ) -> Outcome {
-        let chosen = self.select(Phase::Request, req.path());
-        if chosen.is_empty() {
-            return Outcome::Continue { retarget: false };
-        }
-        #[cfg(feature = "wasm")]
-        if let Some(h) = &mut self.host {
-            let mut retarget = false;
-            for i in chosen {
-                let input = request_json(req, client);
-                match h.call(usize::from(i), Phase::Request, input, 0, now) {
-                    Err(o) => return o,
-                    Ok(edits) => retarget |= apply_request(req, edits),
+        let (mut reroute, mut changed) = (false, false);
+        for i in 0..self.select.len() {
+            let (phase, routes) = &self.select[i];
+            let hit = *phase == Phase::Request
+                && (routes.is_empty() || routes.iter().any(|r| r.is_match(req.path())));
+            if !hit {
+                continue;
+            }
+            match self.call(i, Phase::Request, req, client, now) {
+                Err(o) => return o,
+                Ok(edits) => {
+                    changed |= !edits.is_empty();
+                    reroute |= apply_request(req, edits);
                 }
             }
-            return Outcome::Continue { retarget };
         }
-        let _ = (client, now);
-        Outcome::Fail
+        Outcome::Continue { reroute, changed }
     }
 
     /// Runs the response modules `chosen` (selected when the request was routed) on a
@@ -198,22 +201,59 @@ impl Payloads {
         resp: &mut ResponseHead,
         now: Instant,
     ) -> Outcome {
-        if chosen.is_empty() {
-            return Outcome::Continue { retarget: false };
-        }
-        #[cfg(feature = "wasm")]
-        if let Some(h) = &mut self.host {
-            for &i in chosen {
-                let input = response_json(resp);
-                match h.call(usize::from(i), Phase::Response, input, resp.status, now) {
-                    Err(o) => return o,
-                    Ok(edits) => apply_response(resp, edits),
+        let mut changed = false;
+        for &i in chosen {
+            let input = response_json(resp);
+            match self.call_with(
+                usize::from(i),
+                Phase::Response,
+                input,
+                None,
+                resp.status,
+                now,
+            ) {
+                Err(o) => return o,
+                Ok(edits) => {
+                    changed |= !edits.is_empty();
+                    apply_response(resp, edits);
                 }
             }
-            return Outcome::Continue { retarget: false };
         }
-        let _ = (resp, now);
-        Outcome::Fail
+        Outcome::Continue {
+            reroute: false,
+            changed,
+        }
+    }
+
+    fn call(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        req: &RequestHead,
+        client: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Vec<Edit>, Outcome> {
+        let input = request_json(req, client);
+        self.call_with(i, phase, input, req.query(), 0, now)
+    }
+
+    /// One call of module `i`; without the interpreter (a build without `wasm`, which
+    /// refuses modules at load), a failure.
+    fn call_with(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        input: Vec<u8>,
+        query: Option<&str>,
+        status: u16,
+        now: Instant,
+    ) -> Result<Vec<Edit>, Outcome> {
+        #[cfg(feature = "wasm")]
+        if let Some(h) = &mut self.host {
+            return h.call(i, phase, input, query, status, now);
+        }
+        let _ = (i, phase, input, query, status, now);
+        Err(Outcome::Fail)
     }
 
     /// Every module with its counts, in manifest order.
@@ -331,6 +371,7 @@ fn protected(name: &str) -> bool {
             | "upgrade"
             | "te"
             | "trailer"
+            | "expect"
     )
 }
 
@@ -345,8 +386,8 @@ fn forwarding(name: &str) -> bool {
 
 /// A field a module asks to set (`value` Some) or remove, checked: a token name that is not
 /// [`protected`] (nor, on a `request`, one of the [`forwarding`] fields), a value of visible
-/// ASCII, spaces and tabs, neither over 8 KiB. `host` may be set on a request but not
-/// removed, and is not a response field.
+/// ASCII, spaces and tabs, neither over 8 KiB. `host` may be set on a request (to a valid
+/// `host[:port]`) but not removed, and is not a response field.
 pub fn header_edit(name: &[u8], value: Option<&[u8]>, request: bool) -> Option<Edit> {
     if !is_token(name) || name.len() > MAX_HEADER {
         return None;
@@ -360,7 +401,7 @@ pub fn header_edit(name: &[u8], value: Option<&[u8]>, request: bool) -> Option<E
         None => Some(Edit::RemoveHeader(name)),
         Some(v) if v.len() <= MAX_HEADER && shown(v) => {
             let v = trim(v);
-            if name == "host" && v.is_empty() {
+            if name == "host" && !std::str::from_utf8(v).is_ok_and(target::valid_authority) {
                 return None;
             }
             Some(Edit::SetHeader(name, v.to_vec()))
@@ -378,16 +419,27 @@ fn trim(v: &[u8]) -> &[u8] {
     }
 }
 
-/// A request target a module asks for: origin form (`/path` with an optional `?query`),
-/// visible ASCII without `#`, at most 8 KiB.
-pub fn target_edit(t: &[u8]) -> Option<Edit> {
+/// A request target a module asks for: origin form (`/path` with an optional `?query`;
+/// without one, the request's `query` is kept), visible ASCII, at most 8 KiB in all, in the
+/// normal form the router and the ship see for a client's target (`proto::target`), or
+/// refused as a client's would be.
+pub fn target_edit(t: &[u8], query: Option<&str>) -> Option<Edit> {
     if t.first() != Some(&b'/') || t.len() > MAX_TARGET {
         return None;
     }
-    if !t.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'#') {
+    if !t.iter().all(|&b| (0x21..0x7f).contains(&b)) {
         return None;
     }
-    String::from_utf8(t.to_vec()).ok().map(Edit::Target)
+    let t = std::str::from_utf8(t).ok()?;
+    let whole = match (t.contains('?'), query) {
+        (false, Some(q)) => format!("{t}?{q}"),
+        _ => t.to_string(),
+    };
+    if whole.len() > MAX_TARGET {
+        return None;
+    }
+    let normal = target::normalize(&whole).ok()?.into_owned();
+    Some(Edit::Target(normal))
 }
 
 /// A status a module asks for on a response: 200..=599 but 204 and 304 (the body was
@@ -415,29 +467,33 @@ fn edit_headers(headers: &mut Vec<Header>, edit: &Edit) {
     }
 }
 
-/// Applies a module's edits to a request; true when its target changed.
+/// Applies a module's edits to a request; true when what routing looks at changed (the
+/// target or the User-Agent). `X-Forwarded-Host` keeps the client's Host.
 pub fn apply_request(req: &mut RequestHead, edits: Vec<Edit>) -> bool {
-    let mut retarget = false;
+    let mut reroute = false;
     for e in edits {
         match e {
             Edit::Target(t) => {
-                // Without a `?` of its own, the new path keeps the request's query.
-                let t = match (t.contains('?'), req.query()) {
-                    (false, Some(q)) => format!("{t}?{q}"),
-                    _ => t,
-                };
-                retarget |= t != req.target;
+                reroute |= t != req.target;
                 req.target = t;
             }
-            Edit::SetHeader(ref n, ref v) if n == "host" => {
-                req.host = Some(String::from_utf8_lossy(v).into_owned());
+            Edit::Status(_) => {}
+            e => {
+                match &e {
+                    // A request without Host (HTTP/1.0) goes out with the module's.
+                    Edit::SetHeader(n, v) if n == "host" && req.host.is_none() => {
+                        req.host = Some(String::from_utf8_lossy(v).into_owned());
+                    }
+                    Edit::SetHeader(n, _) | Edit::RemoveHeader(n) if n == "user-agent" => {
+                        reroute = true;
+                    }
+                    _ => {}
+                }
                 edit_headers(&mut req.headers, &e);
             }
-            Edit::Status(_) => {}
-            e => edit_headers(&mut req.headers, &e),
         }
     }
-    retarget
+    reroute
 }
 
 /// Applies a module's edits to a response head.
@@ -549,12 +605,28 @@ mod tests {
         assert!(header_edit(b"X-Real-IP", Some(b"1.2.3.4"), false).is_some());
         assert_eq!(header_edit(b"host", Some(b"h"), false), None);
         assert_eq!(
-            target_edit(b"/new?q=1"),
+            target_edit(b"/new?q=1", Some("old")),
             Some(Edit::Target("/new?q=1".into()))
         );
-        assert_eq!(target_edit(b"new"), None);
-        assert_eq!(target_edit(b"/a b"), None);
-        assert_eq!(target_edit(b"/a#f"), None);
+        assert_eq!(
+            target_edit(b"/new", Some("old")),
+            Some(Edit::Target("/new?old".into()))
+        );
+        assert_eq!(
+            target_edit(b"//x/../admin/%7e", None),
+            Some(Edit::Target("/admin/~".into()))
+        );
+        assert_eq!(target_edit(b"new", None), None);
+        assert_eq!(target_edit(b"/a b", None), None);
+        assert_eq!(target_edit(b"/a#f", None), None);
+        assert_eq!(target_edit(b"/a\\b", None), None);
+        assert_eq!(target_edit(b"/..;/x", None), None);
+        assert_eq!(target_edit(b"/%zz", None), None);
+        let long = "q".repeat(MAX_TARGET);
+        assert_eq!(target_edit(b"/x", Some(&long)), None);
+        assert_eq!(header_edit(b"Expect", None, true), None);
+        assert_eq!(header_edit(b"host", Some(b"a b"), true), None);
+        assert!(header_edit(b"host", Some(b"example.org:8080"), true).is_some());
         assert_eq!(status_edit(418, 200), Some(Edit::Status(418)));
         assert_eq!(status_edit(204, 200), None);
         assert_eq!(status_edit(200, 304), None);
@@ -571,20 +643,25 @@ mod tests {
             vec![
                 Edit::SetHeader("x-a".into(), b"3".to_vec()),
                 Edit::RemoveHeader("cookie".into()),
-                Edit::Target("/new".into()),
+                Edit::Target("/new?a".into()),
                 Edit::SetHeader("host".into(), b"other".to_vec()),
             ],
         );
         assert!(moved);
         assert_eq!(r.target, "/new?a");
-        assert_eq!(r.host.as_deref(), Some("other"));
+        // X-Forwarded-Host keeps the client's.
+        assert_eq!(r.host.as_deref(), Some("h"));
         let names: Vec<(&str, &[u8])> = r
             .headers
             .iter()
             .map(|h| (h.name.as_str(), &h.value[..]))
             .collect();
         assert_eq!(names, vec![("x-a", &b"3"[..]), ("host", &b"other"[..])]);
-        assert!(!apply_request(&mut r, vec![Edit::Target("/new".into())]));
+        assert!(!apply_request(&mut r, vec![Edit::Target("/new?a".into())]));
+        assert!(apply_request(
+            &mut r,
+            vec![Edit::SetHeader("user-agent".into(), b"bot".to_vec())]
+        ));
     }
 
     #[test]

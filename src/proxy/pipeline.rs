@@ -73,10 +73,14 @@ impl Edge {
         if !self.payloads.is_empty() {
             let client = client_addr(&c.peer);
             match self.payloads.on_request(&mut req, client, self.now) {
-                Outcome::Continue { retarget: false } => {}
-                Outcome::Continue { retarget: true } => {
-                    route = self.reroute(c, &req);
-                    cors_key = None;
+                Outcome::Continue { reroute, changed } => {
+                    if reroute {
+                        route = self.reroute(c, &req);
+                    }
+                    // The preflight the backend answers is no longer the client's.
+                    if changed {
+                        cors_key = None;
+                    }
                 }
                 o => {
                     self.module_answer(c, &req, o, keep);
