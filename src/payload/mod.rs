@@ -427,15 +427,12 @@ pub fn target_edit(t: &[u8], query: Option<&str>) -> Option<Edit> {
     if t.first() != Some(&b'/') || t.len() > MAX_TARGET {
         return None;
     }
-    if !t.iter().all(|&b| (0x21..0x7f).contains(&b)) {
-        return None;
-    }
     let t = std::str::from_utf8(t).ok()?;
     let whole = match (t.contains('?'), query) {
         (false, Some(q)) => format!("{t}?{q}"),
         _ => t.to_string(),
     };
-    if whole.len() > MAX_TARGET {
+    if whole.len() > MAX_TARGET || !whole.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return None;
     }
     let normal = target::normalize(&whole).ok()?.into_owned();
