@@ -15,10 +15,12 @@ use super::{
 };
 use crate::manifest::{Module, Phase};
 
-/// Failed calls in a row after which a module is instantiated again.
+/// Calls in a row that trapped after which a module is instantiated again.
 const RESET_AFTER: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// At most one line a second about a module's failures.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 /// Bounds of an instance besides fuel and memory: table elements, tables, call depth and
 /// value stack (bytes).
 const MAX_TABLE_ELEMENTS: usize = 65_536;
@@ -87,6 +89,9 @@ struct Slot {
     fails: u32,
     backoff: Duration,
     next_reset: Option<Instant>,
+    /// When a failure was last logged, and the failures not logged since.
+    logged: Option<Instant>,
+    unlogged: u64,
     stats: ModStats,
 }
 
@@ -252,6 +257,8 @@ impl Slot {
             fails: 0,
             backoff: BACKOFF_MIN,
             next_reset: None,
+            logged: None,
+            unlogged: 0,
             stats: ModStats::default(),
         };
         slot.instantiate()?;
@@ -373,6 +380,7 @@ impl Slot {
     fn succeeded(&mut self) {
         self.fails = 0;
         self.backoff = BACKOFF_MIN;
+        self.next_reset = None;
     }
 
     /// Counts and logs a failed call; after [`RESET_AFTER`] traps in a row, instantiates
@@ -382,9 +390,25 @@ impl Slot {
         if trap {
             self.fails = self.fails.saturating_add(1);
         }
-        log::warn!("module {}: {why}; answering 503", self.name);
+        // One line a second at most per module (a client can make a module fail on
+        // every request); the metrics count them all.
+        if self
+            .logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY)
+        {
+            let more = std::mem::take(&mut self.unlogged);
+            let also = if more > 0 {
+                format!(" ({more} more failure(s) since the last line)")
+            } else {
+                String::new()
+            };
+            log::warn!("module {}: {why}; answering 503{also}", self.name);
+            self.logged = Some(now);
+        } else {
+            self.unlogged += 1;
+        }
         let due = self.next_reset.is_none_or(|t| now >= t);
-        if self.fails >= RESET_AFTER && due {
+        if trap && self.fails >= RESET_AFTER && due {
             self.next_reset = Some(now + self.backoff);
             let wait = self.backoff;
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -397,6 +421,7 @@ impl Slot {
                         self.fails,
                         wait.as_secs()
                     );
+                    self.fails = 0;
                 }
                 Err(e) => log::error!("module {}: {e}; keeping the instance it had", self.name),
             }

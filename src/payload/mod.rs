@@ -10,10 +10,10 @@
 //!
 //! Instance model: one instance per `[[modules]]` entry, made at start and reused for
 //! every call on the loop thread, its memory and globals kept between calls (as upstream).
-//! Each call gets the entry's fuel afresh. A module that fails three calls in a row is
+//! Each call gets the entry's fuel afresh. A module that traps in three calls in a row is
 //! instantiated again from its compiled code (fresh memory and globals), at most once per
 //! backoff period (1 s, doubling to 60 s, back to 1 s after a call that does not fail);
-//! meanwhile its calls still answer 503.
+//! meanwhile its calls still answer 503. Running out of fuel does not count towards it.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -153,14 +153,14 @@ impl Payloads {
     }
 
     /// The modules of `phase` whose routes match `path`, in manifest order.
-    pub fn select(&self, phase: Phase, path: &str) -> Vec<u16> {
+    pub fn select(&self, phase: Phase, path: &str) -> Vec<usize> {
         self.select
             .iter()
             .enumerate()
             .filter(|(_, (p, routes))| {
                 *p == phase && (routes.is_empty() || routes.iter().any(|r| r.is_match(path)))
             })
-            .map(|(i, _)| i as u16)
+            .map(|(i, _)| i)
             .collect()
     }
 
@@ -197,21 +197,14 @@ impl Payloads {
     /// backend's final answer head, changing it as they ask.
     pub fn on_response(
         &mut self,
-        chosen: &[u16],
+        chosen: &[usize],
         resp: &mut ResponseHead,
         now: Instant,
     ) -> Outcome {
         let mut changed = false;
         for &i in chosen {
             let input = response_json(resp);
-            match self.call_with(
-                usize::from(i),
-                Phase::Response,
-                input,
-                None,
-                resp.status,
-                now,
-            ) {
+            match self.call_with(i, Phase::Response, input, None, resp.status, now) {
                 Err(o) => return o,
                 Ok(edits) => {
                     changed |= !edits.is_empty();
@@ -372,6 +365,7 @@ fn protected(name: &str) -> bool {
             | "te"
             | "trailer"
             | "expect"
+            | "proxy-authorization"
     )
 }
 
@@ -450,17 +444,45 @@ pub fn status_edit(status: i32, original: u16) -> Option<Edit> {
     Some(Edit::Status(s))
 }
 
+/// Whether a field's name is `name` (lowercase) when `_` is read as `-`: WSGI and CGI
+/// backends take `X_User` for `X-User`, so a client's twin must not survive a module's
+/// change of the real one.
+fn same_field(field: &str, name: &str) -> bool {
+    field.len() == name.len()
+        && field.bytes().zip(name.bytes()).all(|(a, b)| {
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            let b = if b == b'_' { b'-' } else { b };
+            a == b
+        })
+}
+
 fn edit_headers(headers: &mut Vec<Header>, edit: &Edit) {
-    match edit {
-        Edit::SetHeader(n, v) => {
-            headers.retain(|h| !h.is(n));
-            headers.push(Header {
-                name: n.clone(),
-                value: v.clone(),
-            });
-        }
-        Edit::RemoveHeader(n) => headers.retain(|h| !h.is(n)),
-        Edit::Target(_) | Edit::Status(_) => {}
+    let name = match edit {
+        Edit::SetHeader(n, _) | Edit::RemoveHeader(n) => n,
+        Edit::Target(_) | Edit::Status(_) => return,
+    };
+    headers.retain(|h| !same_field(&h.name, name));
+    // A field a `Connection` header names is dropped on the way as hop-by-hop: the name
+    // leaves that list, so what the module set is what goes on.
+    for h in headers.iter_mut().filter(|h| h.is("connection")) {
+        let kept: Vec<&str> = h
+            .value_str()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !same_field(t, name))
+            .collect();
+        h.value = kept.join(", ").into_bytes();
+    }
+    headers.retain(|h| !(h.is("connection") && h.value.is_empty()));
+    if let Edit::SetHeader(n, v) = edit {
+        headers.push(Header {
+            name: n.clone(),
+            value: v.clone(),
+        });
     }
 }
 
@@ -659,6 +681,34 @@ mod tests {
             &mut r,
             vec![Edit::SetHeader("user-agent".into(), b"bot".to_vec())]
         ));
+    }
+
+    #[test]
+    fn a_client_cannot_undo_what_a_module_set() {
+        // An underscore twin (WSGI's HTTP_X_USER) goes, and the name leaves Connection,
+        // which would otherwise drop the module's field on the way as hop-by-hop.
+        let mut r = req("GET / HTTP/1.1\r\nHost: h\r\nConnection: X-User, keep-alive\r\nX_User: admin\r\nx-user: a\r\n\r\n");
+        apply_request(
+            &mut r,
+            vec![Edit::SetHeader("x-user".into(), b"verified".to_vec())],
+        );
+        let names: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("Host", "h"),
+                ("Connection", "keep-alive"),
+                ("x-user", "verified")
+            ]
+        );
+        let mut r = req("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-user\r\nX_USER: admin\r\n\r\n");
+        apply_request(&mut r, vec![Edit::RemoveHeader("x-user".into())]);
+        assert_eq!(r.headers.len(), 1, "{:?}", r.headers);
+        assert_eq!(header_edit(b"Proxy-Authorization", Some(b"x"), true), None);
     }
 
     #[test]

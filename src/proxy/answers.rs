@@ -86,7 +86,8 @@ pub(super) fn answer(
     ));
     if let Some(s) = &mut c.stat {
         s.status = status;
-        s.bytes_out += if head_only { 0 } else { body.len() as u64 };
+        let bodiless = head_only || status < 200 || status == 204 || status == 304;
+        s.bytes_out += if bodiless { 0 } else { body.len() as u64 };
     }
     c.phase = if close { Phase::CLOSING } else { Phase::head() };
 }

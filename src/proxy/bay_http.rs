@@ -136,7 +136,7 @@ pub(super) struct BayEx {
     /// Compressing the answer (chunked).
     enc: Option<Box<compress::Encoder>>,
     /// The response modules chosen for the request (by its path before `strip_prefix`).
-    modules: Vec<u16>,
+    modules: Vec<usize>,
 }
 
 impl BayEx {
@@ -958,6 +958,21 @@ impl Edge {
         if r.status < 200 && r.body != dock::ReplyBody::Tunnel {
             return Err(format!("Reply with status {}", r.status));
         }
+        // Every header must be one HTTP can carry: a name that is a token, a value with
+        // no line break or NUL (nothing the bay sends can start a header of its own); and
+        // no more of them than a backend's answer may have.
+        if r.headers.iter().any(|(name, value)| {
+            !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        }) {
+            return Err("Reply with a header that is not valid HTTP".into());
+        }
+        if r.headers.len() > self.limits.max_headers {
+            return Err(format!(
+                "Reply with {} headers (at most {})",
+                r.headers.len(),
+                self.limits.max_headers
+            ));
+        }
         let mut r = r;
         if !ex.modules.is_empty() && r.body != dock::ReplyBody::Tunnel {
             // The response modules see the bay's answer as they see a ship's.
@@ -994,10 +1009,6 @@ impl Edge {
                     let keep = ex.keep && body_done;
                     let method = if ex.head_only { "HEAD" } else { "GET" };
                     ex.keep = keep;
-                    ex.head_only = true;
-                    ex.answer = Some(Framing::Raw);
-                    ex.due = None;
-                    ex.accept = None;
                     let (status, extra, ctype, body) = match o {
                         Outcome::Block(b) => {
                             (b.status, pipeline::block_lines(&b.headers), None, b.body)
@@ -1015,13 +1026,15 @@ impl Edge {
                     ));
                     if let Some(st) = &mut c.stat {
                         st.status = status;
-                        st.bytes_out += if head_only { 0 } else { body.len() as u64 };
+                        let bodiless = head_only || status == 204 || status == 304;
+                        st.bytes_out += if bodiless { 0 } else { body.len() as u64 };
                     }
-                    if r.body == dock::ReplyBody::Stream {
-                        return Ok(Ended::No);
-                    }
+                    // The client has its whole answer; a bay still streaming is cut
+                    // short (its link closed, as for an abandoned request) so that a
+                    // stream that never ends holds neither.
                     self.http_done(c);
-                    return Ok(if body_done {
+                    let streamed = r.body == dock::ReplyBody::Stream;
+                    return Ok(if body_done && !streamed {
                         Ended::Whole
                     } else {
                         Ended::Early
@@ -1064,13 +1077,6 @@ impl Edge {
         });
         let vary = header("vary");
         let etag = header("etag");
-        // Every header must be one HTTP can carry: a name that is a token, a value with
-        // no line break or NUL (nothing the bay sends can start a header of its own).
-        if r.headers.iter().any(|(name, value)| {
-            !is_token(name) || value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
-        }) {
-            return Err("Reply with a header that is not valid HTTP".into());
-        }
         for (name, value) in &r.headers {
             let lower = name.to_ascii_lowercase();
             match lower.as_slice() {

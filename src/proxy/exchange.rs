@@ -151,7 +151,7 @@ pub(super) struct Exchange {
     /// The final response's status (0: not yet).
     pub status: u16,
     /// The response modules chosen for this request (by its path before `strip_prefix`).
-    pub modules: Vec<u16>,
+    pub modules: Vec<usize>,
 }
 
 impl Exchange {
