@@ -26,6 +26,7 @@ mod rewrite;
 pub mod router;
 mod session;
 pub mod static_files;
+pub mod status;
 pub mod stream;
 mod tunnel;
 mod watch;
@@ -1198,7 +1199,22 @@ impl Edge {
         }
     }
 
-    /// The metrics listener: `/metrics` and `/health`.
+    /// Samples the fleet's processes unless the last sample is fresh: walking them costs
+    /// with the fleet's size, and a scrape storm on this unauthenticated listener gets the
+    /// last sample while it is fresh.
+    fn fresh_sample(&mut self, fleet: &FleetView) {
+        let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
+        let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
+            self.now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
+                && pgids.iter().all(|p| u.contains_key(p))
+        });
+        if !fresh {
+            let usage = crate::fleet::resources::sample(&pgids);
+            self.sample = Some((self.now, usage));
+        }
+    }
+
+    /// The metrics listener: `/metrics`, `/health` and the status page.
     fn serve_metrics(&mut self, c: &mut Conn, req: &RequestHead, keep: bool, fleet: &FleetView) {
         c.cin.consume(req.head_len);
         let close = !keep;
@@ -1216,18 +1232,29 @@ impl Edge {
             return;
         }
         match req.path() {
+            "/status" | "/status.json" => {
+                self.fresh_sample(fleet);
+                let modules = self.payloads.rows();
+                let routes: Vec<(String, String)> = self
+                    .router
+                    .routes()
+                    .into_iter()
+                    .map(|(l, t)| (l, self.name_of(t).to_string()))
+                    .collect();
+                let empty = HashMap::new();
+                let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
+                let (ct, text) = if req.path() == "/status" {
+                    let t = status::html(fleet, usage, &routes, &modules, self.now);
+                    ("text/html; charset=utf-8", t)
+                } else {
+                    let t = status::json(fleet, usage, &routes, &modules, self.now);
+                    ("application/json", t)
+                };
+                let extra = b"cache-control: no-store\r\n";
+                answer(c, &req.method, 200, extra, Some(ct), text.as_bytes(), close);
+            }
             "/metrics" => {
-                // Walking the processes of the fleet costs with its size: a scrape storm
-                // on this unauthenticated listener gets the last sample while it is fresh.
-                let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-                let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
-                    self.now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
-                        && pgids.iter().all(|p| u.contains_key(p))
-                });
-                if !fresh {
-                    let usage = crate::fleet::resources::sample(&pgids);
-                    self.sample = Some((self.now, usage));
-                }
+                self.fresh_sample(fleet);
                 let empty = HashMap::new();
                 let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
                 let g = metrics::Gauges {

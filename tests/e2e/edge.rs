@@ -939,3 +939,102 @@ fn rate_limit_under_concurrent_load_refuses_the_excess_with_headers() {
         assert!(a.ends_with("too many requests\n"), "{a}");
     }
 }
+
+/// `GET /status` (HTML, rendered by headless Chromium) and `/status.json` on the metrics
+/// listener.
+#[test]
+fn the_status_page_shows_the_fleet_in_a_browser_and_as_json() {
+    let mp = free_port();
+    let (d, mut fleet, h, _) = fleet_with("status", &format!("[mothership]\nmetrics_port = {mp}"));
+    assert_eq!(
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{h}/x")
+        ]),
+        "200"
+    );
+    let m = format!("http://127.0.0.1:{mp}");
+    let j = curl(&[&format!("{m}/status.json")]);
+    let v = mothership::proto::json::parse(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}"));
+    use mothership::proto::json::Value;
+    assert_eq!(
+        v.get("state").and_then(Value::as_str),
+        Some("running"),
+        "{j}"
+    );
+    let Some(Value::Array(ps)) = v.get("programs") else {
+        panic!("{j}")
+    };
+    let echo = ps
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("echo"))
+        .unwrap_or_else(|| panic!("{j}"));
+    assert_eq!(echo.get("state").and_then(Value::as_str), Some("running"));
+    assert!(
+        echo.get("pid")
+            .and_then(Value::as_u64)
+            .is_some_and(|p| p > 1),
+        "{j}"
+    );
+    assert!(
+        echo.get("rss_bytes")
+            .and_then(Value::as_u64)
+            .is_some_and(|b| b > 0),
+        "{j}"
+    );
+    let head = curl(&["-sI", &format!("{m}/status")]).to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+
+    // Chromium renders the page: its DOM holds the table with the fleet, and a
+    // screenshot is taken.
+    let chromium = |extra: &[&str]| {
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", d.join("chromium").display()))
+            .args(extra)
+            .arg(format!("{m}/status"))
+            .output()
+            .expect("chromium (make test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(dom.contains("<table id=\"programs\">"), "{dom}");
+    let row = dom
+        .split("<tr>")
+        .find(|r| r.starts_with("<td>echo</td>"))
+        .unwrap_or_else(|| panic!("{dom}"));
+    assert!(
+        row.contains("<td>web</td><td>ship</td><td class=\"running\">running</td>"),
+        "{row}"
+    );
+    assert!(row.contains("http:/.*"), "{row}");
+    assert!(dom.contains("<td>down</td>"), "{dom}");
+    let png = d.join("status.png");
+    chromium(&[
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1000,500",
+    ]);
+    let shot = std::fs::read(&png).unwrap_or_default();
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 2000,
+        "{} bytes",
+        shot.len()
+    );
+    assert_eq!(fleet.stop(secs(10)), Some(0));
+}
