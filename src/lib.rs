@@ -3,6 +3,7 @@
 
 pub mod alloc_cache;
 pub mod cli;
+pub mod control;
 pub mod flagship;
 pub mod fleet;
 pub mod health;

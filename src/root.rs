@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::{Events, Poll, Registry};
 
+use crate::control::Control;
 use crate::fleet::{FleetView, Message};
 use crate::health::Checks;
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::proxy::Edge;
-use crate::reactor::{EDGE_TOKENS, HEALTH_TOKENS};
+use crate::reactor::{CONTROL_TOKENS, EDGE_TOKENS, HEALTH_TOKENS};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::{leftovers, Outcome, Style, Supervisor};
 
@@ -126,11 +127,28 @@ impl Subsystem for Checks {
     }
 }
 
+impl Subsystem for Control {
+    fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        Control::register(self, registry)
+    }
+    fn ready(&mut self, ev: &Event, t: &Turn) {
+        Control::ready(self, ev.token(), t.registry, t.fleet, t.now);
+    }
+    fn turn_end(&mut self, _: &Turn) {}
+    fn timers_due(&mut self, _: &Turn) {}
+    fn next_deadline(&mut self) -> Option<Instant> {
+        None
+    }
+    fn hear(&mut self, _: &Message, _: &Turn) {}
+    fn take_messages(&mut self, _: &mut Vec<Message>) {}
+}
+
 /// The subsystems and the fleet view the root keeps from their messages.
 struct Fleet {
     sup: Supervisor,
     checks: Option<Checks>,
     edge: Option<Edge>,
+    control: Option<Control>,
     view: FleetView,
     mail: Vec<Message>,
 }
@@ -138,11 +156,12 @@ struct Fleet {
 impl Fleet {
     /// The subsystems in the order they are called (those not running are `None`), and
     /// the view they are given.
-    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 3], &mut FleetView) {
+    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 4], &mut FleetView) {
         let sup: &mut dyn Subsystem = &mut self.sup;
         let checks = self.checks.as_mut().map(|c| c as &mut dyn Subsystem);
         let edge = self.edge.as_mut().map(|e| e as &mut dyn Subsystem);
-        ([Some(sup), checks, edge], &mut self.view)
+        let control = self.control.as_mut().map(|c| c as &mut dyn Subsystem);
+        ([Some(sup), checks, edge, control], &mut self.view)
     }
 
     /// Hands on what the subsystems have said, until none has more to say (hearing one
@@ -183,7 +202,7 @@ impl Fleet {
 
     /// Calls `f` on each subsystem in turn, routing messages after each.
     fn each(&mut self, registry: &Registry, now: Instant, f: impl Fn(&mut dyn Subsystem, &Turn)) {
-        for i in 0..3 {
+        for i in 0..4 {
             let (mut all, view) = self.parts();
             let Some(s) = all[i].as_mut() else { continue };
             let t = Turn {
@@ -207,9 +226,11 @@ impl Fleet {
 
 /// Sets up the loop, the supervisor and the edge for `m` (already filtered by tags), then
 /// runs the fleet until it lands. `Err`: the loop could not be set up (nothing started).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     m: &Manifest,
     payloads: crate::payload::Payloads,
+    control: Option<Control>,
     out: Output,
     style: Style,
     socket_dir: &std::path::Path,
@@ -240,10 +261,15 @@ pub fn run(
         edge = Some(e);
     }
     let checks = Some(Checks::new(&m.programs, Instant::now())).filter(|c| !c.is_empty());
+    let mut control = control;
+    if let Some(c) = &mut control {
+        Subsystem::register(c, poll.registry())?;
+    }
     let mut f = Fleet {
         sup,
         checks,
         edge,
+        control,
         view: FleetView::new(&m.programs, Instant::now()),
         mail: Vec::new(),
     };
@@ -297,6 +323,10 @@ pub fn run(
                 if let Some(c) = &mut f.checks {
                     Subsystem::ready(c, ev, &t);
                 }
+            } else if tok >= CONTROL_TOKENS {
+                if let Some(c) = &mut f.control {
+                    Subsystem::ready(c, ev, &t);
+                }
             } else {
                 Subsystem::ready(&mut f.sup, ev, &t);
             }
@@ -304,6 +334,9 @@ pub fn run(
         }
         f.each(registry, now, |s, t| s.turn_end(t));
         f.each(registry, now, |s, t| s.timers_due(t));
+    }
+    if let Some(c) = &f.control {
+        c.remove();
     }
     Ok(f.sup.finish())
 }

@@ -2,6 +2,7 @@
 //! outcome to a documented exit status.
 
 mod chart;
+mod ctl;
 mod init;
 mod preflight;
 mod run;
@@ -102,6 +103,15 @@ enum Command {
     Chart,
     /// Validate the manifest and check that every uplink is reachable
     Preflight,
+    /// Show the running fleet's programs (through its control socket)
+    Status {
+        /// Print the fleet's answer as JSON (an object with a `programs` array)
+        #[arg(long)]
+        json: bool,
+        /// The control socket (default: control.sock in the socket folder)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// Write a commented starter manifest (or one made from a Procfile)
     Init {
         /// Overwrite an existing manifest
@@ -179,6 +189,7 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
         Command::Chart => chart::chart(&g),
         Command::Preflight => preflight::preflight(&g),
         Command::Init { force, from } => init::init(&g, force, from.as_deref()),
+        Command::Status { json, socket } => ctl::status(socket.as_deref(), json),
     }
 }
 

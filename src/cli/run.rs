@@ -75,16 +75,46 @@ pub fn run(g: &Global) -> i32 {
         }
     }
     let socket_dir = socket_dir();
-    // Bays dock there; programs with ready = "notify" get their notification socket there.
-    if m.programs.iter().any(|p| {
+    // The control socket is there; bays dock there; programs with ready = "notify" get
+    // their notification socket there (those need it: without them, a folder that cannot
+    // be made only means no control socket).
+    let needs_dir = m.programs.iter().any(|p| {
         matches!(p.role, Role::Bay { .. }) || matches!(p.ready, crate::manifest::Ready::Notify)
-    }) {
-        if let Err(e) = prepare_socket_dir(&socket_dir) {
+    });
+    let dir = prepare_socket_dir(&socket_dir);
+    if let Err(e) = &dir {
+        if needs_dir {
             log::error!("failed: socket directory {}: {e}", socket_dir.display());
             out.finish(writer);
             return EXIT_FAILED;
         }
+        log::warn!(
+            "no control socket: socket directory {}: {e}",
+            socket_dir.display()
+        );
     }
+    let control = match dir.is_ok().then(|| crate::control::bind(&socket_dir)) {
+        None => None,
+        Some(Ok((l, path))) => Some(crate::control::Control::new(l, path)),
+        // Instances of a fleet with a flagship election may share a machine: the first
+        // has the control socket, the others run without one.
+        Some(Err(crate::control::BindError::Live(_))) if m.flagship.enabled => {
+            log::warn!(
+                "no control socket: another instance answers on {}; this one runs without (give each instance its own MS_SOCKET_DIR to reach it)",
+                socket_dir.join(crate::control::SOCKET).display()
+            );
+            None
+        }
+        Some(Err(crate::control::BindError::Live(e))) => {
+            log::error!("failed: {e}");
+            out.finish(writer);
+            return EXIT_FAILED;
+        }
+        Some(Err(crate::control::BindError::Other(e))) => {
+            log::warn!("no control socket: {e}");
+            None
+        }
+    };
     // What an earlier instance of this manifest left when it was killed is stopped before
     // anything is bound or spawned.
     let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
@@ -92,6 +122,7 @@ pub fn run(g: &Global) -> i32 {
     let code = match crate::root::run(
         &m,
         payloads,
+        control,
         out.clone(),
         style,
         &socket_dir,

@@ -27,8 +27,10 @@ pub fn default_stop_signals() {
     }
 }
 pub const WAKER: Token = Token(1);
-/// Tokens from here up to [`EDGE_TOKENS`] belong to the health checks; those below, to
-/// the supervisor.
+/// Tokens from here up to [`HEALTH_TOKENS`] belong to the control socket; those below,
+/// to the supervisor.
+pub const CONTROL_TOKENS: usize = 1 << 22;
+/// Tokens from here up to [`EDGE_TOKENS`] belong to the health checks.
 pub const HEALTH_TOKENS: usize = 1 << 23;
 /// Tokens from here on belong to the HTTP edge.
 pub const EDGE_TOKENS: usize = 1 << 24;

@@ -175,8 +175,10 @@ fn instance(d: &Dir, n: usize) -> Fleet {
     let err = d.join(&format!("i{n}.err"));
     let out = d.join(&format!("i{n}.out"));
     let mut f = Fleet::start_with(d, &[], |c| {
+        // Instances on one machine: each its own socket folder (one control socket each).
         c.env("MOTHERSHIP_ALLOW_INSECURE_POSTGRES_SSLMODE", "1")
             .env("MOTHERSHIP_DEPLOYMENT", "release-1")
+            .env("MS_SOCKET_DIR", d.join(&format!("sock{n}")))
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap());
     });

@@ -2,6 +2,7 @@
 
 mod bays;
 mod cli;
+mod control;
 mod edge;
 #[cfg(feature = "postgres")]
 mod flagship_pg;

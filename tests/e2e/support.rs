@@ -54,6 +54,8 @@ pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .current_dir(dir)
+        // Each test's fleet has its own socket folder (and so its own control socket).
+        .env("MS_SOCKET_DIR", dir.join("sock"))
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -85,6 +87,9 @@ impl Fleet {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .current_dir(&dir.path)
+            // Each test's fleet has its own socket folder (and so its own control
+            // socket); a test may give another.
+            .env("MS_SOCKET_DIR", dir.join("sock"))
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -1,0 +1,167 @@
+//! The control socket and `mothership status` (issue 18) against a live fleet.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+
+use crate::cli::secs;
+use crate::support::*;
+use mothership::proto::json::{self, Value};
+
+fn fleet(tag: &str, m: &str) -> (Dir, Fleet) {
+    let d = Dir::new(tag);
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[[fleet.app]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n[[fleet.app]]\nname = \"worker\"\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 1000; : {m}\"]\n[[fleet.jobs]]\nname = \"once\"\ncommand = \"true\"\noneshot = true\n"
+        ),
+    );
+    let f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || d.join("sock/control.sock").exists()
+            && f.stderr().contains("worker: up")),
+        "{}",
+        f.stderr()
+    );
+    (d, f)
+}
+
+#[test]
+fn status_through_the_control_socket_as_a_table_and_as_json() {
+    let m = marker("control-status");
+    let (d, mut f) = fleet("control-status", &m);
+    let sock = d.join("sock/control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let (code, out, err) = run_in(&d.path, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json::parse(out.trim().as_bytes()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        v.get("state").and_then(Value::as_str),
+        Some("running"),
+        "{out}"
+    );
+    let Some(Value::Array(ps)) = v.get("programs") else {
+        panic!("{out}")
+    };
+    let find = |n: &str| {
+        ps.iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(n))
+            .unwrap_or_else(|| panic!("{n} in {out}"))
+    };
+    let worker = find("worker");
+    assert_eq!(worker.get("state").and_then(Value::as_str), Some("running"));
+    let pid = worker.get("pid").and_then(Value::as_u64).unwrap_or(0);
+    assert!(
+        pids_with(&m).contains(&(pid as i32)),
+        "{pid} is the worker's"
+    );
+    assert_eq!(worker.get("restarts").and_then(Value::as_u64), Some(0));
+    assert_eq!(
+        find("once").get("state").and_then(Value::as_str),
+        Some("done")
+    );
+
+    let (code, table, err) = run_in(&d.path, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("fleet running, up "), "{table}");
+    assert!(
+        lines[1].starts_with("NAME") && lines[1].contains("RESTARTS"),
+        "{table}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("worker "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains(&pid.to_string()) && row.contains("running"),
+        "{row}"
+    );
+    // Columns line up: STATE begins at the same place on every line.
+    let at = lines[1].find("STATE").unwrap_or(0);
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l[at..].starts_with(|c: char| c.is_ascii_lowercase())),
+        "{table}"
+    );
+
+    // The protocol by hand: several requests on one connection, each answered by one
+    // line; a bad request gets an error object and the connection goes on.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(secs(5))).unwrap();
+    s.write_all(b"{\"v\":1,\"cmd\":\"version\"}\nnot json\n{\"cmd\":\"fly\"}\n{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        answers.push(
+            json::parse(line.trim_end().as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}")),
+        );
+    }
+    let ok: Vec<Option<&Value>> = answers.iter().map(|a| a.get("ok")).collect();
+    let t = Some(&Value::Bool(true));
+    let no = Some(&Value::Bool(false));
+    assert_eq!(ok, vec![t, no, no, t]);
+    assert!(answers[2]
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .contains("unknown command"));
+    // A request line past the bound: an error, then the connection is closed.
+    let mut s2 = UnixStream::connect(&sock).unwrap();
+    s2.set_read_timeout(Some(secs(5))).unwrap();
+    let _ = s2.write_all(&vec![b'x'; 70 << 10]);
+    let mut got = String::new();
+    let _ = BufReader::new(&s2).read_line(&mut got);
+    assert!(got.contains("request over 64 KiB"), "{got}");
+
+    // A second fleet with the same socket folder refuses to start.
+    let d2 = Dir::new("control-second");
+    d2.write(
+        "ship-manifest.toml",
+        "[[fleet.app]]\nname = \"x\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut second = Fleet::start_with(&d2, &[], |c| {
+        c.env("MS_SOCKET_DIR", d.join("sock"));
+    });
+    assert_eq!(second.wait(secs(10)), Some(1), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("another mothership is running"),
+        "{}",
+        second.stderr()
+    );
+
+    assert_eq!(f.stop(secs(10)), Some(0));
+    assert!(!sock.exists(), "the socket is removed at landing");
+    // No fleet: exit status 4.
+    let (code, _, err) = run_in(&d.path, &["status"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no fleet is running"), "{err}");
+}
+
+#[test]
+fn a_stale_control_socket_is_replaced() {
+    let d = Dir::new("control-stale");
+    std::fs::create_dir(d.join("sock")).unwrap();
+    std::fs::set_permissions(d.join("sock"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A socket file whose listener is gone, as a killed mothership leaves it.
+    drop(std::os::unix::net::UnixListener::bind(d.join("sock/control.sock")).unwrap());
+    d.write(
+        "ship-manifest.toml",
+        "[[fleet.app]]\nname = \"x\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("x: up")),
+        "{}",
+        f.stderr()
+    );
+    let (code, out, err) = run_in(&d.path, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"name\":\"x\""), "{out}");
+    assert_eq!(f.stop(secs(10)), Some(0));
+}
