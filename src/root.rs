@@ -134,7 +134,9 @@ impl Subsystem for Control {
     fn ready(&mut self, ev: &Event, t: &Turn) {
         Control::ready(self, ev.token(), t.registry, t.fleet, t.now);
     }
-    fn turn_end(&mut self, _: &Turn) {}
+    fn turn_end(&mut self, t: &Turn) {
+        Control::turn_end(self, t.registry);
+    }
     fn timers_due(&mut self, _: &Turn) {}
     fn next_deadline(&mut self) -> Option<Instant> {
         None
@@ -335,8 +337,6 @@ pub fn run(
         f.each(registry, now, |s, t| s.turn_end(t));
         f.each(registry, now, |s, t| s.timers_due(t));
     }
-    if let Some(c) = &f.control {
-        c.remove();
-    }
+    // (The control socket's file goes when the server is dropped, with the fleet.)
     Ok(f.sup.finish())
 }

@@ -95,7 +95,7 @@ pub fn run(g: &Global) -> i32 {
     }
     let control = match dir.is_ok().then(|| crate::control::bind(&socket_dir)) {
         None => None,
-        Some(Ok((l, path))) => Some(crate::control::Control::new(l, path)),
+        Some(Ok(b)) => Some(crate::control::Control::new(b)),
         // Instances of a fleet with a flagship election may share a machine: the first
         // has the control socket, the others run without one.
         Some(Err(crate::control::BindError::Live(_))) if m.flagship.enabled => {
@@ -257,8 +257,18 @@ pub fn socket_dir() -> PathBuf {
 
 /// Creates the socket directory with mode 0700, and refuses one owned by another user.
 fn prepare_socket_dir(dir: &Path) -> std::io::Result<()> {
+    let existed = dir.exists();
     std::fs::create_dir_all(dir)?;
     let meta = std::fs::metadata(dir)?;
+    // A shared folder (such as /tmp: sticky, or open for anyone to write) is never made
+    // private: it is refused.
+    let mode = meta.permissions().mode();
+    if existed && mode & 0o1002 != 0 {
+        return Err(std::io::Error::other(format!(
+            "a folder shared with other users (mode {:o}); give mothership a private one",
+            mode & 0o7777
+        )));
+    }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {

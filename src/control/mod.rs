@@ -9,7 +9,9 @@
 //! Commands of this version: `status` (the fleet's state and each program's, as
 //! `/status.json` has them) and `version`.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +19,7 @@ use std::time::Instant;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::fleet::resources::Usage;
 use crate::fleet::FleetView;
 use crate::proto::json::{self, Value};
 use crate::reactor::CONTROL_TOKENS;
@@ -32,36 +35,69 @@ pub const MAX_PENDING: usize = 4 << 20;
 /// Clients at once.
 const MAX_CLIENTS: usize = 64;
 
+/// The lock file held, for the life of the process, by the mothership that owns the
+/// control socket of a folder.
+const LOCK: &str = "control.lock";
+
 /// Why the control socket could not be bound.
 #[derive(Debug)]
 pub enum BindError {
-    /// Another mothership answers on it: this one must not start a second fleet.
+    /// Another mothership holds it: this one must not start a second fleet.
     Live(String),
     Other(String),
 }
 
-/// Binds `dir/control.sock` (mode 0600). A socket file nobody listens on is replaced; one
-/// that answers belongs to a running mothership ([`BindError::Live`]).
-pub fn bind(dir: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), BindError> {
+/// The bound control socket with the lock that makes it this process's.
+pub struct Bound {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    lock: std::fs::File,
+}
+
+/// Binds `dir/control.sock` (mode 0600) under an exclusive lock on `dir/control.lock`,
+/// held until the process ends (the kernel lets it go even on SIGKILL): a socket file
+/// left by a mothership that is gone is replaced; a lock another process holds means a
+/// running mothership ([`BindError::Live`]). Probing, unlinking and binding under the lock
+/// leaves no race between two starts.
+pub fn bind(dir: &Path) -> Result<Bound, BindError> {
+    let lock_path = dir.join(LOCK);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| BindError::Other(format!("cannot open {}: {e}", lock_path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Err(BindError::Live(format!(
+                "another mothership is running with the socket folder {} (it holds {LOCK}); stop it, or give this one its own folder with MS_SOCKET_DIR",
+                dir.display()
+            )));
+        }
+        return Err(BindError::Other(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        )));
+    }
     let path = dir.join(SOCKET);
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(&path) {
-            Ok(_) => {
-                return Err(BindError::Live(format!(
-                    "another mothership is running with the socket folder {} (its control socket answers); stop it, or give this one its own folder with MS_SOCKET_DIR",
-                    dir.display()
-                )))
-            }
-            Err(_) => {
-                std::fs::remove_file(&path).map_err(|e| {
-                    BindError::Other(format!("cannot replace the stale {}: {e}", path.display()))
-                })?;
-            }
+    match std::fs::remove_file(&path) {
+        Ok(()) => log::info!("replaced the stale control socket {}", path.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(BindError::Other(format!(
+                "cannot replace the stale {}: {e}",
+                path.display()
+            )))
         }
     }
-    bind_new(&path)
-        .map(|l| (l, path.clone()))
-        .map_err(BindError::Other)
+    let listener = bind_new(&path).map_err(BindError::Other)?;
+    Ok(Bound {
+        listener,
+        path,
+        lock,
+    })
 }
 
 fn bind_new(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
@@ -78,26 +114,39 @@ struct Client {
     stream: UnixStream,
     inbuf: Vec<u8>,
     out: Vec<u8>,
-    /// Close once `out` is written (after an error that ends the connection).
+    /// Close once `out` is written: the client ended its side, or an error ended it.
     closing: bool,
 }
+
+/// Answers waiting for a client past which its requests are not read until it reads them.
+const SOFT_PENDING: usize = 256 << 10;
+/// How long a process sample serves `status` (a walk of the processes costs).
+const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The control socket's server.
 pub struct Control {
     listener: UnixListener,
     path: PathBuf,
+    /// Held for the life of the process: the socket is this one's.
+    _lock: std::fs::File,
     clients: Vec<Option<Client>>,
     uid: u32,
+    /// Accepting stopped on a resource error: tried again at the end of each turn.
+    accept_again: bool,
+    sample: Option<(Instant, HashMap<i32, Usage>)>,
 }
 
 impl Control {
-    pub fn new(listener: std::os::unix::net::UnixListener, path: PathBuf) -> Control {
+    pub fn new(b: Bound) -> Control {
         Control {
-            listener: UnixListener::from_std(listener),
-            path,
+            listener: UnixListener::from_std(b.listener),
+            path: b.path,
+            _lock: b.lock,
             clients: Vec::new(),
             // SAFETY: geteuid has no preconditions.
             uid: unsafe { libc::geteuid() },
+            accept_again: false,
+            sample: None,
         }
     }
 
@@ -117,13 +166,30 @@ impl Control {
         }
     }
 
+    /// The end of a turn: accepting again after a resource error.
+    pub fn turn_end(&mut self, registry: &Registry) {
+        if std::mem::take(&mut self.accept_again) {
+            self.accept(registry);
+        }
+    }
+
     fn accept(&mut self, registry: &Registry) {
         loop {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
+                    // Out of descriptors or memory: the pending ones wait for a later turn.
                     log::warn!("control socket: accept: {e}");
+                    self.accept_again = true;
                     return;
                 }
             };
@@ -160,42 +226,81 @@ impl Control {
         }
     }
 
+    /// A sample of the fleet's processes, at most [`SAMPLE_MAX_AGE`] old.
+    fn usage(&mut self, fleet: &FleetView, now: Instant) -> &HashMap<i32, Usage> {
+        let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
+        let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
+            now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
+                && pgids.iter().all(|p| u.contains_key(p))
+        });
+        if !fresh {
+            self.sample = Some((now, crate::fleet::resources::sample(&pgids)));
+        }
+        match &self.sample {
+            Some((_, u)) => u,
+            None => unreachable!("just set"),
+        }
+    }
+
     fn serve(&mut self, i: usize, registry: &Registry, fleet: &FleetView, now: Instant) {
-        let Some(Some(c)) = self.clients.get_mut(i) else {
-            return;
-        };
         let mut gone = false;
         let mut buf = [0u8; 4096];
-        while !c.closing {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    gone = true;
-                    break;
+        loop {
+            let Some(Some(c)) = self.clients.get_mut(i) else {
+                return;
+            };
+            // Answer the whole lines that came, one at a time, each within the bound.
+            if let Some(end) = c.inbuf.iter().position(|&b| b == b'\n') {
+                if c.out.len() >= SOFT_PENDING {
+                    break; // read on once it has read its answers
                 }
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    gone = true;
-                    break;
-                }
-            }
-            // Whole lines are answered as they come; a line over the bound ends it.
-            while let Some(end) = c.inbuf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = c.inbuf.drain(..=end).collect();
-                c.out.extend_from_slice(&answer(&line[..end], fleet, now));
+                let needs_usage = line.windows(8).any(|w| w == b"\"status\"");
+                let usage = if needs_usage {
+                    Some(self.usage(fleet, now).clone())
+                } else {
+                    None
+                };
+                let Some(Some(c)) = self.clients.get_mut(i) else {
+                    return;
+                };
+                let a = answer(&line[..end], fleet, usage.as_ref(), now);
+                c.out.extend_from_slice(&a);
+                if c.out.len() > MAX_PENDING {
+                    gone = true; // it does not read its answers
+                    break;
+                }
+                continue;
             }
             if c.inbuf.len() > MAX_REQUEST {
                 c.out.extend_from_slice(&error_line("request over 64 KiB"));
                 c.inbuf.clear();
                 c.closing = true;
             }
-            if c.out.len() > MAX_PENDING {
-                // It does not read its answers: not buffered without bound.
-                gone = true;
+            if c.closing || c.out.len() >= SOFT_PENDING {
                 break;
             }
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    // The client ended its side: a last request without its line feed is
+                    // answered, then the answers are written and the connection closed.
+                    if !c.inbuf.is_empty() {
+                        c.inbuf.push(b'\n');
+                    }
+                    c.closing = true;
+                }
+                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
         }
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            return;
+        };
         while !gone && !c.out.is_empty() {
             match c.stream.write(&c.out) {
                 Ok(0) => gone = true,
@@ -203,20 +308,33 @@ impl Control {
                     c.out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => gone = true,
             }
         }
-        if gone || (c.closing && c.out.is_empty()) {
+        let more = !gone && c.out.is_empty() && c.inbuf.contains(&b'\n');
+        if gone || (c.closing && c.out.is_empty() && !c.inbuf.contains(&b'\n')) {
             if let Some(mut c) = self.clients[i].take() {
                 let _ = registry.deregister(&mut c.stream);
             }
+            if self.accept_again {
+                self.turn_end(registry);
+            }
+        } else if more {
+            // Lines held back while its answers were pending: answer them now.
+            self.serve(i, registry, fleet, now);
         }
     }
+}
 
-    /// Removes the socket file (at exit).
-    pub fn remove(&self) {
+impl Drop for Control {
+    /// The socket file goes with the process that owns it (its lock says it does), and
+    /// the lock file with it (a clean exit leaves nothing in the folder).
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_file(dir.join(LOCK));
+        }
     }
 }
 
@@ -227,8 +345,13 @@ fn error_line(why: &str) -> Vec<u8> {
     o.into_bytes()
 }
 
-/// The answer line to one request line.
-pub fn answer(line: &[u8], fleet: &FleetView, now: Instant) -> Vec<u8> {
+/// The answer line to one request line (`usage`: the process sample `status` shows).
+pub fn answer(
+    line: &[u8],
+    fleet: &FleetView,
+    usage: Option<&HashMap<i32, Usage>>,
+    now: Instant,
+) -> Vec<u8> {
     let v = match json::parse(line) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return error_line("a request is a JSON object"),
@@ -243,9 +366,8 @@ pub fn answer(line: &[u8], fleet: &FleetView, now: Instant) -> Vec<u8> {
     };
     match cmd {
         "status" => {
-            let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-            let usage = crate::fleet::resources::sample(&pgids);
-            let body = crate::proxy::status::json(fleet, &usage, &[], &[], now);
+            let empty = HashMap::new();
+            let body = crate::proxy::status::json(fleet, usage.unwrap_or(&empty), &[], &[], now);
             let mut o = String::from("{\"ok\":true,\"v\":1,");
             o.push_str(body.trim_end().strip_prefix('{').unwrap_or("}"));
             o.push('\n');
@@ -280,7 +402,7 @@ mod tests {
     fn requests_get_one_line_each_and_errors_are_objects() {
         let f = fleet();
         let now = Instant::now();
-        let a = answer(br#"{"v":1,"cmd":"status"}"#, &f, now);
+        let a = answer(br#"{"v":1,"cmd":"status"}"#, &f, None, now);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
         let v = parse(&a);
         assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
@@ -293,7 +415,7 @@ mod tests {
             (br#"{"v":2,"cmd":"status"}"#, "unsupported protocol version"),
             (br#"{"cmd":"reboot"}"#, "unknown command \\\"reboot\\\""),
         ] {
-            let a = answer(req, &f, now);
+            let a = answer(req, &f, None, now);
             let text = String::from_utf8_lossy(&a);
             let v = parse(&a);
             assert_eq!(v.get("ok"), Some(&Value::Bool(false)), "{text}");
@@ -308,14 +430,21 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
         // A socket file nobody listens on.
         drop(std::os::unix::net::UnixListener::bind(d.join(SOCKET)));
-        let (live, path) = bind(&d).unwrap_or_else(|e| panic!("{e:?}"));
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+        let live = bind(&d).unwrap_or_else(|e| panic!("{e:?}"));
+        let mode = std::fs::metadata(&live.path).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o600));
         match bind(&d) {
             Err(BindError::Live(e)) => assert!(e.contains("another mothership is running"), "{e}"),
-            other => panic!("{other:?}"),
+            other => panic!("{:?}", other.err()),
         }
-        drop(live);
+        // Dropping the server removes its socket; the lock goes with the file.
+        let c = Control::new(live);
+        let path = c.path.clone();
+        drop(c);
+        assert!(!path.exists());
+        let again = bind(&d);
+        assert!(again.is_ok(), "{:?}", again.err());
+        drop(again);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

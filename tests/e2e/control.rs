@@ -165,3 +165,43 @@ fn a_stale_control_socket_is_replaced() {
     assert!(out.contains("\"name\":\"x\""), "{out}");
     assert_eq!(f.stop(secs(10)), Some(0));
 }
+
+#[test]
+fn a_client_that_ends_its_side_still_gets_its_answers() {
+    let m = marker("control-halfclose");
+    let (d, mut f) = fleet("control-halfclose", &m);
+    let mut s = UnixStream::connect(d.join("sock/control.sock")).unwrap();
+    s.set_read_timeout(Some(secs(5))).unwrap();
+    // Two requests, the last without its line feed, then the write side closed (as
+    // `nc -N` and socat do).
+    s.write_all(b"{\"cmd\":\"version\"}\n{\"cmd\":\"status\"}")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut s, &mut all).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 2, "{all}");
+    assert!(
+        lines[0].contains("\"version\"") && lines[1].contains("\"programs\""),
+        "{all}"
+    );
+    // Many requests at once, read after they are all sent: every one is answered.
+    let mut s = UnixStream::connect(d.join("sock/control.sock")).unwrap();
+    s.set_read_timeout(Some(secs(10))).unwrap();
+    let burst = b"{\"cmd\":\"status\"}\n".repeat(2000);
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            w.write_all(&burst).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut s, &mut all).unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        all.lines().filter(|l| l.contains("\"ok\":true")).count(),
+        2000
+    );
+    assert_eq!(f.stop(secs(10)), Some(0));
+}
