@@ -146,20 +146,45 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
         text(v.get("state")),
         uptime(v.get("uptime_seconds"))
     );
-    let line = |cells: &[String]| {
+    // Colour on a terminal unless NO_COLOR is set: the state, and health gone bad.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let paint = |i: usize, c: &str| -> Option<&'static str> {
+        if !colour {
+            return None;
+        }
+        match (i, c) {
+            (2, "running" | "done") | (6, "healthy") => Some("32"),
+            (2, "failed" | "backoff") | (6, "unhealthy") => Some("31"),
+            (2, "starting" | "stopping" | "waiting") => Some("33"),
+            _ => None,
+        }
+    };
+    let line = |cells: &[String], header: bool| {
         let mut o = String::new();
         for (i, (c, w)) in cells.iter().zip(width).enumerate() {
-            if i + 1 == cells.len() {
-                o.push_str(c);
+            // Padded first, so that colour codes do not upset the columns.
+            let cell = if i + 1 == cells.len() {
+                c.clone()
             } else {
-                o.push_str(&format!("{c:<w$}  "));
+                format!("{c:<w$}")
+            };
+            match paint(i, c).filter(|_| !header) {
+                Some(code) => o.push_str(&format!(
+                    "\x1b[{code}m{c}\x1b[0m{}",
+                    &cell[c.len().min(cell.len())..]
+                )),
+                None => o.push_str(&cell),
+            }
+            if i + 1 < cells.len() {
+                o.push_str("  ");
             }
         }
         o
     };
-    println!("{}", line(&head.map(String::from)));
+    println!("{}", line(&head.map(String::from), true));
     for r in &rows {
-        println!("{}", line(r));
+        println!("{}", line(r, false));
     }
     EXIT_OK
 }

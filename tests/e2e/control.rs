@@ -88,6 +88,27 @@ fn status_through_the_control_socket_as_a_table_and_as_json() {
         "{table}"
     );
 
+    // On a terminal (script(1) gives it one) the state is coloured, unless NO_COLOR.
+    let on_tty = |no_color: bool| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &format!("{BIN} status"), "/dev/null"])
+            .current_dir(&d.path)
+            .env("MS_SOCKET_DIR", d.join("sock"))
+            .env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let out = c.output().expect("script (util-linux)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_tty(false);
+    assert!(coloured.contains("\x1b[32mrunning\x1b[0m"), "{coloured:?}");
+    let plain = on_tty(true);
+    assert!(
+        plain.contains("running") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+
     // The protocol by hand: several requests on one connection, each answered by one
     // line; a bad request gets an error object and the connection goes on.
     let mut s = UnixStream::connect(&sock).unwrap();
