@@ -119,9 +119,16 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
         _ => Vec::new(),
     };
     let head = [
-        "NAME", "GROUP", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH",
+        "NAME",
+        "GROUP",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "HEALTH",
+        "LAST EXIT",
     ];
-    let rows: Vec<[String; 7]> = programs
+    let rows: Vec<[String; 8]> = programs
         .iter()
         .map(|p| {
             [
@@ -132,6 +139,7 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
                 uptime(p.get("uptime_seconds")),
                 text(p.get("restarts")),
                 text(p.get("health")),
+                text(p.get("last_exit")),
             ]
         })
         .collect();

@@ -20,6 +20,8 @@ pub enum Message {
         up_since: Option<Instant>,
         restarts: u64,
         pgid: Option<i32>,
+        /// How its main process last ended (`exit code 1`, `killed by SIGKILL`).
+        last_exit: Option<String>,
     },
     /// A program with a bind is up: requests may go to `addr`.
     BackendUp { id: ProgramId, addr: BindAddr },
@@ -67,9 +69,11 @@ impl FleetView {
                 up_since,
                 restarts,
                 pgid,
+                last_exit,
             } => {
                 if let Some(s) = self.ships.get_mut(id.index()) {
                     s.update(state, *up_since, *restarts, *pgid);
+                    s.last_exit.clone_from(last_exit);
                 }
             }
             Message::BackendUp { id, addr } => {
@@ -137,6 +141,7 @@ mod tests {
             restarts: 0,
             pgid: None,
             up_since: None,
+            last_exit: None,
         };
         FleetView {
             backends: vec![None, None],
@@ -158,7 +163,9 @@ mod tests {
             up_since: Some(t),
             restarts: 2,
             pgid: Some(42),
+            last_exit: Some("exit code 1".into()),
         });
+        assert_eq!(v.ships[1].last_exit.as_deref(), Some("exit code 1"));
         v.apply(&Message::BackendUp {
             id: b,
             addr: addr.clone(),

@@ -29,6 +29,8 @@ pub struct ShipView {
     pub pgid: Option<i32>,
     /// When it last came up.
     pub up_since: Option<Instant>,
+    /// How its main process last ended.
+    pub last_exit: Option<String>,
 }
 
 /// The fleet's lifecycle states, as logs and `mothership_fleet_state` show them.
@@ -66,6 +68,7 @@ impl ShipView {
             restarts: 0,
             pgid: None,
             up_since: None,
+            last_exit: None,
         }
     }
 

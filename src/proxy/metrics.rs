@@ -857,6 +857,7 @@ mod tests {
                 restarts: 2,
                 pgid: Some(7),
                 up_since: Some(t0),
+                last_exit: None,
             }],
             started: t0,
             state: "mayday",

@@ -28,6 +28,7 @@ struct Row<'a> {
     ready: bool,
     rss: Option<u64>,
     cpu: Option<f64>,
+    last_exit: Option<&'a str>,
     routes: Vec<&'a str>,
 }
 
@@ -56,6 +57,7 @@ fn rows<'a>(
                 ready: s.up_since.is_some(),
                 rss: u.map(|u| u.rss_bytes),
                 cpu: u.map(|u| u.cpu_seconds),
+                last_exit: s.last_exit.as_deref(),
                 routes: routes
                     .iter()
                     .filter(|(_, p)| *p == s.name)
@@ -126,7 +128,7 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
         fleet.state,
         rows.len()
     );
-    o.push_str("<table id=\"programs\"><thead><tr><th>name</th><th>group</th><th>kind</th><th>state</th><th>pid</th><th>uptime</th><th>restarts</th><th>health</th><th>RSS</th><th>CPU</th><th>routes</th></tr></thead><tbody>\n");
+    o.push_str("<table id=\"programs\"><thead><tr><th>name</th><th>group</th><th>kind</th><th>state</th><th>pid</th><th>uptime</th><th>restarts</th><th>health</th><th>RSS</th><th>CPU</th><th>last exit</th><th>routes</th></tr></thead><tbody>\n");
     for r in &rows {
         o.push_str("<tr><td>");
         html_escape(&mut o, r.name);
@@ -146,6 +148,8 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
             r.rss.map_or("-".into(), bytes),
             r.cpu.map_or("-".into(), |c| format!("{c:.2}s")),
         );
+        html_escape(&mut o, r.last_exit.unwrap_or("-"));
+        o.push_str("</td><td>");
         html_escape(&mut o, &r.routes.join(" "));
         o.push_str("</td></tr>\n");
     }
@@ -228,6 +232,11 @@ pub fn json(
         opt(&mut o, r.rss);
         o.push_str(",\"cpu_seconds\":");
         opt(&mut o, r.cpu.map(|c| format!("{c:.3}")));
+        o.push_str(",\"last_exit\":");
+        match r.last_exit {
+            Some(e) => json::write_str(&mut o, e),
+            None => o.push_str("null"),
+        }
         o.push_str(",\"routes\":[");
         for (j, l) in r.routes.iter().enumerate() {
             if j > 0 {
@@ -277,6 +286,7 @@ mod tests {
             restarts: 2,
             pgid: Some(4242),
             up_since: Some(t0),
+            last_exit: None,
         };
         let mut b = a.clone();
         b.name = "worker".into();
@@ -284,6 +294,7 @@ mod tests {
         b.pgid = None;
         b.up_since = None;
         b.has_check = false;
+        b.last_exit = Some("exit code 3".into());
         FleetView {
             backends: vec![None, None],
             ships: vec![a, b],
@@ -310,7 +321,7 @@ mod tests {
         let routes = vec![("http:/".to_string(), "web<1>".to_string())];
         let page = html(&f, &usage, &routes, &[], now);
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
-        assert!(page.contains("<td>web&lt;1&gt;</td><td>g&amp;h</td><td>ship</td><td class=\"running\">running</td><td class=\"n\">4242</td><td class=\"n\">2m05s</td><td class=\"n\">2</td><td class=\"healthy\">healthy</td><td class=\"n\">3.0 MiB</td><td class=\"n\">1.50s</td><td>http:/</td>"), "{page}");
+        assert!(page.contains("<td>web&lt;1&gt;</td><td>g&amp;h</td><td>ship</td><td class=\"running\">running</td><td class=\"n\">4242</td><td class=\"n\">2m05s</td><td class=\"n\">2</td><td class=\"healthy\">healthy</td><td class=\"n\">3.0 MiB</td><td class=\"n\">1.50s</td><td>-</td><td>http:/</td>"), "{page}");
         assert!(page.contains("<td>worker</td>") && page.contains("<td class=\"n\">-</td>"));
         assert!(!page.contains("<script"));
         let j = json(&f, &usage, &routes, &[], now);
@@ -332,6 +343,10 @@ mod tests {
         assert_eq!(
             ps[1].get("state").and_then(json::Value::as_str),
             Some("backoff")
+        );
+        assert_eq!(
+            ps[1].get("last_exit").and_then(json::Value::as_str),
+            Some("exit code 3")
         );
     }
 }

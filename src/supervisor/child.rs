@@ -389,6 +389,8 @@ pub struct Child {
     pub state: State,
     /// Restarts so far (for status and metrics).
     pub restarts: u64,
+    /// How its main process last ended (for status).
+    pub last_exit: Option<ExitInfo>,
     /// Consecutive quick crashes, the exponent of the backoff.
     attempt: u32,
     crashes: VecDeque<Instant>,
@@ -403,6 +405,7 @@ impl Child {
             policy,
             state: State::Waiting,
             restarts: 0,
+            last_exit: None,
             attempt: 0,
             crashes: VecDeque::new(),
             rng: seed | 1,
@@ -469,6 +472,9 @@ impl Child {
 
     /// Feeds one event; returns the actions the loop must perform.
     pub fn handle(&mut self, event: Event, now: Instant) -> Actions {
+        if let Event::Exited { exit, .. } = &event {
+            self.last_exit = Some(*exit);
+        }
         let name = self.policy.name.clone();
         let mut out = Actions::new();
         let state = std::mem::replace(&mut self.state, State::Waiting);

@@ -1296,6 +1296,7 @@ impl Supervisor {
         let st = &m.child.state;
         let (state, up_since, restarts, pgid) =
             (st.name(), st.up_since(), m.child.restarts, m.child.pgid());
+        let last_exit = m.child.last_exit.map(|e| e.to_string());
         let up = matches!(st, State::Running { .. }) && !m.prog.oneshot;
         let addr = m
             .prog
@@ -1305,13 +1306,16 @@ impl Supervisor {
             .map(|b| b.connect_addr());
         let mut news = Vec::new();
         if let Some(s) = self.told.ships.get(id.index()) {
-            if (s.state, s.up_since, s.restarts, s.pgid) != (state, up_since, restarts, pgid) {
+            if (s.state, s.up_since, s.restarts, s.pgid, &s.last_exit)
+                != (state, up_since, restarts, pgid, &last_exit)
+            {
                 news.push(Message::Program {
                     id,
                     state,
                     up_since,
                     restarts,
                     pgid,
+                    last_exit,
                 });
             }
         }

@@ -62,15 +62,26 @@ fn status_through_the_control_socket_as_a_table_and_as_json() {
         find("once").get("state").and_then(Value::as_str),
         Some("done")
     );
+    assert_eq!(
+        find("once").get("last_exit").and_then(Value::as_str),
+        Some("exit code 0"),
+        "{out}"
+    );
+    assert_eq!(worker.get("last_exit"), Some(&Value::Null), "{out}");
 
     let (code, table, err) = run_in(&d.path, &["status"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("fleet running, up "), "{table}");
     assert!(
-        lines[1].starts_with("NAME") && lines[1].contains("RESTARTS"),
+        lines[1].starts_with("NAME") && lines[1].ends_with("LAST EXIT"),
         "{table}"
     );
+    let once = lines
+        .iter()
+        .find(|l| l.starts_with("once "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(once.ends_with("exit code 0"), "{once}");
     let row = lines
         .iter()
         .find(|l| l.starts_with("worker "))
