@@ -120,8 +120,9 @@ struct Client {
 
 /// Answers waiting for a client past which its requests are not read until it reads them.
 const SOFT_PENDING: usize = 256 << 10;
-/// How long a process sample serves `status` (a walk of the processes costs).
-const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a process sample serves `status` (a walk of the processes costs), as for
+/// `/metrics`.
+const SAMPLE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The control socket's server.
 pub struct Control {
@@ -133,7 +134,7 @@ pub struct Control {
     uid: u32,
     /// Accepting stopped on a resource error: tried again at the end of each turn.
     accept_again: bool,
-    sample: Option<(Instant, HashMap<i32, Usage>)>,
+    sample: crate::fleet::resources::Cached,
 }
 
 impl Control {
@@ -146,7 +147,7 @@ impl Control {
             // SAFETY: geteuid has no preconditions.
             uid: unsafe { libc::geteuid() },
             accept_again: false,
-            sample: None,
+            sample: Default::default(),
         }
     }
 
@@ -226,22 +227,6 @@ impl Control {
         }
     }
 
-    /// A sample of the fleet's processes, at most [`SAMPLE_MAX_AGE`] old.
-    fn usage(&mut self, fleet: &FleetView, now: Instant) -> &HashMap<i32, Usage> {
-        let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-        let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
-            now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
-                && pgids.iter().all(|p| u.contains_key(p))
-        });
-        if !fresh {
-            self.sample = Some((now, crate::fleet::resources::sample(&pgids)));
-        }
-        match &self.sample {
-            Some((_, u)) => u,
-            None => unreachable!("just set"),
-        }
-    }
-
     fn serve(&mut self, i: usize, registry: &Registry, fleet: &FleetView, now: Instant) {
         let mut gone = false;
         let mut buf = [0u8; 4096];
@@ -256,11 +241,10 @@ impl Control {
                 }
                 let line: Vec<u8> = c.inbuf.drain(..=end).collect();
                 let needs_usage = line.windows(8).any(|w| w == b"\"status\"");
-                let usage = if needs_usage {
-                    Some(self.usage(fleet, now).clone())
-                } else {
-                    None
-                };
+                let usage = needs_usage.then(|| {
+                    let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
+                    self.sample.get(&pgids, now, SAMPLE_MAX_AGE).clone()
+                });
                 let Some(Some(c)) = self.clients.get_mut(i) else {
                     return;
                 };

@@ -16,6 +16,32 @@ pub struct Usage {
     pub processes: u32,
 }
 
+/// The last sample of a fleet's process groups, taken again only when it is older than
+/// `max_age` or lacks a group: walking the processes costs with their number, and a
+/// storm of scrapes or status requests gets the last sample while it is fresh.
+#[derive(Debug, Default)]
+pub struct Cached {
+    last: Option<(std::time::Instant, HashMap<i32, Usage>)>,
+}
+
+impl Cached {
+    pub fn get(
+        &mut self,
+        pgids: &[i32],
+        now: std::time::Instant,
+        max_age: std::time::Duration,
+    ) -> &HashMap<i32, Usage> {
+        let fresh = self.last.as_ref().is_some_and(|(at, u)| {
+            now.saturating_duration_since(*at) < max_age && pgids.iter().all(|p| u.contains_key(p))
+        });
+        let last = match self.last.take() {
+            Some(l) if fresh => l,
+            _ => (now, sample(pgids)),
+        };
+        &self.last.insert(last).1
+    }
+}
+
 /// Usage of each process group in `pgids` that still has a process.
 pub fn sample(pgids: &[i32]) -> HashMap<i32, Usage> {
     let mut out = HashMap::new();

@@ -666,6 +666,25 @@ fn edit(c: &mut Caller<'_, State>, phase: Phase, e: Option<Edit>) -> i32 {
     }
 }
 
+/// `set_*_header` (a value) and `remove_*_header` (none) of `phase`: 0, or -1 refused.
+fn set_header(
+    c: &mut Caller<'_, State>,
+    phase: Phase,
+    (np, nn): (i32, i32),
+    value: Option<(i32, i32)>,
+) -> i32 {
+    let name = bytes(c, np, nn, MAX_FIELD);
+    let e = match value {
+        Some((vp, vn)) => {
+            let v = bytes(c, vp, vn, MAX_FIELD);
+            name.zip(v)
+                .and_then(|(n, v)| header_edit(&n, Some(&v), phase == Phase::Request))
+        }
+        None => name.and_then(|n| header_edit(&n, None, phase == Phase::Request)),
+    };
+    edit(c, phase, e)
+}
+
 fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
     l.func_wrap("env", "get_request", |c: Caller<'_, State>| {
         to_i32(doc_len(c.data(), Doc::Request))
@@ -755,20 +774,14 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_request_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32, vp: i32, vn: i32| {
-            let name = bytes(&mut c, np, nn, MAX_FIELD);
-            let value = bytes(&mut c, vp, vn, MAX_FIELD);
-            let e = name
-                .zip(value)
-                .and_then(|(n, v)| header_edit(&n, Some(&v), true));
-            edit(&mut c, Phase::Request, e)
+            set_header(&mut c, Phase::Request, (np, nn), Some((vp, vn)))
         },
     )?;
     l.func_wrap(
         "env",
         "remove_request_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32| {
-            let e = bytes(&mut c, np, nn, MAX_FIELD).and_then(|n| header_edit(&n, None, true));
-            edit(&mut c, Phase::Request, e)
+            set_header(&mut c, Phase::Request, (np, nn), None)
         },
     )?;
     l.func_wrap(
@@ -784,20 +797,14 @@ fn define(l: &mut Linker<State>) -> Result<(), wasmi::errors::LinkerError> {
         "env",
         "set_response_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32, vp: i32, vn: i32| {
-            let name = bytes(&mut c, np, nn, MAX_FIELD);
-            let value = bytes(&mut c, vp, vn, MAX_FIELD);
-            let e = name
-                .zip(value)
-                .and_then(|(n, v)| header_edit(&n, Some(&v), false));
-            edit(&mut c, Phase::Response, e)
+            set_header(&mut c, Phase::Response, (np, nn), Some((vp, vn)))
         },
     )?;
     l.func_wrap(
         "env",
         "remove_response_header",
         |mut c: Caller<'_, State>, np: i32, nn: i32| {
-            let e = bytes(&mut c, np, nn, MAX_FIELD).and_then(|n| header_edit(&n, None, false));
-            edit(&mut c, Phase::Response, e)
+            set_header(&mut c, Phase::Response, (np, nn), None)
         },
     )?;
     l.func_wrap("env", "set_status", |mut c: Caller<'_, State>, s: i32| {

@@ -340,7 +340,7 @@ pub struct Edge {
     encoders: compress::Budget,
     /// The last resource sample of the fleet, served by `/metrics` until it is older than
     /// `SAMPLE_MAX_AGE`.
-    sample: Option<(Instant, HashMap<i32, crate::fleet::resources::Usage>)>,
+    sample: crate::fleet::resources::Cached,
     /// Stats index of the first static mount (they follow the routes).
     static_base: usize,
     /// Per program: its docking link and WebSocket clients, for bays.
@@ -464,7 +464,7 @@ impl Edge {
             statics,
             compression: m.compression,
             encoders: compress::Budget::new(compress::MAX_ENCODERS),
-            sample: None,
+            sample: Default::default(),
             static_base,
             bays: bays::bays_of(m, socket_dir),
             watch: m
@@ -1199,19 +1199,10 @@ impl Edge {
         }
     }
 
-    /// Samples the fleet's processes unless the last sample is fresh: walking them costs
-    /// with the fleet's size, and a scrape storm on this unauthenticated listener gets the
-    /// last sample while it is fresh.
-    fn fresh_sample(&mut self, fleet: &FleetView) {
+    /// The fleet's resource usage, sampled at most every [`SAMPLE_MAX_AGE`].
+    fn usage(&mut self, fleet: &FleetView) -> &HashMap<i32, crate::fleet::resources::Usage> {
         let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-        let fresh = self.sample.as_ref().is_some_and(|(at, u)| {
-            self.now.saturating_duration_since(*at) < SAMPLE_MAX_AGE
-                && pgids.iter().all(|p| u.contains_key(p))
-        });
-        if !fresh {
-            let usage = crate::fleet::resources::sample(&pgids);
-            self.sample = Some((self.now, usage));
-        }
+        self.sample.get(&pgids, self.now, SAMPLE_MAX_AGE)
     }
 
     /// The metrics listener: `/metrics`, `/health` and the status page.
@@ -1233,7 +1224,7 @@ impl Edge {
         }
         match req.path() {
             "/status" | "/status.json" => {
-                self.fresh_sample(fleet);
+                let usage = self.usage(fleet).clone();
                 let modules = self.payloads.rows();
                 let routes: Vec<(String, String)> = self
                     .router
@@ -1241,22 +1232,18 @@ impl Edge {
                     .into_iter()
                     .map(|(l, t)| (l, self.name_of(t).to_string()))
                     .collect();
-                let empty = HashMap::new();
-                let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
                 let (ct, text) = if req.path() == "/status" {
-                    let t = status::html(fleet, usage, &routes, &modules, self.now);
+                    let t = status::html(fleet, &usage, &routes, &modules, self.now);
                     ("text/html; charset=utf-8", t)
                 } else {
-                    let t = status::json(fleet, usage, &routes, &modules, self.now);
+                    let t = status::json(fleet, &usage, &routes, &modules, self.now);
                     ("application/json", t)
                 };
                 let extra = b"cache-control: no-store\r\n";
                 answer(c, &req.method, 200, extra, Some(ct), text.as_bytes(), close);
             }
             "/metrics" => {
-                self.fresh_sample(fleet);
-                let empty = HashMap::new();
-                let usage = self.sample.as_ref().map_or(&empty, |(_, u)| u);
+                let usage = self.usage(fleet).clone();
                 let g = metrics::Gauges {
                     open_connections: self.open,
                     idle_upstreams: self.pool.len(),
@@ -1282,7 +1269,7 @@ impl Edge {
                     bays: self.bay_gauges(),
                     modules: self.payloads.rows(),
                 };
-                let text = metrics::render(&self.stats, fleet, usage, &g, self.now);
+                let text = metrics::render(&self.stats, fleet, &usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
                 answer(c, &req.method, 200, b"", Some(ct), text.as_bytes(), close);
             }

@@ -116,44 +116,53 @@ impl Edge {
         c: &mut Conn,
         req: &RequestHead,
     ) -> Option<(ProgramId, RouteId, Option<String>)> {
-        let ua = req
-            .header("user-agent")
-            .map(|h| h.value.clone())
-            .unwrap_or_default();
-        let route = self.router.find(c.bind, req.path(), &ua);
-        let backend = route.map_or("-", |r| {
-            self.names.get(r.target.index()).map_or("?", String::as_str)
-        });
-        let rec = self.record(req, &ua, backend);
-        let found = route.map(|r| (r.target, r.id, r.strip_prefix.clone()));
-        let stat_route = route.map_or(self.stats.unrouted(), |r| self.stats.row_of(r.id));
+        let (found, stat_route, ua) = self.lookup(c.bind, req);
+        let rec = self.record(req, &ua, self.backend_name(&found));
         c.stat = Some(self.begin(stat_route, rec));
         found
     }
 
-    /// The route for a request whose target a module changed; the request's statistics
-    /// and log record follow it (the log keeps the request line as it came).
+    /// The route for a request whose target (or User-Agent) a module changed; the
+    /// request's statistics and log record follow it (the log keeps the request line as
+    /// it came).
     fn reroute(
         &mut self,
         c: &mut Conn,
         req: &RequestHead,
     ) -> Option<(ProgramId, RouteId, Option<String>)> {
+        let (found, stat_route, _) = self.lookup(c.bind, req);
+        let backend = self.backend_name(&found).to_string();
+        if let Some(st) = &mut c.stat {
+            st.route = stat_route;
+            if let Some(rec) = &mut st.rec {
+                rec.backend = backend;
+            }
+        }
+        found
+    }
+
+    /// The route of `req` on `bind`, its statistics row and the request's User-Agent.
+    #[allow(clippy::type_complexity)]
+    fn lookup(
+        &self,
+        bind: BindId,
+        req: &RequestHead,
+    ) -> (Option<(ProgramId, RouteId, Option<String>)>, usize, Vec<u8>) {
         let ua = req
             .header("user-agent")
             .map(|h| h.value.clone())
             .unwrap_or_default();
-        let route = self.router.find(c.bind, req.path(), &ua);
+        let route = self.router.find(bind, req.path(), &ua);
         let stat_route = route.map_or(self.stats.unrouted(), |r| self.stats.row_of(r.id));
-        let backend = route.map_or("-", |r| {
-            self.names.get(r.target.index()).map_or("?", String::as_str)
-        });
-        if let Some(st) = &mut c.stat {
-            st.route = stat_route;
-            if let Some(rec) = &mut st.rec {
-                rec.backend = backend.to_string();
-            }
-        }
-        route.map(|r| (r.target, r.id, r.strip_prefix.clone()))
+        let found = route.map(|r| (r.target, r.id, r.strip_prefix.clone()));
+        (found, stat_route, ua)
+    }
+
+    /// The log's name for the backend of a route found (`-` for none).
+    fn backend_name(&self, found: &Option<(ProgramId, RouteId, Option<String>)>) -> &str {
+        found.as_ref().map_or("-", |(t, _, _)| {
+            self.names.get(t.index()).map_or("?", String::as_str)
+        })
     }
 
     /// Answers a request that a module blocked (its answer) or failed on (503), and
