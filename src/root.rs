@@ -142,7 +142,9 @@ impl Subsystem for Control {
         None
     }
     fn hear(&mut self, _: &Message, _: &Turn) {}
-    fn take_messages(&mut self, _: &mut Vec<Message>) {}
+    fn take_messages(&mut self, out: &mut Vec<Message>) {
+        Control::take_messages(self, out);
+    }
 }
 
 /// The subsystems and the fleet view the root keeps from their messages.

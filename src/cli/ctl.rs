@@ -1,4 +1,5 @@
-//! Client commands of the control socket: `mothership status`. They find the socket as the
+//! Client commands of the control socket: `mothership status`, `start`, `stop`,
+//! `restart`, `signal` and `logs`. They find the socket as the
 //! server does (`MS_SOCKET_DIR`, `$XDG_RUNTIME_DIR/mothership`, `/tmp/mothership`) or take
 //! `--socket PATH`, send one request and print its answer as a table or, with `--json`, as
 //! the JSON the socket gave.
@@ -21,30 +22,57 @@ fn socket(given: Option<&Path>) -> PathBuf {
     )
 }
 
-/// Sends `cmd` and returns the answer object, or the exit status with its message printed.
-fn request(path: &Path, cmd: &str) -> Result<Value, i32> {
-    let mut s = match UnixStream::connect(path) {
-        Ok(s) => s,
+/// The program named is not in the fleet.
+pub const EXIT_NO_PROGRAM: i32 = 3;
+
+/// Connects to the control socket, or prints why not and gives the exit status.
+fn connect(path: &Path) -> Result<UnixStream, i32> {
+    match UnixStream::connect(path) {
+        Ok(s) => {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            Ok(s)
+        }
         Err(e) => {
             eprintln!(
                 "mothership: no fleet is running here ({}: {e})",
                 path.display()
             );
-            return Err(EXIT_NO_FLEET);
+            Err(EXIT_NO_FLEET)
         }
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    }
+}
+
+/// A request line for `cmd` with these further members (already JSON).
+fn request_line(cmd: &str, members: &[(&str, String)]) -> String {
     let mut line = String::from("{\"v\":1,\"cmd\":");
     json::write_str(&mut line, cmd);
-    line.push_str("}\n");
-    if let Err(e) = s.write_all(line.as_bytes()) {
-        eprintln!("mothership: {}: {e}", path.display());
-        return Err(EXIT_FAILED);
+    for (k, v) in members {
+        line.push(',');
+        json::write_str(&mut line, k);
+        line.push(':');
+        line.push_str(v);
     }
+    line.push_str("}\n");
+    line
+}
+
+/// Reads one answer line: the object when it says `ok`, or the exit status with its
+/// error printed.
+fn read_answer(r: &mut impl BufRead, path: &Path) -> Result<Value, i32> {
     let mut answer = String::new();
-    if let Err(e) = BufReader::new(&s).read_line(&mut answer) {
-        eprintln!("mothership: {}: {e}", path.display());
-        return Err(EXIT_FAILED);
+    match r.read_line(&mut answer) {
+        Ok(0) => {
+            eprintln!(
+                "mothership: {}: the fleet closed the connection",
+                path.display()
+            );
+            return Err(EXIT_FAILED);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("mothership: {}: {e}", path.display());
+            return Err(EXIT_FAILED);
+        }
     }
     let v = match json::parse(answer.trim_end().as_bytes()) {
         Ok(v) => v,
@@ -59,9 +87,95 @@ fn request(path: &Path, cmd: &str) -> Result<Value, i32> {
             .and_then(Value::as_str)
             .unwrap_or("no reason given");
         eprintln!("mothership: {why}");
-        return Err(EXIT_FAILED);
+        return Err(match v.get("code").and_then(Value::as_str) {
+            Some("no_such_program") => EXIT_NO_PROGRAM,
+            _ => EXIT_FAILED,
+        });
     }
     Ok(v)
+}
+
+/// Sends one request and returns the answer object, or the exit status with its message
+/// printed.
+fn request(path: &Path, cmd: &str, members: &[(&str, String)]) -> Result<Value, i32> {
+    let mut s = connect(path)?;
+    if let Err(e) = s.write_all(request_line(cmd, members).as_bytes()) {
+        eprintln!("mothership: {}: {e}", path.display());
+        return Err(EXIT_FAILED);
+    }
+    read_answer(&mut BufReader::new(&s), path)
+}
+
+fn json_strings(items: &[String]) -> String {
+    let mut o = String::from("[");
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        json::write_str(&mut o, t);
+    }
+    o.push(']');
+    o
+}
+
+/// `mothership start|stop|restart TARGET...` and `mothership signal TARGET SIG`.
+pub fn operate(
+    socket_path: Option<&Path>,
+    cmd: &str,
+    targets: &[String],
+    signal: Option<&str>,
+    as_json: bool,
+) -> i32 {
+    let path = socket(socket_path);
+    let mut members = vec![("targets", json_strings(targets))];
+    if let Some(sig) = signal {
+        let mut v = String::new();
+        json::write_str(&mut v, sig);
+        members.push(("signal", v));
+    }
+    let v = match request(&path, cmd, &members) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if as_json {
+        println!("{}", without_protocol(&v));
+        return EXIT_OK;
+    }
+    let names: Vec<String> = match v.get("programs") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let verb = match cmd {
+        "start" => "starting",
+        "stop" => "stopping",
+        "restart" => "restarting",
+        _ => "signalled",
+    };
+    println!("{verb}: {}", names.join(", "));
+    EXIT_OK
+}
+
+/// The answer as it came, without the protocol's own members.
+fn without_protocol(v: &Value) -> String {
+    let mut o = String::from("{");
+    if let Value::Object(members) = v {
+        let mut first = true;
+        for (k, val) in members.iter().filter(|(k, _)| k != "ok" && k != "v") {
+            if !first {
+                o.push(',');
+            }
+            first = false;
+            json::write_str(&mut o, k);
+            o.push(':');
+            write_value(&mut o, val);
+        }
+    }
+    o.push('}');
+    o
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -91,27 +205,12 @@ fn uptime(v: Option<&Value>) -> String {
 /// `mothership status [--json]`.
 pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
     let path = socket(socket_path);
-    let v = match request(&path, "status") {
+    let v = match request(&path, "status", &[]) {
         Ok(v) => v,
         Err(code) => return code,
     };
     if as_json {
-        // The answer as it came, without the protocol's own fields.
-        let mut o = String::from("{");
-        if let Value::Object(members) = &v {
-            let mut first = true;
-            for (k, val) in members.iter().filter(|(k, _)| k != "ok" && k != "v") {
-                if !first {
-                    o.push(',');
-                }
-                first = false;
-                json::write_str(&mut o, k);
-                o.push(':');
-                write_value(&mut o, val);
-            }
-        }
-        o.push('}');
-        println!("{o}");
+        println!("{}", without_protocol(&v));
         return EXIT_OK;
     }
     let programs = match v.get("programs") {
@@ -164,6 +263,7 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
         match (i, c) {
             (2, "running" | "done") | (6, "healthy") => Some("32"),
             (2, "failed" | "backoff") | (6, "unhealthy") => Some("31"),
+            (2, "stopped") => Some("2"),
             (2, "starting" | "stopping" | "waiting") => Some("33"),
             _ => None,
         }

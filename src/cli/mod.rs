@@ -112,6 +112,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
     },
+    /// Start stopped programs of the running fleet (names, groups, tags or `all`)
+    Start(Operate),
+    /// Stop programs of the running fleet gracefully; they stay stopped until started
+    Stop(Operate),
+    /// Restart programs of the running fleet gracefully, in dependency order
+    Restart(Operate),
+    /// Send a signal to the main process of programs of the running fleet
+    Signal {
+        /// A program's name, a group, a tag, or `all`
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// The signal: a name (`HUP`, `SIGUSR1`) or a number
+        #[arg(value_name = "SIGNAL")]
+        signal: String,
+        /// Print the fleet's answer as JSON
+        #[arg(long)]
+        json: bool,
+        /// The control socket (default: control.sock in the socket folder)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// Write a commented starter manifest (or one made from a Procfile)
     Init {
         /// Overwrite an existing manifest
@@ -122,6 +143,20 @@ enum Command {
         #[arg(long, value_name = "PROCFILE")]
         from: Option<std::path::PathBuf>,
     },
+}
+
+/// What `start`, `stop` and `restart` take.
+#[derive(Args, Debug)]
+struct Operate {
+    /// Programs' names, groups (`group:NAME` to say so), tags (`tag:NAME`), or `all`
+    #[arg(value_name = "TARGET", required = true)]
+    targets: Vec<String>,
+    /// Print the fleet's answer as JSON
+    #[arg(long)]
+    json: bool,
+    /// The control socket (default: control.sock in the socket folder)
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
 }
 
 /// Entry point of the binary: parses the command line and returns the exit status.
@@ -190,6 +225,23 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
         Command::Preflight => preflight::preflight(&g),
         Command::Init { force, from } => init::init(&g, force, from.as_deref()),
         Command::Status { json, socket } => ctl::status(socket.as_deref(), json),
+        Command::Start(o) => ctl::operate(o.socket.as_deref(), "start", &o.targets, None, o.json),
+        Command::Stop(o) => ctl::operate(o.socket.as_deref(), "stop", &o.targets, None, o.json),
+        Command::Restart(o) => {
+            ctl::operate(o.socket.as_deref(), "restart", &o.targets, None, o.json)
+        }
+        Command::Signal {
+            target,
+            signal,
+            json,
+            socket,
+        } => ctl::operate(
+            socket.as_deref(),
+            "signal",
+            std::slice::from_ref(&target),
+            Some(&signal),
+            json,
+        ),
     }
 }
 

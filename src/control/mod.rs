@@ -20,7 +20,8 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::fleet::resources::Usage;
-use crate::fleet::FleetView;
+use crate::fleet::{FleetView, Message, Operation};
+use crate::manifest::ids::ProgramId;
 use crate::proto::json::{self, Value};
 use crate::reactor::CONTROL_TOKENS;
 
@@ -135,6 +136,8 @@ pub struct Control {
     /// Accepting stopped on a resource error: tried again at the end of each turn.
     accept_again: bool,
     sample: crate::fleet::resources::Cached,
+    /// What the operators asked of the supervisor, for the root to hand on.
+    outbox: Vec<Message>,
 }
 
 impl Control {
@@ -148,6 +151,7 @@ impl Control {
             uid: unsafe { libc::geteuid() },
             accept_again: false,
             sample: Default::default(),
+            outbox: Vec::new(),
         }
     }
 
@@ -165,6 +169,11 @@ impl Control {
             None => self.accept(registry),
             Some(i) => self.serve(i, registry, fleet, now),
         }
+    }
+
+    /// What the operators asked since the last call.
+    pub fn take_messages(&mut self, out: &mut Vec<Message>) {
+        out.append(&mut self.outbox);
     }
 
     /// The end of a turn: accepting again after a resource error.
@@ -248,7 +257,7 @@ impl Control {
                 let Some(Some(c)) = self.clients.get_mut(i) else {
                     return;
                 };
-                let a = answer(&line[..end], fleet, usage.as_ref(), now);
+                let a = answer(&line[..end], fleet, usage.as_ref(), now, &mut self.outbox);
                 c.out.extend_from_slice(&a);
                 if c.out.len() > MAX_PENDING {
                     gone = true; // it does not read its answers
@@ -323,9 +332,147 @@ impl Drop for Control {
 }
 
 fn error_line(why: &str) -> Vec<u8> {
+    coded_error(why, "bad_request")
+}
+
+/// An error answer with its machine-readable `code` (see mothership(1)): `bad_request`,
+/// `no_such_program` (the client exits 3), `not_running`, `not_now`, `denied`, `busy`.
+fn coded_error(why: &str, code: &str) -> Vec<u8> {
     let mut o = String::from("{\"ok\":false,\"v\":1,\"error\":");
     json::write_str(&mut o, why);
+    o.push_str(",\"code\":");
+    json::write_str(&mut o, code);
     o.push_str("}\n");
+    o.into_bytes()
+}
+
+/// The programs `targets` name: each a program's name, `all`, a group (`[[fleet.NAME]]`)
+/// or a tag, tried in that order; `group:NAME` and `tag:NAME` say which. In the fleet's
+/// order, each once. `Err`: the first target that names nothing.
+pub fn resolve(fleet: &FleetView, targets: &[&str]) -> Result<Vec<ProgramId>, String> {
+    let mut chosen = vec![false; fleet.ships.len()];
+    for &t in targets {
+        let pick = |f: &dyn Fn(&crate::fleet::ShipView) -> bool| -> Vec<usize> {
+            fleet
+                .ships
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| f(s))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let found = if let Some(g) = t.strip_prefix("group:") {
+            pick(&|s| s.group == g)
+        } else if let Some(tag) = t.strip_prefix("tag:") {
+            pick(&|s| s.tags.iter().any(|x| x == tag))
+        } else {
+            let by_name = pick(&|s| s.name == t);
+            if !by_name.is_empty() {
+                by_name
+            } else if t == "all" {
+                pick(&|_| true)
+            } else {
+                let by_group = pick(&|s| s.group == t);
+                if by_group.is_empty() {
+                    pick(&|s| s.tags.iter().any(|x| x == t))
+                } else {
+                    by_group
+                }
+            }
+        };
+        if found.is_empty() {
+            return Err(t.to_string());
+        }
+        for i in found {
+            chosen[i] = true;
+        }
+    }
+    Ok(chosen
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c)
+        .map(|(i, _)| ProgramId::at(i))
+        .collect())
+}
+
+/// The answer to `start`, `stop`, `restart` and `signal`: the programs named, told to the
+/// supervisor through `outbox`.
+fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -> Vec<u8> {
+    let targets: Vec<&str> = match v.get("targets") {
+        Some(Value::Array(a)) => {
+            let t: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+            if t.len() != a.len() {
+                return error_line("\"targets\" holds strings");
+            }
+            t
+        }
+        Some(Value::String(s)) => vec![s.as_str()],
+        _ => return error_line("no \"targets\" (program names, groups, tags or \"all\")"),
+    };
+    if targets.is_empty() {
+        return error_line("no \"targets\" (program names, groups, tags or \"all\")");
+    }
+    let op = match cmd {
+        "start" => Operation::Start,
+        "stop" => Operation::Stop,
+        "restart" => Operation::Restart,
+        _ => {
+            let Some(name) = v.get("signal").and_then(Value::as_str) else {
+                return error_line("no \"signal\" (a name such as \"HUP\", or a number)");
+            };
+            match crate::manifest::units::parse_signal(name) {
+                Ok(sig) => Operation::Signal(sig),
+                Err(e) => return error_line(&e),
+            }
+        }
+    };
+    let ids = match resolve(fleet, &targets) {
+        Ok(ids) => ids,
+        Err(t) => {
+            let mut why = String::from("no program, group or tag named ");
+            json::write_str(&mut why, &t);
+            return coded_error(&why, "no_such_program");
+        }
+    };
+    if !matches!(op, Operation::Signal(_))
+        && !matches!(fleet.state, "launching" | "running" | "mayday")
+    {
+        return coded_error(
+            &format!(
+                "the fleet is {}: programs are started and stopped only while it runs",
+                fleet.state
+            ),
+            "not_now",
+        );
+    }
+    let ids: Vec<ProgramId> = match op {
+        // Only a process that runs can be signalled.
+        Operation::Signal(_) => {
+            ids.into_iter()
+                .filter(|id| {
+                    fleet.ships.get(id.index()).is_some_and(|s| {
+                        s.pgid.is_some() && matches!(s.state, "starting" | "running")
+                    })
+                })
+                .collect()
+        }
+        _ => ids,
+    };
+    if ids.is_empty() {
+        return coded_error("none of them is running", "not_running");
+    }
+    let mut o = String::from("{\"ok\":true,\"v\":1,\"programs\":[");
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            o.push(',');
+        }
+        json::write_str(
+            &mut o,
+            fleet.ships.get(id.index()).map_or("", |s| s.name.as_str()),
+        );
+    }
+    o.push_str("]}\n");
+    outbox.push(Message::Operate { ids, op });
     o.into_bytes()
 }
 
@@ -335,6 +482,7 @@ pub fn answer(
     fleet: &FleetView,
     usage: Option<&HashMap<i32, Usage>>,
     now: Instant,
+    outbox: &mut Vec<Message>,
 ) -> Vec<u8> {
     let v = match json::parse(line) {
         Ok(v @ Value::Object(_)) => v,
@@ -357,6 +505,7 @@ pub fn answer(
             o.push('\n');
             o.into_bytes()
         }
+        "start" | "stop" | "restart" | "signal" => operate(&v, cmd, fleet, outbox),
         "version" => format!(
             "{{\"ok\":true,\"v\":1,\"version\":\"{}\"}}\n",
             env!("CARGO_PKG_VERSION")
@@ -386,7 +535,8 @@ mod tests {
     fn requests_get_one_line_each_and_errors_are_objects() {
         let f = fleet();
         let now = Instant::now();
-        let a = answer(br#"{"v":1,"cmd":"status"}"#, &f, None, now);
+        let mut out = Vec::new();
+        let a = answer(br#"{"v":1,"cmd":"status"}"#, &f, None, now, &mut out);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
         let v = parse(&a);
         assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
@@ -399,7 +549,7 @@ mod tests {
             (br#"{"v":2,"cmd":"status"}"#, "unsupported protocol version"),
             (br#"{"cmd":"reboot"}"#, "unknown command \\\"reboot\\\""),
         ] {
-            let a = answer(req, &f, None, now);
+            let a = answer(req, &f, None, now, &mut out);
             let text = String::from_utf8_lossy(&a);
             let v = parse(&a);
             assert_eq!(v.get("ok"), Some(&Value::Bool(false)), "{text}");

@@ -57,6 +57,21 @@ pub enum Message {
     /// The fleet lands: stop taking requests (close the listeners) and finish those in
     /// flight within `grace`.
     StopServing { grace: Duration },
+    /// The operator asks (on the control socket) for `op` on these programs.
+    Operate { ids: Vec<ProgramId>, op: Operation },
+}
+
+/// What an operator may ask of programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Start a stopped (or ended, or failed) program.
+    Start,
+    /// Stop it gracefully; it stays down until started.
+    Stop,
+    /// Stop it gracefully and start it again once its dependencies allow.
+    Restart,
+    /// Send this signal to its main process.
+    Signal(i32),
 }
 
 impl FleetView {
@@ -101,6 +116,7 @@ impl FleetView {
             | Message::Docked { .. }
             | Message::BayFault { .. }
             | Message::StopServing { .. }
+            | Message::Operate { .. }
             | Message::Reaped { .. } => {}
         }
     }
@@ -132,6 +148,7 @@ mod tests {
         let ship = |name: &str| ShipView {
             name: name.into(),
             group: "web".into(),
+            tags: Vec::new(),
             kind: "ship",
             state: "waiting",
             healthy: false,

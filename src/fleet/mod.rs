@@ -7,5 +7,5 @@ pub mod message;
 pub mod resources;
 pub mod view;
 
-pub use message::Message;
+pub use message::{Message, Operation};
 pub use view::{FleetView, ShipView, FLEET_STATES, STATES};

@@ -12,9 +12,11 @@ use crate::manifest::{BindAddr, Program};
 pub struct ShipView {
     pub name: String,
     pub group: String,
+    pub tags: Vec<String>,
     /// `ship`, `job` or `bay`.
     pub kind: &'static str,
-    /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `done` or `failed`.
+    /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `done`, `failed` or
+    /// `stopped` (by the operator).
     pub state: &'static str,
     /// Up (ready) and, for a ship with a health check, its last verdict is healthy.
     pub healthy: bool,
@@ -50,8 +52,8 @@ pub const FLEET_STATES: [&str; 12] = [
     "crashed",
 ];
 
-pub const STATES: [&str; 7] = [
-    "waiting", "starting", "running", "stopping", "backoff", "done", "failed",
+pub const STATES: [&str; 8] = [
+    "waiting", "starting", "running", "stopping", "backoff", "done", "failed", "stopped",
 ];
 
 impl ShipView {
@@ -59,6 +61,7 @@ impl ShipView {
         ShipView {
             name: p.name.clone(),
             group: p.group().to_string(),
+            tags: p.tags.clone(),
             kind: p.kind(),
             state: "waiting",
             healthy: false,

@@ -306,7 +306,7 @@ pub fn render(
         &mut o,
         "mothership_ship_state",
         "gauge",
-        "1 for the state the program is in (waiting, starting, running, stopping, backoff, done, failed).",
+        "1 for the state the program is in (waiting, starting, running, stopping, backoff, done, failed, stopped).",
     );
     for (labels, s) in &ships {
         for st in STATES {
@@ -840,6 +840,7 @@ mod tests {
             ships: vec![crate::fleet::view::ShipView {
                 name: "web".into(),
                 group: "g\\1".into(),
+                tags: Vec::new(),
                 kind: "ship",
                 state: "running",
                 healthy: true,

@@ -531,6 +531,7 @@ impl Edge {
             | Message::BayFault { .. }
             | Message::RestartUnhealthy { .. }
             | Message::Fleet { .. }
+            | Message::Operate { .. }
             | Message::Reaped { .. } => {}
         }
     }

@@ -277,6 +277,7 @@ mod tests {
         let a = ShipView {
             name: "web<1>".into(),
             group: "g&h".into(),
+            tags: Vec::new(),
             kind: "ship",
             state: "running",
             healthy: true,

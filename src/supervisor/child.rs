@@ -90,6 +90,10 @@ pub enum Then {
     /// Count a crash of the run that began at `since`, then restart per the policy (it
     /// was stopped for not becoming ready, or for staying unhealthy).
     Crash { since: Instant },
+    /// Stay down until the operator starts it again (`mothership stop`).
+    Hold,
+    /// Wait to be started again once its dependencies allow (`mothership restart`).
+    Wait,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +125,9 @@ pub enum State {
     Done { exit: Option<ExitInfo> },
     /// Failed for good.
     Failed { reason: String },
+    /// Stopped by the operator: stays down until started again, and is neither failed
+    /// nor ended.
+    Held,
 }
 
 impl State {
@@ -134,6 +141,7 @@ impl State {
             State::Backoff { .. } => "backoff",
             State::Done { .. } => "done",
             State::Failed { .. } => "failed",
+            State::Held => "stopped",
         }
     }
 
@@ -195,6 +203,14 @@ pub enum Event {
     },
     /// Immediate stop (second signal).
     Kill,
+    /// The operator stops it: graceful stop, then down until [`Event::Release`].
+    Hold,
+    /// The operator starts it: from down (stopped, ended, failed) back to waiting, with
+    /// its crash count forgotten.
+    Release,
+    /// The operator restarts it: graceful stop, then waiting for its dependencies as at
+    /// launch; not a crash.
+    Restart,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,6 +308,8 @@ pub enum Happened {
     Restarting {
         delay: Duration,
     },
+    /// Stopped by the operator: down until started.
+    Held,
 }
 
 impl Happened {
@@ -378,6 +396,7 @@ impl fmt::Display for Happened {
                 every.as_secs()
             ),
             Restarting { delay } => write!(f, "restarting in {} ms", delay.as_millis()),
+            Held => write!(f, "stays stopped until started"),
         }
     }
 }
@@ -443,7 +462,11 @@ impl Child {
     pub fn is_down(&self) -> bool {
         matches!(
             self.state,
-            State::Waiting | State::Backoff { .. } | State::Done { .. } | State::Failed { .. }
+            State::Waiting
+                | State::Backoff { .. }
+                | State::Done { .. }
+                | State::Failed { .. }
+                | State::Held
         )
     }
 
@@ -778,6 +801,69 @@ impl Child {
                 out.push(Action::CancelTimer);
                 State::Done { exit: None }
             }
+            // The operator's commands.
+            (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Hold) => {
+                self.stop(pid, Then::Hold, now, &mut out)
+            }
+            (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Restart) => {
+                self.stop(pid, Then::Wait, now, &mut out)
+            }
+            (
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed,
+                    then,
+                },
+                ev @ (Event::Hold | Event::Restart),
+            ) => State::Stopping {
+                pid,
+                leader,
+                killed,
+                // A landing's stop (or a kill) is not undone.
+                then: match (then, ev) {
+                    (Then::Stay, _) => Then::Stay,
+                    (_, Event::Hold) => Then::Hold,
+                    _ => Then::Wait,
+                },
+            },
+            (
+                State::Stopping {
+                    pid,
+                    leader,
+                    killed,
+                    then: Then::Hold,
+                },
+                Event::Release,
+            ) => State::Stopping {
+                pid,
+                leader,
+                killed,
+                then: Then::Wait,
+            },
+            (
+                State::Waiting
+                | State::Backoff { .. }
+                | State::Done { .. }
+                | State::Failed { .. }
+                | State::Held,
+                Event::Hold,
+            ) => {
+                out.push(Action::CancelTimer);
+                State::Held
+            }
+            (State::Backoff { .. }, Event::Restart) => {
+                out.push(Action::CancelTimer);
+                self.forget_crashes();
+                State::Waiting
+            }
+            (
+                State::Done { .. } | State::Failed { .. } | State::Held,
+                Event::Release | Event::Restart,
+            ) => {
+                self.forget_crashes();
+                State::Waiting
+            }
             // Anything else is stale (a probe result after an exit, a timer already
             // replaced, a second Stop): ignore it.
             (s, _) => s,
@@ -822,7 +908,22 @@ impl Child {
                 State::Backoff { until: now }
             }
             Then::Stay => State::Done { exit: None },
+            Then::Hold => {
+                self.tell(Happened::Held);
+                State::Held
+            }
+            Then::Wait => {
+                self.restarts += 1;
+                self.forget_crashes();
+                State::Waiting
+            }
         }
+    }
+
+    /// A start or restart by the operator begins afresh: no backoff, no crash budget used.
+    fn forget_crashes(&mut self) {
+        self.attempt = 0;
+        self.crashes.clear();
     }
 
     fn kill(&mut self, pid: i32, leader: bool, now: Instant, out: &mut Actions) -> State {
@@ -1831,5 +1932,84 @@ mod tests {
         );
         // A stopped program is not started again.
         assert!(c.handle(Event::Start, t0).is_empty());
+    }
+
+    #[test]
+    fn the_operator_stops_starts_and_restarts() {
+        let t0 = Instant::now();
+        let exited = |c: &mut Child| {
+            c.handle(
+                Event::Exited {
+                    exit: ExitInfo::Signal(libc::SIGTERM),
+                    group_alive: false,
+                },
+                t0,
+            )
+        };
+        let mut c = Child::new(policy(), 1);
+        start(&mut c, t0, 50);
+        c.handle(Event::Timer, t0 + SETTLE);
+        // Stop: graceful, then held; a crash elsewhere or a timer does not start it.
+        let a = c.handle(Event::Hold, t0);
+        assert!(a.contains(&Action::Signal {
+            pgid: 50,
+            sig: libc::SIGTERM
+        }));
+        exited(&mut c);
+        assert_eq!(c.state, State::Held);
+        assert_eq!(c.state.name(), "stopped");
+        assert!(c.is_down() && !c.is_failed());
+        assert!(c.handle(Event::Timer, t0).is_empty());
+        assert!(c.handle(Event::Start, t0).is_empty());
+        assert_eq!(c.state, State::Held);
+        assert_eq!(c.restarts, 0, "a stop is not a restart");
+        // Start: back to waiting, for the planner to start when its dependencies allow.
+        c.handle(Event::Release, t0);
+        assert_eq!(c.state, State::Waiting);
+        assert_eq!(c.handle(Event::Start, t0), vec![Action::Spawn]);
+        c.handle(Event::Spawned { pid: 60 }, t0);
+        // Restart: graceful stop, then waiting, counted as a restart, not a crash.
+        c.handle(Event::Restart, t0);
+        exited(&mut c);
+        assert_eq!((c.state.clone(), c.restarts), (State::Waiting, 1));
+        assert_eq!(c.recent_crashes(), 0);
+        // A failed program started by the operator forgets its crashes.
+        let mut c = Child::new(
+            Policy {
+                restart: Restart::Never,
+                ..policy()
+            },
+            1,
+        );
+        start(&mut c, t0, 70);
+        c.handle(
+            Event::Exited {
+                exit: ExitInfo::Code(3),
+                group_alive: false,
+            },
+            t0,
+        );
+        assert!(c.is_failed());
+        c.handle(Event::Restart, t0);
+        assert_eq!(c.state, State::Waiting);
+        // Stopped while stopping for a restart: held; started while stopping to hold: it
+        // starts once down.
+        start(&mut c, t0, 80);
+        c.handle(Event::Restart, t0);
+        c.handle(Event::Hold, t0);
+        exited(&mut c);
+        assert_eq!(c.state, State::Held);
+        c.handle(Event::Release, t0);
+        start(&mut c, t0, 90);
+        c.handle(Event::Hold, t0);
+        c.handle(Event::Release, t0);
+        exited(&mut c);
+        assert_eq!(c.state, State::Waiting);
+        // A landing's stop is not undone by the operator.
+        start(&mut c, t0, 100);
+        c.handle(Event::Stop, t0);
+        c.handle(Event::Restart, t0);
+        exited(&mut c);
+        assert_eq!(c.state, State::Done { exit: None });
     }
 }

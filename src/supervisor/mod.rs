@@ -24,7 +24,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::flagship::coord::{Coordinator, Report};
 use crate::flagship::Rank;
-use crate::fleet::{health, resources, FleetView, Message};
+use crate::fleet::{health, resources, FleetView, Message, Operation};
 use crate::health::probe::{Check, Probe, Progress, Target};
 use crate::manifest::graph;
 use crate::manifest::ids::ProgramId;
@@ -89,6 +89,19 @@ struct Member {
     watchdog_due: Option<Instant>,
     /// The one watchdog timer pending for it.
     watchdog_timer: Option<TimerId>,
+    /// Where it stands in a restart the operator asked for.
+    restart: RestartMark,
+}
+
+/// A program's part in an operator's restart: its dependents in the same restart stop
+/// first, and what depends on it does not start until it is up again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestartMark {
+    None,
+    /// To be stopped once its dependents in the restart are down.
+    Queued,
+    /// Stopping; over once it is down (waiting to start again).
+    Told,
 }
 
 impl Member {
@@ -154,7 +167,7 @@ impl plan::View for Members<'_> {
         &self.0[i].child.state
     }
     fn satisfies_dependents(&self, i: usize) -> bool {
-        self.0[i].child.satisfies_dependents()
+        self.0[i].child.satisfies_dependents() && self.0[i].restart == RestartMark::None
     }
     fn deps(&self, i: usize) -> &[usize] {
         &self.0[i].deps
@@ -367,6 +380,7 @@ impl Supervisor {
                 watchdog: p.watchdog,
                 watchdog_due: None,
                 watchdog_timer: None,
+                restart: RestartMark::None,
             });
         }
         // Dependencies within each set (prelaunch jobs among themselves, ships and bays
@@ -808,7 +822,89 @@ impl Supervisor {
                     self.dispatch(i, Event::Unhealthy { reason }, now);
                 }
             }
+            Message::Operate { ids, op } => self.operate(ids, *op, now),
             _ => {}
+        }
+    }
+
+    /// Carries out what the operator asked on the control socket (which checked the
+    /// names). Nothing is started or restarted once the fleet lands.
+    fn operate(&mut self, ids: &[ProgramId], op: Operation, now: Instant) {
+        let members: Vec<usize> = ids
+            .iter()
+            .map(|id| self.npre + id.index())
+            .filter(|&i| i < self.members.len())
+            .collect();
+        if !matches!(self.phase, Phase::Launching | Phase::Running)
+            && !matches!(op, Operation::Signal(_))
+        {
+            log::warn!("control: {op:?} ignored: the fleet is not running");
+            return;
+        }
+        for &i in &members {
+            let name = &self.members[i].prog.name;
+            match op {
+                Operation::Stop => {
+                    log::info!(target: "fleet", "{name}: stop asked on the control socket");
+                    self.members[i].restart = RestartMark::None;
+                    self.dispatch(i, Event::Hold, now);
+                }
+                Operation::Start => {
+                    log::info!(target: "fleet", "{name}: start asked on the control socket");
+                    self.members[i].wait_logged = false;
+                    self.dispatch(i, Event::Release, now);
+                }
+                Operation::Restart => {
+                    log::info!(target: "fleet", "{name}: restart asked on the control socket");
+                    self.members[i].wait_logged = false;
+                    self.members[i].restart = RestartMark::Queued;
+                }
+                Operation::Signal(sig) => match self.members[i].child.pid() {
+                    Some(pid) => {
+                        log::info!(
+                            target: "fleet",
+                            "{name}: sending {} to pid {pid}, as asked on the control socket",
+                            signal_name(sig)
+                        );
+                        spawn::signal_process(pid, sig);
+                    }
+                    None => {
+                        log::info!(target: "fleet", "{name}: not running; {} not sent", signal_name(sig))
+                    }
+                },
+            }
+        }
+        if op == Operation::Restart {
+            self.restarts(now);
+        }
+    }
+
+    /// Moves the operator's restarts on: a program stops once its dependents in the same
+    /// restart are down (the reverse of the launch order); once down it waits to start
+    /// as at launch, which its dependents in the restart wait for in turn.
+    fn restarts(&mut self, now: Instant) {
+        for i in 0..self.members.len() {
+            match self.members[i].restart {
+                RestartMark::None => {}
+                RestartMark::Told => {
+                    if self.members[i].child.is_down() {
+                        self.members[i].restart = RestartMark::None;
+                    }
+                }
+                RestartMark::Queued => {
+                    let dependents_down = self.members[i].dependents.iter().all(|&d| {
+                        self.members[d].restart == RestartMark::None
+                            || self.members[d].child.is_down()
+                    });
+                    if dependents_down {
+                        self.members[i].restart = RestartMark::Told;
+                        self.dispatch(i, Event::Restart, now);
+                        if self.members[i].child.is_down() {
+                            self.members[i].restart = RestartMark::None;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -1006,6 +1102,7 @@ impl Supervisor {
                 ),
                 State::Done { exit: Some(e) } => format!("ended ({e})"),
                 State::Done { exit: None } => "stopped".to_string(),
+                State::Held => "stopped by the operator".to_string(),
                 State::Failed { reason } => format!("failed ({reason})"),
             };
             let health = m
@@ -1112,7 +1209,12 @@ impl Supervisor {
         // Launch and landing decisions for this round.
         match self.phase {
             Phase::Prelaunch => self.start_ready(true, now),
-            Phase::Launching | Phase::Running => self.start_ready(false, now),
+            Phase::Launching | Phase::Running => {
+                if self.members.iter().any(|m| m.restart != RestartMark::None) {
+                    self.restarts(now);
+                }
+                self.start_ready(false, now)
+            }
             Phase::Landing if self.drain_until.is_none() => {
                 let mut from = 0;
                 while let Some((Decision::Stop(i), next)) =

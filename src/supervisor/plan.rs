@@ -101,7 +101,11 @@ pub enum Decision {
 fn is_down(s: &State) -> bool {
     matches!(
         s,
-        State::Waiting | State::Backoff { .. } | State::Done { .. } | State::Failed { .. }
+        State::Waiting
+            | State::Backoff { .. }
+            | State::Done { .. }
+            | State::Failed { .. }
+            | State::Held
     )
 }
 
@@ -151,7 +155,7 @@ pub fn next_landing(v: &impl View, from: usize) -> Option<(Decision, usize)> {
     for i in from..v.count() {
         let s = v.state(i);
         if is_down(s) {
-            if !matches!(s, State::Done { .. } | State::Failed { .. }) {
+            if !matches!(s, State::Done { .. } | State::Failed { .. } | State::Held) {
                 return Some((Decision::Stop(i), i + 1));
             }
             continue;
@@ -184,6 +188,9 @@ pub fn next_phase(v: &impl View, phase: Phase, f: &Facts) -> Option<Transition> 
     let programs = || (0..v.count()).filter(|&i| !v.prelaunch(i));
     let ended = |i: usize| matches!(v.state(i), State::Done { .. });
     let failed = |i: usize| matches!(v.state(i), State::Failed { .. });
+    // Stopped by the operator: settled, but neither ended nor failed (a fleet whose
+    // programs are all stopped waits to be told what next).
+    let held = |i: usize| matches!(v.state(i), State::Held);
     match phase {
         Phase::Electing | Phase::Done => None,
         Phase::Prelaunch => {
@@ -197,7 +204,7 @@ pub fn next_phase(v: &impl View, phase: Phase, f: &Facts) -> Option<Transition> 
         Phase::Launching | Phase::Running => {
             // A manifest without programs but with an edge (static files, metrics) serves
             // until it is told to land.
-            let settled = programs().all(|i| v.was_up(i) || failed(i) || ended(i));
+            let settled = programs().all(|i| v.was_up(i) || failed(i) || ended(i) || held(i));
             if phase == Phase::Launching && settled {
                 return Some(Transition::Running {
                     up: programs()
@@ -601,6 +608,38 @@ mod tests {
         assert_eq!(
             next_phase(&f, Phase::Running, &facts(Instant::now())),
             Some(Transition::Land("every program has ended"))
+        );
+    }
+
+    #[test]
+    fn programs_the_operator_stopped_neither_end_nor_fail_the_fleet() {
+        let mut f = Paper::new(&[&[], &[0]]);
+        f.states = vec![State::Held, State::Held];
+        let now = Instant::now();
+        // All stopped: the fleet runs on (launch is settled), waiting to be told.
+        assert!(matches!(
+            next_phase(&f, Phase::Launching, &facts(now)),
+            Some(Transition::Running {
+                up: 0,
+                ended: 0,
+                failed: 0
+            })
+        ));
+        assert_eq!(next_phase(&f, Phase::Running, &facts(now)), None);
+        // One stopped and the other ended: still no landing.
+        f.states[1] = State::Done { exit: None };
+        assert_eq!(next_phase(&f, Phase::Running, &facts(now)), None);
+        // Landing passes over them and is over at once.
+        assert!(f.land_pass().iter().all(|&i| i == 1));
+        assert!(all_down(&f));
+        // A stopped dependency holds back what depends on it.
+        f.states[1] = State::Waiting;
+        assert_eq!(
+            f.launch(),
+            vec![Decision::Waits {
+                member: 1,
+                on: vec![0]
+            }]
         );
     }
 }

@@ -198,6 +198,18 @@ fn still_ours(pgid: i32) -> bool {
 
 /// Sends `sig` to process group `pgid`, if it is still the group spawned here (see
 /// [`still_ours`]). ESRCH (already gone) is not an error.
+/// Sends `sig` to one process of the fleet (a program's main process, not yet reaped: its
+/// pid cannot have been reused).
+pub fn signal_process(pid: i32, sig: i32) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill of one process; no memory is involved.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
 pub fn signal_group(pgid: i32, sig: i32) {
     if pgid <= 1 {
         return;

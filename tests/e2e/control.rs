@@ -237,3 +237,141 @@ fn a_client_that_ends_its_side_still_gets_its_answers() {
     );
     assert_eq!(f.stop(secs(10)), Some(0));
 }
+
+/// The pid `status --json` gives `name` (0 when it has none).
+fn pid_of(d: &Dir, name: &str) -> i64 {
+    let (_, out, _) = run_in(&d.path, &["status", "--json"]);
+    let Ok(v) = json::parse(out.trim().as_bytes()) else {
+        return 0;
+    };
+    let Some(Value::Array(ps)) = v.get("programs") else {
+        return 0;
+    };
+    ps.iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|p| p.get("pid"))
+        .and_then(Value::as_u64)
+        .map_or(0, |p| p as i64)
+}
+
+fn state_of(d: &Dir, name: &str) -> String {
+    let (_, out, _) = run_in(&d.path, &["status", "--json"]);
+    let v = json::parse(out.trim().as_bytes()).unwrap_or(Value::Null);
+    let Some(Value::Array(ps)) = v.get("programs") else {
+        return String::new();
+    };
+    ps.iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|p| p.get("state"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn start_stop_restart_and_signal_through_the_socket() {
+    let m = marker("control-verbs");
+    let d = Dir::new("control-verbs");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[[fleet.app]]
+name = "db"
+command = "sh"
+args = ["-c", "trap 'echo usr1 >> usr1' USR1; while :; do sleep 0.1; done; : {m}"]
+[[fleet.app]]
+name = "web"
+command = "sh"
+args = ["-c", "while :; do sleep 0.1; done; : {m}"]
+depends_on = ["db"]
+tags = ["front"]
+[[fleet.other]]
+name = "crashy"
+command = "sh"
+args = ["-c", "echo start >> crashy.starts; while [ ! -e crash-now ]; do sleep 0.1; done; rm -f crash-now; exit 1; : {m}"]
+critical = false
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("web: up")
+            && f.stderr().contains("crashy: up")),
+        "{}",
+        f.stderr()
+    );
+
+    // Restart everything: dependents stop before what they depend on, and start after.
+    let (db0, web0) = (pid_of(&d, "db"), pid_of(&d, "web"));
+    let (code, out, err) = run_in(&d.path, &["restart", "all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "restarting: db, web, crashy");
+    assert!(
+        wait_for(secs(10), || {
+            let (db, web) = (pid_of(&d, "db"), pid_of(&d, "web"));
+            db > 0 && web > 0 && db != db0 && web != web0 && state_of(&d, "web") == "running"
+        }),
+        "{}",
+        f.stderr()
+    );
+    let log = f.stderr();
+    let after = &log[log.find("restart asked").unwrap_or(0)..];
+    let at = |s: &str| after.find(s).unwrap_or_else(|| panic!("{s} in {after}"));
+    assert!(at("web: stopping") < at("db: stopping"), "{after}");
+    assert!(at("db: started") < at("web: started"), "{after}");
+
+    // A stopped program stays stopped across another's crash, and is not failed; a
+    // critical program stopped does not land the fleet.
+    let web = pid_of(&d, "web");
+    let (code, out, err) = run_in(&d.path, &["stop", "tag:front"]);
+    assert_eq!((code, out.trim()), (0, "stopping: web"), "{err}");
+    assert!(wait_for(secs(10), || state_of(&d, "web") == "stopped"));
+    assert!(!pids_with(&m).contains(&(web as i32)));
+    let starts = d.read("crashy.starts").lines().count();
+    d.write("crash-now", "");
+    assert!(
+        wait_for(secs(10), || d.read("crashy.starts").lines().count()
+            > starts),
+        "{}",
+        f.stderr()
+    );
+    assert_eq!(state_of(&d, "web"), "stopped");
+    assert_eq!(pid_of(&d, "web"), 0);
+    let (_, table, _) = run_in(&d.path, &["status"]);
+    assert!(table.starts_with("fleet running"), "{table}");
+
+    // Start it again.
+    let (code, _, err) = run_in(&d.path, &["start", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(wait_for(secs(10), || state_of(&d, "web") == "running"));
+    assert!(pid_of(&d, "web") > 0);
+
+    // A signal to a program's main process.
+    let (code, out, err) = run_in(&d.path, &["signal", "db", "USR1"]);
+    assert_eq!((code, out.trim()), (0, "signalled: db"), "{err}");
+    assert!(wait_for(secs(5), || d.read("usr1").contains("usr1")));
+    assert!(
+        state_of(&d, "db") == "running",
+        "USR1 is trapped: db runs on"
+    );
+
+    // Exit statuses: 3 for a name nothing has, 2 for a bad command line, 1 for a
+    // signal nothing can receive or a bad signal.
+    assert_eq!(run_in(&d.path, &["restart", "nope"]).0, 3);
+    assert_eq!(run_in(&d.path, &["stop", "web", "nope"]).0, 3);
+    assert_eq!(
+        state_of(&d, "web"),
+        "running",
+        "nothing done when a name is wrong"
+    );
+    assert_eq!(run_in(&d.path, &["restart"]).0, 2);
+    assert_eq!(run_in(&d.path, &["signal", "db", "NOSUCH"]).0, 1);
+    run_in(&d.path, &["stop", "crashy"]);
+    assert!(wait_for(secs(10), || state_of(&d, "crashy") == "stopped"));
+    let (code, _, err) = run_in(&d.path, &["signal", "crashy", "HUP"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("none of them is running"), "{err}");
+
+    assert_eq!(f.stop(secs(10)), Some(0), "{}", f.stderr());
+    assert!(pids_with(&m).is_empty());
+}
