@@ -141,7 +141,9 @@ impl Subsystem for Control {
     fn next_deadline(&mut self) -> Option<Instant> {
         None
     }
-    fn hear(&mut self, _: &Message, _: &Turn) {}
+    fn hear(&mut self, msg: &Message, t: &Turn) {
+        Control::hear(self, msg, t.fleet);
+    }
     fn take_messages(&mut self, out: &mut Vec<Message>) {
         Control::take_messages(self, out);
     }
@@ -267,6 +269,7 @@ pub fn run(
     let checks = Some(Checks::new(&m.programs, Instant::now())).filter(|c| !c.is_empty());
     let mut control = control;
     if let Some(c) = &mut control {
+        c.attach(sup.journal());
         Subsystem::register(c, poll.registry())?;
     }
     let mut f = Fleet {

@@ -178,6 +178,103 @@ fn without_protocol(v: &Value) -> String {
     o
 }
 
+/// What `mothership logs` asks for.
+pub struct LogsAsk {
+    pub name: String,
+    pub lines: u64,
+    pub follow: bool,
+    pub grep: Option<String>,
+    pub since: Option<Duration>,
+}
+
+/// Prints one log line object: `TIME out|err TEXT`, or the object itself as JSON. `Err`
+/// when stdout is gone (`logs -f | head`): time to stop.
+fn print_line(l: &Value, as_json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let mut o = String::new();
+        write_value(&mut o, l);
+        return writeln!(out, "{o}");
+    }
+    let stream = match l.get("stream").and_then(Value::as_str) {
+        Some("stderr") => "err",
+        _ => "out",
+    };
+    writeln!(
+        out,
+        "{} {stream} {}",
+        l.get("time").and_then(Value::as_str).unwrap_or("-"),
+        l.get("text").and_then(Value::as_str).unwrap_or("")
+    )
+}
+
+/// `mothership logs NAME [-n N] [-f] [--grep RE] [--since D] [--json]`.
+pub fn logs(socket_path: Option<&Path>, ask: &LogsAsk, as_json: bool) -> i32 {
+    let path = socket(socket_path);
+    let mut name = String::new();
+    json::write_str(&mut name, &ask.name);
+    let mut members = vec![("name", name), ("lines", ask.lines.to_string())];
+    if let Some(g) = &ask.grep {
+        let mut v = String::new();
+        json::write_str(&mut v, g);
+        members.push(("grep", v));
+    }
+    if let Some(d) = ask.since {
+        members.push(("since", format!("{:.3}", d.as_secs_f64())));
+    }
+    if ask.follow {
+        members.push(("follow", "true".into()));
+    }
+    let mut s = match connect(&path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(e) = s.write_all(request_line("logs", &members).as_bytes()) {
+        eprintln!("mothership: {}: {e}", path.display());
+        return EXIT_FAILED;
+    }
+    let mut r = BufReader::new(&s);
+    let v = match read_answer(&mut r, &path) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Some(Value::Array(lines)) = v.get("lines") {
+        for l in lines {
+            if print_line(l, as_json).is_err() {
+                return EXIT_OK;
+            }
+        }
+    }
+    if !ask.follow {
+        return EXIT_OK;
+    }
+    // From here on the fleet sends the new lines as they come.
+    let _ = s.set_read_timeout(None);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) => return EXIT_OK, // the fleet has landed
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("mothership: {}: {e}", path.display());
+                return EXIT_FAILED;
+            }
+        }
+        let Ok(ev) = json::parse(line.trim_end().as_bytes()) else {
+            continue;
+        };
+        match ev.get("event").and_then(Value::as_str) {
+            Some("log") if print_line(&ev, as_json).is_err() => return EXIT_OK,
+            Some("gap") => eprintln!(
+                "mothership: {} line(s) not shown: they were read faster than shown",
+                text(ev.get("lost"))
+            ),
+            _ => {}
+        }
+    }
+}
+
 fn text(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),

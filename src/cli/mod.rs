@@ -133,6 +133,31 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
     },
+    /// Print a program's recent output from the running fleet (both streams, each line
+    /// with the time it was read), and follow it with -f
+    Logs {
+        /// The program's name
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How many of the last lines
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 100)]
+        lines: u64,
+        /// Go on printing its new lines as they come, until interrupted or the fleet lands
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the lines that match this regular expression
+        #[arg(long, value_name = "REGEX")]
+        grep: Option<String>,
+        /// Only the lines read within this long (10m, 1h30m, 45s)
+        #[arg(long, value_name = "DURATION", value_parser = crate::manifest::units::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Print each line as a JSON object
+        #[arg(long)]
+        json: bool,
+        /// The control socket (default: control.sock in the socket folder)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// Write a commented starter manifest (or one made from a Procfile)
     Init {
         /// Overwrite an existing manifest
@@ -230,6 +255,25 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
         Command::Restart(o) => {
             ctl::operate(o.socket.as_deref(), "restart", &o.targets, None, o.json)
         }
+        Command::Logs {
+            name,
+            lines,
+            follow,
+            grep,
+            since,
+            json,
+            socket,
+        } => ctl::logs(
+            socket.as_deref(),
+            &ctl::LogsAsk {
+                name,
+                lines,
+                follow,
+                grep,
+                since,
+            },
+            json,
+        ),
         Command::Signal {
             target,
             signal,

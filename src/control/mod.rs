@@ -9,11 +9,13 @@
 //! Commands of this version: `status` (the fleet's state and each program's, as
 //! `/status.json` has them) and `version`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
@@ -22,6 +24,9 @@ use mio::{Interest, Registry, Token};
 use crate::fleet::resources::Usage;
 use crate::fleet::{FleetView, Message, Operation};
 use crate::manifest::ids::ProgramId;
+use crate::output::journal::{now_ms, Journal, Line};
+use crate::output::logger::rfc3339_ms;
+use crate::output::Stream;
 use crate::proto::json::{self, Value};
 use crate::reactor::CONTROL_TOKENS;
 
@@ -117,6 +122,20 @@ struct Client {
     out: Vec<u8>,
     /// Close once `out` is written: the client ended its side, or an error ended it.
     closing: bool,
+    /// What it follows (`logs` with `follow`, `subscribe`).
+    follow: Option<Follow>,
+    /// Its events passed [`MAX_PENDING`] unread: disconnect it.
+    overflow: bool,
+}
+
+/// What a client follows: new lines of some programs' logs, and changes of state.
+pub struct Follow {
+    /// Journal indexes and the number of the next line to send of each.
+    logs: Vec<(usize, u64)>,
+    /// Only lines that match.
+    grep: Option<regex::Regex>,
+    /// Programs' states, health and the fleet's state, as they change.
+    states: bool,
 }
 
 /// Answers waiting for a client past which its requests are not read until it reads them.
@@ -138,6 +157,8 @@ pub struct Control {
     sample: crate::fleet::resources::Cached,
     /// What the operators asked of the supervisor, for the root to hand on.
     outbox: Vec<Message>,
+    /// The programs' recent lines, as the supervisor keeps them.
+    journal: Option<Rc<RefCell<Journal>>>,
 }
 
 impl Control {
@@ -152,6 +173,7 @@ impl Control {
             accept_again: false,
             sample: Default::default(),
             outbox: Vec::new(),
+            journal: None,
         }
     }
 
@@ -171,15 +193,111 @@ impl Control {
         }
     }
 
+    /// Serves `logs` from the supervisor's journal.
+    pub fn attach(&mut self, journal: Rc<RefCell<Journal>>) {
+        self.journal = Some(journal);
+    }
+
     /// What the operators asked since the last call.
     pub fn take_messages(&mut self, out: &mut Vec<Message>) {
         out.append(&mut self.outbox);
     }
 
-    /// The end of a turn: accepting again after a resource error.
+    /// The end of a turn: new lines and events to those who follow them, and accepting
+    /// again after a resource error.
     pub fn turn_end(&mut self, registry: &Registry) {
+        for i in 0..self.clients.len() {
+            if matches!(&self.clients[i], Some(c) if c.follow.is_some()) {
+                self.fill(i);
+                self.flush(i, registry);
+            }
+        }
         if std::mem::take(&mut self.accept_again) {
             self.accept(registry);
+        }
+    }
+
+    /// A sibling's news: changes of state to the clients that subscribed to them.
+    pub fn hear(&mut self, msg: &Message, fleet: &FleetView) {
+        let Some(line) = event_line(msg, fleet) else {
+            return;
+        };
+        for c in self.clients.iter_mut().flatten() {
+            if c.follow.as_ref().is_some_and(|f| f.states) {
+                c.out.extend_from_slice(line.as_bytes());
+                c.overflow |= c.out.len() > MAX_PENDING;
+            }
+        }
+    }
+
+    /// Adds the new lines of the logs client `i` follows to its answers, until they pass
+    /// [`SOFT_PENDING`] (the rest waits until it has read them); lines it can no longer
+    /// have (it read too slowly) are reported as a gap.
+    fn fill(&mut self, i: usize) {
+        let Some(j) = &self.journal else { return };
+        let j = j.borrow();
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            return;
+        };
+        let Some(f) = &mut c.follow else { return };
+        let mut o = String::new();
+        for (idx, next) in f.logs.iter_mut() {
+            let Some(log) = j.get(*idx) else { continue };
+            if log.next_seq() <= *next {
+                continue;
+            }
+            if *next < log.first_seq() {
+                o.push_str("{\"event\":\"gap\",\"name\":");
+                json::write_str(&mut o, &log.name);
+                o.push_str(&format!(",\"lost\":{}}}\n", log.first_seq() - *next));
+                *next = log.first_seq();
+            }
+            for l in log.since(*next) {
+                if c.out.len() + o.len() >= SOFT_PENDING {
+                    break;
+                }
+                *next = l.seq + 1;
+                if f.grep
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(&String::from_utf8_lossy(&l.text)))
+                {
+                    o.push_str("{\"event\":\"log\",\"name\":");
+                    json::write_str(&mut o, &log.name);
+                    o.push(',');
+                    line_fields(&mut o, &l);
+                    o.push_str("}\n");
+                }
+            }
+        }
+        c.out.extend_from_slice(o.as_bytes());
+    }
+
+    /// Writes what client `i` has waiting; disconnects it when it is gone, has ended its
+    /// side and been answered, or lets its events pile up.
+    fn flush(&mut self, i: usize, registry: &Registry) {
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            return;
+        };
+        let mut gone = c.overflow;
+        while !gone && !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(0) => gone = true,
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => gone = true,
+            }
+        }
+        if gone || (c.closing && c.out.is_empty() && !c.inbuf.contains(&b'\n')) {
+            if let Some(mut c) = self.clients[i].take() {
+                let _ = registry.deregister(&mut c.stream);
+            }
+            // A slot is free: connections waiting since a resource error may come in.
+            if std::mem::take(&mut self.accept_again) {
+                self.accept(registry);
+            }
         }
     }
 
@@ -232,6 +350,8 @@ impl Control {
                 inbuf: Vec::new(),
                 out: Vec::new(),
                 closing: false,
+                follow: None,
+                overflow: false,
             });
         }
     }
@@ -254,11 +374,25 @@ impl Control {
                     let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
                     self.sample.get(&pgids, now, SAMPLE_MAX_AGE).clone()
                 });
+                let journal = self.journal.as_ref().map(|j| j.borrow());
+                let (a, follow) = answer(
+                    &line[..end],
+                    &mut Ctx {
+                        fleet,
+                        usage: usage.as_ref(),
+                        now,
+                        outbox: &mut self.outbox,
+                        journal: journal.as_deref(),
+                    },
+                );
+                drop(journal);
                 let Some(Some(c)) = self.clients.get_mut(i) else {
                     return;
                 };
-                let a = answer(&line[..end], fleet, usage.as_ref(), now, &mut self.outbox);
                 c.out.extend_from_slice(&a);
+                if follow.is_some() {
+                    c.follow = follow;
+                }
                 if c.out.len() > MAX_PENDING {
                     gone = true; // it does not read its answers
                     break;
@@ -291,29 +425,14 @@ impl Control {
                 }
             }
         }
-        let Some(Some(c)) = self.clients.get_mut(i) else {
-            return;
-        };
-        while !gone && !c.out.is_empty() {
-            match c.stream.write(&c.out) {
-                Ok(0) => gone = true,
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => gone = true,
-            }
+        if let Some(Some(c)) = self.clients.get_mut(i) {
+            c.overflow |= gone;
         }
-        let more = !gone && c.out.is_empty() && c.inbuf.contains(&b'\n');
-        if gone || (c.closing && c.out.is_empty() && !c.inbuf.contains(&b'\n')) {
-            if let Some(mut c) = self.clients[i].take() {
-                let _ = registry.deregister(&mut c.stream);
-            }
-            if self.accept_again {
-                self.turn_end(registry);
-            }
-        } else if more {
+        self.fill(i);
+        self.flush(i, registry);
+        let more = matches!(&self.clients.get(i), Some(Some(c))
+            if c.out.is_empty() && c.inbuf.contains(&b'\n'));
+        if more {
             // Lines held back while its answers were pending: answer them now.
             self.serve(i, registry, fleet, now);
         }
@@ -476,26 +595,45 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
     o.into_bytes()
 }
 
-/// The answer line to one request line (`usage`: the process sample `status` shows).
-pub fn answer(
-    line: &[u8],
-    fleet: &FleetView,
-    usage: Option<&HashMap<i32, Usage>>,
-    now: Instant,
-    outbox: &mut Vec<Message>,
-) -> Vec<u8> {
+/// What a request is answered with.
+pub struct Ctx<'a> {
+    pub fleet: &'a FleetView,
+    /// The process sample `status` shows.
+    pub usage: Option<&'a HashMap<i32, Usage>>,
+    pub now: Instant,
+    /// Requests for the supervisor.
+    pub outbox: &'a mut Vec<Message>,
+    pub journal: Option<&'a Journal>,
+}
+
+/// The answer line to one request line, and what the client follows from then on.
+pub fn answer(line: &[u8], ctx: &mut Ctx) -> (Vec<u8>, Option<Follow>) {
     let v = match json::parse(line) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return error_line("a request is a JSON object"),
-        Err(e) => return error_line(&format!("not JSON: {e}")),
+        Ok(_) => return (error_line("a request is a JSON object"), None),
+        Err(e) => return (error_line(&format!("not JSON: {e}")), None),
     };
     match v.get("v").map(|x| x.as_u64()) {
         None | Some(Some(VERSION)) => {}
-        Some(_) => return error_line("unsupported protocol version (this mothership speaks 1)"),
+        Some(_) => {
+            return (
+                error_line("unsupported protocol version (this mothership speaks 1)"),
+                None,
+            )
+        }
     }
     let Some(cmd) = v.get("cmd").and_then(Value::as_str) else {
-        return error_line("no \"cmd\"");
+        return (error_line("no \"cmd\""), None);
     };
+    match cmd {
+        "logs" => logs(&v, ctx.journal),
+        "subscribe" => subscribe(&v, ctx.journal),
+        _ => (command(&v, cmd, ctx), None),
+    }
+}
+
+fn command(v: &Value, cmd: &str, ctx: &mut Ctx) -> Vec<u8> {
+    let (fleet, usage, now) = (ctx.fleet, ctx.usage, ctx.now);
     match cmd {
         "status" => {
             let empty = HashMap::new();
@@ -505,7 +643,7 @@ pub fn answer(
             o.push('\n');
             o.into_bytes()
         }
-        "start" | "stop" | "restart" | "signal" => operate(&v, cmd, fleet, outbox),
+        "start" | "stop" | "restart" | "signal" => operate(v, cmd, fleet, ctx.outbox),
         "version" => format!(
             "{{\"ok\":true,\"v\":1,\"version\":\"{}\"}}\n",
             env!("CARGO_PKG_VERSION")
@@ -517,6 +655,198 @@ pub fn answer(
             error_line(&why)
         }
     }
+}
+
+/// Writes a log line's members: `seq`, `time` (RFC 3339, UTC), `stream`, `text`.
+fn line_fields(o: &mut String, l: &Line) {
+    o.push_str(&format!(
+        "\"seq\":{},\"time\":\"{}\",\"stream\":\"{}\",\"text\":",
+        l.seq,
+        rfc3339_ms(l.at_ms),
+        match l.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    ));
+    json::write_str(o, &String::from_utf8_lossy(&l.text));
+}
+
+/// `grep` of a request: a regular expression of bounded size.
+fn grep_of(v: &Value) -> Result<Option<regex::Regex>, Vec<u8>> {
+    match v.get("grep") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) => regex::RegexBuilder::new(p)
+            .size_limit(1 << 20)
+            .build()
+            .map(Some)
+            .map_err(|e| error_line(&format!("grep: {e}"))),
+        Some(_) => Err(error_line("\"grep\" is a string")),
+    }
+}
+
+/// `{"cmd":"logs","name":N,"lines":100,"grep":RE,"since":SECONDS,"follow":BOOL}`: the
+/// last lines of one program's output (both streams, each with its time), and with
+/// `follow` its new lines as `log` events from then on.
+fn logs(v: &Value, journal: Option<&Journal>) -> (Vec<u8>, Option<Follow>) {
+    let Some(name) = v.get("name").and_then(Value::as_str) else {
+        return (error_line("no \"name\""), None);
+    };
+    let Some((idx, log)) = journal.and_then(|j| j.find(name).and_then(|i| Some((i, j.get(i)?))))
+    else {
+        let mut why = String::from("no program named ");
+        json::write_str(&mut why, name);
+        return (coded_error(&why, "no_such_program"), None);
+    };
+    let n = match v.get("lines") {
+        None => 100,
+        Some(x) => match x.as_u64() {
+            Some(n) => n.min(usize::MAX as u64) as usize,
+            None => return (error_line("\"lines\" is a count"), None),
+        },
+    };
+    let grep = match grep_of(v) {
+        Ok(g) => g,
+        Err(e) => return (e, None),
+    };
+    let since = match v.get("since") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(x)) => match x.parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => {
+                Some(now_ms().saturating_sub((s * 1000.0).min(u64::MAX as f64) as u64))
+            }
+            _ => return (error_line("\"since\" is a number of seconds"), None),
+        },
+        Some(_) => return (error_line("\"since\" is a number of seconds"), None),
+    };
+    let lines = log.tail(n, |l| {
+        since.is_none_or(|t| l.at_ms >= t)
+            && grep
+                .as_ref()
+                .is_none_or(|re| re.is_match(&String::from_utf8_lossy(&l.text)))
+    });
+    let mut o = String::from("{\"ok\":true,\"v\":1,\"name\":");
+    json::write_str(&mut o, &log.name);
+    o.push_str(",\"lines\":[");
+    for (k, l) in lines.iter().enumerate() {
+        if k > 0 {
+            o.push(',');
+        }
+        o.push('{');
+        line_fields(&mut o, l);
+        o.push('}');
+    }
+    o.push_str("]}\n");
+    let follow = (v.get("follow") == Some(&Value::Bool(true))).then(|| Follow {
+        logs: vec![(idx, log.next_seq())],
+        grep,
+        states: false,
+    });
+    (o.into_bytes(), follow)
+}
+
+/// `{"cmd":"subscribe","events":["state","log"],"names":[...]}`: from then on, `program`,
+/// `health` and `fleet` events as states change, and `log` events for the new lines of
+/// the programs named (all when `names` is left out).
+fn subscribe(v: &Value, journal: Option<&Journal>) -> (Vec<u8>, Option<Follow>) {
+    let mut f = Follow {
+        logs: Vec::new(),
+        grep: None,
+        states: false,
+    };
+    let events: Vec<&str> = match v.get("events") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        None => vec!["state", "log"],
+        Some(_) => return (error_line("\"events\" is an array"), None),
+    };
+    let names: Option<Vec<&str>> = match v.get("names") {
+        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_str).collect()),
+        None | Some(Value::Null) => None,
+        Some(_) => return (error_line("\"names\" is an array"), None),
+    };
+    for e in &events {
+        match *e {
+            "state" => f.states = true,
+            "log" => {
+                let Some(j) = journal else { continue };
+                let picked: Vec<usize> = match &names {
+                    None => (0..j.len()).collect(),
+                    Some(ns) => {
+                        let mut v = Vec::new();
+                        for n in ns {
+                            match j.find(n) {
+                                Some(i) => v.push(i),
+                                None => {
+                                    let mut why = String::from("no program named ");
+                                    json::write_str(&mut why, n);
+                                    return (coded_error(&why, "no_such_program"), None);
+                                }
+                            }
+                        }
+                        v
+                    }
+                };
+                f.logs = picked
+                    .into_iter()
+                    .filter_map(|i| Some((i, j.get(i)?.next_seq())))
+                    .collect();
+            }
+            other => {
+                let mut why = String::from("unknown event ");
+                json::write_str(&mut why, other);
+                return (error_line(&why), None);
+            }
+        }
+    }
+    let mut o = String::from("{\"ok\":true,\"v\":1,\"events\":[");
+    for (k, e) in events.iter().enumerate() {
+        if k > 0 {
+            o.push(',');
+        }
+        json::write_str(&mut o, e);
+    }
+    o.push_str("]}\n");
+    (o.into_bytes(), Some(f))
+}
+
+/// The event line a subscriber to states gets for `msg`, if any.
+fn event_line(msg: &Message, fleet: &FleetView) -> Option<String> {
+    let name = |id: &ProgramId| fleet.ships.get(id.index()).map(|s| s.name.as_str());
+    let mut o = String::new();
+    match msg {
+        Message::Program {
+            id,
+            state,
+            restarts,
+            pgid,
+            last_exit,
+            ..
+        } => {
+            o.push_str("{\"event\":\"program\",\"name\":");
+            json::write_str(&mut o, name(id)?);
+            o.push_str(&format!(",\"state\":\"{state}\",\"pid\":"));
+            match pgid {
+                Some(p) => o.push_str(&p.to_string()),
+                None => o.push_str("null"),
+            }
+            o.push_str(&format!(",\"restarts\":{restarts},\"last_exit\":"));
+            match last_exit {
+                Some(e) => json::write_str(&mut o, e),
+                None => o.push_str("null"),
+            }
+        }
+        Message::Health { id, status, reason } => {
+            o.push_str("{\"event\":\"health\",\"name\":");
+            json::write_str(&mut o, name(id)?);
+            o.push_str(&format!(",\"health\":\"{}\",\"reason\":", status.name()));
+            json::write_str(&mut o, reason);
+        }
+        Message::Fleet { state } => {
+            o.push_str(&format!("{{\"event\":\"fleet\",\"state\":\"{state}\""));
+        }
+        _ => return None,
+    }
+    o.push_str("}\n");
+    Some(o)
 }
 
 #[cfg(test)]
@@ -536,7 +866,14 @@ mod tests {
         let f = fleet();
         let now = Instant::now();
         let mut out = Vec::new();
-        let a = answer(br#"{"v":1,"cmd":"status"}"#, &f, None, now, &mut out);
+        let mut ctx = Ctx {
+            fleet: &f,
+            usage: None,
+            now,
+            outbox: &mut out,
+            journal: None,
+        };
+        let (a, _) = answer(br#"{"v":1,"cmd":"status"}"#, &mut ctx);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
         let v = parse(&a);
         assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
@@ -549,7 +886,7 @@ mod tests {
             (br#"{"v":2,"cmd":"status"}"#, "unsupported protocol version"),
             (br#"{"cmd":"reboot"}"#, "unknown command \\\"reboot\\\""),
         ] {
-            let a = answer(req, &f, None, now, &mut out);
+            let (a, _) = answer(req, &mut ctx);
             let text = String::from_utf8_lossy(&a);
             let v = parse(&a);
             assert_eq!(v.get("ok"), Some(&Value::Bool(false)), "{text}");
@@ -580,5 +917,80 @@ mod tests {
         assert!(again.is_ok(), "{:?}", again.err());
         drop(again);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn logs_and_subscribe_requests() {
+        let f = fleet();
+        let mut j = Journal::new(["web".to_string()]);
+        for k in 0..5 {
+            j.push(0, 1000 + k, Stream::Stdout, format!("line {k}").as_bytes());
+        }
+        j.push(0, 2000, Stream::Stderr, b"\xff oops \"quoted\"");
+        let mut out = Vec::new();
+        let mut ask = |req: &[u8]| {
+            let mut ctx = Ctx {
+                fleet: &f,
+                usage: None,
+                now: Instant::now(),
+                outbox: &mut out,
+                journal: Some(&j),
+            };
+            let (a, follow) = answer(req, &mut ctx);
+            (parse(&a), String::from_utf8_lossy(&a).into_owned(), follow)
+        };
+        let (v, text, follow) = ask(br#"{"cmd":"logs","name":"web","lines":2}"#);
+        assert!(follow.is_none());
+        let Some(Value::Array(lines)) = v.get("lines") else {
+            panic!("{text}")
+        };
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0].get("text").and_then(Value::as_str), Some("line 4"));
+        assert_eq!(lines[0].get("seq").and_then(Value::as_u64), Some(4));
+        assert_eq!(
+            lines[0].get("time").and_then(Value::as_str),
+            Some("1970-01-01T00:00:01.004Z")
+        );
+        assert_eq!(
+            lines[1].get("stream").and_then(Value::as_str),
+            Some("stderr")
+        );
+        assert_eq!(
+            lines[1].get("text").and_then(Value::as_str),
+            Some("\u{fffd} oops \"quoted\"")
+        );
+        let (v, _, _) = ask(br#"{"cmd":"logs","name":"web","grep":"line [13]"}"#);
+        assert!(matches!(v.get("lines"), Some(Value::Array(a)) if a.len() == 2));
+        let (_, _, follow) = ask(br#"{"cmd":"logs","name":"web","lines":0,"follow":true}"#);
+        let follow = follow.unwrap_or_else(|| panic!("follows"));
+        assert_eq!(follow.logs, vec![(0, 6)]);
+        for (req, code) in [
+            (&br#"{"cmd":"logs"}"#[..], "bad_request"),
+            (br#"{"cmd":"logs","name":"db"}"#, "no_such_program"),
+            (br#"{"cmd":"logs","name":"web","lines":-1}"#, "bad_request"),
+            (br#"{"cmd":"logs","name":"web","grep":"("}"#, "bad_request"),
+            (
+                br#"{"cmd":"logs","name":"web","since":"1h"}"#,
+                "bad_request",
+            ),
+            (
+                br#"{"cmd":"subscribe","events":["weather"]}"#,
+                "bad_request",
+            ),
+            (br#"{"cmd":"subscribe","names":["db"]}"#, "no_such_program"),
+            (br#"{"cmd":"stop","targets":["db"]}"#, "no_such_program"),
+            (br#"{"cmd":"stop"}"#, "bad_request"),
+            (br#"{"cmd":"signal","targets":["all"]}"#, "bad_request"),
+        ] {
+            let (v, text, follow) = ask(req);
+            assert_eq!(v.get("ok"), Some(&Value::Bool(false)), "{text}");
+            assert_eq!(v.get("code").and_then(Value::as_str), Some(code), "{text}");
+            assert!(follow.is_none());
+        }
+        let (v, _, follow) = ask(br#"{"cmd":"subscribe"}"#);
+        assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
+        let follow = follow.unwrap_or_else(|| panic!("subscribed"));
+        assert!(follow.states && follow.logs == vec![(0, 6)]);
+        assert!(out.is_empty(), "nothing asked of the supervisor");
     }
 }

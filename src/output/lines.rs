@@ -1,6 +1,6 @@
 //! Turns the raw output of a child into prefixed lines: bytes are split at `\n`, lines
 //! longer than the limit are cut into pieces (never dropped), and bytes that are not UTF-8
-//! pass through untouched. Also keeps the last output of each child in a byte ring.
+//! pass through untouched. Each line also goes to a sink (the journal).
 
 /// Longest line written as one piece; longer ones continue on the next line.
 pub const MAX_LINE: usize = 16 << 10;
@@ -39,8 +39,15 @@ pub struct LineAssembler {
 }
 
 impl LineAssembler {
-    /// Appends every complete line of `data` to `out`, each with `prefix` and a final `\n`.
-    pub fn feed(&mut self, data: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
+    /// Appends every complete line of `data` to `out`, each with `prefix` and a final `\n`,
+    /// and hands each to `sink` as well (without prefix or line feed).
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        prefix: &Prefix,
+        out: &mut Vec<u8>,
+        sink: &mut impl FnMut(&[u8]),
+    ) {
         let mut start = 0;
         // Room for the lines plus a prefix each, estimated from 64-byte lines.
         out.reserve(data.len() + data.len() / 64 * prefix.bytes.len() + prefix.bytes.len());
@@ -50,113 +57,49 @@ impl LineAssembler {
             let cut = std::mem::take(&mut self.cut);
             if self.partial.is_empty() {
                 if !(cut && line.is_empty()) {
-                    emit(line, prefix, out);
+                    emit(line, prefix, out, sink);
                 }
             } else {
                 self.partial.extend_from_slice(line);
-                emit(&self.partial, prefix, out);
+                emit(&self.partial, prefix, out, sink);
                 self.partial.clear();
             }
         }
         self.partial.extend_from_slice(&data[start..]);
         while self.partial.len() >= MAX_LINE {
-            emit_piece(&self.partial[..MAX_LINE], prefix, out);
+            emit_piece(&self.partial[..MAX_LINE], prefix, out, sink);
             self.partial.drain(..MAX_LINE);
             self.cut = true;
         }
     }
 
     /// Writes out an unterminated last line (at end of stream).
-    pub fn flush(&mut self, prefix: &Prefix, out: &mut Vec<u8>) {
+    pub fn flush(&mut self, prefix: &Prefix, out: &mut Vec<u8>, sink: &mut impl FnMut(&[u8])) {
         if !self.partial.is_empty() {
             let whole = std::mem::take(&mut self.partial);
-            emit(&whole, prefix, out);
+            emit(&whole, prefix, out, sink);
         }
     }
 }
 
 #[inline]
-fn emit(line: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
+fn emit(line: &[u8], prefix: &Prefix, out: &mut Vec<u8>, sink: &mut impl FnMut(&[u8])) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() <= MAX_LINE {
-        emit_piece(line, prefix, out);
+        emit_piece(line, prefix, out, sink);
     } else {
         for piece in line.chunks(MAX_LINE) {
-            emit_piece(piece, prefix, out);
+            emit_piece(piece, prefix, out, sink);
         }
     }
 }
 
 #[inline]
-fn emit_piece(piece: &[u8], prefix: &Prefix, out: &mut Vec<u8>) {
+fn emit_piece(piece: &[u8], prefix: &Prefix, out: &mut Vec<u8>, sink: &mut impl FnMut(&[u8])) {
+    sink(piece);
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(piece);
     out.push(b'\n');
-}
-
-/// The last `capacity` bytes a child wrote, for status views and the control socket.
-/// Memory grows with what the child writes, up to `capacity`.
-#[derive(Debug)]
-pub struct Ring {
-    buf: Vec<u8>,
-    cap: usize,
-    start: usize,
-    len: usize,
-}
-
-impl Ring {
-    pub fn new(capacity: usize) -> Ring {
-        Ring {
-            buf: Vec::new(),
-            cap: capacity.max(1),
-            start: 0,
-            len: 0,
-        }
-    }
-
-    pub fn push(&mut self, data: &[u8]) {
-        let cap = self.cap;
-        let mut data = if data.len() > cap {
-            &data[data.len() - cap..]
-        } else {
-            data
-        };
-        if self.buf.len() < cap {
-            let n = (cap - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            self.len = self.buf.len();
-            data = &data[n..];
-            if data.is_empty() {
-                return;
-            }
-        }
-        // Full: overwrite the oldest bytes.
-        let first = (cap - self.start).min(data.len());
-        self.buf[self.start..self.start + first].copy_from_slice(&data[..first]);
-        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
-        self.start = (self.start + data.len()) % cap;
-    }
-
-    /// The retained bytes, oldest first.
-    pub fn contents(&self) -> Vec<u8> {
-        let cap = self.buf.len().max(1);
-        let mut v = Vec::with_capacity(self.len);
-        let first = (cap - self.start).min(self.len);
-        v.extend_from_slice(&self.buf[self.start..self.start + first]);
-        v.extend_from_slice(&self.buf[..self.len - first]);
-        v
-    }
-
-    /// The last `n` complete or partial lines.
-    pub fn last_lines(&self, n: usize) -> Vec<Vec<u8>> {
-        let all = self.contents();
-        let mut lines: Vec<Vec<u8>> = all.split(|&b| b == b'\n').map(|l| l.to_vec()).collect();
-        if lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
-        let skip = lines.len().saturating_sub(n);
-        lines.split_off(skip)
-    }
 }
 
 #[cfg(test)]
@@ -167,10 +110,20 @@ mod tests {
         let p = Prefix::new("w", 3, None);
         let mut a = LineAssembler::default();
         let mut out = Vec::new();
+        let mut lines = Vec::new();
+        let mut sink = |l: &[u8]| lines.push(l.to_vec());
         for c in chunks {
-            a.feed(c, &p, &mut out);
+            a.feed(c, &p, &mut out, &mut sink);
         }
-        a.flush(&p, &mut out);
+        a.flush(&p, &mut out, &mut sink);
+        // The sink had the same lines, without prefix and line feed.
+        let mut again = Vec::new();
+        for l in &lines {
+            again.extend_from_slice(p.as_bytes());
+            again.extend_from_slice(l);
+            again.push(b'\n');
+        }
+        assert_eq!(again, out);
         out
     }
 
@@ -221,18 +174,5 @@ mod tests {
     fn coloured_prefix() {
         let p = Prefix::new("db", 4, Some(0));
         assert_eq!(p.as_bytes(), b"\x1b[36mdb   | \x1b[0m");
-    }
-
-    #[test]
-    fn ring_keeps_the_tail() {
-        let mut r = Ring::new(8);
-        r.push(b"abc\n");
-        assert_eq!(r.contents(), b"abc\n");
-        r.push(b"defg\nhi\n");
-        assert_eq!(r.contents(), b"defg\nhi\n");
-        r.push(b"0123456789\n");
-        assert_eq!(r.contents(), b"3456789\n");
-        r.push(b"x\ny\n");
-        assert_eq!(r.last_lines(2), vec![b"x".to_vec(), b"y".to_vec()]);
     }
 }

@@ -143,6 +143,11 @@ pub fn rfc3339_now() -> String {
     rfc3339(d.as_secs() as i64, d.subsec_millis())
 }
 
+/// `ms` milliseconds after the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339_ms(ms: u64) -> String {
+    rfc3339((ms / 1000) as i64, (ms % 1000) as u32)
+}
+
 fn rfc3339(secs: i64, millis: u32) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);

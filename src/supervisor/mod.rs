@@ -9,11 +9,13 @@ pub mod notify;
 pub mod plan;
 pub mod spawn;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,15 +32,14 @@ use crate::manifest::graph;
 use crate::manifest::ids::ProgramId;
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Ready, Role};
-use crate::output::lines::{LineAssembler, Prefix, Ring};
+use crate::output::journal::{self, Journal};
+use crate::output::lines::{LineAssembler, Prefix};
 use crate::output::{Output, Stream};
 use crate::reactor::deadline::after;
 use crate::reactor::{DeadlineQueue, Slab, TimerId, SIGNALS, WAKER};
 use child::{Action, Child, Event, ExitInfo, Policy, Readiness, State, SETTLE};
 use plan::{Decision, Phase, Transition};
 
-/// Bytes of recent output kept per program.
-const RING_BYTES: usize = 64 << 10;
 /// Programs spawned per loop turn; signals and timers are handled between batches.
 const SPAWN_BATCH: usize = 32;
 /// Most bytes taken from one pipe at the final drain, whatever the output congestion.
@@ -72,7 +73,6 @@ struct Member {
     probe: Option<Token>,
     pipes: Vec<Token>,
     prefix: [Prefix; 2],
-    ring: Ring,
     was_up: bool,
     wait_logged: bool,
     /// While it starts with `ready = "log:..."`: the pattern and the line read so far.
@@ -232,6 +232,9 @@ pub struct Supervisor {
     /// program changed since it was worked out.
     told_state: &'static str,
     state_dirty: bool,
+    /// Every program's recent lines, shared with the control socket (the loop's one
+    /// thread: borrowed only within a call).
+    journal: Rc<RefCell<Journal>>,
 }
 
 /// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
@@ -370,7 +373,6 @@ impl Supervisor {
                     Prefix::new(&p.name, width, style.colour_stdout.then_some(i)),
                     Prefix::new(&p.name, width, style.colour_stderr.then_some(i)),
                 ],
-                ring: Ring::new(RING_BYTES),
                 was_up: false,
                 wait_logged: false,
                 log_wait: None,
@@ -404,7 +406,9 @@ impl Supervisor {
         } else {
             Phase::Prelaunch
         };
+        let journal = Journal::new(members.iter().map(|m| m.prog.name.clone()));
         let mut sup = Supervisor {
+            journal: Rc::new(RefCell::new(journal)),
             registry,
             signals,
             sources: Slab::default(),
@@ -590,6 +594,11 @@ impl Supervisor {
         let d = m.watchdog.unwrap_or_default();
         let reason = format!("no WATCHDOG=1 within {d:?}");
         self.dispatch(i, Event::Unhealthy { reason }, now);
+    }
+
+    /// The programs' recent lines, for the control socket.
+    pub fn journal(&self) -> Rc<RefCell<Journal>> {
+        self.journal.clone()
     }
 
     /// Who to tell when the fleet is ready and when it lands.
@@ -1697,7 +1706,11 @@ impl Supervisor {
                 Ok(0) => {
                     let m = &mut self.members[p.member];
                     let si = stream_index(p.stream);
-                    p.asm.flush(&m.prefix[si], &mut self.batch[si]);
+                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
+                    let mut j = self.journal.borrow_mut();
+                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
+                    p.asm.flush(&m.prefix[si], &mut self.batch[si], &mut sink);
+                    drop(j);
                     let member = p.member;
                     self.close_pipe(t, member);
                     return;
@@ -1706,9 +1719,16 @@ impl Supervisor {
                     total += n;
                     let m = &mut self.members[p.member];
                     let si = stream_index(p.stream);
-                    p.asm
-                        .feed(&self.buf[..n], &m.prefix[si], &mut self.batch[si]);
-                    m.ring.push(&self.buf[..n]);
+                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
+                    let mut j = self.journal.borrow_mut();
+                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
+                    p.asm.feed(
+                        &self.buf[..n],
+                        &m.prefix[si],
+                        &mut self.batch[si],
+                        &mut sink,
+                    );
+                    drop(j);
                     if let Some((re, lines)) = &mut m.log_wait {
                         m.log_matched |= log_match(re, &mut lines[si], &self.buf[..n]);
                     }
@@ -1815,8 +1835,14 @@ impl Supervisor {
                 self.read_pipe(t, FINAL_DRAIN);
                 if let Some(Source::Pipe(p)) = self.sources.get_mut(t) {
                     let si = stream_index(p.stream);
-                    p.asm
-                        .flush(&self.members[p.member].prefix[si], &mut self.batch[si]);
+                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
+                    let mut j = self.journal.borrow_mut();
+                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
+                    p.asm.flush(
+                        &self.members[p.member].prefix[si],
+                        &mut self.batch[si],
+                        &mut sink,
+                    );
                 }
             }
         }

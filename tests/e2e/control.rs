@@ -301,6 +301,17 @@ critical = false
         f.stderr()
     );
 
+    // A subscriber to states sees what the restart below does.
+    let sub = UnixStream::connect(d.join("sock/control.sock")).unwrap();
+    sub.set_read_timeout(Some(secs(10))).unwrap();
+    (&sub)
+        .write_all(b"{\"cmd\":\"subscribe\",\"events\":[\"state\"]}\n")
+        .unwrap();
+    let mut events = BufReader::new(sub);
+    let mut line = String::new();
+    events.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+
     // Restart everything: dependents stop before what they depend on, and start after.
     let (db0, web0) = (pid_of(&d, "db"), pid_of(&d, "web"));
     let (code, out, err) = run_in(&d.path, &["restart", "all"]);
@@ -319,6 +330,26 @@ critical = false
     let at = |s: &str| after.find(s).unwrap_or_else(|| panic!("{s} in {after}"));
     assert!(at("web: stopping") < at("db: stopping"), "{after}");
     assert!(at("db: started") < at("web: started"), "{after}");
+
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("\"name\":\"web\",\"state\":\"running\""))
+    {
+        line.clear();
+        if events.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(line.trim().to_string());
+    }
+    let pos = |s: &str| seen.iter().position(|l| l.contains(s));
+    let web_stopping = pos("\"name\":\"web\",\"state\":\"stopping\"");
+    let db_stopping = pos("\"name\":\"db\",\"state\":\"stopping\"");
+    let web_running = pos("\"name\":\"web\",\"state\":\"running\"");
+    assert!(
+        web_stopping.is_some() && web_stopping < db_stopping && db_stopping < web_running,
+        "{seen:#?}"
+    );
 
     // A stopped program stays stopped across another's crash, and is not failed; a
     // critical program stopped does not land the fleet.
@@ -373,5 +404,148 @@ critical = false
     assert!(err.contains("none of them is running"), "{err}");
 
     assert_eq!(f.stop(secs(10)), Some(0), "{}", f.stderr());
+    assert!(pids_with(&m).is_empty());
+}
+
+#[test]
+fn logs_from_the_ring_with_grep_since_and_follow() {
+    let m = marker("control-logs");
+    let d = Dir::new("control-logs");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[[fleet.app]]
+name = "gamma"
+command = "sh"
+args = ["-c", "echo gamma-stderr-line >&2; sleep 0.3; i=1; while [ $i -le 20 ]; do printf 'out-%03d\n' $i; i=$((i+1)); done; exec sleep 1000; : {m}"]
+[[fleet.app]]
+name = "delta"
+command = "sh"
+args = ["-c", "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done; : {m}"]
+[[fleet.app]]
+name = "chatty"
+command = "sh"
+args = ["-c", "while [ ! -e go ]; do sleep 0.05; done; seq 1 300000; exec sleep 1000; : {m}"]
+critical = false
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || run_in(&d.path, &["logs", "gamma", "-n", "1"])
+            .1
+            .contains("out-020")),
+        "{}",
+        f.stderr()
+    );
+    // The last lines, each with its time and stream; both streams by default.
+    let (code, out, err) = run_in(&d.path, &["logs", "gamma", "-n", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    for (k, l) in lines.iter().enumerate() {
+        let want = format!(" out out-{:03}", 16 + k);
+        assert!(l.ends_with(&want), "{l}");
+        // 2026-12-02T14:26:42.552Z
+        let t = l.split(' ').next().unwrap_or("");
+        assert!(
+            t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{l}"
+        );
+    }
+    let (_, out, _) = run_in(&d.path, &["logs", "gamma"]);
+    assert_eq!(out.lines().count(), 21, "{out}");
+    assert!(out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .ends_with(" err gamma-stderr-line"));
+    let (_, out, _) = run_in(&d.path, &["logs", "gamma", "--grep", "out-01[0-2]"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (_, out, _) = run_in(&d.path, &["logs", "gamma", "--json", "-n", "1"]);
+    let v = json::parse(out.trim().as_bytes()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v.get("text").and_then(Value::as_str), Some("out-020"));
+    assert_eq!(v.get("stream").and_then(Value::as_str), Some("stdout"));
+    assert_eq!(v.get("seq").and_then(Value::as_u64), Some(20));
+    // --since: gamma has written nothing for a while.
+    std::thread::sleep(secs(1));
+    let (code, out, _) = run_in(&d.path, &["logs", "gamma", "--since", "500ms"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, _, err) = run_in(&d.path, &["logs", "nope"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, _) = run_in(&d.path, &["logs", "gamma", "--since", "soon"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run_in(&d.path, &["logs", "gamma", "--grep", "("]);
+    assert_eq!(code, 1);
+    assert!(err.contains("grep"), "{err}");
+
+    // -f follows: lines written after it began come, without a line twice.
+    let follow = d.join("follow.out");
+    let mut c = std::process::Command::new(BIN)
+        .args(["logs", "delta", "-n", "1", "-f"])
+        .current_dir(&d.path)
+        .env("MS_SOCKET_DIR", d.join("sock"))
+        .stdout(std::fs::File::create(&follow).unwrap())
+        .spawn()
+        .unwrap();
+    let ticks = || -> Vec<u64> {
+        std::fs::read_to_string(&follow)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit("tick-").next()?.parse().ok())
+            .collect()
+    };
+    assert!(wait_for(secs(10), || ticks().len() >= 6), "{:?}", ticks());
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+    let t = ticks();
+    assert!(t.windows(2).all(|w| w[1] == w[0] + 1), "{t:?}");
+
+    // A follower that does not read is not buffered without bound: it is sent what fits,
+    // then told how many lines it missed.
+    let mut s = UnixStream::connect(d.join("sock/control.sock")).unwrap();
+    s.set_read_timeout(Some(secs(10))).unwrap();
+    s.write_all(b"{\"v\":1,\"cmd\":\"subscribe\",\"events\":[\"log\"],\"names\":[\"chatty\"]}\n")
+        .unwrap();
+    let mut first = String::new();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    r.read_line(&mut first).unwrap();
+    assert!(first.contains("\"ok\":true"), "{first}");
+    d.write("go", "");
+    assert!(wait_for(secs(20), || run_in(
+        &d.path,
+        &["logs", "chatty", "-n", "1"]
+    )
+    .1
+    .contains("300000")));
+    drop(s);
+    let mut line = String::new();
+    let mut gap = false;
+    let mut read = 0usize;
+    while read < (64 << 20) && !gap {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        read += line.len();
+        gap = line.contains("\"event\":\"gap\"");
+    }
+    assert!(gap, "no gap reported after {read} bytes");
+    let rss = proc_status_kib(f.pid(), "VmRSS:").unwrap_or(0);
+    assert!(rss < 64 << 10, "{rss} KiB");
+    drop(r);
+
+    // The fleet's landing ends a follower's command with status 0.
+    let mut c = std::process::Command::new(BIN)
+        .args(["logs", "delta", "-n", "0", "-f"])
+        .current_dir(&d.path)
+        .env("MS_SOCKET_DIR", d.join("sock"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(f.stop(secs(10)), Some(0));
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
     assert!(pids_with(&m).is_empty());
 }
