@@ -7,6 +7,7 @@ pub mod control;
 pub mod flagship;
 pub mod fleet;
 pub mod health;
+pub mod hooks;
 pub mod manifest;
 pub mod output;
 pub mod payload;

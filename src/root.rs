@@ -23,10 +23,12 @@ use mio::{Events, Poll, Registry};
 use crate::control::Control;
 use crate::fleet::{FleetView, Message};
 use crate::health::Checks;
+use crate::hooks::Hooks;
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::proxy::Edge;
-use crate::reactor::{CONTROL_TOKENS, EDGE_TOKENS, HEALTH_TOKENS};
+use crate::reactor::deadline::after;
+use crate::reactor::{CONTROL_TOKENS, EDGE_TOKENS, HEALTH_TOKENS, HOOK_TOKENS};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::{leftovers, Outcome, Style, Supervisor};
 
@@ -149,12 +151,34 @@ impl Subsystem for Control {
     }
 }
 
+impl Subsystem for Hooks {
+    // Its pipes and connection register as they open.
+    fn register(&mut self, _: &Registry) -> io::Result<()> {
+        Ok(())
+    }
+    fn ready(&mut self, ev: &Event, t: &Turn) {
+        Hooks::ready(self, ev.token(), t.registry, t.now);
+    }
+    fn turn_end(&mut self, _: &Turn) {}
+    fn timers_due(&mut self, t: &Turn) {
+        Hooks::timers_due(self, t.registry, t.now);
+    }
+    fn next_deadline(&mut self) -> Option<Instant> {
+        Hooks::next_deadline(self)
+    }
+    fn hear(&mut self, msg: &Message, t: &Turn) {
+        Hooks::hear(self, msg, t.fleet, t.registry, t.now);
+    }
+    fn take_messages(&mut self, _: &mut Vec<Message>) {}
+}
+
 /// The subsystems and the fleet view the root keeps from their messages.
 struct Fleet {
     sup: Supervisor,
     checks: Option<Checks>,
     edge: Option<Edge>,
     control: Option<Control>,
+    hooks: Option<Hooks>,
     view: FleetView,
     mail: Vec<Message>,
 }
@@ -162,12 +186,13 @@ struct Fleet {
 impl Fleet {
     /// The subsystems in the order they are called (those not running are `None`), and
     /// the view they are given.
-    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 4], &mut FleetView) {
+    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 5], &mut FleetView) {
         let sup: &mut dyn Subsystem = &mut self.sup;
         let checks = self.checks.as_mut().map(|c| c as &mut dyn Subsystem);
         let edge = self.edge.as_mut().map(|e| e as &mut dyn Subsystem);
         let control = self.control.as_mut().map(|c| c as &mut dyn Subsystem);
-        ([Some(sup), checks, edge, control], &mut self.view)
+        let hooks = self.hooks.as_mut().map(|h| h as &mut dyn Subsystem);
+        ([Some(sup), checks, edge, control, hooks], &mut self.view)
     }
 
     /// Hands on what the subsystems have said, until none has more to say (hearing one
@@ -208,7 +233,7 @@ impl Fleet {
 
     /// Calls `f` on each subsystem in turn, routing messages after each.
     fn each(&mut self, registry: &Registry, now: Instant, f: impl Fn(&mut dyn Subsystem, &Turn)) {
-        for i in 0..4 {
+        for i in 0..5 {
             let (mut all, view) = self.parts();
             let Some(s) = all[i].as_mut() else { continue };
             let t = Turn {
@@ -277,12 +302,16 @@ pub fn run(
         checks,
         edge,
         control,
+        hooks: Hooks::new(&m.events, &m.dir),
         view: FleetView::new(&m.programs, Instant::now()),
         mail: Vec::new(),
     };
     f.sup.start(Instant::now());
     f.route(poll.registry(), Instant::now());
     let mut events = Events::with_capacity(256);
+    // Once the fleet has landed: until when hook commands and a webhook delivery under
+    // way may finish.
+    let mut linger: Option<Instant> = None;
     loop {
         let now = Instant::now();
         // Counted only while landing waits for it: a scan of every connection.
@@ -297,12 +326,25 @@ pub fn run(
         }
         f.sup.flush_output();
         if f.sup.done() {
-            break;
+            // The hooks told of the landing (or of what came before) may finish first,
+            // within their time limits.
+            let busy = f.hooks.as_ref().is_some_and(Hooks::busy);
+            let until = *linger.get_or_insert_with(|| {
+                after(now, f.hooks.as_ref().map_or(Duration::ZERO, Hooks::linger))
+            });
+            if !busy || now >= until {
+                break;
+            }
         }
         let timeout = if f.sup.has_work() {
             Some(Duration::ZERO)
         } else {
-            f.next_deadline().map(|d| d.saturating_duration_since(now))
+            let next = f.next_deadline();
+            let next = match linger {
+                Some(l) => Some(next.map_or(l, |n| n.min(l))),
+                None => next,
+            };
+            next.map(|d| d.saturating_duration_since(now))
         };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted && f.sup.poll_failed(&e, Instant::now()) {
@@ -334,6 +376,10 @@ pub fn run(
                 if let Some(c) = &mut f.control {
                     Subsystem::ready(c, ev, &t);
                 }
+            } else if tok >= HOOK_TOKENS {
+                if let Some(h) = &mut f.hooks {
+                    Subsystem::ready(h, ev, &t);
+                }
             } else {
                 Subsystem::ready(&mut f.sup, ev, &t);
             }
@@ -341,6 +387,9 @@ pub fn run(
         }
         f.each(registry, now, |s, t| s.turn_end(t));
         f.each(registry, now, |s, t| s.timers_due(t));
+    }
+    if let Some(h) = &mut f.hooks {
+        h.kill_all();
     }
     // (The control socket's file goes when the server is dropped, with the fleet.)
     Ok(f.sup.finish())

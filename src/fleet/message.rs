@@ -57,9 +57,30 @@ pub enum Message {
     /// The fleet lands: stop taking requests (close the listeners) and finish those in
     /// flight within `grace`.
     StopServing { grace: Duration },
+    /// Something the operator's hooks hear of (`on_event`, `webhook`): `kind` is one of
+    /// [`EVENT_KINDS`]; `program` is None for the fleet's own; `detail` says what happened.
+    Event {
+        kind: &'static str,
+        program: Option<String>,
+        detail: String,
+    },
     /// The operator asks (on the control socket) for `op` on these programs.
     Operate { ids: Vec<ProgramId>, op: Operation },
 }
+
+/// The kinds of [`Message::Event`].
+pub const EVENT_KINDS: [&str; 10] = [
+    "crash",
+    "restart",
+    "give-up",
+    "not-ready",
+    "unhealthy-restart",
+    "ready",
+    "stopped",
+    "health",
+    "memory",
+    "landing",
+];
 
 /// What an operator may ask of programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +138,7 @@ impl FleetView {
             | Message::BayFault { .. }
             | Message::StopServing { .. }
             | Message::Operate { .. }
+            | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }
     }

@@ -7,5 +7,5 @@ pub mod message;
 pub mod resources;
 pub mod view;
 
-pub use message::{Message, Operation};
+pub use message::{Message, Operation, EVENT_KINDS};
 pub use view::{FleetView, ShipView, FLEET_STATES, STATES};

@@ -295,6 +295,10 @@ impl Parser<'_> {
             http: HttpSettings::default(),
             programs: Vec::new(),
             modules: Vec::new(),
+            events: EventHooks {
+                timeout: Duration::from_secs(10),
+                ..EventHooks::default()
+            },
         };
 
         let (mut ship_base, mut bay_base, mut module_base) =
@@ -344,6 +348,7 @@ impl Parser<'_> {
                 }
             }
             self.flagship(&mut ms, &mut m);
+            self.event_hooks(&mut ms, &mut m);
             self.rate_limiting(&mut ms, &mut m);
             self.http(&mut ms, &mut m);
             ms.finish(self.d);
@@ -1428,6 +1433,55 @@ impl Parser<'_> {
                 }
                 Err(e) => self.d.error(url.span, e),
             }
+        }
+    }
+
+    /// `on_event`, `on_event_timeout`, `webhook`, `webhook_secret`.
+    fn event_hooks(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let span = ms.key_span("on_event");
+        let command: Vec<String> = ms
+            .string_list(self.d, "on_event")
+            .iter()
+            .map(|s| self.expanded(s))
+            .collect();
+        if let Some(span) = span {
+            if command.first().is_none_or(|c| c.is_empty()) {
+                self.d.error(
+                    span,
+                    "`on_event` needs a command: a list such as [\"/usr/local/bin/notify\", \"--quiet\"]",
+                );
+            }
+        }
+        m.events.command = command;
+        if let Some(d) = ms.duration(self.d, "on_event_timeout") {
+            m.events.timeout = d;
+        }
+        let secret = ms.string(self.d, "webhook_secret");
+        let secret_span = ms.key_span("webhook_secret");
+        if let Some(url) = ms.string(self.d, "webhook") {
+            let expanded = self.expanded(&url);
+            match uplink::parse(&expanded) {
+                Ok(u) if u.scheme == "http" => {
+                    m.events.webhook = Some(Webhook {
+                        host: u.host,
+                        port: u.port,
+                        path: if u.path.is_empty() { "/".into() } else { u.path },
+                        masked: u.masked,
+                        secret: secret.as_ref().map(|s| self.expanded(s)),
+                    })
+                }
+                Ok(u) => self.d.error(
+                    url.span,
+                    format!(
+                        "`webhook` must be an http:// URL, found {}:// (no TLS client in the loop: post to a local relay)",
+                        u.scheme
+                    ),
+                ),
+                Err(e) => self.d.error(url.span, e.replace("uplink", "webhook")),
+            }
+        } else if let (Some(_), Some(span)) = (secret, secret_span) {
+            self.d
+                .error(span, "`webhook_secret` without a `webhook` to sign for");
         }
     }
 

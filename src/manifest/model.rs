@@ -32,6 +32,32 @@ pub struct Manifest {
     /// Ships and bays, in manifest declaration order.
     pub programs: Vec<Program>,
     pub modules: Vec<Module>,
+    /// Who hears of the fleet's events (`on_event`, `webhook`).
+    pub events: EventHooks,
+}
+
+/// `on_event`, `on_event_timeout`, `webhook` and `webhook_secret` of `[mothership]`.
+#[derive(Debug, Clone, Default)]
+pub struct EventHooks {
+    /// A command (no shell) run for each event, with the event in `MS_EVENT_*`; empty:
+    /// none.
+    pub command: Vec<String>,
+    /// How long one run may take before its process group is killed.
+    pub timeout: Duration,
+    pub webhook: Option<Webhook>,
+}
+
+/// Where each event is posted, as JSON.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub host: String,
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    /// The URL without any password, safe to print.
+    pub masked: String,
+    /// Signs each body: HMAC-SHA256 in `X-Mothership-Signature-256`.
+    pub secret: Option<String>,
 }
 
 impl Manifest {

@@ -532,6 +532,7 @@ impl Edge {
             | Message::RestartUnhealthy { .. }
             | Message::Fleet { .. }
             | Message::Operate { .. }
+            | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }
     }

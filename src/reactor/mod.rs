@@ -27,8 +27,10 @@ pub fn default_stop_signals() {
     }
 }
 pub const WAKER: Token = Token(1);
-/// Tokens from here up to [`HEALTH_TOKENS`] belong to the control socket; those below,
+/// Tokens from here up to [`CONTROL_TOKENS`] belong to the operator's hooks; those below,
 /// to the supervisor.
+pub const HOOK_TOKENS: usize = 1 << 21;
+/// Tokens from here up to [`HEALTH_TOKENS`] belong to the control socket.
 pub const CONTROL_TOKENS: usize = 1 << 22;
 /// Tokens from here up to [`EDGE_TOKENS`] belong to the health checks.
 pub const HEALTH_TOKENS: usize = 1 << 23;

@@ -313,6 +313,23 @@ pub enum Happened {
 }
 
 impl Happened {
+    /// The kind of event the operator's hooks hear of it as (see
+    /// `fleet::message::EVENT_KINDS`), if they do.
+    pub fn event_kind(&self) -> Option<&'static str> {
+        use Happened::*;
+        match self {
+            ExitedUnexpectedly { .. } | JobFailed { .. } | CannotStart { .. } => Some("crash"),
+            Exited { exit, .. } if !exit.success() => Some("crash"),
+            Restarting { .. } | CrashLoop { .. } => Some("restart"),
+            GivingUp { .. } | WillNotStart { .. } => Some("give-up"),
+            NotReady { .. } => Some("not-ready"),
+            StoppingUnhealthy { .. } => Some("unhealthy-restart"),
+            Up { .. } => Some("ready"),
+            Held => Some("stopped"),
+            _ => None,
+        }
+    }
+
     pub fn level(&self) -> log::Level {
         use Happened::*;
         match self {

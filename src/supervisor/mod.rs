@@ -1085,6 +1085,15 @@ impl Supervisor {
                     u.rss_bytes >> 20,
                     max >> 20
                 );
+                self.outbox.push(Message::Event {
+                    kind: "memory",
+                    program: Some(self.members[i].prog.name.clone()),
+                    detail: format!(
+                        "resident memory {} MiB is over max_memory ({} MiB); restarting it",
+                        u.rss_bytes >> 20,
+                        max >> 20
+                    ),
+                });
                 self.dispatch(i, Event::Recycle, now);
             }
         }
@@ -1143,6 +1152,11 @@ impl Supervisor {
         }
         log::info!("landing: {reason}");
         self.notifier.stopping(&format!("landing: {reason}"));
+        self.outbox.push(Message::Event {
+            kind: "landing",
+            program: None,
+            detail: reason.clone(),
+        });
         if matches!(self.phase, Phase::Prelaunch | Phase::Electing) {
             if let Some(c) = &mut self.coord {
                 if self.failure.is_some() {
@@ -1358,6 +1372,13 @@ impl Supervisor {
         // reason before the landing it causes).
         for h in self.members[i].child.take_happened() {
             log::log!(target: "fleet", h.level(), "{}: {h}", self.members[i].prog.name);
+            if let Some(kind) = h.event_kind() {
+                self.outbox.push(Message::Event {
+                    kind,
+                    program: Some(self.members[i].prog.name.clone()),
+                    detail: h.to_string(),
+                });
+            }
         }
         for a in actions {
             match a {
@@ -1859,7 +1880,7 @@ fn set_all(env: &mut Vec<(OsString, OsString)>, vars: &[(String, String)]) {
     }
 }
 
-fn set_nonblocking(fd: i32) -> io::Result<()> {
+pub fn set_nonblocking(fd: i32) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);

@@ -8,6 +8,7 @@ mod edge;
 mod flagship_pg;
 mod hardening;
 mod health;
+mod hooks;
 mod output;
 mod pid1;
 mod platform;
