@@ -23,7 +23,7 @@ test: test-deps
 # rustc-web, cargo-web, rust-web-src and lld-16 build the Rust WASM module of the tests
 # (tests/wasm-guest/: core for wasm32 built from source, linked by wasm-ld); chromium
 # renders the status page in tests/e2e/edge.rs.
-TEST_PACKAGES := mandoc shellcheck python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk rustc-web cargo-web rust-web-src lld-16 chromium
+TEST_PACKAGES := mandoc shellcheck tmux python3 python3-pip python3-h11 curl procps util-linux iproute2 nginx prometheus postgresql openssl wrk rustc-web cargo-web rust-web-src lld-16 chromium
 BENCH_PACKAGES := nginx haproxy wrk curl procps python3 python3-pip wabt rustc-web cargo-web rust-web-src lld-16
 test-deps:
 	sh packaging/need.sh $(TEST_PACKAGES)

@@ -17,4 +17,6 @@ pub mod reactor;
 pub mod root;
 pub mod supervisor;
 pub mod sysinit;
+#[cfg(feature = "tui")]
+pub mod tui;
 pub mod uplinks;

@@ -28,9 +28,11 @@ use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::proxy::Edge;
 use crate::reactor::deadline::after;
-use crate::reactor::{CONTROL_TOKENS, EDGE_TOKENS, HEALTH_TOKENS, HOOK_TOKENS};
+use crate::reactor::{CONTROL_TOKENS, EDGE_TOKENS, HEALTH_TOKENS, HOOK_TOKENS, TUI_TOKENS};
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::{leftovers, Outcome, Style, Supervisor};
+#[cfg(feature = "tui")]
+use crate::tui::local::Local;
 
 /// What a subsystem is given on every call from the loop.
 pub struct Turn<'a> {
@@ -172,6 +174,31 @@ impl Subsystem for Hooks {
     fn take_messages(&mut self, _: &mut Vec<Message>) {}
 }
 
+#[cfg(feature = "tui")]
+impl Subsystem for Local {
+    fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        Local::register(self, registry)
+    }
+    fn ready(&mut self, ev: &Event, t: &Turn) {
+        Local::ready(self, ev.token(), t.registry, t.fleet);
+    }
+    fn turn_end(&mut self, t: &Turn) {
+        Local::turn_end(self, t.fleet, t.now);
+    }
+    fn timers_due(&mut self, t: &Turn) {
+        Local::timers_due(self, t.fleet, t.now);
+    }
+    fn next_deadline(&mut self) -> Option<Instant> {
+        Local::next_deadline(self)
+    }
+    fn hear(&mut self, msg: &Message, _: &Turn) {
+        Local::hear(self, msg);
+    }
+    fn take_messages(&mut self, out: &mut Vec<Message>) {
+        Local::take_messages(self, out);
+    }
+}
+
 /// The subsystems and the fleet view the root keeps from their messages.
 struct Fleet {
     sup: Supervisor,
@@ -179,6 +206,8 @@ struct Fleet {
     edge: Option<Edge>,
     control: Option<Control>,
     hooks: Option<Hooks>,
+    #[cfg(feature = "tui")]
+    tui: Option<Local>,
     view: FleetView,
     mail: Vec<Message>,
 }
@@ -186,13 +215,20 @@ struct Fleet {
 impl Fleet {
     /// The subsystems in the order they are called (those not running are `None`), and
     /// the view they are given.
-    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 5], &mut FleetView) {
+    fn parts(&mut self) -> ([Option<&mut dyn Subsystem>; 6], &mut FleetView) {
         let sup: &mut dyn Subsystem = &mut self.sup;
         let checks = self.checks.as_mut().map(|c| c as &mut dyn Subsystem);
         let edge = self.edge.as_mut().map(|e| e as &mut dyn Subsystem);
         let control = self.control.as_mut().map(|c| c as &mut dyn Subsystem);
         let hooks = self.hooks.as_mut().map(|h| h as &mut dyn Subsystem);
-        ([Some(sup), checks, edge, control, hooks], &mut self.view)
+        #[cfg(feature = "tui")]
+        let tui = self.tui.as_mut().map(|t| t as &mut dyn Subsystem);
+        #[cfg(not(feature = "tui"))]
+        let tui = None;
+        (
+            [Some(sup), checks, edge, control, hooks, tui],
+            &mut self.view,
+        )
     }
 
     /// Hands on what the subsystems have said, until none has more to say (hearing one
@@ -233,7 +269,7 @@ impl Fleet {
 
     /// Calls `f` on each subsystem in turn, routing messages after each.
     fn each(&mut self, registry: &Registry, now: Instant, f: impl Fn(&mut dyn Subsystem, &Turn)) {
-        for i in 0..5 {
+        for i in 0..6 {
             let (mut all, view) = self.parts();
             let Some(s) = all[i].as_mut() else { continue };
             let t = Turn {
@@ -267,6 +303,7 @@ pub fn run(
     socket_dir: &std::path::Path,
     record: Option<leftovers::Record>,
     notifier: Notifier,
+    dashboard: bool,
 ) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     // Bays dock with the edge, which terminates their clients' WebSocket.
@@ -292,12 +329,32 @@ pub fn run(
         edge = Some(e);
     }
     let checks = Some(Checks::new(&m.programs, Instant::now())).filter(|c| !c.is_empty());
+    let extras = edge.as_mut().map(Edge::share_extras);
     let mut control = control;
     if let Some(c) = &mut control {
         c.attach(sup.journal());
+        if let Some(e) = &extras {
+            c.attach_extras(e.clone());
+        }
         Subsystem::register(c, poll.registry())?;
     }
+    #[cfg(feature = "tui")]
+    let tui = match dashboard {
+        true => {
+            let mut t = Local::new(sup.journal())?;
+            if let Some(e) = &extras {
+                t.attach_extras(e.clone());
+            }
+            Subsystem::register(&mut t, poll.registry())?;
+            Some(t)
+        }
+        false => None,
+    };
+    #[cfg(not(feature = "tui"))]
+    let _ = dashboard;
     let mut f = Fleet {
+        #[cfg(feature = "tui")]
+        tui,
         sup,
         checks,
         edge,
@@ -379,6 +436,11 @@ pub fn run(
             } else if tok >= HOOK_TOKENS {
                 if let Some(h) = &mut f.hooks {
                     Subsystem::ready(h, ev, &t);
+                }
+            } else if tok >= TUI_TOKENS {
+                #[cfg(feature = "tui")]
+                if let Some(d) = &mut f.tui {
+                    Subsystem::ready(d, ev, &t);
                 }
             } else {
                 Subsystem::ready(&mut f.sup, ev, &t);

@@ -15,7 +15,7 @@ use crate::proto::json::{self, Value};
 /// No fleet answers on the socket.
 pub const EXIT_NO_FLEET: i32 = 4;
 
-fn socket(given: Option<&Path>) -> PathBuf {
+pub fn socket(given: Option<&Path>) -> PathBuf {
     given.map_or_else(
         || super::run::socket_dir().join(crate::control::SOCKET),
         Path::to_path_buf,

@@ -2,7 +2,7 @@
 //! outcome to a documented exit status.
 
 mod chart;
-mod ctl;
+pub mod ctl;
 mod init;
 mod preflight;
 mod run;
@@ -86,6 +86,9 @@ pub struct Global {
     /// (qemu's isa-debug-exit device)
     #[arg(long, value_name = "PORT", value_parser = crate::sysinit::parse_port, global = true, help_heading = "Init mode")]
     pub exit_port: Option<u16>,
+    /// Run the fleet with the dashboard in the terminal (its output goes to the logs pane)
+    #[arg(long, global = true)]
+    pub tui: bool,
     /// Write a newline to this open descriptor once every program is ready, then close it
     /// (s6 and OpenRC's notify=fd:N)
     #[arg(long, value_name = "N", global = true)]
@@ -108,6 +111,12 @@ enum Command {
         /// Print the fleet's answer as JSON (an object with a `programs` array)
         #[arg(long)]
         json: bool,
+        /// The control socket (default: control.sock in the socket folder)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
+    /// The dashboard, attached to the running fleet through its control socket
+    Top {
         /// The control socket (default: control.sock in the socket folder)
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
@@ -250,6 +259,19 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
         Command::Preflight => preflight::preflight(&g),
         Command::Init { force, from } => init::init(&g, force, from.as_deref()),
         Command::Status { json, socket } => ctl::status(socket.as_deref(), json),
+        Command::Top { socket } => match dashboard_here() {
+            #[cfg(feature = "tui")]
+            Ok(()) => crate::tui::top::top(&ctl::socket(socket.as_deref())),
+            #[cfg(not(feature = "tui"))]
+            Ok(()) => {
+                let _ = socket;
+                EXIT_USAGE
+            }
+            Err(e) => {
+                eprintln!("mothership: top: {e}");
+                EXIT_USAGE
+            }
+        },
         Command::Start(o) => ctl::operate(o.socket.as_deref(), "start", &o.targets, None, o.json),
         Command::Stop(o) => ctl::operate(o.socket.as_deref(), "stop", &o.targets, None, o.json),
         Command::Restart(o) => {
@@ -287,6 +309,19 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
             json,
         ),
     }
+}
+
+/// Whether the dashboard can run here: built in, and a terminal on stdin and stdout.
+fn dashboard_here() -> Result<(), &'static str> {
+    if !cfg!(feature = "tui") {
+        return Err("this build has no dashboard (it was built without the `tui` feature)");
+    }
+    // SAFETY: isatty on the standard descriptors.
+    let tty = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
+    if !tty {
+        return Err("the dashboard needs a terminal on stdin and stdout (`mothership status` prints the same without one)");
+    }
+    Ok(())
 }
 
 pub(crate) fn manifest_path(g: &Global) -> PathBuf {

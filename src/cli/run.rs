@@ -21,6 +21,12 @@ pub fn run(g: &Global) -> i32 {
             return super::EXIT_USAGE;
         }
     };
+    if g.tui {
+        if let Err(e) = super::dashboard_here() {
+            eprintln!("mothership: --tui: {e}");
+            return super::EXIT_USAGE;
+        }
+    }
     let mut m = match load(g) {
         Ok(m) => m,
         Err(code) => return code,
@@ -35,7 +41,8 @@ pub fn run(g: &Global) -> i32 {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let style = Style {
         colour_stdout: !no_color && std::io::stdout().is_terminal(),
-        colour_stderr: !no_color && std::io::stderr().is_terminal(),
+        colour_stderr: !no_color && std::io::stderr().is_terminal() && !g.tui,
+        journal_only: g.tui,
     };
     logger::init(g.log_format, Some(out.clone()), style.colour_stderr);
     logger::set_width(m.name_width());
@@ -119,7 +126,25 @@ pub fn run(g: &Global) -> i32 {
     // anything is bound or spawned.
     let record = crate::supervisor::leftovers::Record::start(&socket_dir, &m.path);
     let notifier = crate::supervisor::notify::Notifier::from_env(notify_fd);
-    let code = match crate::root::run(
+    // The dashboard owns the terminal from here until the loop ends; mothership's own
+    // lines go to its logs pane meanwhile.
+    #[cfg(feature = "tui")]
+    let mut term = None;
+    #[cfg(feature = "tui")]
+    if g.tui {
+        match crate::tui::term::Terminal::enter(1) {
+            Ok(t) => {
+                logger::divert(true);
+                term = Some(t);
+            }
+            Err(e) => {
+                log::error!("failed: cannot set up the terminal for --tui: {e}");
+                out.finish(writer);
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let result = crate::root::run(
         &m,
         payloads,
         control,
@@ -128,7 +153,14 @@ pub fn run(g: &Global) -> i32 {
         &socket_dir,
         record,
         notifier,
-    ) {
+        g.tui,
+    );
+    #[cfg(feature = "tui")]
+    if let Some(mut t) = term.take() {
+        t.restore();
+        logger::divert(false);
+    }
+    let code = match result {
         Ok(outcome) => {
             // The loop no longer watches signals: let TERM and INT end the process while
             // the last output is written, should the terminal or log reader be stuck.

@@ -28,6 +28,7 @@ use crate::output::journal::{now_ms, Journal, Line};
 use crate::output::logger::rfc3339_ms;
 use crate::output::Stream;
 use crate::proto::json::{self, Value};
+use crate::proxy::status::{Extras, SharedExtras};
 use crate::reactor::CONTROL_TOKENS;
 
 /// The socket's file name in the socket folder.
@@ -159,6 +160,8 @@ pub struct Control {
     outbox: Vec<Message>,
     /// The programs' recent lines, as the supervisor keeps them.
     journal: Option<Rc<RefCell<Journal>>>,
+    /// Routes and modules' counts, as the edge shares them.
+    extras: Option<SharedExtras>,
 }
 
 impl Control {
@@ -174,6 +177,7 @@ impl Control {
             sample: Default::default(),
             outbox: Vec::new(),
             journal: None,
+            extras: None,
         }
     }
 
@@ -196,6 +200,11 @@ impl Control {
     /// Serves `logs` from the supervisor's journal.
     pub fn attach(&mut self, journal: Rc<RefCell<Journal>>) {
         self.journal = Some(journal);
+    }
+
+    /// Shows the edge's routes and modules in `status`.
+    pub fn attach_extras(&mut self, extras: SharedExtras) {
+        self.extras = Some(extras);
     }
 
     /// What the operators asked since the last call.
@@ -375,6 +384,7 @@ impl Control {
                     self.sample.get(&pgids, now, SAMPLE_MAX_AGE).clone()
                 });
                 let journal = self.journal.as_ref().map(|j| j.borrow());
+                let extras = self.extras.as_ref().map(|e| e.borrow());
                 let (a, follow) = answer(
                     &line[..end],
                     &mut Ctx {
@@ -383,9 +393,11 @@ impl Control {
                         now,
                         outbox: &mut self.outbox,
                         journal: journal.as_deref(),
+                        extras: extras.as_deref(),
                     },
                 );
                 drop(journal);
+                drop(extras);
                 let Some(Some(c)) = self.clients.get_mut(i) else {
                     return;
                 };
@@ -604,6 +616,7 @@ pub struct Ctx<'a> {
     /// Requests for the supervisor.
     pub outbox: &'a mut Vec<Message>,
     pub journal: Option<&'a Journal>,
+    pub extras: Option<&'a Extras>,
 }
 
 /// The answer line to one request line, and what the client follows from then on.
@@ -637,7 +650,12 @@ fn command(v: &Value, cmd: &str, ctx: &mut Ctx) -> Vec<u8> {
     match cmd {
         "status" => {
             let empty = HashMap::new();
-            let body = crate::proxy::status::json(fleet, usage.unwrap_or(&empty), &[], &[], now);
+            let (routes, modules) = match ctx.extras {
+                Some(e) => (&e.routes[..], &e.modules[..]),
+                None => (&[][..], &[][..]),
+            };
+            let body =
+                crate::proxy::status::json(fleet, usage.unwrap_or(&empty), routes, modules, now);
             let mut o = String::from("{\"ok\":true,\"v\":1,");
             o.push_str(body.trim_end().strip_prefix('{').unwrap_or("}"));
             o.push('\n');
@@ -872,6 +890,7 @@ mod tests {
             now,
             outbox: &mut out,
             journal: None,
+            extras: None,
         };
         let (a, _) = answer(br#"{"v":1,"cmd":"status"}"#, &mut ctx);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
@@ -935,6 +954,7 @@ mod tests {
                 now: Instant::now(),
                 outbox: &mut out,
                 journal: Some(&j),
+                extras: None,
             };
             let (a, follow) = answer(req, &mut ctx);
             (parse(&a), String::from_utf8_lossy(&a).into_owned(), follow)

@@ -64,6 +64,8 @@ pub enum Message {
         program: Option<String>,
         detail: String,
     },
+    /// The operator asks for the fleet to land (`q` in the dashboard).
+    Land { reason: String },
     /// The operator asks (on the control socket) for `op` on these programs.
     Operate { ids: Vec<ProgramId>, op: Operation },
 }
@@ -138,6 +140,7 @@ impl FleetView {
             | Message::BayFault { .. }
             | Message::StopServing { .. }
             | Message::Operate { .. }
+            | Message::Land { .. }
             | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }

@@ -3,8 +3,10 @@
 //! `--log-format json`. Lines go through the output queue so they keep their order with
 //! child output and never block the loop.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Output, Stream};
@@ -33,8 +35,38 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Where formatted log lines go: the output queue when it runs, else stderr directly.
 struct Sink(Option<Output>, LogFormat);
 
+/// While the dashboard owns the terminal: mothership's own lines, kept for it to show.
+static DIVERTED: Mutex<Option<VecDeque<Vec<u8>>>> = Mutex::new(None);
+/// Lines kept for the dashboard between two of its turns.
+const DIVERT_MAX: usize = 1000;
+
+/// Sends mothership's own log lines to the dashboard ([`take_diverted`]) instead of
+/// stderr, or (false) back to stderr.
+pub fn divert(on: bool) {
+    if let Ok(mut d) = DIVERTED.lock() {
+        *d = on.then(VecDeque::new);
+    }
+}
+
+/// The lines logged since the last call, while diverted (without their line feed).
+pub fn take_diverted() -> Vec<Vec<u8>> {
+    DIVERTED
+        .lock()
+        .ok()
+        .and_then(|mut d| d.as_mut().map(|q| q.drain(..).collect()))
+        .unwrap_or_default()
+}
+
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Ok(mut d) = DIVERTED.lock() {
+            if let Some(q) = d.as_mut() {
+                if q.len() < DIVERT_MAX {
+                    q.push_back(buf.strip_suffix(b"\n").unwrap_or(buf).to_vec());
+                }
+                return Ok(buf.len());
+            }
+        }
         match &self.0 {
             Some(o) => {
                 let dropped = DROPPED.load(Ordering::Relaxed);

@@ -268,6 +268,10 @@ enum TimerKey {
 }
 
 pub struct Edge {
+    /// Shared with the control socket and the dashboard once asked for, and when last
+    /// refreshed.
+    extras: Option<status::SharedExtras>,
+    extras_at: Instant,
     listeners: Vec<Bound>,
     router: Router,
     names: Vec<String>,
@@ -409,6 +413,8 @@ impl Edge {
         let static_base = route_labels.len();
         route_labels.extend(statics.labels().into_iter().map(|l| (l, String::new())));
         Ok(Edge {
+            extras: None,
+            extras_at: Instant::now(),
             listeners,
             router,
             names: m.programs.iter().map(|p| p.name.clone()).collect(),
@@ -532,6 +538,7 @@ impl Edge {
             | Message::RestartUnhealthy { .. }
             | Message::Fleet { .. }
             | Message::Operate { .. }
+            | Message::Land { .. }
             | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }
@@ -812,8 +819,35 @@ impl Edge {
     }
 
     /// Drives connections left with work, then handles expired timers.
+    /// The routes and modules' counts for the control socket and the dashboard, kept up
+    /// to date from here on.
+    pub fn share_extras(&mut self) -> status::SharedExtras {
+        let e = self.extras.get_or_insert_with(|| {
+            let routes = self
+                .router
+                .routes()
+                .into_iter()
+                .map(|(l, t)| (l, self.names.get(t.index()).cloned().unwrap_or_default()))
+                .collect();
+            std::rc::Rc::new(std::cell::RefCell::new(status::Extras {
+                routes,
+                modules: self.payloads.rows(),
+            }))
+        });
+        e.clone()
+    }
+
     pub fn tick(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
+        if let Some(e) = &self.extras {
+            if now.saturating_duration_since(self.extras_at) >= Duration::from_secs(1) {
+                self.extras_at = now;
+                let rows = self.payloads.rows();
+                if !rows.is_empty() {
+                    e.borrow_mut().modules = rows;
+                }
+            }
+        }
         // Reused upstreams whose whole request went out during the turn are read once
         // now. A backend on this machine has often answered while the rest of the turn was
         // handled; reading now rather than right after the write (too early) or when the

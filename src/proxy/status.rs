@@ -12,6 +12,19 @@ use crate::fleet::view::FleetView;
 use crate::payload::ModRow;
 use crate::proto::json;
 
+/// What the status shows besides the fleet view, shared by the edge with the control
+/// socket and the dashboard: the routes (fixed at start) and the modules' counts (the
+/// edge refreshes them at the end of a turn, at most once a second).
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// (what matches, the program it goes to)
+    pub routes: Vec<(String, String)>,
+    pub modules: Vec<ModRow>,
+}
+
+/// [`Extras`] as shared on the loop's one thread.
+pub type SharedExtras = std::rc::Rc<std::cell::RefCell<Extras>>;
+
 /// Seconds between two refreshes of the page.
 const REFRESH: u32 = 2;
 

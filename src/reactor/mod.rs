@@ -27,8 +27,10 @@ pub fn default_stop_signals() {
     }
 }
 pub const WAKER: Token = Token(1);
-/// Tokens from here up to [`CONTROL_TOKENS`] belong to the operator's hooks; those below,
+/// Tokens from here up to [`HOOK_TOKENS`] belong to the dashboard (`--tui`); those below,
 /// to the supervisor.
+pub const TUI_TOKENS: usize = 1 << 20;
+/// Tokens from here up to [`CONTROL_TOKENS`] belong to the operator's hooks.
 pub const HOOK_TOKENS: usize = 1 << 21;
 /// Tokens from here up to [`HEALTH_TOKENS`] belong to the control socket.
 pub const CONTROL_TOKENS: usize = 1 << 22;

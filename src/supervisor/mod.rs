@@ -61,6 +61,9 @@ pub struct Outcome {
 pub struct Style {
     pub colour_stdout: bool,
     pub colour_stderr: bool,
+    /// The children's lines go to the journal only (the dashboard shows them), not to
+    /// mothership's stdout and stderr.
+    pub journal_only: bool,
 }
 
 struct Member {
@@ -235,6 +238,8 @@ pub struct Supervisor {
     /// Every program's recent lines, shared with the control socket (the loop's one
     /// thread: borrowed only within a call).
     journal: Rc<RefCell<Journal>>,
+    /// The children's lines are not written out (see [`Style::journal_only`]).
+    journal_only: bool,
 }
 
 /// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
@@ -409,6 +414,7 @@ impl Supervisor {
         let journal = Journal::new(members.iter().map(|m| m.prog.name.clone()));
         let mut sup = Supervisor {
             journal: Rc::new(RefCell::new(journal)),
+            journal_only: style.journal_only,
             registry,
             signals,
             sources: Slab::default(),
@@ -832,6 +838,7 @@ impl Supervisor {
                 }
             }
             Message::Operate { ids, op } => self.operate(ids, *op, now),
+            Message::Land { reason } => self.land(reason.clone(), now),
             _ => {}
         }
     }
@@ -1784,7 +1791,9 @@ impl Supervisor {
         // Lines are pushed in the order they were read; stdout and stderr are separate
         // streams, as they were for the child.
         for (si, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
-            if !self.batch[si].is_empty() {
+            if self.journal_only {
+                self.batch[si].clear();
+            } else if !self.batch[si].is_empty() {
                 let data = std::mem::take(&mut self.batch[si]);
                 self.out.push(stream, data);
             }

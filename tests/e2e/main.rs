@@ -16,6 +16,7 @@ mod proxy;
 mod supervise;
 mod support;
 mod sysinit;
+mod tui;
 mod uplinks;
 #[cfg(feature = "wasm")]
 mod wasm;

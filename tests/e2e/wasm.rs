@@ -193,7 +193,7 @@ fn head_and_body(url: &str, extra: &[&str]) -> (String, String) {
 
 #[test]
 fn modules_block_change_requests_and_responses_and_chain() {
-    let (_d, mut f, h, _, mp) = fleet(
+    let (d, mut f, h, _, mp) = fleet(
         "wasm-change",
         &[
             ("blocker", BLOCK, r#"routes = ["^/block", "^/chain/first"]"#),
@@ -310,6 +310,28 @@ fn modules_block_change_requests_and_responses_and_chain() {
             "mothership_module_duration_seconds_count{module=\"legal\"}"
         ),
         Some(1.0)
+    );
+    // The control socket's status carries the modules' counts too (for `top`), at most a
+    // second behind the edge's.
+    let blocker_blocks = || {
+        let (_, out, _) = run_in(&d.path, &["status", "--json"]);
+        let v = mothership::proto::json::parse(out.trim().as_bytes()).ok()?;
+        let Some(mothership::proto::json::Value::Array(ms)) = v.get("modules") else {
+            return None;
+        };
+        ms.iter()
+            .find(|m| m.get("name").and_then(|n| n.as_str()) == Some("blocker"))?
+            .get("blocks")?
+            .as_u64()
+    };
+    assert!(
+        wait_for(secs(5), || {
+            // A request to the metrics port makes a turn of the loop, which refreshes them.
+            let _ = status(&format!("http://127.0.0.1:{mp}/health"));
+            blocker_blocks() == Some(3)
+        }),
+        "{:?}",
+        blocker_blocks()
     );
     assert_eq!(f.stop(secs(10)), Some(0));
 }
