@@ -333,6 +333,15 @@ pub fn run(
     let mut control = control;
     if let Some(c) = &mut control {
         c.attach(sup.journal());
+        c.attach_files(crate::control::LogPaths {
+            paths: m
+                .prelaunch
+                .iter()
+                .chain(&m.programs)
+                .map(|p| p.log_file.clone())
+                .collect(),
+            keep: m.log_files.keep,
+        });
         if let Some(e) = &extras {
             c.attach_extras(e.clone());
         }

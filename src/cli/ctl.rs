@@ -208,6 +208,87 @@ fn print_line(l: &Value, as_json: bool) -> std::io::Result<()> {
     )
 }
 
+/// The last `n` lines that pass `keep_line(time, text)` in a program's log file and its
+/// archives (`FILE.K` or `FILE.K.gz`, oldest first), as line objects: those older than
+/// what the fleet has in memory, which begins at `before` (a time, and how many of its
+/// lines of that very millisecond it has).
+fn from_files(
+    file: &Path,
+    keep: u32,
+    n: usize,
+    before: Option<(&str, usize)>,
+    keep_line: &dyn Fn(&str, &str) -> bool,
+) -> Vec<Value> {
+    let mut names: Vec<PathBuf> = Vec::new();
+    for k in (1..=keep).rev() {
+        for gz in ["", ".gz"] {
+            let mut p = file.as_os_str().to_owned();
+            p.push(format!(".{k}{gz}"));
+            let p = PathBuf::from(p);
+            if p.exists() {
+                names.push(p);
+            }
+        }
+    }
+    names.push(file.to_path_buf());
+    let mut last: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
+    let mut push = |time: &str, stream: &str, text: &str| {
+        if n == 0 || !keep_line(time, text) {
+            return;
+        }
+        if last.len() == n {
+            last.pop_front();
+        }
+        last.push_back(Value::Object(vec![
+            ("time".into(), Value::String(time.into())),
+            (
+                "stream".into(),
+                Value::String(if stream == "err" { "stderr" } else { "stdout" }.into()),
+            ),
+            ("text".into(), Value::String(text.into())),
+        ]));
+    };
+    // The file's lines of the millisecond memory begins with: the first of them are older.
+    let mut boundary: Vec<(String, String, String)> = Vec::new();
+    for p in names {
+        let Ok(f) = std::fs::File::open(&p) else {
+            continue;
+        };
+        let reader: Box<dyn BufRead> = if p.extension().is_some_and(|e| e == "gz") {
+            Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))
+        } else {
+            Box::new(BufReader::new(f))
+        };
+        for line in reader.split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line);
+            let Some((time, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            match before {
+                Some((b, _)) if time > b => {}
+                Some((b, _)) if time == b => {
+                    boundary.push((time.into(), stream.into(), text.into()));
+                }
+                _ => push(time, stream, text),
+            }
+        }
+    }
+    let older = boundary.len().saturating_sub(before.map_or(0, |b| b.1));
+    for (time, stream, text) in &boundary[..older] {
+        push(time, stream, text);
+    }
+    last.into()
+}
+
+/// `mothership reopen`: the fleet reopens its log files.
+pub fn reopen(socket_path: Option<&Path>) -> i32 {
+    match request(&socket(socket_path), "reopen", &[]) {
+        Ok(_) => EXIT_OK,
+        Err(code) => code,
+    }
+}
+
 /// `mothership logs NAME [-n N] [-f] [--grep RE] [--since D] [--json]`.
 pub fn logs(socket_path: Option<&Path>, ask: &LogsAsk, as_json: bool) -> i32 {
     let path = socket(socket_path);
@@ -238,11 +319,51 @@ pub fn logs(socket_path: Option<&Path>, ask: &LogsAsk, as_json: bool) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    if let Some(Value::Array(lines)) = v.get("lines") {
-        for l in lines {
-            if print_line(l, as_json).is_err() {
-                return EXIT_OK;
+    let ring: Vec<Value> = match v.get("lines") {
+        Some(Value::Array(l)) => l.clone(),
+        _ => Vec::new(),
+    };
+    // Fewer lines in memory than asked for: the older ones come from the log files.
+    let want = usize::try_from(ask.lines).unwrap_or(usize::MAX);
+    if ring.len() < want {
+        if let Some(file) = v.get("file").and_then(Value::as_str) {
+            let keep = v.get("keep").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let before = v.get("kept_since").and_then(Value::as_str);
+            let grep = match &ask.grep {
+                Some(g) => match regex::Regex::new(g) {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        eprintln!("mothership: --grep: {e}");
+                        return EXIT_FAILED;
+                    }
+                },
+                None => None,
+            };
+            let since = ask.since.map(|d| {
+                let now = crate::output::journal::now_ms();
+                crate::output::logger::rfc3339_ms(now.saturating_sub(d.as_millis() as u64))
+            });
+            let at_before = v.get("kept_at_since").and_then(Value::as_u64).unwrap_or(0);
+            let older = from_files(
+                Path::new(file),
+                keep,
+                want - ring.len(),
+                before.map(|b| (b, at_before as usize)),
+                &|time: &str, text: &str| {
+                    since.as_deref().is_none_or(|s| time >= s)
+                        && grep.as_ref().is_none_or(|re| re.is_match(text))
+                },
+            );
+            for l in &older {
+                if print_line(l, as_json).is_err() {
+                    return EXIT_OK;
+                }
             }
+        }
+    }
+    for l in &ring {
+        if print_line(l, as_json).is_err() {
+            return EXIT_OK;
         }
     }
     if !ask.follow {

@@ -115,6 +115,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
     },
+    /// Ask the running fleet to reopen its log files (after an external logrotate)
+    Reopen {
+        /// The control socket (default: control.sock in the socket folder)
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// The dashboard, attached to the running fleet through its control socket
     Top {
         /// The control socket (default: control.sock in the socket folder)
@@ -259,6 +265,7 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
         Command::Preflight => preflight::preflight(&g),
         Command::Init { force, from } => init::init(&g, force, from.as_deref()),
         Command::Status { json, socket } => ctl::status(socket.as_deref(), json),
+        Command::Reopen { socket } => ctl::reopen(socket.as_deref()),
         Command::Top { socket } => match dashboard_here() {
             #[cfg(feature = "tui")]
             Ok(()) => crate::tui::top::top(&ctl::socket(socket.as_deref())),

@@ -162,6 +162,15 @@ pub struct Control {
     journal: Option<Rc<RefCell<Journal>>>,
     /// Routes and modules' counts, as the edge shares them.
     extras: Option<SharedExtras>,
+    /// Each program's log file (in the journal's order) and the archives kept of each.
+    files: LogPaths,
+}
+
+/// Where the programs' lines are written, for `logs` (whose client reads the files).
+#[derive(Clone, Debug, Default)]
+pub struct LogPaths {
+    pub paths: Vec<Option<PathBuf>>,
+    pub keep: u32,
 }
 
 impl Control {
@@ -178,6 +187,7 @@ impl Control {
             outbox: Vec::new(),
             journal: None,
             extras: None,
+            files: LogPaths::default(),
         }
     }
 
@@ -200,6 +210,11 @@ impl Control {
     /// Serves `logs` from the supervisor's journal.
     pub fn attach(&mut self, journal: Rc<RefCell<Journal>>) {
         self.journal = Some(journal);
+    }
+
+    /// Tells `logs` clients where the programs' log files are.
+    pub fn attach_files(&mut self, files: LogPaths) {
+        self.files = files;
     }
 
     /// Shows the edge's routes and modules in `status`.
@@ -394,6 +409,7 @@ impl Control {
                         outbox: &mut self.outbox,
                         journal: journal.as_deref(),
                         extras: extras.as_deref(),
+                        files: Some(&self.files),
                     },
                 );
                 drop(journal);
@@ -617,6 +633,7 @@ pub struct Ctx<'a> {
     pub outbox: &'a mut Vec<Message>,
     pub journal: Option<&'a Journal>,
     pub extras: Option<&'a Extras>,
+    pub files: Option<&'a LogPaths>,
 }
 
 /// The answer line to one request line, and what the client follows from then on.
@@ -639,7 +656,7 @@ pub fn answer(line: &[u8], ctx: &mut Ctx) -> (Vec<u8>, Option<Follow>) {
         return (error_line("no \"cmd\""), None);
     };
     match cmd {
-        "logs" => logs(&v, ctx.journal),
+        "logs" => logs(&v, ctx.journal, ctx.files),
         "subscribe" => subscribe(&v, ctx.journal),
         _ => (command(&v, cmd, ctx), None),
     }
@@ -662,6 +679,10 @@ fn command(v: &Value, cmd: &str, ctx: &mut Ctx) -> Vec<u8> {
             o.into_bytes()
         }
         "start" | "stop" | "restart" | "signal" => operate(v, cmd, fleet, ctx.outbox),
+        "reopen" => {
+            ctx.outbox.push(Message::Reopen);
+            b"{\"ok\":true,\"v\":1}\n".to_vec()
+        }
         "version" => format!(
             "{{\"ok\":true,\"v\":1,\"version\":\"{}\"}}\n",
             env!("CARGO_PKG_VERSION")
@@ -705,7 +726,11 @@ fn grep_of(v: &Value) -> Result<Option<regex::Regex>, Vec<u8>> {
 /// `{"cmd":"logs","name":N,"lines":100,"grep":RE,"since":SECONDS,"follow":BOOL}`: the
 /// last lines of one program's output (both streams, each with its time), and with
 /// `follow` its new lines as `log` events from then on.
-fn logs(v: &Value, journal: Option<&Journal>) -> (Vec<u8>, Option<Follow>) {
+fn logs(
+    v: &Value,
+    journal: Option<&Journal>,
+    files: Option<&LogPaths>,
+) -> (Vec<u8>, Option<Follow>) {
     let Some(name) = v.get("name").and_then(Value::as_str) else {
         return (error_line("no \"name\""), None);
     };
@@ -744,6 +769,25 @@ fn logs(v: &Value, journal: Option<&Journal>) -> (Vec<u8>, Option<Follow>) {
     });
     let mut o = String::from("{\"ok\":true,\"v\":1,\"name\":");
     json::write_str(&mut o, &log.name);
+    // Where older lines are: its log file and archives (the client reads them), and the
+    // time of the oldest line still in memory (older ones are only in the files).
+    if let Some((path, keep)) = files.and_then(|f| Some((f.paths.get(idx)?.as_ref()?, f.keep))) {
+        o.push_str(",\"file\":");
+        json::write_str(&mut o, &path.to_string_lossy());
+        o.push_str(&format!(",\"keep\":{keep}"));
+    }
+    if let Some(first) = log.since(log.first_seq()).next() {
+        // Lines of the same millisecond as the oldest kept may be older ones too: how
+        // many of them memory still has tells the client which of the file's to take.
+        let same = log
+            .since(log.first_seq())
+            .take_while(|l| l.at_ms == first.at_ms)
+            .count();
+        o.push_str(&format!(
+            ",\"kept_since\":\"{}\",\"kept_at_since\":{same}",
+            rfc3339_ms(first.at_ms)
+        ));
+    }
     o.push_str(",\"lines\":[");
     for (k, l) in lines.iter().enumerate() {
         if k > 0 {
@@ -891,6 +935,7 @@ mod tests {
             outbox: &mut out,
             journal: None,
             extras: None,
+            files: None,
         };
         let (a, _) = answer(br#"{"v":1,"cmd":"status"}"#, &mut ctx);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
@@ -955,6 +1000,7 @@ mod tests {
                 outbox: &mut out,
                 journal: Some(&j),
                 extras: None,
+                files: None,
             };
             let (a, follow) = answer(req, &mut ctx);
             (parse(&a), String::from_utf8_lossy(&a).into_owned(), follow)

@@ -66,6 +66,8 @@ pub enum Message {
     },
     /// The operator asks for the fleet to land (`q` in the dashboard).
     Land { reason: String },
+    /// The operator asks for the log files to be reopened (`mothership reopen`).
+    Reopen,
     /// The operator asks (on the control socket) for `op` on these programs.
     Operate { ids: Vec<ProgramId>, op: Operation },
 }
@@ -141,6 +143,7 @@ impl FleetView {
             | Message::StopServing { .. }
             | Message::Operate { .. }
             | Message::Land { .. }
+            | Message::Reopen
             | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }

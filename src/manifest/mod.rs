@@ -299,6 +299,7 @@ impl Parser<'_> {
                 timeout: Duration::from_secs(10),
                 ..EventHooks::default()
             },
+            log_files: LogFiles::default(),
         };
 
         let (mut ship_base, mut bay_base, mut module_base) =
@@ -349,6 +350,7 @@ impl Parser<'_> {
             }
             self.flagship(&mut ms, &mut m);
             self.event_hooks(&mut ms, &mut m);
+            self.log_files(&mut ms, &mut m);
             self.rate_limiting(&mut ms, &mut m);
             self.http(&mut ms, &mut m);
             ms.finish(self.d);
@@ -441,6 +443,30 @@ impl Parser<'_> {
         self.check_programs(&drafts, &prelaunch_drafts, &m, &static_binds);
         m.programs = drafts.into_iter().map(|d| d.program).collect();
         m.prelaunch = prelaunch_drafts.into_iter().map(|d| d.program).collect();
+        // Programs without a `log_file` of their own write to `log_dir`, if there is one;
+        // no two programs share a file.
+        let mut files: HashMap<PathBuf, String> = HashMap::new();
+        for p in m.prelaunch.iter_mut().chain(m.programs.iter_mut()) {
+            if p.log_file.is_none() {
+                p.log_file = m
+                    .log_files
+                    .dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{}.log", p.name)));
+            }
+            if let Some(f) = &p.log_file {
+                if let Some(other) = files.insert(f.clone(), p.name.clone()) {
+                    self.d.error(
+                        0..0,
+                        format!(
+                            "programs `{other}` and `{}` would write to the same log file {}",
+                            p.name,
+                            f.display()
+                        ),
+                    );
+                }
+            }
+        }
         m
     }
 
@@ -859,6 +885,10 @@ impl Parser<'_> {
         let env_file = self.env_file(&mut t);
         let own_env = self.expanded_map(&mut t, "env");
         let deps = t.string_list(self.d, "depends_on");
+        let log_file = t.string(self.d, "log_file").map(|f| {
+            let v = self.expanded(&f);
+            (self.path(&v), f.span)
+        });
         let mut own = Base::default();
         let (mut bind, mut health_keys, mut routes, mut route_binds) =
             (None, HealthKeys::default(), Vec::new(), Vec::new());
@@ -1026,6 +1056,7 @@ impl Parser<'_> {
             own.restart.or(base.restart).unwrap_or(Restart::Always)
         };
         let program = Program {
+            log_file: log_file.as_ref().map(|(p, _)| p.clone()),
             name: name.value.clone(),
             role,
             argv,
@@ -1433,6 +1464,27 @@ impl Parser<'_> {
                 }
                 Err(e) => self.d.error(url.span, e),
             }
+        }
+    }
+
+    /// `log_dir`, `log_max_size`, `log_keep`, `log_compress`.
+    fn log_files(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        if let Some(d) = ms.string(self.d, "log_dir") {
+            let v = self.expanded(&d);
+            if v.is_empty() {
+                self.d.error(d.span, "`log_dir` is empty");
+            } else {
+                m.log_files.dir = Some(self.path(&v));
+            }
+        }
+        if let Some(n) = ms.size(self.d, "log_max_size", 4096, 1 << 40) {
+            m.log_files.max_size = n;
+        }
+        if let Some(n) = ms.int(self.d, "log_keep", 0, 1000) {
+            m.log_files.keep = n as u32;
+        }
+        if let Some(b) = ms.bool(self.d, "log_compress") {
+            m.log_files.compress = b;
         }
     }
 

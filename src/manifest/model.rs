@@ -34,6 +34,32 @@ pub struct Manifest {
     pub modules: Vec<Module>,
     /// Who hears of the fleet's events (`on_event`, `webhook`).
     pub events: EventHooks,
+    /// How the programs' log files are kept (`log_dir` and company).
+    pub log_files: LogFiles,
+}
+
+/// `log_dir`, `log_max_size`, `log_keep` and `log_compress` of `[mothership]`.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    /// Each program's lines go to `NAME.log` in it (unless its own `log_file` says).
+    pub dir: Option<PathBuf>,
+    /// A file is rotated before it grows past this.
+    pub max_size: u64,
+    /// Rotated files kept (`NAME.log.1` the newest).
+    pub keep: u32,
+    /// Rotated files are compressed with gzip (`NAME.log.1.gz`).
+    pub compress: bool,
+}
+
+impl Default for LogFiles {
+    fn default() -> LogFiles {
+        LogFiles {
+            dir: None,
+            max_size: 1 << 20,
+            keep: 10,
+            compress: false,
+        }
+    }
 }
 
 /// `on_event`, `on_event_timeout`, `webhook` and `webhook_secret` of `[mothership]`.
@@ -194,6 +220,8 @@ impl Restart {
 #[derive(Debug, Clone)]
 pub struct Program {
     pub name: String,
+    /// The file its lines are written to (its `log_file`, or in `log_dir`), if any.
+    pub log_file: Option<PathBuf>,
     pub role: Role,
     /// Program and arguments (a `command` with spaces and no `args` is split shell-style).
     pub argv: Vec<String>,

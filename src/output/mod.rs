@@ -3,6 +3,7 @@
 //! event loop never blocks on a slow reader. When the queue is full the loop stops reading
 //! child pipes (backpressure) and the writer wakes it once there is room again.
 
+pub mod files;
 pub mod journal;
 pub mod lines;
 pub mod logger;

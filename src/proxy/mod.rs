@@ -539,6 +539,7 @@ impl Edge {
             | Message::Fleet { .. }
             | Message::Operate { .. }
             | Message::Land { .. }
+            | Message::Reopen
             | Message::Event { .. }
             | Message::Reaped { .. } => {}
         }

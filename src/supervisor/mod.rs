@@ -32,6 +32,7 @@ use crate::manifest::graph;
 use crate::manifest::ids::ProgramId;
 use crate::manifest::units::signal_name;
 use crate::manifest::{BindAddr, Manifest, Program, Ready, Role};
+use crate::output::files::Files;
 use crate::output::journal::{self, Journal};
 use crate::output::lines::{LineAssembler, Prefix};
 use crate::output::{Output, Stream};
@@ -240,6 +241,10 @@ pub struct Supervisor {
     journal: Rc<RefCell<Journal>>,
     /// The children's lines are not written out (see [`Style::journal_only`]).
     journal_only: bool,
+    /// The programs' log files, when the manifest has any, and the lines read for each
+    /// since the last flush.
+    files: Option<Files>,
+    file_bufs: Vec<Vec<u8>>,
 }
 
 /// SIGPWR: how LXC's `lxc-stop` and some power daemons ask an init to shut down; a
@@ -285,7 +290,7 @@ impl Supervisor {
         };
         #[cfg(not(feature = "postgres"))]
         let coord: Option<Coordinator> = None;
-        out.set_waker(waker);
+        out.set_waker(waker.clone());
         let signals = Signals::new(
             [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]
                 .into_iter()
@@ -412,7 +417,19 @@ impl Supervisor {
             Phase::Prelaunch
         };
         let journal = Journal::new(members.iter().map(|m| m.prog.name.clone()));
+        let paths: Vec<Option<std::path::PathBuf>> =
+            members.iter().map(|m| m.prog.log_file.clone()).collect();
+        let files = if paths.iter().any(Option::is_some) {
+            let f = Files::start(paths, &m.log_files)?;
+            f.set_waker(waker.clone());
+            Some(f)
+        } else {
+            None
+        };
+        let file_bufs = vec![Vec::new(); members.len()];
         let mut sup = Supervisor {
+            files,
+            file_bufs,
             journal: Rc::new(RefCell::new(journal)),
             journal_only: style.journal_only,
             registry,
@@ -839,7 +856,20 @@ impl Supervisor {
             }
             Message::Operate { ids, op } => self.operate(ids, *op, now),
             Message::Land { reason } => self.land(reason.clone(), now),
+            Message::Reopen => self.reopen_files(),
             _ => {}
+        }
+    }
+
+    /// SIGUSR1 or `mothership reopen`: the log files are closed and opened again with
+    /// their next lines (after an external logrotate moved them).
+    fn reopen_files(&mut self) {
+        match &self.files {
+            Some(f) => {
+                log::info!("reopening the log files");
+                f.reopen();
+            }
+            None => log::info!("asked to reopen the log files: this fleet has none"),
         }
     }
 
@@ -1058,7 +1088,7 @@ impl Supervisor {
                     }
                 }
                 SIGHUP => log::warn!("received SIGHUP: reloading the manifest is not available yet; nothing was changed"),
-                SIGUSR1 => self.log_status(now),
+                SIGUSR1 => self.reopen_files(),
                 other => log::info!("received {}: ignored", signal_name(other)),
             }
         }
@@ -1103,52 +1133,6 @@ impl Supervisor {
                 });
                 self.dispatch(i, Event::Recycle, now);
             }
-        }
-    }
-
-    fn log_status(&self, now: Instant) {
-        log::info!(
-            "status of {} program(s), phase {:?}:",
-            self.members.len(),
-            self.phase
-        );
-        for (i, m) in self.members.iter().enumerate() {
-            let s = match &m.child.state {
-                State::Waiting => "waiting".to_string(),
-                State::Starting { pid, .. } => format!("starting (pid {pid})"),
-                State::Running { pid, since } => format!(
-                    "up (pid {pid}, {} s)",
-                    now.saturating_duration_since(*since).as_secs()
-                ),
-                State::Stopping { pid, .. } => format!("stopping (group {pid})"),
-                State::Backoff { until } => format!(
-                    "restarting in {} ms",
-                    until.saturating_duration_since(now).as_millis()
-                ),
-                State::Done { exit: Some(e) } => format!("ended ({e})"),
-                State::Done { exit: None } => "stopped".to_string(),
-                State::Held => "stopped by the operator".to_string(),
-                State::Failed { reason } => format!("failed ({reason})"),
-            };
-            let health = m
-                .prog
-                .health
-                .as_ref()
-                .and(i.checked_sub(self.npre))
-                .and_then(|p| self.told.ships.get(p))
-                .map(|v| format!(", health {}", v.health.name()))
-                .unwrap_or_default();
-            let said = m
-                .status
-                .as_ref()
-                .map(|s| format!(", status: {s}"))
-                .unwrap_or_default();
-            log::info!(
-                "  {} {}: {s}, {} restart(s){health}{said}",
-                m.prog.kind(),
-                m.prog.name,
-                m.child.restarts
-            );
         }
     }
 
@@ -1723,7 +1707,8 @@ impl Supervisor {
             }
             // At the final drain what is left in the pipes is taken whatever the congestion
             // (bounded by FINAL_DRAIN per pipe): it is often a dying program's last words.
-            if !self.final_drain && (self.paused || self.out.congested()) {
+            let files_congested = self.files.as_ref().is_some_and(Files::congested);
+            if !self.final_drain && (self.paused || self.out.congested() || files_congested) {
                 self.paused = true;
                 return;
             }
@@ -1735,11 +1720,16 @@ impl Supervisor {
                     let m = &mut self.members[p.member];
                     let si = stream_index(p.stream);
                     let (member, stream, at) = (p.member, p.stream, journal::now_ms());
-                    let mut j = self.journal.borrow_mut();
-                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
-                    p.asm.flush(&m.prefix[si], &mut self.batch[si], &mut sink);
-                    drop(j);
-                    let member = p.member;
+                    {
+                        let mut j = self.journal.borrow_mut();
+                        let mut file =
+                            file_sink(&self.files, &mut self.file_bufs, member, stream, at);
+                        let mut sink = |l: &[u8]| {
+                            j.push(member, at, stream, l);
+                            file(l);
+                        };
+                        p.asm.flush(&m.prefix[si], &mut self.batch[si], &mut sink);
+                    }
                     self.close_pipe(t, member);
                     return;
                 }
@@ -1749,7 +1739,11 @@ impl Supervisor {
                     let si = stream_index(p.stream);
                     let (member, stream, at) = (p.member, p.stream, journal::now_ms());
                     let mut j = self.journal.borrow_mut();
-                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
+                    let mut file = file_sink(&self.files, &mut self.file_bufs, member, stream, at);
+                    let mut sink = |l: &[u8]| {
+                        j.push(member, at, stream, l);
+                        file(l);
+                    };
                     p.asm.feed(
                         &self.buf[..n],
                         &m.prefix[si],
@@ -1788,6 +1782,13 @@ impl Supervisor {
 
     /// Hands buffered child output to the writer.
     pub fn flush_output(&mut self) {
+        if let Some(f) = &self.files {
+            for (i, b) in self.file_bufs.iter_mut().enumerate() {
+                if !b.is_empty() {
+                    f.push(i, std::mem::take(b));
+                }
+            }
+        }
         // Lines are pushed in the order they were read; stdout and stderr are separate
         // streams, as they were for the child.
         for (si, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
@@ -1867,7 +1868,11 @@ impl Supervisor {
                     let si = stream_index(p.stream);
                     let (member, stream, at) = (p.member, p.stream, journal::now_ms());
                     let mut j = self.journal.borrow_mut();
-                    let mut sink = |l: &[u8]| j.push(member, at, stream, l);
+                    let mut file = file_sink(&self.files, &mut self.file_bufs, member, stream, at);
+                    let mut sink = |l: &[u8]| {
+                        j.push(member, at, stream, l);
+                        file(l);
+                    };
                     p.asm.flush(
                         &self.members[p.member].prefix[si],
                         &mut self.batch[si],
@@ -1947,6 +1952,36 @@ fn log_match(re: &regex::Regex, line: &mut Vec<u8>, data: &[u8]) -> bool {
 }
 
 /// Where program `name`'s notification socket lives.
+/// What writes a program's line to its file's buffer, as `TIME out|err TEXT` (nothing
+/// when it has no file).
+fn file_sink<'a>(
+    files: &Option<Files>,
+    bufs: &'a mut [Vec<u8>],
+    member: usize,
+    stream: Stream,
+    at_ms: u64,
+) -> impl FnMut(&[u8]) + 'a {
+    let has = files.as_ref().is_some_and(|f| f.path(member).is_some());
+    let head = has.then(|| {
+        let tag = match stream {
+            Stream::Stdout => " out ",
+            Stream::Stderr => " err ",
+        };
+        let mut h = crate::output::logger::rfc3339_ms(at_ms).into_bytes();
+        h.extend_from_slice(tag.as_bytes());
+        h
+    });
+    let buf = bufs.get_mut(member);
+    let mut target = head.zip(buf);
+    move |line: &[u8]| {
+        if let Some((h, b)) = &mut target {
+            b.extend_from_slice(h);
+            b.extend_from_slice(line);
+            b.push(b'\n');
+        }
+    }
+}
+
 fn notify_path(socket_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     socket_dir.join(format!("{name}.notify"))
 }

@@ -9,6 +9,7 @@ mod flagship_pg;
 mod hardening;
 mod health;
 mod hooks;
+mod logfiles;
 mod output;
 mod pid1;
 mod platform;

@@ -394,8 +394,11 @@ fn sighup_and_usr1_change_nothing() {
     assert!(wait_for(secs(5), || f.stderr().contains("w: up")));
     f.signal(libc::SIGHUP);
     f.signal(libc::SIGUSR1);
+    // USR1 reopens the log files (this fleet has none); the status is `mothership status`.
     assert!(
-        wait_for(secs(5), || f.stderr().contains("ship w: up (pid")),
+        wait_for(secs(5), || f
+            .stderr()
+            .contains("asked to reopen the log files: this fleet has none")),
         "{}",
         f.stderr()
     );

@@ -1,0 +1,177 @@
+//! The programs' log files (issue 18): rotation with nothing lost, compression, reopen
+//! after an external logrotate, and `mothership logs` reaching past memory into them.
+
+use std::io::Read;
+
+use crate::cli::secs;
+use crate::support::*;
+
+/// Every line of `name`'s files in `dir`, oldest archive first.
+fn all_lines(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let mut archives: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|p| {
+                    let f = p.file_name()?.to_str()?.to_string();
+                    let rest = f.strip_prefix(&format!("{name}.log."))?;
+                    let k = rest.trim_end_matches(".gz").parse().ok()?;
+                    Some((k, p))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    archives.sort_by_key(|a| std::cmp::Reverse(a.0));
+    let mut out = Vec::new();
+    for (_, p) in archives
+        .into_iter()
+        .chain(std::iter::once((0, dir.join(format!("{name}.log")))))
+    {
+        let bytes = std::fs::read(&p).unwrap_or_default();
+        let text = if p.extension().is_some_and(|e| e == "gz") {
+            // (Archives move up while they are listed: a count taken then is wrong, and
+            // the caller asks again.)
+            let mut s = String::new();
+            let _ = flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut s);
+            s
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        out.extend(text.lines().map(String::from));
+    }
+    out
+}
+
+#[test]
+fn a_chatty_program_rotates_its_files_without_losing_a_line() {
+    let m = marker("logfiles");
+    let d = Dir::new("logfiles");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[mothership]
+log_dir = "logs"
+log_max_size = "64KB"
+log_keep = 100
+log_compress = true
+[[fleet.a]]
+name = "chatty"
+command = "sh"
+args = ["-c", "seq 1 50000; echo done >&2; exec sleep 1000; : {m}"]
+[[fleet.a]]
+name = "quiet"
+command = "sh"
+args = ["-c", "echo hello; exec sleep 1000; : {m}"]
+log_file = "quiet/own.log"
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    let logs = d.join("logs");
+    assert!(
+        wait_for(secs(20), || all_lines(&logs, "chatty").len() == 50001),
+        "{} lines; {}",
+        all_lines(&logs, "chatty").len(),
+        f.stderr()
+    );
+    let lines = all_lines(&logs, "chatty");
+    for (i, l) in lines[..50000].iter().enumerate() {
+        // 2026-12-02T14:58:27.832Z out 1234
+        let mut parts = l.splitn(3, ' ');
+        let (t, s, text) = (parts.next(), parts.next(), parts.next());
+        assert!(t.is_some_and(|t| t.len() == 24 && t.ends_with('Z')), "{l}");
+        assert_eq!(
+            (s, text),
+            (Some("out"), Some((i + 1).to_string().as_str())),
+            "{l}"
+        );
+    }
+    assert!(lines[50000].ends_with(" err done"));
+    // Rotated, compressed, each archive within the size (compressed, far under it).
+    let archives = std::fs::read_dir(&logs).map(|r| r.count()).unwrap_or(0);
+    assert!(archives > 5, "{archives} files");
+    assert!(logs.join("chatty.log.1.gz").exists());
+    assert!(
+        std::fs::metadata(logs.join("chatty.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            <= 64 * 1000
+    );
+    assert!(d.read("quiet/own.log").ends_with(" out hello\n"));
+    // The output still reached mothership's stdout too.
+    assert!(
+        wait_for(secs(10), || f.stdout().contains("| 50000\n")),
+        "{}",
+        f.stdout().len()
+    );
+
+    // `logs` reaches past what memory keeps (4096 lines) into the files, in order.
+    let (code, out, err) = run_in(&d.path, &["logs", "chatty", "-n", "100000"]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got.len(), 50001);
+    assert!(got
+        .iter()
+        .take(50000)
+        .enumerate()
+        .all(|(i, l)| l.ends_with(&format!(" out {}", i + 1))));
+    let (_, out, _) = run_in(
+        &d.path,
+        &["logs", "chatty", "--grep", "^123$", "-n", "100000"],
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.ends_with(" out 123\n"));
+
+    // An external logrotate moves the file away; `reopen` makes a new one.
+    std::fs::rename(d.join("quiet/own.log"), d.join("quiet/own.log.old")).unwrap();
+    let (code, _, err) = run_in(&d.path, &["reopen"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run_in(&d.path, &["restart", "quiet"]);
+    assert_eq!(code, 0);
+    assert!(
+        wait_for(secs(10), || d.read("quiet/own.log").contains(" out hello")),
+        "{}",
+        f.stderr()
+    );
+    assert_eq!(d.read("quiet/own.log.old").lines().count(), 1);
+    // SIGUSR1 does the same.
+    std::fs::rename(d.join("quiet/own.log"), d.join("quiet/own.log.old2")).unwrap();
+    f.signal(libc::SIGUSR1);
+    assert!(wait_for(secs(5), || f
+        .stderr()
+        .contains("log files reopened")));
+    run_in(&d.path, &["restart", "quiet"]);
+    assert!(wait_for(secs(10), || d
+        .read("quiet/own.log")
+        .contains(" out hello")));
+    assert_eq!(f.stop(secs(10)), Some(0));
+    assert!(pids_with(&m).is_empty());
+}
+
+#[test]
+fn log_file_settings_are_checked() {
+    let d = Dir::new("logfiles-bad");
+    for (text, want) in [
+        ("[mothership]\nlog_max_size = \"1KB\"", "log_max_size"),
+        ("[mothership]\nlog_keep = -1", "log_keep"),
+        ("[mothership]\nlog_dir = \"\"", "`log_dir` is empty"),
+        ("[mothership]\nlog_compress = \"yes\"", "log_compress"),
+    ] {
+        d.write(
+            "ship-manifest.toml",
+            &format!("{text}\n[[fleet.a]]\nname = \"a\"\ncommand = \"true\"\n"),
+        );
+        let (code, _, err) = run_in(&d.path, &["clearance"]);
+        assert_eq!(code, 78, "{text}: {err}");
+        assert!(
+            err.contains(want) && err.contains("ship-manifest.toml:2:"),
+            "{text}: {err}"
+        );
+    }
+    d.write(
+        "ship-manifest.toml",
+        "[[fleet.a]]\nname = \"a\"\ncommand = \"true\"\nlog_file = \"x.log\"\n[[fleet.a]]\nname = \"b\"\ncommand = \"true\"\nlog_file = \"x.log\"\n",
+    );
+    let (code, _, err) = run_in(&d.path, &["clearance"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("same log file"), "{err}");
+}
