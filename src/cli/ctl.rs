@@ -99,11 +99,26 @@ fn read_answer(r: &mut impl BufRead, path: &Path) -> Result<Value, i32> {
 /// printed.
 fn request(path: &Path, cmd: &str, members: &[(&str, String)]) -> Result<Value, i32> {
     let mut s = connect(path)?;
-    if let Err(e) = s.write_all(request_line(cmd, members).as_bytes()) {
+    send(&mut s, &request_line(cmd, members), path)?;
+    read_answer(&mut BufReader::new(&s), path)
+}
+
+/// Writes a request. When that fails, the fleet may have said why before it closed the
+/// connection (a peer it refuses): that reason is printed rather than the broken pipe.
+fn send(s: &mut UnixStream, line: &str, path: &Path) -> Result<(), i32> {
+    if let Err(e) = s.write_all(line.as_bytes()) {
+        let mut said = String::new();
+        let _ = BufReader::new(&*s).read_line(&mut said);
+        if let Ok(v) = json::parse(said.trim_end().as_bytes()) {
+            if let Some(why) = v.get("error").and_then(Value::as_str) {
+                eprintln!("mothership: {why}");
+                return Err(EXIT_FAILED);
+            }
+        }
         eprintln!("mothership: {}: {e}", path.display());
         return Err(EXIT_FAILED);
     }
-    read_answer(&mut BufReader::new(&s), path)
+    Ok(())
 }
 
 fn json_strings(items: &[String]) -> String {
@@ -310,9 +325,8 @@ pub fn logs(socket_path: Option<&Path>, ask: &LogsAsk, as_json: bool) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Err(e) = s.write_all(request_line("logs", &members).as_bytes()) {
-        eprintln!("mothership: {}: {e}", path.display());
-        return EXIT_FAILED;
+    if let Err(code) = send(&mut s, &request_line("logs", &members), &path) {
+        return code;
     }
     let mut r = BufReader::new(&s);
     let v = match read_answer(&mut r, &path) {

@@ -88,7 +88,22 @@ pub fn run(g: &Global) -> i32 {
     let needs_dir = m.programs.iter().any(|p| {
         matches!(p.role, Role::Bay { .. }) || matches!(p.ready, crate::manifest::Ready::Notify)
     });
-    let dir = prepare_socket_dir(&socket_dir);
+    // A group that may use the control socket: resolved here, where the machine is.
+    let group = match &m.control_group {
+        None => None,
+        Some(g) => match group_id(&g.name) {
+            Some(gid) => Some(crate::control::Group { gid, full: g.full }),
+            None => {
+                log::error!(
+                    "failed: control_group {:?}: no such group on this machine",
+                    g.name
+                );
+                out.finish(writer);
+                return EXIT_FAILED;
+            }
+        },
+    };
+    let dir = prepare_socket_dir(&socket_dir, group.map(|g| g.gid));
     if let Err(e) = &dir {
         if needs_dir {
             log::error!("failed: socket directory {}: {e}", socket_dir.display());
@@ -100,7 +115,10 @@ pub fn run(g: &Global) -> i32 {
             socket_dir.display()
         );
     }
-    let control = match dir.is_ok().then(|| crate::control::bind(&socket_dir)) {
+    let control = match dir
+        .is_ok()
+        .then(|| crate::control::bind(&socket_dir, group))
+    {
         None => None,
         Some(Ok(b)) => Some(crate::control::Control::new(b)),
         // Instances of a fleet with a flagship election may share a machine: the first
@@ -287,8 +305,29 @@ pub fn socket_dir() -> PathBuf {
     PathBuf::from("/tmp/mothership")
 }
 
-/// Creates the socket directory with mode 0700, and refuses one owned by another user.
-fn prepare_socket_dir(dir: &Path) -> std::io::Result<()> {
+/// The id of the group `name`.
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: group is plain data getgrnam_r fills; buf outlives the call.
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, with buf's length.
+    let r = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (r == 0 && !found.is_null()).then_some(group.gr_gid)
+}
+
+/// Creates the socket directory with mode 0700 (0710 and the group's, when a group may
+/// use the control socket), and refuses one owned by another user.
+fn prepare_socket_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
     let existed = dir.exists();
     std::fs::create_dir_all(dir)?;
     let meta = std::fs::metadata(dir)?;
@@ -309,7 +348,13 @@ fn prepare_socket_dir(dir: &Path) -> std::io::Result<()> {
             meta.uid()
         )));
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    match group {
+        Some(gid) => {
+            std::os::unix::fs::chown(dir, None, Some(gid))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
+        }
+        None => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+    }
 }
 
 /// The descriptor of `--notify-fd`: open, and not one of the standard streams.

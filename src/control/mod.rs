@@ -59,6 +59,15 @@ pub struct Bound {
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,
     lock: std::fs::File,
+    group: Option<Group>,
+}
+
+/// A group whose members may use the control socket besides mothership's own user
+/// (`control_group`): to look only, or (`full`) to act as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub gid: u32,
+    pub full: bool,
 }
 
 /// Binds `dir/control.sock` (mode 0600) under an exclusive lock on `dir/control.lock`,
@@ -66,7 +75,7 @@ pub struct Bound {
 /// left by a mothership that is gone is replaced; a lock another process holds means a
 /// running mothership ([`BindError::Live`]). Probing, unlinking and binding under the lock
 /// leaves no race between two starts.
-pub fn bind(dir: &Path) -> Result<Bound, BindError> {
+pub fn bind(dir: &Path, group: Option<Group>) -> Result<Bound, BindError> {
     let lock_path = dir.join(LOCK);
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -99,18 +108,28 @@ pub fn bind(dir: &Path) -> Result<Bound, BindError> {
             )))
         }
     }
-    let listener = bind_new(&path).map_err(BindError::Other)?;
+    let listener = bind_new(&path, group).map_err(BindError::Other)?;
     Ok(Bound {
         listener,
         path,
         lock,
+        group,
     })
 }
 
-fn bind_new(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+fn bind_new(path: &Path, group: Option<Group>) -> Result<std::os::unix::net::UnixListener, String> {
     let l = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    // Mode 0600; 0660 with the group's ownership when a group may use it too.
+    let mode = match group {
+        Some(g) => {
+            std::os::unix::fs::chown(path, None, Some(g.gid))
+                .map_err(|e| format!("cannot give {} to group {}: {e}", path.display(), g.gid))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     l.set_nonblocking(true)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -127,6 +146,8 @@ struct Client {
     follow: Option<Follow>,
     /// Its events passed [`MAX_PENDING`] unread: disconnect it.
     overflow: bool,
+    /// It may act (start, stop, ...), not only look.
+    full: bool,
 }
 
 /// What a client follows: new lines of some programs' logs, and changes of state.
@@ -164,6 +185,8 @@ pub struct Control {
     extras: Option<SharedExtras>,
     /// Each program's log file (in the journal's order) and the archives kept of each.
     files: LogPaths,
+    /// The group that may use it too.
+    group: Option<Group>,
 }
 
 /// Where the programs' lines are written, for `logs` (whose client reads the files).
@@ -188,6 +211,7 @@ impl Control {
             journal: None,
             extras: None,
             files: LogPaths::default(),
+            group: b.group,
         }
     }
 
@@ -345,12 +369,21 @@ impl Control {
                     return;
                 }
             };
-            let allowed = crate::reactor::peer::peer_credentials(&stream)
-                .is_ok_and(|p| p.uid == self.uid || p.uid == 0);
-            if !allowed {
-                let _ = stream.write_all(&error_line("permission denied"));
+            // Its own user and root may do anything; members of the control group what
+            // the group may; nobody else anything.
+            let access = match crate::reactor::peer::peer_credentials(&stream) {
+                Ok(p) if p.uid == self.uid || p.uid == 0 => Some(true),
+                Ok(p) => self.group.and_then(|g| {
+                    let member = p.gid == g.gid
+                        || crate::reactor::peer::peer_groups(&stream).contains(&g.gid);
+                    member.then_some(g.full)
+                }),
+                Err(_) => None,
+            };
+            let Some(full) = access else {
+                let _ = stream.write_all(&coded_error("permission denied", "denied"));
                 continue;
-            }
+            };
             let slot = match self.clients.iter().position(Option::is_none) {
                 Some(i) => i,
                 None if self.clients.len() < MAX_CLIENTS => {
@@ -376,6 +409,7 @@ impl Control {
                 closing: false,
                 follow: None,
                 overflow: false,
+                full,
             });
         }
     }
@@ -398,6 +432,7 @@ impl Control {
                     let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
                     self.sample.get(&pgids, now, SAMPLE_MAX_AGE).clone()
                 });
+                let c_full = c.full;
                 let journal = self.journal.as_ref().map(|j| j.borrow());
                 let extras = self.extras.as_ref().map(|e| e.borrow());
                 let (a, follow) = answer(
@@ -410,6 +445,7 @@ impl Control {
                         journal: journal.as_deref(),
                         extras: extras.as_deref(),
                         files: Some(&self.files),
+                        full: c_full,
                     },
                 );
                 drop(journal);
@@ -634,6 +670,8 @@ pub struct Ctx<'a> {
     pub journal: Option<&'a Journal>,
     pub extras: Option<&'a Extras>,
     pub files: Option<&'a LogPaths>,
+    /// The client may act, not only look.
+    pub full: bool,
 }
 
 /// The answer line to one request line, and what the client follows from then on.
@@ -655,6 +693,16 @@ pub fn answer(line: &[u8], ctx: &mut Ctx) -> (Vec<u8>, Option<Follow>) {
     let Some(cmd) = v.get("cmd").and_then(Value::as_str) else {
         return (error_line("no \"cmd\""), None);
     };
+    let looks = matches!(cmd, "status" | "version" | "logs" | "subscribe");
+    if !looks && !ctx.full {
+        return (
+            coded_error(
+                "permission denied: members of the control group may only look (control_group_access = \"read\")",
+                "denied",
+            ),
+            None,
+        );
+    }
     match cmd {
         "logs" => logs(&v, ctx.journal, ctx.files),
         "subscribe" => subscribe(&v, ctx.journal),
@@ -936,6 +984,7 @@ mod tests {
             journal: None,
             extras: None,
             files: None,
+            full: true,
         };
         let (a, _) = answer(br#"{"v":1,"cmd":"status"}"#, &mut ctx);
         assert!(a.ends_with(b"\n") && a.iter().filter(|&&b| b == b'\n').count() == 1);
@@ -965,10 +1014,10 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
         // A socket file nobody listens on.
         drop(std::os::unix::net::UnixListener::bind(d.join(SOCKET)));
-        let live = bind(&d).unwrap_or_else(|e| panic!("{e:?}"));
+        let live = bind(&d, None).unwrap_or_else(|e| panic!("{e:?}"));
         let mode = std::fs::metadata(&live.path).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o600));
-        match bind(&d) {
+        match bind(&d, None) {
             Err(BindError::Live(e)) => assert!(e.contains("another mothership is running"), "{e}"),
             other => panic!("{:?}", other.err()),
         }
@@ -977,7 +1026,7 @@ mod tests {
         let path = c.path.clone();
         drop(c);
         assert!(!path.exists());
-        let again = bind(&d);
+        let again = bind(&d, None);
         assert!(again.is_ok(), "{:?}", again.err());
         drop(again);
         let _ = std::fs::remove_dir_all(&d);
@@ -1001,6 +1050,7 @@ mod tests {
                 journal: Some(&j),
                 extras: None,
                 files: None,
+                full: true,
             };
             let (a, follow) = answer(req, &mut ctx);
             (parse(&a), String::from_utf8_lossy(&a).into_owned(), follow)

@@ -300,6 +300,7 @@ impl Parser<'_> {
                 ..EventHooks::default()
             },
             log_files: LogFiles::default(),
+            control_group: None,
         };
 
         let (mut ship_base, mut bay_base, mut module_base) =
@@ -351,6 +352,7 @@ impl Parser<'_> {
             self.flagship(&mut ms, &mut m);
             self.event_hooks(&mut ms, &mut m);
             self.log_files(&mut ms, &mut m);
+            self.control_group(&mut ms, &mut m);
             self.rate_limiting(&mut ms, &mut m);
             self.http(&mut ms, &mut m);
             ms.finish(self.d);
@@ -1464,6 +1466,40 @@ impl Parser<'_> {
                 }
                 Err(e) => self.d.error(url.span, e),
             }
+        }
+    }
+
+    /// `control_group`, `control_group_access`.
+    fn control_group(&mut self, ms: &mut Table<'_, '_>, m: &mut Manifest) {
+        let group = ms.string(self.d, "control_group");
+        let access = ms.string(self.d, "control_group_access");
+        let full = match &access {
+            None => false,
+            Some(a) => match a.value.as_str() {
+                "read" => false,
+                "full" => true,
+                other => {
+                    self.d.error(
+                        a.span.clone(),
+                        format!("`control_group_access` is \"read\" (status, logs) or \"full\" (also start, stop, restart, signal, reopen), found {other:?}"),
+                    );
+                    false
+                }
+            },
+        };
+        match (group, access) {
+            (Some(g), _) => {
+                let name = self.expanded(&g);
+                if name.is_empty() {
+                    self.d.error(g.span, "`control_group` is empty");
+                } else {
+                    m.control_group = Some(ControlGroup { name, full });
+                }
+            }
+            (None, Some(a)) => self
+                .d
+                .error(a.span, "`control_group_access` without a `control_group`"),
+            (None, None) => {}
         }
     }
 

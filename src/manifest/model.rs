@@ -36,6 +36,17 @@ pub struct Manifest {
     pub events: EventHooks,
     /// How the programs' log files are kept (`log_dir` and company).
     pub log_files: LogFiles,
+    /// A group whose members may use the control socket (`control_group`).
+    pub control_group: Option<ControlGroup>,
+}
+
+/// `control_group` and `control_group_access` of `[mothership]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlGroup {
+    pub name: String,
+    /// Members may also start, stop, restart, signal and reopen (`"full"`), not only
+    /// look (`"read"`: status, logs, subscribe, version).
+    pub full: bool,
 }
 
 /// `log_dir`, `log_max_size`, `log_keep` and `log_compress` of `[mothership]`.

@@ -40,6 +40,43 @@ pub fn peer_credentials(sock: &impl AsRawFd) -> io::Result<PeerCred> {
     })
 }
 
+/// `SO_PEERGROUPS` (Linux 4.13): the peer's supplementary groups.
+#[cfg(target_os = "linux")]
+const SO_PEERGROUPS: libc::c_int = if cfg!(target_arch = "sparc64") {
+    0x3d
+} else {
+    59
+};
+
+/// The peer's supplementary groups, as the kernel recorded them when it connected
+/// (empty where the kernel cannot say).
+#[cfg(target_os = "linux")]
+pub fn peer_groups(sock: &impl AsRawFd) -> Vec<u32> {
+    let mut groups = vec![0 as libc::gid_t; 256];
+    let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the buffer, which is that large.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+    groups
+}
+
+/// The peer's supplementary groups: not known here (its primary group is).
+#[cfg(not(target_os = "linux"))]
+pub fn peer_groups(_: &impl AsRawFd) -> Vec<u32> {
+    Vec::new()
+}
+
 #[cfg(any(target_os = "freebsd", target_os = "macos"))]
 pub fn peer_credentials(sock: &impl AsRawFd) -> io::Result<PeerCred> {
     let (mut uid, mut gid): (libc::uid_t, libc::gid_t) = (0, 0);

@@ -136,8 +136,9 @@ impl Record {
     }
 }
 
-/// Makes sure `dir` is a directory of this user that no one else can enter (creating it
-/// with mode 0700, or tightening a directory of ours).
+/// Makes sure `dir` is a directory of this user that no one else can list or enter
+/// (creating it with mode 0700, or tightening a directory of ours; its group may keep
+/// the right to pass through).
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -155,9 +156,12 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
             meta.uid()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
+    // Search by the group alone (0710: the control socket's group, `control_group`)
+    // lets no one list or read what is here.
+    if meta.mode() & 0o067 != 0 {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let keep = meta.mode() & 0o010;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700 | keep))?;
     }
     Ok(())
 }

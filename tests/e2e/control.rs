@@ -549,3 +549,91 @@ critical = false
     assert_eq!(status.code(), Some(0));
     assert!(pids_with(&m).is_empty());
 }
+
+/// Runs this build as the user nobody (group nogroup) with `args`, from a copy it may
+/// execute; its exit status and output.
+fn as_nobody(d: &Dir, args: &[&str]) -> (i32, String) {
+    let bin = d.join("ms-other");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&bin)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runuser (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn another_user_is_refused_unless_in_the_control_group_and_then_as_it_allows() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs as root (it uses another uid through runuser), as CI does"
+    );
+    let m = marker("control-group");
+    for (access, can_act) in [(None, false), (Some("read"), false), (Some("full"), true)] {
+        let d = Dir::new("control-group");
+        std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let group = match access {
+            Some(a) => format!(
+                "[mothership]\ncontrol_group = \"nogroup\"\ncontrol_group_access = \"{a}\"\n"
+            ),
+            None => String::new(),
+        };
+        d.write(
+            "ship-manifest.toml",
+            &format!("{group}[[fleet.app]]\nname = \"web\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo hi; exec sleep 1000; : {m}\"]\n"),
+        );
+        let mut f = Fleet::start(&d, &[]);
+        assert!(
+            wait_for(secs(10), || f.stderr().contains("web: up")),
+            "{}",
+            f.stderr()
+        );
+        let sock = d.join("sock/control.sock");
+        let sock_s = sock.to_string_lossy().into_owned();
+        let meta = std::fs::metadata(&sock).unwrap();
+        if access.is_none() {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+            // Even with the folder and the socket opened to all, the kernel's word on
+            // the peer decides.
+            std::fs::set_permissions(d.join("sock"), std::fs::Permissions::from_mode(0o711))
+                .unwrap();
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+            let (code, out) = as_nobody(&d, &["status", "--socket", &sock_s]);
+            assert!(
+                code != 0 && out.contains("permission denied") && !out.contains("web"),
+                "{code} {out}"
+            );
+        } else {
+            // 0660, the group's; the folder 0710, the group's.
+            assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+            assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+            let dir = std::fs::metadata(d.join("sock")).unwrap();
+            assert_eq!(dir.permissions().mode() & 0o777, 0o710);
+            let (code, out) = as_nobody(&d, &["status", "--socket", &sock_s]);
+            assert!(code == 0 && out.contains("web"), "{code} {out}");
+            let (code, out) = as_nobody(&d, &["logs", "web", "--socket", &sock_s]);
+            assert!(code == 0 && out.contains(" out hi"), "{code} {out}");
+            let (code, out) = as_nobody(&d, &["restart", "web", "--socket", &sock_s]);
+            if can_act {
+                assert!(code == 0 && out.contains("restarting: web"), "{code} {out}");
+            } else {
+                assert!(code == 1 && out.contains("may only look"), "{code} {out}");
+            }
+        }
+        assert_eq!(f.stop(secs(10)), Some(0));
+    }
+    assert!(pids_with(&m).is_empty());
+}
