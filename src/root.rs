@@ -330,6 +330,9 @@ pub fn run(
     }
     let checks = Some(Checks::new(&m.programs, Instant::now())).filter(|c| !c.is_empty());
     let extras = edge.as_mut().map(Edge::share_extras);
+    if let (Some(e), Some(c)) = (edge.as_mut(), sup.log_lines_lost()) {
+        e.count_log_lines_lost(c);
+    }
     let mut control = control;
     if let Some(c) = &mut control {
         c.attach(sup.journal());

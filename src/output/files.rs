@@ -41,7 +41,7 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     /// Lines that could not be written to their file.
-    lost: AtomicU64,
+    lost: Arc<AtomicU64>,
 }
 
 /// The loop's handle on the log files' writer.
@@ -58,7 +58,7 @@ impl Files {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
-            lost: AtomicU64::new(0),
+            lost: Arc::new(AtomicU64::new(0)),
         });
         let s = shared.clone();
         let files: Vec<Option<LogFile>> =
@@ -119,6 +119,11 @@ impl Files {
     /// Lines lost to their files so far.
     pub fn lost(&self) -> u64 {
         self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// The count of lines lost to their files, for the metrics.
+    pub fn lost_counter(&self) -> Arc<AtomicU64> {
+        self.shared.lost.clone()
     }
 
     /// Writes what is queued and ends the writer (waiting at most a few seconds).

@@ -181,6 +181,8 @@ pub struct Gauges {
     pub bays: Vec<BayRow>,
     /// The WASM modules with their counts.
     pub modules: Vec<crate::payload::ModRow>,
+    /// Lines of the programs' output that could not be written to their log files.
+    pub log_lines_lost: u64,
 }
 
 /// A bay for the metrics: name, docked now, clients now, counts.
@@ -699,6 +701,13 @@ pub fn render(
     };
     gauge(
         &mut o,
+        "mothership_log_file_lines_lost_total",
+        "counter",
+        "Lines of the programs' output that could not be written to their log files (a full disk, say); they stay in memory for `mothership logs`.",
+        g.log_lines_lost as f64,
+    );
+    gauge(
+        &mut o,
         "mothership_connections_open",
         "gauge",
         "Client connections open now.",
@@ -906,8 +915,10 @@ mod tests {
                     m
                 },
             }],
+            log_lines_lost: 7,
         };
         let text = render(&s, &fleet, &usage, &g, t0);
+        assert!(text.contains("mothership_log_file_lines_lost_total 7\n"));
         assert!(text.contains("mothership_module_calls_total{module=\"guard\"} 2\n"));
         assert!(text.contains("mothership_module_blocks_total{module=\"guard\"} 1\n"));
         assert!(text.contains(

@@ -272,6 +272,8 @@ pub struct Edge {
     /// refreshed.
     extras: Option<status::SharedExtras>,
     extras_at: Instant,
+    /// Lines lost to the programs' log files (the supervisor's writer counts them).
+    log_lines_lost: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     listeners: Vec<Bound>,
     router: Router,
     names: Vec<String>,
@@ -415,6 +417,7 @@ impl Edge {
         Ok(Edge {
             extras: None,
             extras_at: Instant::now(),
+            log_lines_lost: None,
             listeners,
             router,
             names: m.programs.iter().map(|p| p.name.clone()).collect(),
@@ -820,6 +823,11 @@ impl Edge {
     }
 
     /// Drives connections left with work, then handles expired timers.
+    /// Shows the count of lines lost to log files in the metrics.
+    pub fn count_log_lines_lost(&mut self, c: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.log_lines_lost = Some(c);
+    }
+
     /// The routes and modules' counts for the control socket and the dashboard, kept up
     /// to date from here on.
     pub fn share_extras(&mut self) -> status::SharedExtras {
@@ -1305,6 +1313,10 @@ impl Edge {
                         .collect(),
                     bays: self.bay_gauges(),
                     modules: self.payloads.rows(),
+                    log_lines_lost: self
+                        .log_lines_lost
+                        .as_ref()
+                        .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed)),
                 };
                 let text = metrics::render(&self.stats, fleet, &usage, &g, self.now);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";

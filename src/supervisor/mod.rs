@@ -619,6 +619,11 @@ impl Supervisor {
         self.dispatch(i, Event::Unhealthy { reason }, now);
     }
 
+    /// The count of lines lost to their log files, when there are log files.
+    pub fn log_lines_lost(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.files.as_ref().map(Files::lost_counter)
+    }
+
     /// The programs' recent lines, for the control socket.
     pub fn journal(&self) -> Rc<RefCell<Journal>> {
         self.journal.clone()

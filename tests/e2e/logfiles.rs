@@ -175,3 +175,45 @@ fn log_file_settings_are_checked() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("same log file"), "{err}");
 }
+
+#[test]
+fn a_file_that_cannot_be_written_is_reported_once_and_its_lines_counted() {
+    let m = marker("logfiles-lost");
+    let d = Dir::new("logfiles-lost");
+    // Its folder is a file: every write fails, as on a full disk.
+    d.write("blocker", "");
+    let port = free_port();
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[mothership]
+metrics_port = {port}
+[[fleet.a]]
+name = "talker"
+command = "sh"
+args = ["-c", "for i in 1 2 3; do echo line $i; sleep 0.2; done; exec sleep 1000; : {m}"]
+log_file = "blocker/talker.log"
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    let lost = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .find_map(|l| l.strip_prefix("mothership_log_file_lines_lost_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(wait_for(secs(10), || lost() >= 3.0), "{}", f.stderr());
+    let warned = f.stderr().matches("log file").count();
+    assert_eq!(warned, 1, "said once: {}", f.stderr());
+    // The lines are still in memory.
+    let (_, out, _) = run_in(&d.path, &["logs", "talker"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(f.stop(secs(10)), Some(0));
+    assert!(pids_with(&m).is_empty());
+}
