@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-http_request http_response chunked proxy_protocol manifest user_agent exchange docking websocket payload}
+targets=${FUZZ_TARGETS:-http_request http_response chunked proxy_protocol manifest user_agent exchange docking websocket payload control}
 export RUSTC_BOOTSTRAP=1 # cargo-fuzz's sanitizer flags on the stable toolchain
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo fuzz build --fuzz-dir tests/fuzz
