@@ -139,11 +139,11 @@ impl Subsystem for Control {
         Control::ready(self, ev.token(), t.registry, t.fleet, t.now);
     }
     fn turn_end(&mut self, t: &Turn) {
-        Control::turn_end(self, t.registry);
+        Control::turn_end(self, t.registry, t.fleet, t.now);
     }
     fn timers_due(&mut self, _: &Turn) {}
     fn next_deadline(&mut self) -> Option<Instant> {
-        None
+        Control::next_deadline(self, Instant::now())
     }
     fn hear(&mut self, msg: &Message, t: &Turn) {
         Control::hear(self, msg, t.fleet);
@@ -161,7 +161,9 @@ impl Subsystem for Hooks {
     fn ready(&mut self, ev: &Event, t: &Turn) {
         Hooks::ready(self, ev.token(), t.registry, t.now);
     }
-    fn turn_end(&mut self, _: &Turn) {}
+    fn turn_end(&mut self, t: &Turn) {
+        Hooks::turn_end(self, t.registry, t.now);
+    }
     fn timers_due(&mut self, t: &Turn) {
         Hooks::timers_due(self, t.registry, t.now);
     }

@@ -266,8 +266,13 @@ fn from_files(
     // The file's lines of the millisecond memory begins with: the first of them are older.
     let mut boundary: Vec<(String, String, String)> = Vec::new();
     for p in names {
-        let Ok(f) = std::fs::File::open(&p) else {
-            continue;
+        let f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                eprintln!("mothership: {} not read: {e}", p.display());
+                continue;
+            }
         };
         let reader: Box<dyn BufRead> = if p.extension().is_some_and(|e| e == "gz") {
             Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))

@@ -152,7 +152,7 @@ pub fn run(g: &Global) -> i32 {
     if g.tui {
         match crate::tui::term::Terminal::enter(1) {
             Ok(t) => {
-                logger::divert(true);
+                let _ = logger::divert(true);
                 term = Some(t);
             }
             Err(e) => {
@@ -176,7 +176,12 @@ pub fn run(g: &Global) -> i32 {
     #[cfg(feature = "tui")]
     if let Some(mut t) = term.take() {
         t.restore();
-        logger::divert(false);
+        // What was logged after the dashboard's last turn (the end of the landing).
+        for line in logger::divert(false) {
+            let mut line = line;
+            line.push(b'\n');
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
+        }
     }
     let code = match result {
         Ok(outcome) => {

@@ -1,19 +1,22 @@
-//! The control socket: `control.sock` in the socket folder, mode 0600, served by the
-//! loop. Its protocol is line-delimited JSON, versioned: a request is one line holding an
-//! object `{"v":1,"cmd":"..."}`, its answer one line holding an object with `"ok"`
-//! (`true` with the command's fields, or `false` with `"error"`). Requests are bounded
-//! ([`MAX_REQUEST`]); a client that stops reading is disconnected once its answers pass
-//! [`MAX_PENDING`] bytes; peers are served only when the kernel says they run as the
-//! same user as mothership, or as root.
+//! The control socket: `control.sock` in the socket folder, mode 0600 (0660 with a
+//! `control_group`), served by the loop. Its protocol is line-delimited JSON, versioned:
+//! a request is one line holding an object `{"v":1,"cmd":"..."}`, its answer one line
+//! holding an object with `"ok"` (`true` with the command's fields, or `false` with
+//! `"error"` and a `"code"`). Requests are bounded ([`MAX_REQUEST`]); a client that stops
+//! reading is disconnected once its answers pass [`MAX_PENDING`] bytes; each call answers
+//! at most [`LINES_PER_CALL`] requests of a client, the rest at the end of later turns,
+//! so that no client holds the loop. Peers are served only when the kernel says they
+//! run as the same user as mothership, or as root, or belong to the control group (which
+//! may only look, or act too).
 //!
-//! Commands of this version: `status` (the fleet's state and each program's, as
-//! `/status.json` has them) and `version`.
+//! Commands: `status`, `version`, `start`, `stop`, `restart`, `signal`, `reopen`, `logs`
+//! and `subscribe` (see mothership(1)).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -41,6 +44,8 @@ pub const MAX_REQUEST: usize = 64 << 10;
 pub const MAX_PENDING: usize = 4 << 20;
 /// Clients at once.
 const MAX_CLIENTS: usize = 64;
+/// Requests of one client answered per call; the rest wait for the end of the turn.
+pub const LINES_PER_CALL: usize = 32;
 
 /// The lock file held, for the life of the process, by the mothership that owns the
 /// control socket of a folder.
@@ -81,6 +86,7 @@ pub fn bind(dir: &Path, group: Option<Group>) -> Result<Bound, BindError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| BindError::Other(format!("cannot open {}: {e}", lock_path.display())))?;
     // SAFETY: flock on a descriptor this function owns.
@@ -148,6 +154,8 @@ struct Client {
     overflow: bool,
     /// It may act (start, stop, ...), not only look.
     full: bool,
+    /// Requests are waiting that this call left for a later one.
+    more: bool,
 }
 
 /// What a client follows: new lines of some programs' logs, and changes of state.
@@ -246,6 +254,11 @@ impl Control {
         self.extras = Some(extras);
     }
 
+    /// Now, when a client has requests waiting (the loop must not sleep); else none.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.clients.iter().flatten().any(|c| c.more).then_some(now)
+    }
+
     /// What the operators asked since the last call.
     pub fn take_messages(&mut self, out: &mut Vec<Message>) {
         out.append(&mut self.outbox);
@@ -253,8 +266,11 @@ impl Control {
 
     /// The end of a turn: new lines and events to those who follow them, and accepting
     /// again after a resource error.
-    pub fn turn_end(&mut self, registry: &Registry) {
+    pub fn turn_end(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         for i in 0..self.clients.len() {
+            if matches!(&self.clients[i], Some(c) if c.more) {
+                self.serve(i, registry, fleet, now);
+            }
             if matches!(&self.clients[i], Some(c) if c.follow.is_some()) {
                 self.fill(i);
                 self.flush(i, registry);
@@ -338,7 +354,10 @@ impl Control {
                 Err(_) => gone = true,
             }
         }
-        if gone || (c.closing && c.out.is_empty() && !c.inbuf.contains(&b'\n')) {
+        // One that ended its side is closed once answered, unless it follows logs or
+        // events (`socat` and `nc -N` end their side after sending the request).
+        let answered = c.out.is_empty() && !c.inbuf.contains(&b'\n');
+        if gone || (c.closing && answered && c.follow.is_none()) {
             if let Some(mut c) = self.clients[i].take() {
                 let _ = registry.deregister(&mut c.stream);
             }
@@ -410,6 +429,7 @@ impl Control {
                 follow: None,
                 overflow: false,
                 full,
+                more: false,
             });
         }
     }
@@ -417,6 +437,10 @@ impl Control {
     fn serve(&mut self, i: usize, registry: &Registry, fleet: &FleetView, now: Instant) {
         let mut gone = false;
         let mut buf = [0u8; 4096];
+        let mut answered = 0;
+        if let Some(Some(c)) = self.clients.get_mut(i) {
+            c.more = false;
+        }
         loop {
             let Some(Some(c)) = self.clients.get_mut(i) else {
                 return;
@@ -426,6 +450,11 @@ impl Control {
                 if c.out.len() >= SOFT_PENDING {
                     break; // read on once it has read its answers
                 }
+                if answered == LINES_PER_CALL {
+                    c.more = true; // the others after the rest of the loop's work
+                    break;
+                }
+                answered += 1;
                 let line: Vec<u8> = c.inbuf.drain(..=end).collect();
                 let needs_usage = line.windows(8).any(|w| w == b"\"status\"");
                 let usage = needs_usage.then(|| {
@@ -494,11 +523,12 @@ impl Control {
         }
         self.fill(i);
         self.flush(i, registry);
-        let more = matches!(&self.clients.get(i), Some(Some(c))
-            if c.out.is_empty() && c.inbuf.contains(&b'\n'));
-        if more {
-            // Lines held back while its answers were pending: answer them now.
-            self.serve(i, registry, fleet, now);
+        // Lines held back while its answers were pending, now that they are written: at
+        // the end of the turn (never here: one client would hold the loop).
+        if let Some(Some(c)) = self.clients.get_mut(i) {
+            if c.out.is_empty() && c.inbuf.contains(&b'\n') {
+                c.more = true;
+            }
         }
     }
 }
@@ -603,7 +633,12 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
             let Some(name) = v.get("signal").and_then(Value::as_str) else {
                 return error_line("no \"signal\" (a name such as \"HUP\", or a number)");
             };
-            match crate::manifest::units::parse_signal(name) {
+            // A name (`HUP`, `SIGUSR1`), or a number of a signal this system has.
+            let number = name.parse::<i32>().ok().filter(|n| (1..=64).contains(n));
+            match number
+                .map(Ok)
+                .unwrap_or_else(|| crate::manifest::units::parse_signal(name))
+            {
                 Ok(sig) => Operation::Signal(sig),
                 Err(e) => return error_line(&e),
             }
@@ -627,6 +662,28 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
             ),
             "not_now",
         );
+    }
+    // A program whose dependency has failed for good cannot start: it would fail too
+    // (and a critical one land the fleet). Unless that dependency starts with it.
+    if matches!(op, Operation::Start | Operation::Restart) {
+        for id in &ids {
+            let Some(s) = fleet.ships.get(id.index()) else {
+                continue;
+            };
+            let failed = s.deps.iter().find(|&&d| {
+                !ids.iter().any(|i| i.index() == d)
+                    && fleet.ships.get(d).is_some_and(|x| x.state == "failed")
+            });
+            if let Some(d) = failed.and_then(|&d| fleet.ships.get(d)) {
+                return coded_error(
+                    &format!(
+                        "{} depends on {}, which has failed: {cmd} {} as well",
+                        s.name, d.name, d.name
+                    ),
+                    "not_now",
+                );
+            }
+        }
     }
     let ids: Vec<ProgramId> = match op {
         // Only a process that runs can be signalled.
@@ -817,6 +874,8 @@ fn logs(
     });
     let mut o = String::from("{\"ok\":true,\"v\":1,\"name\":");
     json::write_str(&mut o, &log.name);
+    // The number of the next line: a later `subscribe` may go on from it.
+    o.push_str(&format!(",\"next\":{}", log.next_seq()));
     // Where older lines are: its log file and archives (the client reads them), and the
     // time of the oldest line still in memory (older ones are only in the files).
     if let Some((path, keep)) = files.and_then(|f| Some((f.paths.get(idx)?.as_ref()?, f.keep))) {
@@ -895,9 +954,20 @@ fn subscribe(v: &Value, journal: Option<&Journal>) -> (Vec<u8>, Option<Follow>) 
                         v
                     }
                 };
+                // From the next line, or from where an earlier `logs` answer left off
+                // (`"from":{"web":120}`), so that nothing is missed in between.
+                let from = |name: &str| match v.get("from") {
+                    Some(Value::Object(_)) => v.get("from")?.get(name)?.as_u64(),
+                    _ => None,
+                };
                 f.logs = picked
                     .into_iter()
-                    .filter_map(|i| Some((i, j.get(i)?.next_seq())))
+                    .filter_map(|i| {
+                        let log = j.get(i)?;
+                        let next =
+                            from(&log.name).map_or(log.next_seq(), |n| n.min(log.next_seq()));
+                        Some((i, next))
+                    })
                     .collect();
             }
             other => {

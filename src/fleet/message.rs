@@ -177,6 +177,7 @@ mod tests {
             name: name.into(),
             group: "web".into(),
             tags: Vec::new(),
+            deps: Vec::new(),
             kind: "ship",
             state: "waiting",
             healthy: false,

@@ -13,6 +13,8 @@ pub struct ShipView {
     pub name: String,
     pub group: String,
     pub tags: Vec<String>,
+    /// What it depends on (indexes of programs).
+    pub deps: Vec<usize>,
     /// `ship`, `job` or `bay`.
     pub kind: &'static str,
     /// `waiting`, `starting`, `running`, `stopping`, `backoff`, `done`, `failed` or
@@ -62,6 +64,7 @@ impl ShipView {
             name: p.name.clone(),
             group: p.group().to_string(),
             tags: p.tags.clone(),
+            deps: p.deps.iter().map(|d| d.index()).collect(),
             kind: p.kind(),
             state: "waiting",
             healthy: false,

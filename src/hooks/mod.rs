@@ -98,7 +98,12 @@ impl Notice {
 struct RunPipe {
     file: File,
     asm: LineAssembler,
+    /// Its budget ran out with bytes left: read on at the end of the turn.
+    more: bool,
 }
+
+/// Bytes read from a hook's pipe per call (a chatty hook does not hold the loop).
+const READ_BUDGET: usize = 64 << 10;
 
 /// A hook command under way.
 struct Run {
@@ -208,7 +213,10 @@ impl Hooks {
     pub fn busy(&self) -> bool {
         self.runs.iter().any(Option::is_some)
             || !self.queue.is_empty()
-            || self.poster.as_ref().is_some_and(|p| p.conn.is_some())
+            || self
+                .poster
+                .as_ref()
+                .is_some_and(|p| p.conn.is_some() || (!p.queue.is_empty() && !p.addrs.is_empty()))
     }
 
     /// How long, at most, what is under way may take to finish.
@@ -219,18 +227,52 @@ impl Hooks {
     /// At exit: hook commands still running are killed with their process groups.
     pub fn kill_all(&mut self) {
         for r in self.runs.iter_mut().filter_map(Option::take) {
-            if r.ended.is_none() {
+            // Still running, or reaped while something it started holds its output:
+            // the whole group goes.
+            if r.ended.is_none() || r.pipes.iter().any(Option::is_some) {
                 log::warn!(
-                    "on_event: the hook for the {} event still runs at exit; killing it",
+                    "on_event: the hook for the {} event still runs at exit; killing its process group",
                     r.notice.kind
                 );
                 crate::supervisor::spawn::signal_group(r.pid, libc::SIGKILL);
             }
         }
+        if let Some(p) = &self.poster {
+            if !p.queue.is_empty() {
+                log::warn!(
+                    "webhook {}: {} event(s) not delivered at exit",
+                    p.masked,
+                    p.queue.len()
+                );
+            }
+        }
     }
 
     pub fn next_deadline(&mut self) -> Option<Instant> {
+        if self.pipes_with_more().next().is_some() {
+            return Some(Instant::now());
+        }
         self.timers.next_deadline()
+    }
+
+    fn pipes_with_more(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.runs.iter().enumerate().flat_map(|(slot, r)| {
+            (0..2).filter_map(move |k| {
+                r.as_ref()
+                    .and_then(|r| r.pipes[k].as_ref())
+                    .filter(|p| p.more)
+                    .map(|_| (slot, k))
+            })
+        })
+    }
+
+    /// The end of a turn: the pipes whose budget ran out are read on.
+    pub fn turn_end(&mut self, registry: &Registry, now: Instant) {
+        let pending: Vec<(usize, usize)> = self.pipes_with_more().collect();
+        for (slot, k) in pending {
+            self.read_pipe(slot, k, registry);
+            self.maybe_done(slot, registry, now);
+        }
     }
 
     /// An event to tell, a health change (an event too), or a hook command reaped.
@@ -324,6 +366,7 @@ impl Hooks {
                                 pipes[k] = Some(RunPipe {
                                     file,
                                     asm: LineAssembler::default(),
+                                    more: false,
                                 })
                             }
                             Err(e) => log::warn!("on_event: {e}"),
@@ -374,6 +417,8 @@ impl Hooks {
         };
         let mut buf = [0u8; 8192];
         let mut sink = Vec::new();
+        let mut budget = READ_BUDGET;
+        p.more = false;
         let mut log_line = |l: &[u8]| {
             let line = String::from_utf8_lossy(l);
             if stream == 0 {
@@ -394,6 +439,11 @@ impl Hooks {
                     p.asm
                         .feed(&buf[..n], &self.prefix, &mut sink, &mut log_line);
                     sink.clear();
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        p.more = true;
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

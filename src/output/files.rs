@@ -172,10 +172,12 @@ impl LogFile {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
+            // Never through a symlink someone left in its place.
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&self.path)?;
             self.size = f.metadata()?.len();
             self.file = Some(f);
@@ -265,6 +267,7 @@ fn gzip(from: &Path, to: &Path) -> io::Result<()> {
         .write(true)
         .truncate(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     io::copy(&mut input, &mut enc)?;

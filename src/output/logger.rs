@@ -40,12 +40,26 @@ static DIVERTED: Mutex<Option<VecDeque<Vec<u8>>>> = Mutex::new(None);
 /// Lines kept for the dashboard between two of its turns.
 const DIVERT_MAX: usize = 1000;
 
+/// Lines the dashboard did not take in time (past [`DIVERT_MAX`] between two turns).
+static DIVERT_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Sends mothership's own log lines to the dashboard ([`take_diverted`]) instead of
-/// stderr, or (false) back to stderr.
-pub fn divert(on: bool) {
-    if let Ok(mut d) = DIVERTED.lock() {
-        *d = on.then(VecDeque::new);
+/// stderr, or (false) back to stderr; then returns the lines the dashboard has not
+/// taken, for the caller to write once the terminal is its own again.
+pub fn divert(on: bool) -> Vec<Vec<u8>> {
+    let Ok(mut d) = DIVERTED.lock() else {
+        return Vec::new();
+    };
+    let left = std::mem::replace(&mut *d, on.then(VecDeque::new));
+    let mut left: Vec<Vec<u8>> = left.map(Vec::from).unwrap_or_default();
+    let dropped = DIVERT_DROPPED.swap(0, Ordering::Relaxed);
+    if !on && dropped > 0 {
+        left.push(
+            format!("({dropped} of mothership's own lines were dropped while the dashboard ran)")
+                .into_bytes(),
+        );
     }
+    left
 }
 
 /// The lines logged since the last call, while diverted (without their line feed).
@@ -63,6 +77,8 @@ impl Write for Sink {
             if let Some(q) = d.as_mut() {
                 if q.len() < DIVERT_MAX {
                     q.push_back(buf.strip_suffix(b"\n").unwrap_or(buf).to_vec());
+                } else {
+                    DIVERT_DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(buf.len());
             }

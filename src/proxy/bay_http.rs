@@ -432,6 +432,7 @@ impl Edge {
             .iter()
             .position(Option::is_none)
             .unwrap_or(bay.http.len());
+        super::bays::private_socket(&bay.socket);
         match mio::net::UnixStream::connect(&bay.socket) {
             Ok(s) => {
                 let mut stream = Stream::Unix(s);

@@ -240,6 +240,20 @@ impl WsConn {
 }
 
 /// The bays of the manifest, by program index.
+/// Takes group and other permissions off a socket file of the socket folder (one that
+/// is not this user's is left alone: connecting to it then fails or is refused).
+pub fn private_socket(path: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me && meta.mode() & 0o077 != 0 {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
 pub(super) fn bays_of(m: &Manifest, socket_dir: &Path) -> Vec<Option<Bay>> {
     m.programs
         .iter()
@@ -728,6 +742,9 @@ impl Edge {
         if !bay.running || bay.link.is_some() {
             return;
         }
+        // The bay made its socket with its own umask; in a folder its group may pass
+        // through (`control_group`), only mothership's user may talk to it.
+        private_socket(&bay.socket);
         let tried = mio::net::UnixStream::connect(&bay.socket);
         match tried {
             Ok(s) => {

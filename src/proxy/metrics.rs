@@ -850,6 +850,7 @@ mod tests {
                 name: "web".into(),
                 group: "g\\1".into(),
                 tags: Vec::new(),
+                deps: Vec::new(),
                 kind: "ship",
                 state: "running",
                 healthy: true,

@@ -291,6 +291,7 @@ mod tests {
             name: "web<1>".into(),
             group: "g&h".into(),
             tags: Vec::new(),
+            deps: Vec::new(),
             kind: "ship",
             state: "running",
             healthy: true,

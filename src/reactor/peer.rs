@@ -52,23 +52,32 @@ const SO_PEERGROUPS: libc::c_int = if cfg!(target_arch = "sparc64") {
 /// (empty where the kernel cannot say).
 #[cfg(target_os = "linux")]
 pub fn peer_groups(sock: &impl AsRawFd) -> Vec<u32> {
+    let size = std::mem::size_of::<libc::gid_t>();
     let mut groups = vec![0 as libc::gid_t; 256];
-    let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the buffer, which is that large.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PEERGROUPS,
-            groups.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Vec::new();
+    // Twice at most: when the buffer is too small (ERANGE), the kernel says how large.
+    for _ in 0..2 {
+        let mut len = (groups.len() * size) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the buffer, that large.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            groups.truncate(len as usize / size);
+            return groups;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || len as usize <= groups.len() * size {
+            break;
+        }
+        groups = vec![0; (len as usize).div_ceil(size).min(1 << 16)];
     }
-    groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
-    groups
+    Vec::new()
 }
 
 /// The peer's supplementary groups: not known here (its primary group is).

@@ -894,6 +894,20 @@ impl Supervisor {
         }
         for &i in &members {
             let name = &self.members[i].prog.name;
+            // (The control socket refuses this; the dashboard may ask.)
+            let failed_dep = self.members[i]
+                .deps
+                .iter()
+                .copied()
+                .find(|&d| self.members[d].child.is_failed() && !members.contains(&d));
+            if let (Some(d), Operation::Start | Operation::Restart) = (failed_dep, op) {
+                log::warn!(
+                    target: "fleet",
+                    "{name}: not started: its dependency {} has failed (start both)",
+                    self.members[d].prog.name
+                );
+                continue;
+            }
             match op {
                 Operation::Stop => {
                     log::info!(target: "fleet", "{name}: stop asked on the control socket");

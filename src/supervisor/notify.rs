@@ -259,6 +259,12 @@ impl Inbox {
         use nix::sys::socket::{setsockopt, sockopt};
         let _ = std::fs::remove_file(path);
         let sock = UnixDatagram::bind(path)?;
+        // Only mothership's user may send to it (its folder may let a control group
+        // pass through).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
         sock.set_nonblocking(true)?;
         setsockopt(&sock, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
         Ok(Inbox {

@@ -176,6 +176,17 @@ pub fn next_landing(v: &impl View, from: usize) -> Option<(Decision, usize)> {
     None
 }
 
+/// Waiting for a program the operator stopped, directly or through others: launching
+/// cannot bring it up, so the launch is over without it.
+fn held_back(v: &impl View, i: usize, depth: usize) -> bool {
+    // The graph has no cycles (the manifest is checked); the bound is for safety.
+    depth < 64
+        && *v.state(i) == State::Waiting
+        && v.deps(i)
+            .iter()
+            .any(|&d| matches!(v.state(d), State::Held) || held_back(v, d, depth + 1))
+}
+
 /// Every program is down: landing is over.
 pub fn all_down(v: &impl View) -> bool {
     (0..v.count()).all(|i| is_down(v.state(i)))
@@ -204,7 +215,8 @@ pub fn next_phase(v: &impl View, phase: Phase, f: &Facts) -> Option<Transition> 
         Phase::Launching | Phase::Running => {
             // A manifest without programs but with an edge (static files, metrics) serves
             // until it is told to land.
-            let settled = programs().all(|i| v.was_up(i) || failed(i) || ended(i) || held(i));
+            let settled = programs()
+                .all(|i| v.was_up(i) || failed(i) || ended(i) || held(i) || held_back(v, i, 0));
             if phase == Phase::Launching && settled {
                 return Some(Transition::Running {
                     up: programs()
@@ -641,5 +653,10 @@ mod tests {
                 on: vec![0]
             }]
         );
+        // ... and the launch is over without waiting for it.
+        assert!(matches!(
+            next_phase(&f, Phase::Launching, &facts(now)),
+            Some(Transition::Running { .. })
+        ));
     }
 }

@@ -31,6 +31,8 @@ use crate::reactor::TUI_TOKENS;
 const STDIN: Token = Token(TUI_TOKENS);
 const WINCH: Token = Token(TUI_TOKENS + 1);
 const REFRESH: Duration = Duration::from_secs(1);
+/// Frames drawn at most this often (a busy loop turns far more often).
+const FRAME_EVERY: Duration = Duration::from_millis(50);
 
 pub struct Local {
     model: Model,
@@ -50,6 +52,9 @@ pub struct Local {
     sample: Cached,
     stdin_open: bool,
     extras: Option<crate::proxy::status::SharedExtras>,
+    /// Something it shows changed since the last frame, and when that frame was drawn.
+    dirty: bool,
+    drawn_at: Instant,
 }
 
 impl Local {
@@ -83,6 +88,8 @@ impl Local {
             sample: Cached::default(),
             stdin_open: true,
             extras: None,
+            dirty: true,
+            drawn_at: Instant::now(),
         })
     }
 
@@ -105,6 +112,9 @@ impl Local {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.dirty {
+            return Some(self.next_status.min(self.drawn_at + FRAME_EVERY));
+        }
         Some(self.next_status)
     }
 
@@ -123,8 +133,12 @@ impl Local {
                 for _ in self.signals.pending() {}
                 self.last.clear();
                 self.pending = b"\x1b[2J".to_vec();
+                self.dirty = true;
             }
-            STDIN => self.read_keys(registry, fleet),
+            STDIN => {
+                self.read_keys(registry, fleet);
+                self.dirty = true;
+            }
             _ => {}
         }
     }
@@ -189,14 +203,14 @@ impl Local {
         if self.status_due || now >= self.next_status {
             self.refresh(fleet, now);
         }
-        self.draw();
+        self.draw(now);
     }
 
     pub fn timers_due(&mut self, fleet: &FleetView, now: Instant) {
         if now >= self.next_status {
             self.refresh(fleet, now);
-            self.draw();
         }
+        self.draw(now);
     }
 
     fn refresh(&mut self, fleet: &FleetView, now: Instant) {
@@ -214,8 +228,10 @@ impl Local {
         }
         self.status_due = false;
         self.next_status = now + REFRESH;
+        self.dirty = true;
     }
 
+    /// Takes the programs' new lines and mothership's own into the logs pane.
     fn pull_lines(&mut self) {
         let j = self.journal.borrow();
         for (i, next) in self.cursors.iter_mut().enumerate() {
@@ -224,6 +240,7 @@ impl Local {
                 continue;
             }
             for l in log.since(*next) {
+                self.dirty = true;
                 self.model.push_log(LogLine {
                     name: log.name.clone(),
                     time: super::clock(&rfc3339_ms(l.at_ms)),
@@ -235,6 +252,7 @@ impl Local {
         }
         drop(j);
         for line in take_diverted() {
+            self.dirty = true;
             let text = String::from_utf8_lossy(&line);
             let text = text.split_once(" | ").map_or(&*text, |(_, t)| t);
             self.model.push_log(LogLine {
@@ -246,8 +264,13 @@ impl Local {
         }
     }
 
-    fn draw(&mut self) {
+    fn draw(&mut self, now: Instant) {
         if self.pending.is_empty() {
+            if !self.dirty || now < self.drawn_at + FRAME_EVERY {
+                return;
+            }
+            self.dirty = false;
+            self.drawn_at = now;
             let (w, h) = super::term::size(self.tty.as_raw_fd());
             let f = frame(&mut self.model, w, h);
             if f == self.last {

@@ -18,6 +18,8 @@ use keys::Key;
 
 /// Log lines the dashboard keeps.
 pub const LOG_LINES: usize = 5000;
+/// Characters of a log line it keeps.
+pub const LINE_CHARS: usize = 512;
 
 /// One program's row in the overview.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -188,7 +190,11 @@ impl Model {
 
     /// Keeps one log line (the oldest go past [`LOG_LINES`]); a scrolled view stays on
     /// the lines it shows.
-    pub fn push_log(&mut self, line: LogLine) {
+    pub fn push_log(&mut self, mut line: LogLine) {
+        // Wider than any terminal: the rest is not kept.
+        if let Some((cut, _)) = line.text.char_indices().nth(LINE_CHARS) {
+            line.text.truncate(cut);
+        }
         if self.logs.len() >= LOG_LINES {
             self.logs.pop_front();
         }

@@ -72,6 +72,8 @@ pub fn top(path: &Path) -> i32 {
     let mut next_status = Instant::now() + REFRESH;
     let mut status_soon = false;
     let mut subscribed = false;
+    // The history asked for: answers still to come, and where each program's left off.
+    let mut history: Option<(usize, String)> = None;
     let end = loop {
         let (w, h) = term.size();
         let f = frame(&mut m, w, h);
@@ -171,21 +173,37 @@ pub fn top(path: &Path) -> i32 {
                 let line: Vec<u8> = inbuf.drain(..=nl).collect();
                 if let Ok(v) = json::parse(&line[..nl]) {
                     status_soon |= take(&mut m, &v);
-                    if !subscribed && v.get("programs").is_some() {
-                        // The lines from before it attached, each program's last ones,
-                        // then the new ones: asked together, they are answered in one
-                        // go, with no line missed or shown twice.
-                        subscribed = true;
+                    // The lines from before it attached, each program's last ones; then
+                    // the new ones, each program's from the line after the last it got,
+                    // so that none is missed or shown twice.
+                    if history.is_none() && v.get("programs").is_some() {
                         let mut req = String::new();
                         for p in &m.programs {
                             req.push_str("{\"v\":1,\"cmd\":\"logs\",\"lines\":50,\"name\":");
                             json::write_str(&mut req, &p.name);
                             req.push_str("}\n");
                         }
-                        req.push_str(
-                            "{\"v\":1,\"cmd\":\"subscribe\",\"events\":[\"state\",\"log\"]}\n",
-                        );
+                        history = Some((m.programs.len(), String::new()));
                         let _ = sock.write_all(req.as_bytes());
+                    }
+                    if let (Some((left, from)), Some(name), Some(next)) = (
+                        history.as_mut(),
+                        v.get("name").and_then(Value::as_str),
+                        v.get("next").and_then(Value::as_u64),
+                    ) {
+                        if !from.is_empty() {
+                            from.push(',');
+                        }
+                        json::write_str(from, name);
+                        from.push_str(&format!(":{next}"));
+                        *left = left.saturating_sub(1);
+                    }
+                    if let Some((0, from)) = &history {
+                        if !subscribed {
+                            subscribed = true;
+                            let req = format!("{{\"v\":1,\"cmd\":\"subscribe\",\"events\":[\"state\",\"log\"],\"from\":{{{from}}}}}\n");
+                            let _ = sock.write_all(req.as_bytes());
+                        }
                     }
                 }
             }

@@ -397,6 +397,10 @@ critical = false
     );
     assert_eq!(run_in(&d.path, &["restart"]).0, 2);
     assert_eq!(run_in(&d.path, &["signal", "db", "NOSUCH"]).0, 1);
+    // A signal by number.
+    let (code, _, err) = run_in(&d.path, &["signal", "db", "10"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(wait_for(secs(5), || d.read("usr1").lines().count() == 2));
     run_in(&d.path, &["stop", "crashy"]);
     assert!(wait_for(secs(10), || state_of(&d, "crashy") == "stopped"));
     let (code, _, err) = run_in(&d.path, &["signal", "crashy", "HUP"]);
@@ -535,6 +539,28 @@ critical = false
     assert!(rss < 64 << 10, "{rss} KiB");
     drop(r);
 
+    // A follower that ends its side after its request (as socat and nc -N do) still
+    // gets the new lines.
+    let mut s = UnixStream::connect(d.join("sock/control.sock")).unwrap();
+    s.set_read_timeout(Some(secs(10))).unwrap();
+    s.write_all(b"{\"cmd\":\"logs\",\"name\":\"delta\",\"lines\":0,\"follow\":true}\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut r = BufReader::new(s);
+    let mut events = 0;
+    let mut line = String::new();
+    while events < 2 {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if line.contains("\"event\":\"log\"") && line.contains("tick-") {
+            events += 1;
+        }
+    }
+    assert_eq!(events, 2, "{line}");
+    drop(r);
+
     // The fleet's landing ends a follower's command with status 0.
     let mut c = std::process::Command::new(BIN)
         .args(["logs", "delta", "-n", "0", "-f"])
@@ -635,5 +661,53 @@ fn another_user_is_refused_unless_in_the_control_group_and_then_as_it_allows() {
         }
         assert_eq!(f.stop(secs(10)), Some(0));
     }
+    assert!(pids_with(&m).is_empty());
+}
+
+#[test]
+fn a_program_whose_dependency_failed_is_not_started_alone() {
+    let m = marker("control-failed-dep");
+    let d = Dir::new("control-failed-dep");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[[fleet.app]]
+name = "db"
+command = "sh"
+args = ["-c", "[ -e fixed ] && exec sleep 1000; exit 3; : {m}"]
+restart = "never"
+critical = false
+[[fleet.app]]
+name = "web"
+command = "sh"
+args = ["-c", "exec sleep 1000; : {m}"]
+depends_on = ["db"]
+critical = false
+[[fleet.other]]
+name = "keep"
+command = "sh"
+args = ["-c", "exec sleep 1000; : {m}"]
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || state_of(&d, "web") == "failed"),
+        "{}",
+        f.stderr()
+    );
+    let (code, _, err) = run_in(&d.path, &["restart", "web"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("web depends on db, which has failed"), "{err}");
+    // Both at once: db first, then web.
+    d.write("fixed", "");
+    let (code, _, err) = run_in(&d.path, &["restart", "db", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_for(secs(10), || state_of(&d, "web") == "running"),
+        "{}",
+        f.stderr()
+    );
+    assert_eq!(f.stop(secs(10)), Some(0));
     assert!(pids_with(&m).is_empty());
 }

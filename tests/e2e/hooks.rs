@@ -200,3 +200,40 @@ fn hook_settings_are_checked() {
         );
     }
 }
+
+#[test]
+fn a_chatty_hook_does_not_hold_the_loop() {
+    let m = marker("hooks-chatty");
+    let d = Dir::new("hooks-chatty");
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            r#"[mothership]
+on_event = ["sh", "-c", "exec yes hook-says-yes; : {m}"]
+on_event_timeout = "2s"
+[[fleet.a]]
+name = "a"
+command = "sh"
+args = ["-c", "exec sleep 1000; : {m}"]
+"#
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("hook-says-yes")),
+        "{}",
+        f.stderr()
+    );
+    // While it floods its pipe, the control socket answers and timers run: it is
+    // killed at its timeout.
+    let (code, out, err) = run_in(&d.path, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running"), "{out}");
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("still runs after 2s")),
+        "{}",
+        f.stderr().len()
+    );
+    assert_eq!(f.stop(secs(10)), Some(0));
+    assert!(wait_for(secs(5), || pids_with(&m).is_empty()));
+}
