@@ -86,3 +86,18 @@ for run in 1 2 3; do
 done
 mb=$(( size / 1048576 ))
 echo "logs: $mb MiB of 100-byte lines: cat|cat $best_cat ms ($(( mb * 1000 / best_cat )) MiB/s), through mothership $best_ms ms ($(( mb * 1000 / best_ms )) MiB/s); ratio $(python3 -c "print(f'{$best_cat/$best_ms:.2f}')") (target >= 0.5)"
+
+# 6. The same lines also written to log files (issue 18): log_dir with the default 1 MiB x
+# 10 rotation, then with gzip of the archives; the writer thread's backpressure slows the
+# reads when the disk (or gzip) is slower than the pipe.
+for variant in plain gzip; do
+  extra=""; [ "$variant" = gzip ] && extra="log_compress = true"
+  printf '[mothership]\nlog_dir = "%s/logs"\n%s\n[[fleet.j]]\nname = "talker"\ncommand = "cat"\nargs = ["%s"]\noneshot = true\n' "$W" "$extra" "$W/lines" > "$W/logfiles.toml"
+  best=
+  for run in 1 2 3; do
+    rm -rf "$W/logs"
+    t0=$(now_ns); "$BIN" -c "$W/logfiles.toml" > /dev/null 2>"$W/log.err"; t1=$(now_ns)
+    m=$(( (t1 - t0) / 1000000 )); [ -z "$best" ] || [ "$m" -lt "$best" ] && best=$m
+  done
+  echo "log files ($variant): $mb MiB of 100-byte lines to stdout and to log files: $best ms ($(( mb * 1000 / best )) MiB/s; without files $best_ms ms)"
+done

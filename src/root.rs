@@ -356,6 +356,18 @@ pub fn run(
     let tui = match dashboard {
         true => {
             let mut t = Local::new(sup.journal())?;
+            // Its own lines to `mothership.log` in `log_dir`, unless a program has it.
+            if let Some(dir) = &m.log_files.dir {
+                let path = dir.join("mothership.log");
+                let taken = m
+                    .prelaunch
+                    .iter()
+                    .chain(&m.programs)
+                    .any(|p| p.log_file.as_ref() == Some(&path));
+                if !taken {
+                    t.own_lines_to(path, &m.log_files);
+                }
+            }
             if let Some(e) = &extras {
                 t.attach_extras(e.clone());
             }

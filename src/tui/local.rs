@@ -55,6 +55,9 @@ pub struct Local {
     /// Something it shows changed since the last frame, and when that frame was drawn.
     dirty: bool,
     drawn_at: Instant,
+    /// With `log_dir`: mothership's own lines are written to `mothership.log` there too
+    /// (the dashboard has the terminal they would have gone to).
+    own_file: Option<crate::output::files::Files>,
 }
 
 impl Local {
@@ -90,7 +93,16 @@ impl Local {
             extras: None,
             dirty: true,
             drawn_at: Instant::now(),
+            own_file: None,
         })
+    }
+
+    /// Writes mothership's own lines to `path` as well, rotated as `settings` say.
+    pub fn own_lines_to(&mut self, path: std::path::PathBuf, settings: &crate::manifest::LogFiles) {
+        match crate::output::files::Files::start(vec![Some(path)], settings) {
+            Ok(f) => self.own_file = Some(f),
+            Err(e) => log::warn!("mothership's own log file: {e}"),
+        }
     }
 
     /// Shows the edge's routes and modules.
@@ -251,16 +263,27 @@ impl Local {
             *next = log.next_seq();
         }
         drop(j);
+        let now_text = crate::output::logger::rfc3339_now();
+        let mut file_lines = Vec::new();
         for line in take_diverted() {
             self.dirty = true;
             let text = String::from_utf8_lossy(&line);
             let text = text.split_once(" | ").map_or(&*text, |(_, t)| t);
+            if self.own_file.is_some() {
+                file_lines.extend_from_slice(now_text.as_bytes());
+                file_lines.extend_from_slice(b" err ");
+                file_lines.extend_from_slice(text.as_bytes());
+                file_lines.push(b'\n');
+            }
             self.model.push_log(LogLine {
                 name: "mothership".into(),
-                time: super::clock(&crate::output::logger::rfc3339_now()),
+                time: super::clock(&now_text),
                 err: text.starts_with("error:") || text.starts_with("warning:"),
                 text: text.to_string(),
             });
+        }
+        if let Some(f) = &self.own_file {
+            f.push(0, file_lines);
         }
     }
 

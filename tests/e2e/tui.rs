@@ -84,7 +84,9 @@ fn manifest(d: &Dir, m: &str) {
     d.write(
         "ship-manifest.toml",
         &format!(
-            r#"[[fleet.a]]
+            r#"[mothership]
+log_dir = "logs"
+[[fleet.a]]
 name = "tui-one"
 command = "sh"
 args = ["-c", "while :; do echo one-line; sleep 0.3; done; : {m}"]
@@ -156,6 +158,14 @@ fn the_dashboard_in_the_fleet_shows_restarts_and_lands_on_q() {
     assert!(pane.contains("EXIT:0"), "{pane}");
     assert!(pane.contains("STTY: isig icanon echo"), "{pane}");
     assert!(pane.contains("landed: quit from the dashboard"), "{pane}");
+    // The programs' lines went to their log files, and mothership's own (which the
+    // terminal did not get) to mothership.log.
+    assert!(d.read("logs/tui-one.log").contains(" out one-line"));
+    let own = d.read("logs/mothership.log");
+    assert!(
+        own.contains(" err tui-two: up") && own.contains("landing: quit from the dashboard"),
+        "{own}"
+    );
     assert_eq!(t.alternate("tui"), "0");
     assert!(wait_for(secs(5), || pids_with(&m).is_empty()));
 }
