@@ -325,6 +325,12 @@ critical = false
         "{}",
         f.stderr()
     );
+    // (Log lines reach the file through the output writer, a moment after.)
+    let restarted = || {
+        let log = f.stderr();
+        log[log.find("restart asked").unwrap_or(0)..].contains("web: started")
+    };
+    assert!(wait_for(secs(5), restarted), "{}", f.stderr());
     let log = f.stderr();
     let after = &log[log.find("restart asked").unwrap_or(0)..];
     let at = |s: &str| after.find(s).unwrap_or_else(|| panic!("{s} in {after}"));

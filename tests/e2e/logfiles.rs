@@ -209,6 +209,7 @@ log_file = "blocker/talker.log"
             .unwrap_or(0.0)
     };
     assert!(wait_for(secs(10), || lost() >= 3.0), "{}", f.stderr());
+    assert!(wait_for(secs(5), || f.stderr().contains("log file")));
     let warned = f.stderr().matches("log file").count();
     assert_eq!(warned, 1, "said once: {}", f.stderr());
     // The lines are still in memory.
