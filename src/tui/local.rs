@@ -124,7 +124,7 @@ impl Local {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.dirty {
+        if self.dirty || !self.pending.is_empty() {
             return Some(self.next_status.min(self.drawn_at + FRAME_EVERY));
         }
         Some(self.next_status)
@@ -301,7 +301,12 @@ impl Local {
             }
             self.pending = f.clone().into_bytes();
             self.last = f;
+        } else if now < self.drawn_at + FRAME_EVERY {
+            return;
         }
+        // A terminal that takes nothing (stopped, or its reader gone) is tried again
+        // every FRAME_EVERY, not on every turn.
+        self.drawn_at = now;
         while !self.pending.is_empty() {
             match self.tty.write(&self.pending) {
                 Ok(0) => return,
