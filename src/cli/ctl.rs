@@ -140,8 +140,17 @@ pub fn operate(
     targets: &[String],
     signal: Option<&str>,
     as_json: bool,
+    wait: Option<Duration>,
 ) -> i32 {
     let path = socket(socket_path);
+    // For a restart to wait for: each program's pid and restarts before it.
+    let before = match wait {
+        Some(_) if cmd == "restart" => match request(&path, "status", &[]) {
+            Ok(v) => programs_of(&v),
+            Err(code) => return code,
+        },
+        _ => Vec::new(),
+    };
     let mut members = vec![("targets", json_strings(targets))];
     if let Some(sig) = signal {
         let mut v = String::new();
@@ -170,8 +179,89 @@ pub fn operate(
         "restart" => "restarting",
         _ => "signalled",
     };
-    println!("{verb}: {}", names.join(", "));
-    EXIT_OK
+    let Some(limit) = wait else {
+        println!("{verb}: {}", names.join(", "));
+        return EXIT_OK;
+    };
+    // --wait: the status, ten times a second, until each is where it was sent.
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let now = match request(&path, "status", &[]) {
+            Ok(v) => programs_of(&v),
+            Err(code) => return code,
+        };
+        let pending: Vec<&(String, String, Option<u64>, u64)> = now
+            .iter()
+            .filter(|p| names.contains(&p.0))
+            .filter(|p| !arrived(cmd, p, before.iter().find(|b| b.0 == p.0)))
+            .collect();
+        if let Some(failed) = pending.iter().find(|p| p.1 == "failed") {
+            eprintln!("mothership: {} has failed", failed.0);
+            return EXIT_FAILED;
+        }
+        if pending.is_empty() {
+            let done = match cmd {
+                "start" => "started",
+                "stop" => "stopped",
+                _ => "restarted",
+            };
+            println!("{done}: {}", names.join(", "));
+            return EXIT_OK;
+        }
+        if std::time::Instant::now() >= end {
+            let left: Vec<String> = pending
+                .iter()
+                .map(|p| format!("{} ({})", p.0, p.1))
+                .collect();
+            eprintln!(
+                "mothership: not {} within {limit:?}: {}",
+                if cmd == "stop" { "stopped" } else { "running" },
+                left.join(", ")
+            );
+            return EXIT_FAILED;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each program's name, state, pid and restarts in a status answer.
+fn programs_of(v: &Value) -> Vec<(String, String, Option<u64>, u64)> {
+    match v.get("programs") {
+        Some(Value::Array(ps)) => ps
+            .iter()
+            .map(|p| {
+                (
+                    p.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    p.get("state")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    p.get("pid").and_then(Value::as_u64),
+                    p.get("restarts").and_then(Value::as_u64).unwrap_or(0),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a program is where `cmd` sent it: stopped; running (or a job done); and for
+/// a restart, running as a new process.
+fn arrived(
+    cmd: &str,
+    p: &(String, String, Option<u64>, u64),
+    before: Option<&(String, String, Option<u64>, u64)>,
+) -> bool {
+    let up = p.1 == "running" || p.1 == "done";
+    match cmd {
+        "stop" => p.1 == "stopped",
+        // One that ran before runs as a new process now; one that did not, runs.
+        "restart" => up && before.is_none_or(|b| b.2.is_none() || b.2 != p.2 || b.3 < p.3),
+        _ => up,
+    }
 }
 
 /// The answer as it came, without the protocol's own members.

@@ -194,6 +194,12 @@ struct Operate {
     /// Print the fleet's answer as JSON
     #[arg(long)]
     json: bool,
+    /// Return once every program named is running (start, restart) or stopped (stop)
+    #[arg(short, long)]
+    wait: bool,
+    /// How long --wait waits before it gives up (exit 1)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::manifest::units::parse_duration)]
+    timeout: std::time::Duration,
     /// The control socket (default: control.sock in the socket folder)
     #[arg(long, value_name = "PATH")]
     socket: Option<std::path::PathBuf>,
@@ -279,11 +285,9 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
                 EXIT_USAGE
             }
         },
-        Command::Start(o) => ctl::operate(o.socket.as_deref(), "start", &o.targets, None, o.json),
-        Command::Stop(o) => ctl::operate(o.socket.as_deref(), "stop", &o.targets, None, o.json),
-        Command::Restart(o) => {
-            ctl::operate(o.socket.as_deref(), "restart", &o.targets, None, o.json)
-        }
+        Command::Start(o) => operate(&o, "start"),
+        Command::Stop(o) => operate(&o, "stop"),
+        Command::Restart(o) => operate(&o, "restart"),
         Command::Logs {
             name,
             lines,
@@ -314,8 +318,14 @@ fn command(c: Option<Command>, g: &Global) -> i32 {
             std::slice::from_ref(&target),
             Some(&signal),
             json,
+            None,
         ),
     }
+}
+
+fn operate(o: &Operate, cmd: &str) -> i32 {
+    let wait = o.wait.then_some(o.timeout);
+    ctl::operate(o.socket.as_deref(), cmd, &o.targets, None, o.json, wait)
 }
 
 /// Whether the dashboard can run here: built in, and a terminal on stdin and stdout.

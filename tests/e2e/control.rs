@@ -377,11 +377,23 @@ critical = false
     let (_, table, _) = run_in(&d.path, &["status"]);
     assert!(table.starts_with("fleet running"), "{table}");
 
-    // Start it again.
-    let (code, _, err) = run_in(&d.path, &["start", "web"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(wait_for(secs(10), || state_of(&d, "web") == "running"));
+    // Start it again, waiting until it runs.
+    let (code, out, err) = run_in(&d.path, &["start", "--wait", "web"]);
+    assert_eq!((code, out.trim()), (0, "started: web"), "{err}");
+    assert_eq!(state_of(&d, "web"), "running");
     assert!(pid_of(&d, "web") > 0);
+    // --wait for a restart: a new process runs when it returns; for a stop: stopped.
+    let before = pid_of(&d, "web");
+    let (code, out, err) = run_in(&d.path, &["restart", "-w", "web"]);
+    assert_eq!((code, out.trim()), (0, "restarted: web"), "{err}");
+    let after = pid_of(&d, "web");
+    assert!(after > 0 && after != before, "{before} -> {after}");
+    let (code, out, err) = run_in(&d.path, &["stop", "-w", "web"]);
+    assert_eq!((code, out.trim()), (0, "stopped: web"), "{err}");
+    assert_eq!(state_of(&d, "web"), "stopped");
+    let (code, _, err) = run_in(&d.path, &["restart", "-w", "--timeout", "10s", "web"]);
+    assert_eq!(code, 0, "a stopped program restarted runs: {err}");
+    assert_eq!(state_of(&d, "web"), "running");
 
     // A signal to a program's main process.
     let (code, out, err) = run_in(&d.path, &["signal", "db", "USR1"]);
