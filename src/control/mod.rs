@@ -772,12 +772,8 @@ fn command(v: &Value, cmd: &str, ctx: &mut Ctx) -> Vec<u8> {
     match cmd {
         "status" => {
             let empty = HashMap::new();
-            let (routes, modules) = match ctx.extras {
-                Some(e) => (&e.routes[..], &e.modules[..]),
-                None => (&[][..], &[][..]),
-            };
             let body =
-                crate::proxy::status::json(fleet, usage.unwrap_or(&empty), routes, modules, now);
+                crate::proxy::status::json_with(fleet, usage.unwrap_or(&empty), ctx.extras, now);
             let mut o = String::from("{\"ok\":true,\"v\":1,");
             o.push_str(body.trim_end().strip_prefix('{').unwrap_or("}"));
             o.push('\n');

@@ -205,6 +205,17 @@ fn opt<T: std::fmt::Display>(o: &mut String, v: Option<T>) {
     }
 }
 
+/// [`json`] with the routes and modules `extras` holds (none without an edge).
+pub fn json_with(
+    fleet: &FleetView,
+    usage: &HashMap<i32, Usage>,
+    extras: Option<&Extras>,
+    now: Instant,
+) -> String {
+    let (routes, modules) = extras.map_or((&[][..], &[][..]), |e| (&e.routes[..], &e.modules[..]));
+    json(fleet, usage, routes, modules, now)
+}
+
 /// The same as JSON: `{"state","uptime_seconds","programs":[...],"modules":[...]}`.
 pub fn json(
     fleet: &FleetView,

@@ -1738,15 +1738,15 @@ impl Supervisor {
                 Ok(0) => {
                     let m = &mut self.members[p.member];
                     let si = stream_index(p.stream);
-                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
+                    let (member, stream) = (p.member, p.stream);
                     {
-                        let mut j = self.journal.borrow_mut();
-                        let mut file =
-                            file_sink(&self.files, &mut self.file_bufs, member, stream, at);
-                        let mut sink = |l: &[u8]| {
-                            j.push(member, at, stream, l);
-                            file(l);
-                        };
+                        let mut sink = line_sink(
+                            &self.journal,
+                            &self.files,
+                            &mut self.file_bufs,
+                            member,
+                            stream,
+                        );
                         p.asm.flush(&m.prefix[si], &mut self.batch[si], &mut sink);
                     }
                     self.close_pipe(t, member);
@@ -1756,20 +1756,21 @@ impl Supervisor {
                     total += n;
                     let m = &mut self.members[p.member];
                     let si = stream_index(p.stream);
-                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
-                    let mut j = self.journal.borrow_mut();
-                    let mut file = file_sink(&self.files, &mut self.file_bufs, member, stream, at);
-                    let mut sink = |l: &[u8]| {
-                        j.push(member, at, stream, l);
-                        file(l);
-                    };
+                    let (member, stream) = (p.member, p.stream);
+                    let mut sink = line_sink(
+                        &self.journal,
+                        &self.files,
+                        &mut self.file_bufs,
+                        member,
+                        stream,
+                    );
                     p.asm.feed(
                         &self.buf[..n],
                         &m.prefix[si],
                         &mut self.batch[si],
                         &mut sink,
                     );
-                    drop(j);
+                    drop(sink);
                     if let Some((re, lines)) = &mut m.log_wait {
                         m.log_matched |= log_match(re, &mut lines[si], &self.buf[..n]);
                     }
@@ -1885,13 +1886,14 @@ impl Supervisor {
                 self.read_pipe(t, FINAL_DRAIN);
                 if let Some(Source::Pipe(p)) = self.sources.get_mut(t) {
                     let si = stream_index(p.stream);
-                    let (member, stream, at) = (p.member, p.stream, journal::now_ms());
-                    let mut j = self.journal.borrow_mut();
-                    let mut file = file_sink(&self.files, &mut self.file_bufs, member, stream, at);
-                    let mut sink = |l: &[u8]| {
-                        j.push(member, at, stream, l);
-                        file(l);
-                    };
+                    let (member, stream) = (p.member, p.stream);
+                    let mut sink = line_sink(
+                        &self.journal,
+                        &self.files,
+                        &mut self.file_bufs,
+                        member,
+                        stream,
+                    );
                     p.asm.flush(
                         &self.members[p.member].prefix[si],
                         &mut self.batch[si],
@@ -1971,15 +1973,18 @@ fn log_match(re: &regex::Regex, line: &mut Vec<u8>, data: &[u8]) -> bool {
 }
 
 /// Where program `name`'s notification socket lives.
-/// What writes a program's line to its file's buffer, as `TIME out|err TEXT` (nothing
-/// when it has no file).
-fn file_sink<'a>(
+/// Where each line a program writes goes besides mothership's output: the journal,
+/// and its log file's buffer as `TIME out|err TEXT` (when it has a file). The time is
+/// that of the read.
+fn line_sink<'a>(
+    journal: &'a RefCell<Journal>,
     files: &Option<Files>,
     bufs: &'a mut [Vec<u8>],
     member: usize,
     stream: Stream,
-    at_ms: u64,
 ) -> impl FnMut(&[u8]) + 'a {
+    let at_ms = journal::now_ms();
+    let mut j = journal.borrow_mut();
     let has = files.as_ref().is_some_and(|f| f.path(member).is_some());
     let head = has.then(|| {
         let tag = match stream {
@@ -1993,6 +1998,7 @@ fn file_sink<'a>(
     let buf = bufs.get_mut(member);
     let mut target = head.zip(buf);
     move |line: &[u8]| {
+        j.push(member, at_ms, stream, line);
         if let Some((h, b)) = &mut target {
             b.extend_from_slice(h);
             b.extend_from_slice(line);

@@ -227,13 +227,9 @@ impl Local {
 
     fn refresh(&mut self, fleet: &FleetView, now: Instant) {
         let pgids: Vec<i32> = fleet.ships.iter().filter_map(|s| s.pgid).collect();
-        let usage = self.sample.get(&pgids, now, Duration::from_secs(2)).clone();
+        let usage = self.sample.get(&pgids, now, Duration::from_secs(2));
         let extras = self.extras.as_ref().map(|e| e.borrow());
-        let (routes, modules) = match &extras {
-            Some(e) => (&e.routes[..], &e.modules[..]),
-            None => (&[][..], &[][..]),
-        };
-        let body = crate::proxy::status::json(fleet, &usage, routes, modules, now);
+        let body = crate::proxy::status::json_with(fleet, usage, extras.as_deref(), now);
         drop(extras);
         if let Ok(v) = json::parse(body.trim_end().as_bytes()) {
             self.model.set_status(&v);

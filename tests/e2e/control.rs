@@ -238,32 +238,28 @@ fn a_client_that_ends_its_side_still_gets_its_answers() {
     assert_eq!(f.stop(secs(10)), Some(0));
 }
 
-/// The pid `status --json` gives `name` (0 when it has none).
-fn pid_of(d: &Dir, name: &str) -> i64 {
-    let (_, out, _) = run_in(&d.path, &["status", "--json"]);
-    let Ok(v) = json::parse(out.trim().as_bytes()) else {
-        return 0;
-    };
-    let Some(Value::Array(ps)) = v.get("programs") else {
-        return 0;
-    };
-    ps.iter()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|p| p.get("pid"))
-        .and_then(Value::as_u64)
-        .map_or(0, |p| p as i64)
-}
-
-fn state_of(d: &Dir, name: &str) -> String {
+/// Field `field` of program `name` in `status --json` (Null when missing).
+fn field_of(d: &Dir, name: &str, field: &str) -> Value {
     let (_, out, _) = run_in(&d.path, &["status", "--json"]);
     let v = json::parse(out.trim().as_bytes()).unwrap_or(Value::Null);
     let Some(Value::Array(ps)) = v.get("programs") else {
-        return String::new();
+        return Value::Null;
     };
     ps.iter()
         .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|p| p.get("state"))
-        .and_then(Value::as_str)
+        .and_then(|p| p.get(field))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The pid `status --json` gives `name` (0 when it has none).
+fn pid_of(d: &Dir, name: &str) -> i64 {
+    field_of(d, name, "pid").as_u64().map_or(0, |p| p as i64)
+}
+
+fn state_of(d: &Dir, name: &str) -> String {
+    field_of(d, name, "state")
+        .as_str()
         .unwrap_or("")
         .to_string()
 }

@@ -30,6 +30,16 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
+/// A helper process, killed and reaped when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn posts(d: &Dir) -> Vec<Value> {
     d.read("posts.log")
         .lines()
@@ -43,19 +53,22 @@ fn on_event_and_a_signed_webhook_hear_a_crash_and_the_landing() {
     let d = Dir::new("hooks");
     let port = free_port();
     d.write("receiver.py", RECEIVER);
-    let mut receiver = Command::new("python3")
-        .args([
-            "receiver.py",
-            &port.to_string(),
-            "s3cret",
-            "posts.log",
-            "1",
-            &m,
-        ])
-        .current_dir(&d.path)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, however it ends.
+    let receiver = Killed(
+        Command::new("python3")
+            .args([
+                "receiver.py",
+                &port.to_string(),
+                "s3cret",
+                "posts.log",
+                "1",
+                &m,
+            ])
+            .current_dir(&d.path)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(wait_for(secs(10), || std::net::TcpStream::connect((
         "127.0.0.1",
         port
@@ -140,8 +153,7 @@ critical = false
     assert!(posts(&d)
         .iter()
         .any(|p| p.get("event").and_then(Value::as_str) == Some("landing")));
-    let _ = receiver.kill();
-    let _ = receiver.wait();
+    drop(receiver);
     assert!(pids_with(&m).is_empty());
 }
 
