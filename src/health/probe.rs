@@ -309,13 +309,46 @@ mod tests {
             "{head}"
         );
 
-        // A port nobody listens on: refused.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let gone = closed.local_addr().unwrap();
-        drop(closed);
+        // A port nobody listens on: refused. The port stays bound (but not
+        // listening) for the whole check, so no other test can take it and
+        // answer in between.
+        let held = bound_not_listening();
+        let gone = SocketAddr::from(([127, 0, 0, 1], held.1));
         match Probe::start(&Target::Tcp(gone), Check::Connect) {
             Err(_) => {}
             Ok(mut p) => assert!(matches!(drive(&mut p), Progress::Unreachable(_))),
+        }
+        drop(held);
+    }
+
+    /// A TCP socket bound to a loopback port without listening: a connect to
+    /// that port is refused, and no other test can take the port meanwhile.
+    fn bound_not_listening() -> (std::os::fd::OwnedFd, u16) {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain socket calls on a descriptor this function owns, with
+        // a sockaddr_in of the right size.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                len,
+            );
+            assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+            let mut out_len = len;
+            let rc = libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut out_len,
+            );
+            assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+            (fd, u16::from_be(sa.sin_port))
         }
     }
 }
