@@ -162,7 +162,7 @@ fn status_through_the_control_socket_as_a_table_and_as_json() {
     });
     assert_eq!(second.wait(secs(10)), Some(1), "{}", second.stderr());
     assert!(
-        second.stderr().contains("another mothership is running"),
+        second.logged("another mothership is running"),
         "{}",
         second.stderr()
     );

@@ -847,7 +847,10 @@ max_memory = "40MB"
         err.contains("is over max_memory (40 MiB); restarting it"),
         "{err}"
     );
-    assert!(fleet.stdout().contains("bye"), "graceful: SIGTERM first");
+    assert!(
+        wait_for(secs(5), || fleet.stdout().contains("bye")),
+        "graceful: SIGTERM first"
+    );
     assert!(!err.contains("calm: resident memory"), "{err}");
     let text = curl(&[&format!("http://127.0.0.1:{mp}/metrics")]);
     let r = metric(

@@ -234,7 +234,7 @@ fn three_instances_one_flagship_escorts_start_after_ready() {
         "{}",
         late.stderr()
     );
-    assert!(late.stderr().contains("already ran"), "{}", late.stderr());
+    assert!(late.logged("already ran"), "{}", late.stderr());
     assert_eq!(lines(&d.join("out/prelaunch")).len(), 1);
     for f in fleets.iter_mut().chain(std::iter::once(&mut late)) {
         f.signal(libc::SIGTERM);
@@ -289,7 +289,7 @@ fn takeover_after(sig: i32, tag: &str) {
         "{}",
         b.stderr()
     );
-    assert!(b.stderr().contains("takes over"), "{}", b.stderr());
+    assert!(b.logged("takes over"), "{}", b.stderr());
     assert_eq!(
         lines(&d.join("out/prelaunch")).len(),
         2,
@@ -330,8 +330,7 @@ fn escorts_give_up_after_prelaunch_timeout_and_signals_work_while_waiting() {
     let mut b = instance(&d, 1);
     assert_eq!(b.wait(secs(15)), Some(1), "{}", b.stderr());
     assert!(
-        b.stderr()
-            .contains("did not publish ready within prelaunch_timeout"),
+        b.logged("did not publish ready within prelaunch_timeout"),
         "{}",
         b.stderr()
     );

@@ -366,11 +366,7 @@ fn the_same_term_twice_within_microseconds_still_lands_gracefully() {
     std::thread::sleep(Duration::from_millis(400));
     f.signal(libc::SIGTERM);
     f.wait(secs(20));
-    assert!(
-        f.stderr().contains("killing every process now"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.logged("killing every process now"), "{}", f.stderr());
 }
 
 #[test]
@@ -428,9 +424,7 @@ fn the_next_start_stops_what_a_killed_instance_left() {
         second.stderr()
     );
     assert!(
-        second
-            .stderr()
-            .contains("a previous instance of this manifest was killed and left parent"),
+        second.logged("a previous instance of this manifest was killed and left parent"),
         "{}",
         second.stderr()
     );
@@ -622,12 +616,11 @@ fn holding_is_bounded_by_hold_queue_and_off_with_a_zero_hold_timeout() {
         r.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
         "{r}"
     );
-    assert!(f.stderr().contains("hold_queue is full"), "{}", f.stderr());
+    assert!(f.logged("hold_queue is full"), "{}", f.stderr());
     let r = first.join().expect("first");
     assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
     assert!(
-        f.stderr()
-            .contains("did not come up within 2s (hold_timeout)"),
+        f.logged("did not come up within 2s (hold_timeout)"),
         "{}",
         f.stderr()
     );
@@ -639,12 +632,12 @@ fn holding_is_bounded_by_hold_queue_and_off_with_a_zero_hold_timeout() {
         r.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
         "{r}"
     );
-    let log = f.stderr();
     assert!(
-        log.contains("requests are not held (hold_timeout = 0)"),
-        "{log}"
+        f.logged("requests are not held (hold_timeout = 0)"),
+        "{}",
+        f.stderr()
     );
-    assert!(!log.contains("the request waits"), "{log}");
+    assert!(!f.stderr().contains("the request waits"), "{}", f.stderr());
 }
 
 #[test]

@@ -72,11 +72,7 @@ sys.stderr.buffer.write(b"on stderr\n")
         rest,
         vec![&b"bad \xff\xfe\xc3( utf8"[..], b"no newline at the end"]
     );
-    assert!(
-        f.stderr().contains("talker     | on stderr"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.logged("talker     | on stderr"), "{}", f.stderr());
 }
 
 #[test]

@@ -52,7 +52,7 @@ grace_period = "1s"
         "0",
         "zombies inside the namespace"
     );
-    assert!(f.stderr().contains("running as PID 1"), "{}", f.stderr());
+    assert!(f.logged("running as PID 1"), "{}", f.stderr());
     assert!(
         wait_for(secs(5), || f.stdout().contains(" ppid=1\n")),
         "the fleet runs directly under mothership: {}",

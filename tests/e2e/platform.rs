@@ -20,11 +20,7 @@ fn the_edge_listens_on_the_port_the_platform_hands_out() {
         "{}",
         f.stderr()
     );
-    assert!(
-        f.stderr().contains(&format!("127.0.0.1:{port}")),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.logged(&format!("127.0.0.1:{port}")), "{}", f.stderr());
     let out = raw(
         port,
         b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

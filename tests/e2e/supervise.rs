@@ -54,9 +54,8 @@ args = ["-c", "echo cache $(date +%s%N) >> {log}; exec sleep 1000"]
     };
     assert!(time_of("web") > time_of("db-listening"), "{text}");
     assert!(time_of("web") > time_of("cache"), "{text}");
-    let err = f.stderr();
-    assert!(err.contains("web: waiting for db, cache"), "{err}");
-    assert!(err.contains("db: up (accepting connections"), "{err}");
+    assert!(f.logged("web: waiting for db, cache"), "{}", f.stderr());
+    assert!(f.logged("db: up (accepting connections"), "{}", f.stderr());
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait(secs(10)), Some(0));
     // Landing goes in reverse: web is stopped before db and cache.
@@ -91,11 +90,7 @@ fn crashing_worker_is_restarted_with_backoff() {
     );
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait(secs(10)), Some(0));
-    assert!(
-        f.stderr().contains("crasher: restarting in"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.logged("crasher: restarting in"), "{}", f.stderr());
 }
 
 #[test]
@@ -154,7 +149,7 @@ depends_on = ["ok"]
         f.wait(ms(600)).is_none(),
         "a non-critical job failure must not land the fleet"
     );
-    assert!(f.stderr().contains("soft: failed (exit code 5)"));
+    assert!(f.logged("soft: failed (exit code 5)"));
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait(secs(10)), Some(0));
 
@@ -166,8 +161,7 @@ depends_on = ["ok"]
     let mut f = Fleet::start(&d, &[]);
     assert_eq!(f.wait(secs(10)), Some(1), "{}", f.stderr());
     assert!(
-        f.stderr()
-            .contains("failed: critical job `must` failed (exit code 7)"),
+        f.logged("failed: critical job `must` failed (exit code 7)"),
         "{}",
         f.stderr()
     );
@@ -180,7 +174,7 @@ fn only_jobs_fleet_lands_when_everything_ended() {
     let mut f = Fleet::start(&d, &[]);
     assert_eq!(f.wait(secs(10)), Some(0), "{}", f.stderr());
     assert!(
-        f.stderr().contains("landed: every program has ended"),
+        f.logged("landed: every program has ended"),
         "{}",
         f.stderr()
     );
@@ -244,8 +238,7 @@ args = ["-c", "echo app >> {log}; exec sleep 1000"]
         f.stdout()
     );
     assert!(
-        f.stderr()
-            .contains("failed: critical job `migrate` failed (exit code 4)"),
+        f.logged("failed: critical job `migrate` failed (exit code 4)"),
         "{}",
         f.stderr()
     );
@@ -333,8 +326,7 @@ fn child_ignoring_term_is_killed_after_grace_period() {
     assert!(took >= ms(750), "killed before the grace period: {took:?}");
     assert!(pids_with(&m).is_empty(), "left behind: {:?}", pids_with(&m));
     assert!(
-        f.stderr()
-            .contains("still running after the 800ms grace period; sending SIGKILL"),
+        f.logged("still running after the 800ms grace period; sending SIGKILL"),
         "{}",
         f.stderr()
     );
@@ -374,8 +366,7 @@ fn second_signal_kills_everything_at_once() {
     assert_eq!(f.wait(secs(5)), Some(0), "{}", f.stderr());
     assert!(t0.elapsed() < secs(2));
     assert!(
-        f.stderr()
-            .contains("received SIGINT again: killing every process now"),
+        f.logged("received SIGINT again: killing every process now"),
         "{}",
         f.stderr()
     );
@@ -403,9 +394,7 @@ fn sighup_and_usr1_change_nothing() {
         f.stderr()
     );
     assert!(f.wait(ms(500)).is_none(), "SIGHUP must not kill mothership");
-    assert!(f
-        .stderr()
-        .contains("received SIGHUP: reloading the manifest is not available yet"));
+    assert!(f.logged("received SIGHUP: reloading the manifest is not available yet"));
     assert_eq!(
         d.read("starts").lines().count(),
         1,
@@ -527,8 +516,7 @@ fn spawn_failure_of_a_critical_ship_fails_the_fleet() {
     let mut f = Fleet::start(&d, &[]);
     assert_eq!(f.wait(secs(10)), Some(1));
     assert!(
-        f.stderr()
-            .contains("ghost: cannot start: /nonexistent/program: command not found"),
+        f.logged("ghost: cannot start: /nonexistent/program: command not found"),
         "{}",
         f.stderr()
     );
@@ -571,13 +559,12 @@ fn a_failed_dependency_fails_its_dependents() {
     let mut f = Fleet::start(&d, &[]);
     assert_eq!(f.wait(secs(10)), Some(0), "{}", f.stderr());
     assert!(
-        f.stderr()
-            .contains("optional: will not start: its dependency `migrate` has failed"),
+        f.logged("optional: will not start: its dependency `migrate` has failed"),
         "{}",
         f.stderr()
     );
     assert!(
-        f.stderr().contains("landed: every program has ended"),
+        f.logged("landed: every program has ended"),
         "{}",
         f.stderr()
     );
@@ -590,9 +577,7 @@ fn a_failed_dependency_fails_its_dependents() {
     let mut f = Fleet::start(&d, &[]);
     assert_eq!(f.wait(secs(10)), Some(1), "{}", f.stderr());
     assert!(
-        f.stderr().contains(
-            "failed: critical ship `web` cannot start: its dependency `migrate` has failed"
-        ),
+        f.logged("failed: critical ship `web` cannot start: its dependency `migrate` has failed"),
         "{}",
         f.stderr()
     );

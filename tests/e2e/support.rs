@@ -142,6 +142,12 @@ impl Fleet {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.err).unwrap_or_default()).into_owned()
     }
+
+    /// True once `needle` is in the fleet's stderr, waiting up to 10 s for it: log lines
+    /// reach the file through the output writer a moment after what they tell of.
+    pub fn logged(&self, needle: &str) -> bool {
+        wait_for(Duration::from_secs(10), || self.stderr().contains(needle))
+    }
 }
 
 impl Fleet {

@@ -77,15 +77,11 @@ grace_period = "2s"
         f.stdout(),
         f.stderr()
     );
-    assert!(
-        f.stderr().contains("is the init of this machine"),
-        "{}",
-        f.stderr()
-    );
+    assert!(f.logged("is the init of this machine"), "{}", f.stderr());
     // Not the machine's init: nothing machine-wide (such as remounting `/` read-only,
     // which would reach the host) happens at the end.
     assert!(
-        f.stderr().contains("Ctrl-Alt-Del stays with the host"),
+        f.logged("Ctrl-Alt-Del stays with the host"),
         "{}",
         f.stderr()
     );
