@@ -11,15 +11,15 @@
 //! and tried again with the next lines. `reopen` (SIGUSR1, `mothership reopen`) closes
 //! every file so the next lines open it afresh, after an external logrotate.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::spool::Spool;
 use crate::manifest::LogFiles as Settings;
 
 /// Above this many queued bytes the loop stops reading child output.
@@ -27,26 +27,11 @@ const HIGH_WATER: usize = 4 << 20;
 /// The writer wakes a paused loop once the queue is back under this.
 const LOW_WATER: usize = 1 << 20;
 
-#[derive(Default)]
-struct Queue {
-    chunks: VecDeque<(usize, Vec<u8>)>,
-    bytes: usize,
-    reopen: bool,
-    closed: bool,
-    wake_wanted: bool,
-    waker: Option<Arc<mio::Waker>>,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    ready: Condvar,
-    /// Lines that could not be written to their file.
-    lost: Arc<AtomicU64>,
-}
-
 /// The loop's handle on the log files' writer.
 pub struct Files {
-    shared: Arc<Shared>,
+    spool: Arc<Spool<usize>>,
+    /// Lines that could not be written to their file.
+    lost: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
     paths: Vec<Option<PathBuf>>,
 }
@@ -55,27 +40,21 @@ impl Files {
     /// Starts the writer for `paths` (one per program, None for those without a file).
     /// Folders are made as needed when a file is first opened.
     pub fn start(paths: Vec<Option<PathBuf>>, settings: &Settings) -> io::Result<Files> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-            lost: Arc::new(AtomicU64::new(0)),
-        });
-        let s = shared.clone();
+        let spool = Arc::new(Spool::new(HIGH_WATER, LOW_WATER));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (s, l) = (spool.clone(), lost.clone());
         let files: Vec<Option<LogFile>> =
             paths.iter().map(|p| p.clone().map(LogFile::new)).collect();
         let settings = settings.clone();
         let handle = std::thread::Builder::new()
             .name("log-files".into())
-            .spawn(move || writer(&s, files, &settings))?;
+            .spawn(move || writer(&s, &l, files, &settings))?;
         Ok(Files {
-            shared,
+            spool,
+            lost,
             handle: Some(handle),
             paths,
         })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The file of program `i`, if it has one.
@@ -84,52 +63,38 @@ impl Files {
     }
 
     pub fn set_waker(&self, waker: Arc<mio::Waker>) {
-        self.lock().waker = Some(waker);
+        self.spool.set_waker(waker);
     }
 
     /// Queues lines (whole, each ending with a line feed) for program `i`'s file.
     pub fn push(&self, i: usize, data: Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        let mut q = self.lock();
-        q.bytes += data.len();
-        q.chunks.push_back((i, data));
-        drop(q);
-        self.shared.ready.notify_one();
+        // Only refused once the files are finished: there is nowhere left to write.
+        let _ = self.spool.push(i, data);
     }
 
     /// Too much is waiting: stop reading the children until the writer says.
     pub fn congested(&self) -> bool {
-        let mut q = self.lock();
-        if q.bytes > HIGH_WATER {
-            q.wake_wanted = true;
-            true
-        } else {
-            false
-        }
+        self.spool.congested()
     }
 
     /// Every file is closed and opened again with its next line.
     pub fn reopen(&self) {
-        self.lock().reopen = true;
-        self.shared.ready.notify_one();
+        self.spool.flag();
     }
 
     /// Lines lost to their files so far.
     pub fn lost(&self) -> u64 {
-        self.shared.lost.load(Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// The count of lines lost to their files, for the metrics.
     pub fn lost_counter(&self) -> Arc<AtomicU64> {
-        self.shared.lost.clone()
+        self.lost.clone()
     }
 
     /// Writes what is queued and ends the writer (waiting at most a few seconds).
     pub fn finish(&mut self) {
-        self.lock().closed = true;
-        self.shared.ready.notify_one();
+        self.spool.close();
         if let Some(h) = self.handle.take() {
             let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while !h.is_finished() && std::time::Instant::now() < end {
@@ -276,24 +241,21 @@ fn gzip(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::remove_file(from)
 }
 
-fn writer(s: &Shared, mut files: Vec<Option<LogFile>>, settings: &Settings) {
-    loop {
-        let (batch, reopen, closed) = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-            while q.chunks.is_empty() && !q.closed && !q.reopen {
-                q = s.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-            let batch: Vec<(usize, Vec<u8>)> = q.chunks.drain(..).collect();
-            (batch, std::mem::take(&mut q.reopen), q.closed)
-        };
-        if reopen {
+fn writer(
+    s: &Spool<usize>,
+    lost: &AtomicU64,
+    mut files: Vec<Option<LogFile>>,
+    settings: &Settings,
+) {
+    while let Some(batch) = s.take() {
+        if batch.flagged {
             for f in files.iter_mut().flatten() {
                 f.file = None;
             }
             log::info!("log files reopened");
         }
         let mut written = 0;
-        for (i, data) in batch {
+        for (i, data) in batch.chunks {
             written += data.len();
             let Some(Some(f)) = files.get_mut(i) else {
                 continue;
@@ -306,7 +268,7 @@ fn writer(s: &Shared, mut files: Vec<Option<LogFile>>, settings: &Settings) {
                 }
                 Err(e) => {
                     let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
-                    s.lost.fetch_add(lines, Ordering::Relaxed);
+                    lost.fetch_add(lines, Ordering::Relaxed);
                     if !f.failing {
                         f.failing = true;
                         log::warn!(
@@ -319,17 +281,7 @@ fn writer(s: &Shared, mut files: Vec<Option<LogFile>>, settings: &Settings) {
                 }
             }
         }
-        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.bytes = q.bytes.saturating_sub(written);
-        if q.wake_wanted && q.bytes < LOW_WATER {
-            q.wake_wanted = false;
-            if let Some(w) = &q.waker {
-                let _ = w.wake();
-            }
-        }
-        if closed && q.chunks.is_empty() {
-            return;
-        }
+        s.done(written);
     }
 }
 

@@ -7,14 +7,16 @@ pub mod files;
 pub mod journal;
 pub mod lines;
 pub mod logger;
+pub mod spool;
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use spool::Spool;
 
 /// Above this many queued bytes the loop stops reading child output.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -29,73 +31,33 @@ pub enum Stream {
     Stderr,
 }
 
-#[derive(Default)]
-struct Queue {
-    chunks: VecDeque<(Stream, Vec<u8>)>,
-    bytes: usize,
-    closed: bool,
-    /// The loop is paused and waits for room.
-    wake_wanted: bool,
-    waker: Option<Arc<mio::Waker>>,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    ready: Condvar,
-}
-
 /// The loop's handle on the writer thread.
 #[derive(Clone)]
 pub struct Output {
-    shared: Arc<Shared>,
+    spool: Arc<Spool<Stream>>,
 }
 
 impl Output {
     /// Starts the writer thread.
     pub fn start() -> std::io::Result<(Output, JoinHandle<()>)> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
-        });
-        let s = shared.clone();
+        let spool = Arc::new(Spool::new(HIGH_WATER, LOW_WATER));
+        let s = spool.clone();
         let handle = std::thread::Builder::new()
             .name("output".into())
             .spawn(move || writer(&s))?;
-        Ok((Output { shared }, handle))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A poisoned lock only means the writer panicked; the data is still usable.
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+        Ok((Output { spool }, handle))
     }
 
     /// The waker the writer uses to resume a paused loop.
     pub fn set_waker(&self, waker: Arc<mio::Waker>) {
-        self.lock().waker = Some(waker);
+        self.spool.set_waker(waker);
     }
 
-    /// Queues bytes for one stream. Never blocks on the stream itself.
+    /// Queues bytes for one stream. Never blocks on the stream itself (once the writer
+    /// has finished, the bytes are written directly).
     pub fn push(&self, stream: Stream, data: Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        let mut q = self.lock();
-        if q.closed {
-            drop(q);
+        if let Err(data) = self.spool.push(stream, data) {
             write_fd(stream, &data);
-            return;
-        }
-        q.bytes += data.len();
-        let was_empty = q.chunks.is_empty();
-        match q.chunks.back_mut() {
-            // Coalesce small writes to the same stream.
-            Some((s, last)) if *s == stream && last.len() + data.len() <= 64 << 10 => {
-                last.extend_from_slice(&data)
-            }
-            _ => q.chunks.push_back((stream, data)),
-        }
-        if was_empty {
-            self.shared.ready.notify_one();
         }
     }
 
@@ -104,11 +66,8 @@ impl Output {
     /// caller counts it. Child output is never refused (the loop stops reading it instead),
     /// but our own lines (the access log: tens of thousands a second) cannot wait.
     pub fn push_own(&self, stream: Stream, data: Vec<u8>) -> bool {
-        {
-            let q = self.lock();
-            if !q.closed && q.bytes >= HIGH_WATER {
-                return false;
-            }
+        if self.spool.full() {
+            return false;
         }
         self.push(stream, data);
         true
@@ -117,13 +76,7 @@ impl Output {
     /// True when the loop should stop reading child output; if so, the writer will wake
     /// the loop (through the waker) when there is room again.
     pub fn congested(&self) -> bool {
-        let mut q = self.lock();
-        if q.bytes >= HIGH_WATER {
-            q.wake_wanted = true;
-            true
-        } else {
-            false
-        }
+        self.spool.congested()
     }
 
     /// Writes out everything queued and stops the writer thread, waiting at most
@@ -131,11 +84,7 @@ impl Output {
     /// 1 the kernel drops default-action signals, so nothing else would end it). Later
     /// pushes are written directly.
     pub fn finish(&self, handle: JoinHandle<()>) {
-        {
-            let mut q = self.lock();
-            q.closed = true;
-        }
-        self.shared.ready.notify_one();
+        self.spool.close();
         let end = std::time::Instant::now() + FINISH_WAIT;
         while !handle.is_finished() {
             if std::time::Instant::now() >= end {
@@ -147,31 +96,14 @@ impl Output {
     }
 }
 
-fn writer(s: &Shared) {
-    loop {
-        let batch: Vec<(Stream, Vec<u8>)> = {
-            let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-            while q.chunks.is_empty() && !q.closed {
-                q = s.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-            if q.chunks.is_empty() && q.closed {
-                return;
-            }
-            q.chunks.drain(..).collect()
-        };
+fn writer(s: &Spool<Stream>) {
+    while let Some(batch) = s.take() {
         let mut written = 0;
-        for (stream, data) in &batch {
+        for (stream, data) in &batch.chunks {
             write_fd(*stream, data);
             written += data.len();
         }
-        let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.bytes = q.bytes.saturating_sub(written);
-        if q.wake_wanted && q.bytes <= LOW_WATER {
-            q.wake_wanted = false;
-            if let Some(w) = &q.waker {
-                let _ = w.wake();
-            }
-        }
+        s.done(written);
     }
 }
 

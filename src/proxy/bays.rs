@@ -239,21 +239,22 @@ impl WsConn {
     }
 }
 
-/// The bays of the manifest, by program index.
 /// Takes group and other permissions off a socket file of the socket folder (one that
-/// is not this user's is left alone: connecting to it then fails or is refused).
+/// is not this user's, or not a socket, is left alone: connecting to it then fails or
+/// is refused).
 pub fn private_socket(path: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() == me && meta.mode() & 0o077 != 0 {
+    if meta.file_type().is_socket() && meta.uid() == me && meta.mode() & 0o077 != 0 {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
+/// The bays of the manifest, by program index.
 pub(super) fn bays_of(m: &Manifest, socket_dir: &Path) -> Vec<Option<Bay>> {
     m.programs
         .iter()
