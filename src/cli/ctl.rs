@@ -87,12 +87,19 @@ fn read_answer(r: &mut impl BufRead, path: &Path) -> Result<Value, i32> {
             .and_then(Value::as_str)
             .unwrap_or("no reason given");
         eprintln!("mothership: {why}");
-        return Err(match v.get("code").and_then(Value::as_str) {
-            Some("no_such_program") => EXIT_NO_PROGRAM,
-            _ => EXIT_FAILED,
-        });
+        return Err(exit_for(v.get("code").and_then(Value::as_str)));
     }
     Ok(v)
+}
+
+/// The exit status for an error answer's `code`: 3 for an unknown program, 2 for a
+/// request the fleet found wrong (a bad pattern or signal name: a usage error), else 1.
+pub fn exit_for(code: Option<&str>) -> i32 {
+    match code {
+        Some("no_such_program") => EXIT_NO_PROGRAM,
+        Some("bad_request") => super::EXIT_USAGE,
+        _ => EXIT_FAILED,
+    }
 }
 
 /// Sends one request and returns the answer object, or the exit status with its message

@@ -3,7 +3,8 @@
 //! a request is one line holding an object `{"v":1,"cmd":"..."}`, its answer one line
 //! holding an object with `"ok"` (`true` with the command's fields, or `false` with
 //! `"error"` and a `"code"`). Requests are bounded ([`MAX_REQUEST`]); a client that stops
-//! reading is disconnected once its answers pass [`MAX_PENDING`] bytes; each call answers
+//! reading is disconnected after [`STALL`] (or once its events pass [`MAX_PENDING`]
+//! bytes), an idle one after [`IDLE`]; each call answers
 //! at most [`LINES_PER_CALL`] requests of a client, the rest at the end of later turns,
 //! so that no client holds the loop. Peers are served only when the kernel says they
 //! run as the same user as mothership, or as root, or belong to the control group (which
@@ -44,6 +45,13 @@ pub const MAX_REQUEST: usize = 64 << 10;
 pub const MAX_PENDING: usize = 4 << 20;
 /// Clients at once.
 const MAX_CLIENTS: usize = 64;
+/// Of those, the slots only mothership's own user and root may take: the control group's
+/// members cannot lock the owner out.
+const OWNER_SLOTS: usize = 16;
+/// A client that has not read any of its waiting answers for this long is disconnected.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// A client that follows nothing and has sent nothing for this long is disconnected.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Requests of one client answered per call; the rest wait for the end of the turn.
 pub const LINES_PER_CALL: usize = 32;
 
@@ -156,6 +164,10 @@ struct Client {
     full: bool,
     /// Requests are waiting that this call left for a later one.
     more: bool,
+    /// Mothership's own user or root.
+    owner: bool,
+    /// Its last request bytes read, or answer bytes written.
+    last_io: Instant,
 }
 
 /// What a client follows: new lines of some programs' logs, and changes of state.
@@ -254,9 +266,13 @@ impl Control {
         self.extras = Some(extras);
     }
 
-    /// Now, when a client has requests waiting (the loop must not sleep); else none.
+    /// Now, when a client has requests waiting (the loop must not sleep); else when the
+    /// first client would be too slow or idle.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.clients.iter().flatten().any(|c| c.more).then_some(now)
+        if self.clients.iter().flatten().any(|c| c.more) {
+            return Some(now);
+        }
+        self.clients.iter().flatten().filter_map(expiry).min()
     }
 
     /// What the operators asked since the last call.
@@ -268,6 +284,21 @@ impl Control {
     /// again after a resource error.
     pub fn turn_end(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         for i in 0..self.clients.len() {
+            if let Some(c) = &self.clients[i] {
+                if expiry(c).is_some_and(|at| at <= now) {
+                    log::info!(
+                        "control socket: a client {} for {}s was disconnected",
+                        if c.out.is_empty() {
+                            "idle"
+                        } else {
+                            "that read none of its answers"
+                        },
+                        if c.out.is_empty() { IDLE } else { STALL }.as_secs()
+                    );
+                    self.drop_client(i, registry);
+                    continue;
+                }
+            }
             if matches!(&self.clients[i], Some(c) if c.more) {
                 self.serve(i, registry, fleet, now);
             }
@@ -348,6 +379,7 @@ impl Control {
                 Ok(0) => gone = true,
                 Ok(n) => {
                     c.out.drain(..n);
+                    c.last_io = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -358,13 +390,17 @@ impl Control {
         // events (`socat` and `nc -N` end their side after sending the request).
         let answered = c.out.is_empty() && !c.inbuf.contains(&b'\n');
         if gone || (c.closing && answered && c.follow.is_none()) {
-            if let Some(mut c) = self.clients[i].take() {
-                let _ = registry.deregister(&mut c.stream);
-            }
-            // A slot is free: connections waiting since a resource error may come in.
-            if std::mem::take(&mut self.accept_again) {
-                self.accept(registry);
-            }
+            self.drop_client(i, registry);
+        }
+    }
+
+    fn drop_client(&mut self, i: usize, registry: &Registry) {
+        if let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+        // A slot is free: connections waiting since a resource error may come in.
+        if std::mem::take(&mut self.accept_again) {
+            self.accept(registry);
         }
     }
 
@@ -391,28 +427,32 @@ impl Control {
             // Its own user and root may do anything; members of the control group what
             // the group may; nobody else anything.
             let access = match crate::reactor::peer::peer_credentials(&stream) {
-                Ok(p) if p.uid == self.uid || p.uid == 0 => Some(true),
+                Ok(p) if p.uid == self.uid || p.uid == 0 => Some((true, true)),
                 Ok(p) => self.group.and_then(|g| {
                     let member = p.gid == g.gid
                         || crate::reactor::peer::peer_groups(&stream).contains(&g.gid);
-                    member.then_some(g.full)
+                    member.then_some((g.full, false))
                 }),
                 Err(_) => None,
             };
-            let Some(full) = access else {
+            let Some((full, owner)) = access else {
                 let _ = stream.write_all(&coded_error("permission denied", "denied"));
                 continue;
             };
-            let slot = match self.clients.iter().position(Option::is_none) {
-                Some(i) => i,
+            let others = self.clients.iter().flatten().filter(|c| !c.owner).count();
+            let free = self.clients.iter().position(Option::is_none);
+            let slot = match free {
+                _ if !owner && others >= MAX_CLIENTS - OWNER_SLOTS => None,
+                Some(i) => Some(i),
                 None if self.clients.len() < MAX_CLIENTS => {
                     self.clients.push(None);
-                    self.clients.len() - 1
+                    Some(self.clients.len() - 1)
                 }
-                None => {
-                    let _ = stream.write_all(&error_line("too many control clients"));
-                    continue;
-                }
+                None => None,
+            };
+            let Some(slot) = slot else {
+                let _ = stream.write_all(&coded_error("too many control clients", "busy"));
+                continue;
             };
             let token = Token(CONTROL_TOKENS + 1 + slot);
             if let Err(e) =
@@ -430,6 +470,8 @@ impl Control {
                 overflow: false,
                 full,
                 more: false,
+                owner,
+                last_io: Instant::now(),
             });
         }
     }
@@ -509,7 +551,10 @@ impl Control {
                     }
                     c.closing = true;
                 }
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    c.last_io = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -530,6 +575,18 @@ impl Control {
                 c.more = true;
             }
         }
+    }
+}
+
+/// When client `c` is to be disconnected: answers it has not read for [`STALL`], or
+/// (following nothing) no request for [`IDLE`].
+fn expiry(c: &Client) -> Option<Instant> {
+    if !c.out.is_empty() {
+        Some(c.last_io + STALL)
+    } else if c.follow.is_none() && !c.more {
+        Some(c.last_io + IDLE)
+    } else {
+        None
     }
 }
 
@@ -1095,6 +1152,66 @@ mod tests {
         let again = bind(&d, None);
         assert!(again.is_ok(), "{:?}", again.err());
         drop(again);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_client_that_reads_nothing_or_idles_is_disconnected() {
+        use std::io::Read;
+        let d = std::env::temp_dir().join(format!("ms-control-stall-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Control::new(bind(&d, None).unwrap_or_else(|e| panic!("{e:?}")));
+        let poll = mio::Poll::new().unwrap();
+        let reg = poll.registry();
+        c.register(reg).unwrap();
+        let mut j = Journal::new(["web".to_string()]);
+        for k in 0..64 {
+            j.push(0, 1000 + k, Stream::Stdout, &[b'x'; 1000]);
+        }
+        c.attach(Rc::new(RefCell::new(j)));
+        let f = fleet();
+        let now = Instant::now();
+        let connect = || std::os::unix::net::UnixStream::connect(d.join(SOCKET)).unwrap();
+        let (mut slow, mut idle) = (connect(), connect());
+        c.ready(Token(CONTROL_TOKENS), reg, &f, now);
+        assert!(c.clients.len() == 2 && c.clients.iter().all(Option::is_some));
+        // Far more answers than the kernel holds, never read.
+        for _ in 0..60 {
+            slow.write_all(b"{\"cmd\":\"logs\",\"name\":\"web\",\"lines\":100}\n")
+                .unwrap();
+        }
+        for _ in 0..60 {
+            c.ready(Token(CONTROL_TOKENS + 1), reg, &f, now);
+            c.turn_end(reg, &f, now);
+        }
+        assert!(c.clients[0].as_ref().is_some_and(|c| !c.out.is_empty()));
+        // Its last write is the stall's start.
+        let t = c.next_deadline(now).unwrap();
+        assert!(t >= now + STALL && t <= Instant::now() + STALL);
+        c.turn_end(reg, &f, t - std::time::Duration::from_millis(1));
+        assert!(c.clients[0].is_some(), "not before its time");
+        c.turn_end(reg, &f, t);
+        assert!(
+            c.clients[0].is_none(),
+            "the client that reads nothing is gone"
+        );
+        assert!(c.clients[1].is_some(), "the idle one is not, yet");
+        let t = c.next_deadline(now).unwrap();
+        assert!(t >= now + IDLE && t <= Instant::now() + IDLE);
+        c.turn_end(reg, &f, t);
+        assert!(c.clients[1].is_none());
+        idle.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(idle.read(&mut b).ok(), Some(0), "closed");
+        // What the slow one had been sent before, then the end.
+        slow.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut all = Vec::new();
+        let _ = slow.read_to_end(&mut all);
+        assert!(!all.is_empty());
+        drop(c);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -154,7 +154,14 @@ impl LogFile {
 
     /// Writes whole lines, rotating at line boundaries so that no file grows past the
     /// limit (a single line longer than the limit gets a file of its own).
-    fn write(&mut self, mut data: &[u8], s: &Settings) -> io::Result<()> {
+    /// Writes `data`; on an error, also says how many of its bytes (from the end) did
+    /// not reach the file.
+    fn write(&mut self, data: &[u8], s: &Settings) -> Result<(), (usize, io::Error)> {
+        let mut rest = data;
+        self.write_some(&mut rest, s).map_err(|e| (rest.len(), e))
+    }
+
+    fn write_some(&mut self, data: &mut &[u8], s: &Settings) -> io::Result<()> {
         while !data.is_empty() {
             self.open()?;
             let room = s.max_size.saturating_sub(self.size) as usize;
@@ -181,7 +188,7 @@ impl LogFile {
             let f = self.open()?;
             f.write_all(&data[..take])?;
             self.size += take as u64;
-            data = &data[take..];
+            *data = &data[take..];
         }
         Ok(())
     }
@@ -266,8 +273,9 @@ fn writer(
                         log::info!("log file {}: writing again", f.path.display());
                     }
                 }
-                Err(e) => {
-                    let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+                Err((unwritten, e)) => {
+                    let tail = &data[data.len().saturating_sub(unwritten)..];
+                    let lines = tail.iter().filter(|&&b| b == b'\n').count() as u64;
                     lost.fetch_add(lines, Ordering::Relaxed);
                     if !f.failing {
                         f.failing = true;

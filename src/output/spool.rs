@@ -2,7 +2,8 @@
 //! output (keyed by stream) and the log files (keyed by program). The loop pushes chunks
 //! and never waits; above the high-water mark it stops reading the children's pipes
 //! (`congested`), and the writer wakes it through the waker once the queue is back under
-//! the low-water mark. Nothing is dropped: the pressure goes back to the children.
+//! the low-water mark: child output is never dropped, the pressure goes back to the
+//! children. (Only what is pushed after `close` is handed back to the caller.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -239,9 +239,9 @@ impl WsConn {
     }
 }
 
-/// Takes group and other permissions off a socket file of the socket folder (one that
-/// is not this user's, or not a socket, is left alone: connecting to it then fails or
-/// is refused).
+/// Takes group and other permissions off a socket file of the socket folder. A file
+/// that is not this user's is left alone (connecting to it then fails or is refused),
+/// and so is anything but a socket (a symlink's target is not ours to change).
 pub fn private_socket(path: &Path) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let Ok(meta) = std::fs::symlink_metadata(path) else {

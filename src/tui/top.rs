@@ -54,9 +54,36 @@ pub fn top(path: &Path) -> i32 {
         }
     };
     let hello = b"{\"v\":1,\"cmd\":\"status\"}\n";
-    if let Err(e) = sock.write_all(hello) {
-        eprintln!("mothership: {}: {e}", path.display());
+    let _ = sock.write_all(hello);
+    // The first answer before the terminal is taken: a fleet that refuses (not in its
+    // group, too many clients) is told on the plain terminal, with its exit status.
+    let mut inbuf: Vec<u8> = Vec::new();
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+    while !inbuf.contains(&b'\n') && inbuf.len() < 4 << 20 {
+        let mut b = [0u8; 16384];
+        match sock.read(&mut b) {
+            Ok(0) => break,
+            Ok(k) => inbuf.extend_from_slice(&b[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("mothership: {}: {e}", path.display());
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let Some(nl) = inbuf.iter().position(|&c| c == b'\n') else {
+        eprintln!(
+            "mothership: {}: the fleet closed the connection",
+            path.display()
+        );
         return EXIT_FAILED;
+    };
+    if let Ok(v) = json::parse(&inbuf[..nl]) {
+        if v.get("ok") == Some(&Value::Bool(false)) {
+            let why = v.get("error").and_then(Value::as_str).unwrap_or("refused");
+            eprintln!("mothership: {why}");
+            return crate::cli::ctl::exit_for(v.get("code").and_then(Value::as_str));
+        }
     }
     let _ = sock.set_nonblocking(true);
     let mut term = match Terminal::enter(1) {
@@ -67,7 +94,7 @@ pub fn top(path: &Path) -> i32 {
         }
     };
     let mut m = Model::default();
-    let mut inbuf: Vec<u8> = Vec::new();
+    let mut failed = false;
     let mut last = String::new();
     let mut next_status = Instant::now() + REFRESH;
     let mut status_soon = false;
@@ -89,7 +116,12 @@ pub fn top(path: &Path) -> i32 {
             next_status = now + REFRESH;
             status_soon = false;
         }
-        let wait = next_status.saturating_duration_since(Instant::now());
+        // (The first answer, read before the loop, is taken in at once.)
+        let wait = if inbuf.contains(&b'\n') {
+            Duration::ZERO
+        } else {
+            next_status.saturating_duration_since(Instant::now())
+        };
         let mut fds = [
             libc::pollfd {
                 fd: 0,
@@ -154,7 +186,7 @@ pub fn top(path: &Path) -> i32 {
                 break "";
             }
         }
-        if fds[1].revents != 0 {
+        if fds[1].revents != 0 || inbuf.contains(&b'\n') {
             let mut b = [0u8; 16384];
             loop {
                 match sock.read(&mut b) {
@@ -208,6 +240,7 @@ pub fn top(path: &Path) -> i32 {
                 }
             }
             if inbuf.len() > 4 << 20 {
+                failed = true;
                 break "the fleet's answer is too long";
             }
         }
@@ -219,7 +252,11 @@ pub fn top(path: &Path) -> i32 {
     if !end.is_empty() {
         eprintln!("mothership: {end}");
     }
-    EXIT_OK
+    if failed {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
 }
 
 /// Takes in one line from the fleet; true when the status should be asked again soon.

@@ -203,7 +203,18 @@ fn three_instances_one_flagship_escorts_start_after_ready() {
     let mut fleets: Vec<Fleet> = (0..3).map(|i| instance(&d, i)).collect();
     let started = d.join("out/started");
     let ok = wait_for(secs(30), || lines(&started).len() >= 3);
-    let logs: Vec<String> = fleets.iter().map(|f| f.stderr()).collect();
+    // The escorts' lines reach their files through the output writer, a moment after
+    // the ships they started may have written theirs.
+    let escorted = |logs: &[String]| {
+        logs.iter()
+            .filter(|l| l.contains("escort: the flagship published ready"))
+            .count()
+    };
+    let mut logs: Vec<String> = Vec::new();
+    wait_for(secs(10), || {
+        logs = fleets.iter().map(|f| f.stderr()).collect();
+        escorted(&logs) >= 2
+    });
     assert!(ok, "{logs:#?}");
     assert_eq!(lines(&d.join("out/prelaunch")).len(), 1, "{logs:#?}");
     let done: u128 = lines(&d.join("out/prelaunch-done"))[0].parse().unwrap();
@@ -220,13 +231,7 @@ fn three_instances_one_flagship_escorts_start_after_ready() {
         1,
         "{logs:#?}"
     );
-    assert_eq!(
-        logs.iter()
-            .filter(|l| l.contains("escort: the flagship published ready"))
-            .count(),
-        2,
-        "{logs:#?}"
-    );
+    assert_eq!(escorted(&logs), 2, "{logs:#?}");
     // A restart of the same deployment finds it ready and skips prelaunch.
     let mut late = instance(&d, 3);
     assert!(
