@@ -105,7 +105,9 @@ pub fn run(g: &Global) -> i32 {
     };
     let dir = prepare_socket_dir(&socket_dir, group.map(|g| g.gid));
     if let Err(e) = &dir {
-        if needs_dir {
+        // Bays and notifying programs need the folder; a control_group asked for the
+        // control socket, and a fleet without it would refuse every operator.
+        if needs_dir || group.is_some() {
             log::error!("failed: socket directory {}: {e}", socket_dir.display());
             out.finish(writer);
             return EXIT_FAILED;
@@ -132,6 +134,11 @@ pub fn run(g: &Global) -> i32 {
         }
         Some(Err(crate::control::BindError::Live(e))) => {
             log::error!("failed: {e}");
+            out.finish(writer);
+            return EXIT_FAILED;
+        }
+        Some(Err(crate::control::BindError::Other(e))) if group.is_some() => {
+            log::error!("failed: control_group: {e}");
             out.finish(writer);
             return EXIT_FAILED;
         }
@@ -355,7 +362,11 @@ fn prepare_socket_dir(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
     }
     match group {
         Some(gid) => {
-            std::os::unix::fs::chown(dir, None, Some(gid))?;
+            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot give it to the control_group (gid {gid}; mothership's user must be a member): {e}"
+                ))
+            })?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
         }
         None => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),

@@ -167,6 +167,7 @@ pub fn parse(
                 env,
                 metrics_span: 0..0,
                 fleet_env: Vec::new(),
+                log_tuning: None,
             };
             let mut m = p.manifest(doc.get_ref(), doc.span(), path);
             m.resolve_ids();
@@ -263,6 +264,9 @@ struct Parser<'a> {
     metrics_span: Range<usize>,
     /// `mothership.env_file` then `mothership.env`, for expanding program arguments.
     fleet_env: Vec<(String, String)>,
+    /// The first of `log_max_size`, `log_keep`, `log_compress` given: refused when no
+    /// program has a log file.
+    log_tuning: Option<(&'static str, Range<usize>)>,
 }
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -468,6 +472,13 @@ impl Parser<'_> {
                     );
                 }
             }
+        }
+        let no_files = files.is_empty() && m.log_files.dir.is_none();
+        if let (true, Some((key, span))) = (no_files, self.log_tuning.take()) {
+            self.d.error(
+                span,
+                format!("`{key}` without a log file to act on: set `log_dir`, or a program's `log_file`"),
+            );
         }
         m
     }
@@ -887,9 +898,16 @@ impl Parser<'_> {
         let env_file = self.env_file(&mut t);
         let own_env = self.expanded_map(&mut t, "env");
         let deps = t.string_list(self.d, "depends_on");
-        let log_file = t.string(self.d, "log_file").map(|f| {
+        let log_file = t.string(self.d, "log_file").and_then(|f| {
             let v = self.expanded(&f);
-            (self.path(&v), f.span)
+            if v.is_empty() || v.ends_with('/') {
+                self.d.error(
+                    f.span,
+                    "`log_file` needs a file name, such as \"log/web.log\"",
+                );
+                return None;
+            }
+            Some((self.path(&v), f.span))
         });
         let mut own = Base::default();
         let (mut bind, mut health_keys, mut routes, mut route_binds) =
@@ -1513,6 +1531,11 @@ impl Parser<'_> {
                 m.log_files.dir = Some(self.path(&v));
             }
         }
+        for key in ["log_max_size", "log_keep", "log_compress"] {
+            if let (None, Some(span)) = (&self.log_tuning, ms.key_span(key)) {
+                self.log_tuning = Some((key, span));
+            }
+        }
         if let Some(n) = ms.size(self.d, "log_max_size", 4096, 1 << 40) {
             m.log_files.max_size = n;
         }
@@ -1540,15 +1563,27 @@ impl Parser<'_> {
                 );
             }
         }
+        let has_command = !command.is_empty();
         m.events.command = command;
+        let timeout_span = ms.key_span("on_event_timeout");
         if let Some(d) = ms.duration(self.d, "on_event_timeout") {
             m.events.timeout = d;
+            if let (false, Some(span)) = (has_command, timeout_span) {
+                self.d.error(
+                    span,
+                    "`on_event_timeout` without an `on_event` command (a webhook post has its own 5 s bound)",
+                );
+            }
         }
         let secret = ms.string(self.d, "webhook_secret");
         let secret_span = ms.key_span("webhook_secret");
         if let Some(url) = ms.string(self.d, "webhook") {
             let expanded = self.expanded(&url);
             match uplink::parse(&expanded) {
+                Ok(u) if u.userinfo => self.d.error(
+                    url.span,
+                    "`webhook` has user info (`user:password@`), which would not be sent: the receiver checks `webhook_secret`'s signature instead",
+                ),
                 Ok(u) if u.scheme == "http" => {
                     m.events.webhook = Some(Webhook {
                         host: u.host,
@@ -2373,6 +2408,46 @@ prelaunch_timeout = "2m"
         );
         assert!(
             e.contains("m.toml:2:2: error: unknown top-level key `bogus`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn log_and_event_keys_that_would_do_nothing_are_refused() {
+        const WEB: &str = "[[fleet.web]]\nname = \"w\"\ncommand = \"x\"\n";
+        let e = errors(&format!(
+            "[mothership]\nlog_keep = 3\nlog_compress = true\n{WEB}"
+        ));
+        assert!(
+            e.contains("m.toml:2:1: error: `log_keep` without a log file to act on"),
+            "{e}"
+        );
+        // With a destination they act.
+        let m = parse_ok(&format!(
+            "[mothership]\nlog_keep = 3\n{WEB}log_file = \"w.log\"\n"
+        ));
+        assert_eq!(m.log_files.keep, 3);
+        assert_eq!(
+            m.programs[0].log_file.as_deref(),
+            Some(Path::new("/srv/app/w.log"))
+        );
+        let e = errors(&format!("{WEB}log_file = \"\"\n"));
+        assert!(
+            e.contains("m.toml:4:12: error: `log_file` needs a file name"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "[mothership]\non_event_timeout = \"5s\"\nwebhook = \"http://127.0.0.1:9/h\"\n{WEB}"
+        ));
+        assert!(
+            e.contains("m.toml:2:1: error: `on_event_timeout` without an `on_event` command"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "[mothership]\nwebhook = \"http://u:secret@127.0.0.1:9/h\"\n{WEB}"
+        ));
+        assert!(
+            e.contains("m.toml:2:11: error: `webhook` has user info"),
             "{e}"
         );
     }

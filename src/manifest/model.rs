@@ -381,6 +381,8 @@ pub struct Uplink {
     pub path: String,
     /// The URL with any password replaced by `***`, safe to print.
     pub masked: String,
+    /// The URL has user info (`user:password@`), which no check sends.
+    pub userinfo: bool,
     pub timeout: Duration,
 }
 

@@ -99,7 +99,6 @@ pub fn parse(url: &str) -> Result<Uplink, String> {
     } else {
         path.to_string()
     };
-    let _ = userinfo;
     Ok(Uplink {
         name: String::new(),
         scheme,
@@ -107,6 +106,7 @@ pub fn parse(url: &str) -> Result<Uplink, String> {
         port,
         path,
         masked: mask(url),
+        userinfo: userinfo.is_some(),
         timeout: Duration::from_secs(5),
     })
 }

@@ -773,6 +773,41 @@ fn another_user_is_refused_unless_in_the_control_group_and_then_as_it_allows() {
 }
 
 #[test]
+fn a_control_group_that_cannot_be_given_the_socket_stops_the_launch() {
+    // nobody is not in the group root: it cannot give its socket folder to it.
+    let m = marker("control-group-eperm");
+    let d = Dir::new("control-group-eperm");
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = d.join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    d.write(
+        "ship-manifest.toml",
+        &format!("[mothership]\ncontrol_group = \"root\"\n[[fleet.app]]\nname = \"web\"\ncommand = \"sh\"\nargs = [\"-c\", \"exec sleep 1000; : {m}\"]\n"),
+    );
+    let bin = d.join("ms-other");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&bin)
+        .args(["-c", "ship-manifest.toml"])
+        .current_dir(&d.path)
+        .env("MS_SOCKET_DIR", home.join("sock"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runuser (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot give it to the control_group") && !err.contains("web: started"),
+        "{err}"
+    );
+    assert!(pids_with(&m).is_empty());
+}
+
+#[test]
 fn a_program_whose_dependency_failed_is_not_started_alone() {
     let m = marker("control-failed-dep");
     let d = Dir::new("control-failed-dep");
