@@ -331,18 +331,19 @@ fn from_files(
     before: Option<(&str, usize)>,
     keep_line: &dyn Fn(&str, &str) -> bool,
 ) -> Vec<Value> {
-    let mut names: Vec<PathBuf> = Vec::new();
+    // Each archive as written, or compressed: while it is being compressed both are
+    // there, with the same lines, and only one is read (the plain one, unless it went in
+    // the meantime).
+    let mut names: Vec<[PathBuf; 2]> = Vec::new();
     for k in (1..=keep).rev() {
-        for gz in ["", ".gz"] {
+        let with = |ext: &str| {
             let mut p = file.as_os_str().to_owned();
-            p.push(format!(".{k}{gz}"));
-            let p = PathBuf::from(p);
-            if p.exists() {
-                names.push(p);
-            }
-        }
+            p.push(format!(".{k}{ext}"));
+            PathBuf::from(p)
+        };
+        names.push([with(""), with(".gz")]);
     }
-    names.push(file.to_path_buf());
+    names.push([file.to_path_buf(), PathBuf::new()]);
     let mut last: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
     let mut push = |time: &str, stream: &str, text: &str| {
         if n == 0 || !keep_line(time, text) {
@@ -362,15 +363,22 @@ fn from_files(
     };
     // The file's lines of the millisecond memory begins with: the first of them are older.
     let mut boundary: Vec<(String, String, String)> = Vec::new();
-    for p in names {
-        let f = match std::fs::File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                eprintln!("mothership: {} not read: {e}", p.display());
-                continue;
+    for alternatives in &names {
+        let mut opened = None;
+        for p in alternatives.iter().filter(|p| !p.as_os_str().is_empty()) {
+            match std::fs::File::open(p) {
+                Ok(f) => {
+                    opened = Some((f, p));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    eprintln!("mothership: {} not read: {e}", p.display());
+                    break;
+                }
             }
-        };
+        }
+        let Some((f, p)) = opened else { continue };
         let reader: Box<dyn BufRead> = if p.extension().is_some_and(|e| e == "gz") {
             Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))
         } else {

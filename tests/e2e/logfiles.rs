@@ -218,3 +218,58 @@ log_file = "blocker/talker.log"
     assert_eq!(f.stop(secs(10)), Some(0));
     assert!(pids_with(&m).is_empty());
 }
+
+#[test]
+fn logs_since_reaches_into_the_archives_and_reads_each_archive_once() {
+    let m = marker("logfiles-since");
+    let d = Dir::new("logfiles-since");
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as u64)
+        .unwrap_or(0);
+    let hour_ago = mothership::output::logger::rfc3339_ms(now_ms - 3_600_000);
+    // Archives left by an earlier run: .2 caught while being compressed (the plain file
+    // and its .gz both there, with the same lines), then .1.
+    d.write("logs/x.log.2", "2019-05-01T00:00:00.000Z out oldest\n");
+    let gz = std::process::Command::new("gzip")
+        .args(["-k", "-n"])
+        .arg(d.join("logs/x.log.2"))
+        .status()
+        .expect("gzip");
+    assert!(gz.success());
+    d.write(
+        "logs/x.log.1",
+        &format!("2020-01-01T00:00:00.000Z err ancient\n{hour_ago} out recent\n"),
+    );
+    d.write(
+        "ship-manifest.toml",
+        &format!(
+            "[mothership]\nlog_dir = \"logs\"\nlog_keep = 5\n[[fleet.a]]\nname = \"x\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo live; exec sleep 1000; : {m}\"]\n"
+        ),
+    );
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || d.read("logs/x.log").contains(" out live")),
+        "{}",
+        f.stderr()
+    );
+    let texts = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["logs", "x"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run_in(&d.path, &all);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        texts(&["-n", "100"]),
+        ["oldest", "ancient", "recent", "live"],
+        "every archive once, oldest first"
+    );
+    assert_eq!(texts(&["--since", "2h"]), ["recent", "live"]);
+    assert_eq!(texts(&["--since", "2h", "--grep", "^rec"]), ["recent"]);
+    assert_eq!(f.stop(secs(10)), Some(0));
+    assert!(pids_with(&m).is_empty());
+}
