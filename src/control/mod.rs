@@ -721,20 +721,29 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
         );
     }
     // A program whose dependency has failed for good cannot start: it would fail too
-    // (and a critical one land the fleet). Unless that dependency starts with it.
+    // (and a critical one land the fleet); nor one whose dependency the operator stopped:
+    // it would wait for it for ever. Unless that dependency starts with it.
     if matches!(op, Operation::Start | Operation::Restart) {
         for id in &ids {
             let Some(s) = fleet.ships.get(id.index()) else {
                 continue;
             };
-            let failed = s.deps.iter().find(|&&d| {
+            let down = s.deps.iter().find(|&&d| {
                 !ids.iter().any(|i| i.index() == d)
-                    && fleet.ships.get(d).is_some_and(|x| x.state == "failed")
+                    && fleet
+                        .ships
+                        .get(d)
+                        .is_some_and(|x| matches!(x.state, "failed" | "stopped"))
             });
-            if let Some(d) = failed.and_then(|&d| fleet.ships.get(d)) {
+            if let Some(d) = down.and_then(|&d| fleet.ships.get(d)) {
+                let how = if d.state == "failed" {
+                    "has failed"
+                } else {
+                    "is stopped"
+                };
                 return coded_error(
                     &format!(
-                        "{} depends on {}, which has failed: {cmd} {} as well",
+                        "{} depends on {}, which {how}: {cmd} {} as well",
                         s.name, d.name, d.name
                     ),
                     "not_now",

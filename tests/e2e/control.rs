@@ -851,6 +851,16 @@ args = ["-c", "exec sleep 1000; : {m}"]
         "{}",
         f.stderr()
     );
+    // A dependency the operator stopped: web would wait for it for ever.
+    let (code, _, err) = run_in(&d.path, &["stop", "--wait", "db", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_in(&d.path, &["start", "web"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("web depends on db, which is stopped"), "{err}");
+    assert_eq!(state_of(&d, "web"), "stopped");
+    let (code, _, err) = run_in(&d.path, &["start", "--wait", "web", "db"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(state_of(&d, "web"), "running");
     assert_eq!(f.stop(secs(10)), Some(0));
     assert!(pids_with(&m).is_empty());
 }
