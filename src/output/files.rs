@@ -6,9 +6,9 @@
 //! Each file is rotated before it would grow past `log_max_size`, at a line boundary:
 //! `NAME.log` becomes `NAME.log.1`, the older archives move up one and the last of
 //! `log_keep` goes (as s6-log and svlogd keep theirs); with `log_compress` an archive is
-//! gzipped by the writer thread as it is made. A file that cannot be written (a full
-//! disk) is reported once, its lines counted as lost to it (they stay in the journal),
-//! and tried again with the next lines. `reopen` (SIGUSR1, `mothership reopen`) closes
+//! gzipped as it is made, by a thread of its own (the writer goes on meanwhile). A file
+//! that cannot be written (a full disk) is reported once, its lines counted as lost to
+//! it (they stay in the journal), and tried again with the next lines. `reopen` (SIGUSR1, `mothership reopen`) closes
 //! every file so the next lines open it afresh, after an external logrotate.
 
 use std::fs::{File, OpenOptions};
@@ -120,6 +120,9 @@ struct LogFile {
     size: u64,
     /// Its last write failed (said once until one works again).
     failing: bool,
+    /// Its newest archive being compressed, by a thread of its own: the writer goes on
+    /// with every file meanwhile.
+    compressing: Option<JoinHandle<()>>,
 }
 
 impl LogFile {
@@ -129,6 +132,14 @@ impl LogFile {
             file: None,
             size: 0,
             failing: false,
+            compressing: None,
+        }
+    }
+
+    /// Waits for the compression of its newest archive, if one is under way.
+    fn compressed(&mut self) {
+        if let Some(h) = self.compressing.take() {
+            let _ = h.join();
         }
     }
 
@@ -197,6 +208,8 @@ impl LogFile {
     fn rotate(&mut self, s: &Settings) -> io::Result<()> {
         self.file = None;
         self.size = 0;
+        // The archives move up one: not while the last is still being compressed.
+        self.compressed();
         if s.keep == 0 {
             return std::fs::remove_file(&self.path);
         }
@@ -219,11 +232,24 @@ impl LogFile {
         let first = name(1, false);
         std::fs::rename(&self.path, &first)?;
         if s.compress {
-            if let Err(e) = gzip(&first, &name(1, true)) {
-                log::warn!("log file {}: compressing it: {e}", first.display());
+            let to = name(1, true);
+            let (from2, to2) = (first.clone(), to.clone());
+            // A thread per archive (rotations are far apart); without one, here.
+            match std::thread::Builder::new()
+                .name("log-gzip".into())
+                .spawn(move || compress(&from2, &to2))
+            {
+                Ok(h) => self.compressing = Some(h),
+                Err(_) => compress(&first, &to),
             }
         }
         Ok(())
+    }
+}
+
+fn compress(from: &Path, to: &Path) {
+    if let Err(e) = gzip(from, to) {
+        log::warn!("log file {}: compressing it: {e}", from.display());
     }
 }
 
@@ -290,6 +316,9 @@ fn writer(
             }
         }
         s.done(written);
+    }
+    for f in files.iter_mut().flatten() {
+        f.compressed();
     }
 }
 
