@@ -530,10 +530,7 @@ fn text(v: Option<&Value>) -> String {
 }
 
 fn uptime(v: Option<&Value>) -> String {
-    let Some(s) = v.and_then(|x| match x {
-        Value::Number(n) => n.parse::<f64>().ok(),
-        _ => None,
-    }) else {
+    let Some(s) = number(v) else {
         return "-".into();
     };
     let s = s as u64;
@@ -541,6 +538,40 @@ fn uptime(v: Option<&Value>) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// CPU time of a program's processes, as `ps` shows it: `0.42s`, `3m07s`, `2h05m`.
+fn cpu_time(v: Option<&Value>) -> String {
+    let Some(s) = number(v) else {
+        return "-".into();
+    };
+    if s < 60.0 {
+        format!("{s:.2}s")
+    } else {
+        uptime(v)
+    }
+}
+
+/// Resident memory: `512K`, `1.5M`, `2.0G`.
+fn mem(v: Option<&Value>) -> String {
+    let Some(b) = number(v) else {
+        return "-".into();
+    };
+    let k = b / 1024.0;
+    if k < 1024.0 {
+        format!("{k:.0}K")
+    } else if k < 1024.0 * 1024.0 {
+        format!("{:.1}M", k / 1024.0)
+    } else {
+        format!("{:.1}G", k / 1024.0 / 1024.0)
     }
 }
 
@@ -566,10 +597,12 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
         "PID",
         "UPTIME",
         "RESTARTS",
+        "CPU",
+        "MEM",
         "HEALTH",
         "LAST EXIT",
     ];
-    let rows: Vec<[String; 8]> = programs
+    let rows: Vec<[String; 10]> = programs
         .iter()
         .map(|p| {
             [
@@ -579,6 +612,8 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
                 text(p.get("pid")),
                 uptime(p.get("uptime_seconds")),
                 text(p.get("restarts")),
+                cpu_time(p.get("cpu_seconds")),
+                mem(p.get("rss_bytes")),
                 text(p.get("health")),
                 text(p.get("last_exit")),
             ]
@@ -603,8 +638,8 @@ pub fn status(socket_path: Option<&Path>, as_json: bool) -> i32 {
             return None;
         }
         match (i, c) {
-            (2, "running" | "done") | (6, "healthy") => Some("32"),
-            (2, "failed" | "backoff") | (6, "unhealthy") => Some("31"),
+            (2, "running" | "done") | (8, "healthy") => Some("32"),
+            (2, "failed" | "backoff") | (8, "unhealthy") => Some("31"),
             (2, "stopped") => Some("2"),
             (2, "starting" | "stopping" | "waiting") => Some("33"),
             _ => None,

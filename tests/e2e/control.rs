@@ -90,6 +90,24 @@ fn status_through_the_control_socket_as_a_table_and_as_json() {
         row.contains(&pid.to_string()) && row.contains("running"),
         "{row}"
     );
+    // Its CPU time and resident memory, as `ps` would show them; none for a job done.
+    let cell = |l: &str, col: &str| {
+        let at = lines[1].find(col).unwrap_or(0);
+        l[at..].split_whitespace().next().unwrap_or("").to_string()
+    };
+    let (cpu, rss) = (cell(row, "CPU"), cell(row, "MEM"));
+    assert!(
+        cpu.ends_with('s') && cpu[..cpu.len() - 1].parse::<f64>().is_ok(),
+        "{table}"
+    );
+    assert!(
+        rss.ends_with(['K', 'M']) && rss[..rss.len() - 1].parse::<f64>().is_ok_and(|n| n > 0.0),
+        "{table}"
+    );
+    assert_eq!(
+        (cell(once, "CPU"), cell(once, "MEM")),
+        ("-".into(), "-".into())
+    );
     // Columns line up: STATE begins at the same place on every line.
     let at = lines[1].find("STATE").unwrap_or(0);
     assert!(
