@@ -242,3 +242,71 @@ fn top_attaches_to_a_running_fleet_and_restores_the_terminal_on_term() {
         "{code} {err}"
     );
 }
+
+#[test]
+fn every_way_out_restores_the_terminal() {
+    let m = marker("tui-ways");
+    let d = Dir::new("tui-ways");
+    manifest(&d, &m);
+    let mut f = Fleet::start(&d, &[]);
+    assert!(
+        wait_for(secs(10), || f.stderr().contains("tui-two: up")),
+        "{}",
+        f.stderr()
+    );
+    let t = Tmux::new(&d);
+    let top = format!(
+        "cd {} && MS_SOCKET_DIR={} {BIN} top",
+        d.path.display(),
+        d.join("sock").display()
+    );
+    let ended_well = |name: &str| {
+        assert!(
+            wait_for(secs(15), || t.pane(name).contains("STTY:")),
+            "{}",
+            t.pane(name)
+        );
+        let pane = t.pane(name);
+        assert!(
+            pane.contains("EXIT:0") && pane.contains("STTY: isig icanon echo"),
+            "{pane}"
+        );
+        assert_eq!(t.alternate(name), "0");
+        pane
+    };
+    let up = |name: &str| {
+        assert!(
+            wait_for(secs(10), || t.pane(name).contains("tui-two")),
+            "{}",
+            t.pane(name)
+        );
+        assert_eq!(t.alternate(name), "1");
+    };
+    // top: q leaves it, the fleet running on.
+    t.start("q", &top);
+    up("q");
+    t.keys("q", &["q"]);
+    ended_well("q");
+    assert_eq!(f.wait(Duration::ZERO), None, "the fleet still runs");
+    // top: the fleet landing ends it.
+    t.start("landed", &top);
+    up("landed");
+    assert_eq!(f.stop(secs(10)), Some(0));
+    let pane = ended_well("landed");
+    assert!(pane.contains("the fleet has landed"), "{pane}");
+    // --tui: TERM lands the fleet and gives the terminal back.
+    t.start(
+        "term",
+        &format!(
+            "cd {} && MS_SOCKET_DIR={} sh -c 'echo $$ > tui.pid; exec \"$0\" --tui' {BIN}",
+            d.path.display(),
+            d.join("sock").display()
+        ),
+    );
+    up("term");
+    let pid: i32 = d.read("tui.pid").trim().parse().unwrap_or(0);
+    assert!(pid > 0);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    ended_well("term");
+    assert!(wait_for(secs(5), || pids_with(&m).is_empty()));
+}
