@@ -3,8 +3,8 @@
 //! a request is one line holding an object `{"v":1,"cmd":"..."}`, its answer one line
 //! holding an object with `"ok"` (`true` with the command's fields, or `false` with
 //! `"error"` and a `"code"`). Requests are bounded ([`MAX_REQUEST`]); a client that stops
-//! reading is disconnected after [`STALL`] (or once its events pass [`MAX_PENDING`]
-//! bytes), an idle one after [`IDLE`]; each call answers
+//! reading is disconnected after [`STALL`] (a follower once its events pass
+//! [`MAX_PENDING`] bytes), an idle one after [`IDLE`]; each call answers
 //! at most [`LINES_PER_CALL`] requests of a client, the rest at the end of later turns,
 //! so that no client holds the loop. Peers are served only when the kernel says they
 //! run as the same user as mothership, or as root, or belong to the control group (which
@@ -166,8 +166,10 @@ struct Client {
     more: bool,
     /// Mothership's own user or root.
     owner: bool,
-    /// Its last request bytes read, or answer bytes written.
-    last_io: Instant,
+    /// When its answers last moved: some written, or the first put in front of it.
+    last_write: Instant,
+    /// When it last asked something (or connected).
+    last_request: Instant,
 }
 
 /// What a client follows: new lines of some programs' logs, and changes of state.
@@ -284,6 +286,14 @@ impl Control {
     /// again after a resource error.
     pub fn turn_end(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         for i in 0..self.clients.len() {
+            // One whose time is up gets a last write first (the kernel may have room that
+            // no event announced).
+            if self.clients[i]
+                .as_ref()
+                .is_some_and(|c| !c.out.is_empty() && expiry(c).is_some_and(|at| at <= now))
+            {
+                self.flush(i, registry);
+            }
             if let Some(c) = &self.clients[i] {
                 if expiry(c).is_some_and(|at| at <= now) {
                     log::info!(
@@ -379,7 +389,7 @@ impl Control {
                 Ok(0) => gone = true,
                 Ok(n) => {
                     c.out.drain(..n);
-                    c.last_io = Instant::now();
+                    c.last_write = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -471,7 +481,8 @@ impl Control {
                 full,
                 more: false,
                 owner,
-                last_io: Instant::now(),
+                last_write: Instant::now(),
+                last_request: Instant::now(),
             });
         }
     }
@@ -524,6 +535,10 @@ impl Control {
                 let Some(Some(c)) = self.clients.get_mut(i) else {
                     return;
                 };
+                c.last_request = now;
+                if c.out.is_empty() {
+                    c.last_write = now;
+                }
                 c.out.extend_from_slice(&a);
                 if follow.is_some() {
                     c.follow = follow;
@@ -551,10 +566,7 @@ impl Control {
                     }
                     c.closing = true;
                 }
-                Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                    c.last_io = now;
-                }
+                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -578,13 +590,16 @@ impl Control {
     }
 }
 
-/// When client `c` is to be disconnected: answers it has not read for [`STALL`], or
-/// (following nothing) no request for [`IDLE`].
+/// When client `c` is to be disconnected: answers it has not read for [`STALL`], or no
+/// request for [`IDLE`]. Not one that follows logs or events: what waits for it is bounded
+/// already (lines past [`SOFT_PENDING`] become a gap, events past [`MAX_PENDING`] end it).
 fn expiry(c: &Client) -> Option<Instant> {
-    if !c.out.is_empty() {
-        Some(c.last_io + STALL)
-    } else if c.follow.is_none() && !c.more {
-        Some(c.last_io + IDLE)
+    if c.follow.is_some() {
+        None
+    } else if !c.out.is_empty() {
+        Some(c.last_write + STALL)
+    } else if !c.more {
+        Some(c.last_request + IDLE)
     } else {
         None
     }
@@ -728,14 +743,12 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
             let Some(s) = fleet.ships.get(id.index()) else {
                 continue;
             };
-            let down = s.deps.iter().find(|&&d| {
-                !ids.iter().any(|i| i.index() == d)
-                    && fleet
-                        .ships
-                        .get(d)
-                        .is_some_and(|x| matches!(x.state, "failed" | "stopped"))
-            });
-            if let Some(d) = down.and_then(|&d| fleet.ships.get(d)) {
+            // Starting one that runs does nothing.
+            if matches!(op, Operation::Start) && matches!(s.state, "starting" | "running") {
+                continue;
+            }
+            let down = down_dependency(fleet, id.index(), &ids);
+            if let Some(d) = down.and_then(|d| fleet.ships.get(d)) {
                 let how = if d.state == "failed" {
                     "has failed"
                 } else {
@@ -780,6 +793,31 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
     o.push_str("]}\n");
     outbox.push(Message::Operate { ids, op });
     o.into_bytes()
+}
+
+/// A program that `i` needs, directly or through others that are not up either, that has
+/// failed or that the operator stopped, and that is not among those asked to start
+/// (`with`). One that is up (or a job that is done) satisfies what depends on it,
+/// whatever its own dependencies have become since.
+fn down_dependency(fleet: &FleetView, i: usize, with: &[ProgramId]) -> Option<usize> {
+    let mut seen = vec![false; fleet.ships.len()];
+    let mut stack = vec![i];
+    while let Some(j) = stack.pop() {
+        for &d in fleet.ships.get(j).map_or(&[][..], |s| &s.deps[..]) {
+            if d >= seen.len() || std::mem::replace(&mut seen[d], true) {
+                continue;
+            }
+            if with.iter().any(|w| w.index() == d) {
+                continue;
+            }
+            match fleet.ships[d].state {
+                "failed" | "stopped" => return Some(d),
+                "running" | "starting" | "done" => {}
+                _ => stack.push(d),
+            }
+        }
+    }
+    None
 }
 
 /// What a request is answered with.
@@ -1165,6 +1203,32 @@ mod tests {
     }
 
     #[test]
+    fn a_start_that_would_wait_for_ever_is_found_through_the_chain() {
+        let text = "[[fleet.a]]\nname = \"db\"\ncommand = \"x\"\n[[fleet.a]]\nname = \"api\"\ncommand = \"x\"\ndepends_on = [\"db\"]\n[[fleet.a]]\nname = \"web\"\ncommand = \"x\"\ndepends_on = [\"api\"]\n";
+        let l = crate::manifest::parse(
+            std::path::Path::new("m.toml"),
+            std::path::Path::new("/srv"),
+            text.to_string(),
+            &|_| None,
+        );
+        let diags = l.render_diags();
+        let m = l.manifest.unwrap_or_else(|| panic!("{diags}"));
+        let mut f = FleetView::new(&m.programs, Instant::now());
+        let at = ProgramId::at;
+        // db stopped, api waiting for it: web would wait for ever.
+        f.ships[0].state = "stopped";
+        f.ships[1].state = "waiting";
+        assert_eq!(down_dependency(&f, 2, &[at(2)]), Some(0));
+        // Unless db starts with it.
+        assert_eq!(down_dependency(&f, 2, &[at(2), at(0)]), None);
+        // An api that is up serves web, whatever became of db since.
+        f.ships[1].state = "running";
+        assert_eq!(down_dependency(&f, 2, &[at(2)]), None);
+        f.ships[1].state = "failed";
+        assert_eq!(down_dependency(&f, 2, &[at(2)]), Some(1));
+    }
+
+    #[test]
     fn a_client_that_reads_nothing_or_idles_is_disconnected() {
         use std::io::Read;
         let d = std::env::temp_dir().join(format!("ms-control-stall-{}", std::process::id()));
@@ -1182,9 +1246,15 @@ mod tests {
         let f = fleet();
         let now = Instant::now();
         let connect = || std::os::unix::net::UnixStream::connect(d.join(SOCKET)).unwrap();
-        let (mut slow, mut idle) = (connect(), connect());
+        let (mut slow, mut idle, mut follower) = (connect(), connect(), connect());
         c.ready(Token(CONTROL_TOKENS), reg, &f, now);
-        assert!(c.clients.len() == 2 && c.clients.iter().all(Option::is_some));
+        assert!(c.clients.len() == 3 && c.clients.iter().all(Option::is_some));
+        // A follower is bounded otherwise (gaps, 4 MiB of events): never timed out.
+        follower
+            .write_all(b"{\"cmd\":\"subscribe\",\"events\":[\"state\"]}\n")
+            .unwrap();
+        c.ready(Token(CONTROL_TOKENS + 3), reg, &f, now);
+        assert!(c.clients[2].as_ref().is_some_and(|c| c.follow.is_some()));
         // Far more answers than the kernel holds, never read.
         for _ in 0..60 {
             slow.write_all(b"{\"cmd\":\"logs\",\"name\":\"web\",\"lines\":100}\n")
@@ -1210,6 +1280,9 @@ mod tests {
         assert!(t >= now + IDLE && t <= Instant::now() + IDLE);
         c.turn_end(reg, &f, t);
         assert!(c.clients[1].is_none());
+        assert_eq!(c.next_deadline(now), None);
+        c.turn_end(reg, &f, now + IDLE + IDLE);
+        assert!(c.clients[2].is_some(), "the follower stays");
         idle.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let mut b = [0u8; 16];

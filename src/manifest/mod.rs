@@ -900,7 +900,7 @@ impl Parser<'_> {
         let deps = t.string_list(self.d, "depends_on");
         let log_file = t.string(self.d, "log_file").and_then(|f| {
             let v = self.expanded(&f);
-            if v.is_empty() || v.ends_with('/') {
+            if v.ends_with('/') || Path::new(&v).file_name().is_none() {
                 self.d.error(
                     f.span,
                     "`log_file` needs a file name, such as \"log/web.log\"",
@@ -1563,15 +1563,17 @@ impl Parser<'_> {
                 );
             }
         }
-        let has_command = !command.is_empty();
+        // Without a command the timeout still bounds how long landing waits for webhook
+        // deliveries; without either it would do nothing.
+        let hooked = !command.is_empty() || ms.key_span("webhook").is_some();
         m.events.command = command;
         let timeout_span = ms.key_span("on_event_timeout");
         if let Some(d) = ms.duration(self.d, "on_event_timeout") {
             m.events.timeout = d;
-            if let (false, Some(span)) = (has_command, timeout_span) {
+            if let (false, Some(span)) = (hooked, timeout_span) {
                 self.d.error(
                     span,
-                    "`on_event_timeout` without an `on_event` command (a webhook post has its own 5 s bound)",
+                    "`on_event_timeout` without an `on_event` command or a `webhook` to act on",
                 );
             }
         }
@@ -2431,18 +2433,23 @@ prelaunch_timeout = "2m"
             m.programs[0].log_file.as_deref(),
             Some(Path::new("/srv/app/w.log"))
         );
-        let e = errors(&format!("{WEB}log_file = \"\"\n"));
+        for bad in ["", ".", "..", "logs/", "logs/.."] {
+            let e = errors(&format!("{WEB}log_file = \"{bad}\"\n"));
+            assert!(
+                e.contains("m.toml:4:12: error: `log_file` needs a file name"),
+                "{bad}: {e}"
+            );
+        }
+        let e = errors(&format!("[mothership]\non_event_timeout = \"5s\"\n{WEB}"));
         assert!(
-            e.contains("m.toml:4:12: error: `log_file` needs a file name"),
+            e.contains("m.toml:2:1: error: `on_event_timeout` without an `on_event` command or a `webhook`"),
             "{e}"
         );
-        let e = errors(&format!(
-            "[mothership]\non_event_timeout = \"5s\"\nwebhook = \"http://127.0.0.1:9/h\"\n{WEB}"
+        // With only a webhook it bounds the wait for deliveries at landing.
+        let m = parse_ok(&format!(
+            "[mothership]\non_event_timeout = \"9s\"\nwebhook = \"http://127.0.0.1:9/h\"\n{WEB}"
         ));
-        assert!(
-            e.contains("m.toml:2:1: error: `on_event_timeout` without an `on_event` command"),
-            "{e}"
-        );
+        assert_eq!(m.events.timeout, Duration::from_secs(9));
         let e = errors(&format!(
             "[mothership]\nwebhook = \"http://u:secret@127.0.0.1:9/h\"\n{WEB}"
         ));

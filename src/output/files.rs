@@ -6,7 +6,7 @@
 //! Each file is rotated before it would grow past `log_max_size`, at a line boundary:
 //! `NAME.log` becomes `NAME.log.1`, the older archives move up one and the last of
 //! `log_keep` goes (as s6-log and svlogd keep theirs); with `log_compress` an archive is
-//! gzipped as it is made, by a thread of its own (the writer goes on meanwhile). A file
+//! gzipped as it is made, by a compressing thread (the writer goes on meanwhile). A file
 //! that cannot be written (a full disk) is reported once, its lines counted as lost to
 //! it (they stay in the journal), and tried again with the next lines. `reopen` (SIGUSR1, `mothership reopen`) closes
 //! every file so the next lines open it afresh, after an external logrotate.
@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use super::spool::Spool;
@@ -120,9 +120,9 @@ struct LogFile {
     size: u64,
     /// Its last write failed (said once until one works again).
     failing: bool,
-    /// Its newest archive being compressed, by a thread of its own: the writer goes on
-    /// with every file meanwhile.
-    compressing: Option<JoinHandle<()>>,
+    /// Its newest archive being compressed, by the compressing thread: the writer goes
+    /// on with every file meanwhile. Says when it is done.
+    compressing: Option<mpsc::Receiver<()>>,
 }
 
 impl LogFile {
@@ -138,8 +138,8 @@ impl LogFile {
 
     /// Waits for the compression of its newest archive, if one is under way.
     fn compressed(&mut self) {
-        if let Some(h) = self.compressing.take() {
-            let _ = h.join();
+        if let Some(done) = self.compressing.take() {
+            let _ = done.recv();
         }
     }
 
@@ -167,12 +167,18 @@ impl LogFile {
     /// limit (a single line longer than the limit gets a file of its own).
     /// Writes `data`; on an error, also says how many of its bytes (from the end) did
     /// not reach the file.
-    fn write(&mut self, data: &[u8], s: &Settings) -> Result<(), (usize, io::Error)> {
+    fn write(
+        &mut self,
+        data: &[u8],
+        s: &Settings,
+        gz: &mut Gzipper,
+    ) -> Result<(), (usize, io::Error)> {
         let mut rest = data;
-        self.write_some(&mut rest, s).map_err(|e| (rest.len(), e))
+        self.write_some(&mut rest, s, gz)
+            .map_err(|e| (rest.len(), e))
     }
 
-    fn write_some(&mut self, data: &mut &[u8], s: &Settings) -> io::Result<()> {
+    fn write_some(&mut self, data: &mut &[u8], s: &Settings, gz: &mut Gzipper) -> io::Result<()> {
         while !data.is_empty() {
             self.open()?;
             let room = s.max_size.saturating_sub(self.size) as usize;
@@ -193,7 +199,7 @@ impl LogFile {
                 }
             };
             if take == 0 {
-                self.rotate(s)?;
+                self.rotate(s, gz)?;
                 continue;
             }
             let f = self.open()?;
@@ -205,7 +211,7 @@ impl LogFile {
     }
 
     /// `NAME.log` becomes `NAME.log.1` (compressed when asked), the older ones move up.
-    fn rotate(&mut self, s: &Settings) -> io::Result<()> {
+    fn rotate(&mut self, s: &Settings, gz: &mut Gzipper) -> io::Result<()> {
         self.file = None;
         self.size = 0;
         // The archives move up one: not while the last is still being compressed.
@@ -232,18 +238,63 @@ impl LogFile {
         let first = name(1, false);
         std::fs::rename(&self.path, &first)?;
         if s.compress {
-            let to = name(1, true);
-            let (from2, to2) = (first.clone(), to.clone());
-            // A thread per archive (rotations are far apart); without one, here.
-            match std::thread::Builder::new()
-                .name("log-gzip".into())
-                .spawn(move || compress(&from2, &to2))
-            {
-                Ok(h) => self.compressing = Some(h),
-                Err(_) => compress(&first, &to),
-            }
+            self.compressing = gz.queue(first, name(1, true));
         }
         Ok(())
+    }
+}
+
+type Job = (PathBuf, PathBuf, mpsc::Sender<()>);
+
+/// One thread that compresses the archives of every file, one after the other (a burst
+/// of rotations takes one core, not one each), started with the first.
+#[derive(Default)]
+struct Gzipper {
+    jobs: Option<mpsc::Sender<Job>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Gzipper {
+    /// Queues `from` to be compressed into `to`; what says it is done, or None when it
+    /// was compressed here (no thread could be started).
+    fn queue(&mut self, from: PathBuf, to: PathBuf) -> Option<mpsc::Receiver<()>> {
+        if self.jobs.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new()
+                .name("log-gzip".into())
+                .spawn(move || {
+                    for (from, to, done) in rx {
+                        compress(&from, &to);
+                        let _ = done.send(());
+                    }
+                });
+            if let Ok(h) = spawned {
+                self.jobs = Some(tx);
+                self.handle = Some(h);
+            }
+        }
+        let (done, said) = mpsc::channel();
+        match &self.jobs {
+            Some(tx) => match tx.send((from, to, done)) {
+                Ok(()) => Some(said),
+                Err(mpsc::SendError((from, to, _))) => {
+                    compress(&from, &to);
+                    None
+                }
+            },
+            None => {
+                compress(&from, &to);
+                None
+            }
+        }
+    }
+
+    /// Compresses what is queued and ends the thread.
+    fn finish(&mut self) {
+        self.jobs = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -280,6 +331,7 @@ fn writer(
     mut files: Vec<Option<LogFile>>,
     settings: &Settings,
 ) {
+    let mut gz = Gzipper::default();
     while let Some(batch) = s.take() {
         if batch.flagged {
             for f in files.iter_mut().flatten() {
@@ -293,7 +345,7 @@ fn writer(
             let Some(Some(f)) = files.get_mut(i) else {
                 continue;
             };
-            match f.write(&data, settings) {
+            match f.write(&data, settings, &mut gz) {
                 Ok(()) => {
                     if std::mem::take(&mut f.failing) {
                         log::info!("log file {}: writing again", f.path.display());
@@ -317,9 +369,7 @@ fn writer(
         }
         s.done(written);
     }
-    for f in files.iter_mut().flatten() {
-        f.compressed();
-    }
+    gz.finish();
 }
 
 #[cfg(test)]

@@ -654,6 +654,7 @@ ok = busy = 0
 held = []
 for _ in range(int(sys.argv[2])):
     s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
     s.connect(sys.argv[1])
     try:
         s.sendall(b'{"cmd":"version"}\n')
@@ -792,6 +793,12 @@ fn another_user_is_refused_unless_in_the_control_group_and_then_as_it_allows() {
 
 #[test]
 fn a_control_group_that_cannot_be_given_the_socket_stops_the_launch() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs as root (it uses another uid through runuser), as CI does"
+    );
     // nobody is not in the group root: it cannot give its socket folder to it.
     let m = marker("control-group-eperm");
     let d = Dir::new("control-group-eperm");
@@ -806,7 +813,7 @@ fn a_control_group_that_cannot_be_given_the_socket_stops_the_launch() {
     let bin = d.join("ms-other");
     std::fs::copy(BIN, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("runuser")
+    let mut child = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--"])
         .arg(&bin)
         .args(["-c", "ship-manifest.toml"])
@@ -814,10 +821,23 @@ fn a_control_group_that_cannot_be_given_the_socket_stops_the_launch() {
         .env("MS_SOCKET_DIR", home.join("sock"))
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
-        .output()
+        .stderr(std::fs::File::create(d.join("err")).unwrap())
+        .spawn()
         .expect("runuser (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let mut code = None;
+    let ended = wait_for(secs(20), || {
+        code = child.try_wait().ok().flatten().map(|s| s.code());
+        code.is_some()
+    });
+    if !ended {
+        // It launched after all: land it (TERM reaches mothership through runuser).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    let err = d.read("err");
+    assert_eq!(code, Some(Some(1)), "{err}");
     assert!(
         err.contains("cannot give it to the control_group") && !err.contains("web: started"),
         "{err}"
