@@ -8,8 +8,9 @@
 //! `log_keep` goes (as s6-log and svlogd keep theirs); with `log_compress` an archive is
 //! gzipped as it is made, by a compressing thread (the writer goes on meanwhile). A file
 //! that cannot be written (a full disk) is reported once, its lines counted as lost to
-//! it (they stay in the journal), and tried again with the next lines. `reopen` (SIGUSR1, `mothership reopen`) closes
-//! every file so the next lines open it afresh, after an external logrotate.
+//! it (they stay in the journal), and tried again with the next lines. `reopen`
+//! (SIGUSR1, `mothership reopen`) closes every file so the next lines open it afresh,
+//! after an external logrotate.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -164,9 +165,8 @@ impl LogFile {
     }
 
     /// Writes whole lines, rotating at line boundaries so that no file grows past the
-    /// limit (a single line longer than the limit gets a file of its own).
-    /// Writes `data`; on an error, also says how many of its bytes (from the end) did
-    /// not reach the file.
+    /// limit (a single line longer than the limit gets a file of its own). On an error,
+    /// also says how many of the bytes (from the end) did not reach the file.
     fn write(
         &mut self,
         data: &[u8],
