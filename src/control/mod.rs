@@ -724,45 +724,8 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
             return coded_error(&why, "no_such_program");
         }
     };
-    if !matches!(op, Operation::Signal(_))
-        && !matches!(fleet.state, "launching" | "running" | "mayday")
-    {
-        return coded_error(
-            &format!(
-                "the fleet is {}: programs are started and stopped only while it runs",
-                fleet.state
-            ),
-            "not_now",
-        );
-    }
-    // A program whose dependency has failed for good cannot start: it would fail too
-    // (and a critical one land the fleet); nor one whose dependency the operator stopped:
-    // it would wait for it for ever. Unless that dependency starts with it.
-    if matches!(op, Operation::Start | Operation::Restart) {
-        for id in &ids {
-            let Some(s) = fleet.ships.get(id.index()) else {
-                continue;
-            };
-            // Starting one that runs does nothing.
-            if matches!(op, Operation::Start) && matches!(s.state, "starting" | "running") {
-                continue;
-            }
-            let down = down_dependency(fleet, id.index(), &ids);
-            if let Some(d) = down.and_then(|d| fleet.ships.get(d)) {
-                let how = if d.state == "failed" {
-                    "has failed"
-                } else {
-                    "is stopped"
-                };
-                return coded_error(
-                    &format!(
-                        "{} depends on {}, which {how}: {cmd} {} as well",
-                        s.name, d.name, d.name
-                    ),
-                    "not_now",
-                );
-            }
-        }
+    if let Some(why) = refusal(fleet, op, &ids) {
+        return coded_error(&why, "not_now");
     }
     let ids: Vec<ProgramId> = match op {
         // Only a process that runs can be signalled.
@@ -793,6 +756,48 @@ fn operate(v: &Value, cmd: &str, fleet: &FleetView, outbox: &mut Vec<Message>) -
     o.push_str("]}\n");
     outbox.push(Message::Operate { ids, op });
     o.into_bytes()
+}
+
+/// Why `op` on `ids` cannot be done now (the control socket answers `not_now`, the
+/// dashboard shows it): programs are started and stopped only while the fleet runs, and
+/// one whose dependency has failed for good would fail too (a critical one landing the
+/// fleet), one whose dependency the operator stopped would wait for it for ever, unless
+/// that dependency starts with it.
+pub fn refusal(fleet: &FleetView, op: Operation, ids: &[ProgramId]) -> Option<String> {
+    if !matches!(op, Operation::Signal(_))
+        && !matches!(fleet.state, "launching" | "running" | "mayday")
+    {
+        return Some(format!(
+            "the fleet is {}: programs are started and stopped only while it runs",
+            fleet.state
+        ));
+    }
+    let cmd = match op {
+        Operation::Start => "start",
+        Operation::Restart => "restart",
+        _ => return None,
+    };
+    for id in ids {
+        let Some(s) = fleet.ships.get(id.index()) else {
+            continue;
+        };
+        // Starting one that runs does nothing.
+        if matches!(op, Operation::Start) && matches!(s.state, "starting" | "running") {
+            continue;
+        }
+        if let Some(d) = down_dependency(fleet, id.index(), ids).and_then(|d| fleet.ships.get(d)) {
+            let how = if d.state == "failed" {
+                "has failed"
+            } else {
+                "is stopped"
+            };
+            return Some(format!(
+                "{} depends on {}, which {how}: {cmd} {} as well",
+                s.name, d.name, d.name
+            ));
+        }
+    }
+    None
 }
 
 /// A program that `i` needs, directly or through others that are not up either, that has
@@ -1219,6 +1224,17 @@ mod tests {
         f.ships[0].state = "stopped";
         f.ships[1].state = "waiting";
         assert_eq!(down_dependency(&f, 2, &[at(2)]), Some(0));
+        // What the control socket and the dashboard both answer.
+        f.state = "running";
+        assert_eq!(
+            refusal(&f, Operation::Restart, &[at(2)]).as_deref(),
+            Some("web depends on db, which is stopped: restart db as well")
+        );
+        assert_eq!(refusal(&f, Operation::Stop, &[at(2)]), None);
+        f.state = "draining";
+        assert!(refusal(&f, Operation::Start, &[at(2)])
+            .is_some_and(|w| w.contains("the fleet is draining")));
+        f.state = "running";
         // Unless db starts with it.
         assert_eq!(down_dependency(&f, 2, &[at(2), at(0)]), None);
         // An api that is up serves web, whatever became of db since.

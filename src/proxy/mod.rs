@@ -822,7 +822,6 @@ impl Edge {
         self.timers.next_deadline()
     }
 
-    /// Drives connections left with work, then handles expired timers.
     /// Shows the count of lines lost to log files in the metrics.
     pub fn count_log_lines_lost(&mut self, c: std::sync::Arc<std::sync::atomic::AtomicU64>) {
         self.log_lines_lost = Some(c);
@@ -846,6 +845,7 @@ impl Edge {
         e.clone()
     }
 
+    /// Drives connections left with work, then handles expired timers.
     pub fn tick(&mut self, registry: &Registry, fleet: &FleetView, now: Instant) {
         self.now = now;
         if let Some(e) = &self.extras {

@@ -894,7 +894,8 @@ impl Supervisor {
         }
         for &i in &members {
             let name = &self.members[i].prog.name;
-            // (The control socket refuses this; the dashboard may ask.)
+            // (The control socket and the dashboard refuse this; kept for a dependency
+            // that fails between their check and this.)
             let failed_dep = self.members[i]
                 .deps
                 .iter()
@@ -1972,7 +1973,6 @@ fn log_match(re: &regex::Regex, line: &mut Vec<u8>, data: &[u8]) -> bool {
     found
 }
 
-/// Where program `name`'s notification socket lives.
 /// Where each line a program writes goes besides mothership's output: the journal,
 /// and its log file's buffer as `TIME out|err TEXT` (when it has a file). The time is
 /// that of the read.
@@ -2007,6 +2007,7 @@ fn line_sink<'a>(
     }
 }
 
+/// Where program `name`'s notification socket lives.
 fn notify_path(socket_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     socket_dir.join(format!("{name}.notify"))
 }

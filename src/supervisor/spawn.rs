@@ -196,8 +196,6 @@ fn still_ours(pgid: i32) -> bool {
     sid < 0 || sid == pgid
 }
 
-/// Sends `sig` to process group `pgid`, if it is still the group spawned here (see
-/// [`still_ours`]). ESRCH (already gone) is not an error.
 /// Sends `sig` to one process of the fleet (a program's main process, not yet reaped: its
 /// pid cannot have been reused).
 pub fn signal_process(pid: i32, sig: i32) {
@@ -210,6 +208,8 @@ pub fn signal_process(pid: i32, sig: i32) {
     }
 }
 
+/// Sends `sig` to process group `pgid`, if it is still the group spawned here (see
+/// [`still_ours`]). ESRCH (already gone) is not an error.
 pub fn signal_group(pgid: i32, sig: i32) {
     if pgid <= 1 {
         return;

@@ -175,13 +175,18 @@ impl Local {
                                     super::Op::Stop => Operation::Stop,
                                     super::Op::Restart => Operation::Restart,
                                 };
-                                match crate::control::resolve(fleet, &[name.as_str()]) {
-                                    Ok(ids) => {
-                                        self.outbox.push(Message::Operate { ids, op });
-                                        self.model.note = Some(format!("{op:?} {name}: asked"));
-                                    }
-                                    Err(_) => self.model.note = Some(format!("no program {name}")),
-                                }
+                                // The same checks as the control socket's.
+                                let ids = crate::control::resolve(fleet, &[name.as_str()]);
+                                self.model.note = Some(match ids {
+                                    Err(_) => format!("no program {name}"),
+                                    Ok(ids) => match crate::control::refusal(fleet, op, &ids) {
+                                        Some(why) => why,
+                                        None => {
+                                            self.outbox.push(Message::Operate { ids, op });
+                                            format!("{op:?} {name}: asked")
+                                        }
+                                    },
+                                });
                             }
                             None => {}
                         }
