@@ -609,7 +609,7 @@ impl Hooks {
                 Ok(n) => {
                     let room = ANSWER_MAX.saturating_sub(c.answer.len());
                     c.answer.extend_from_slice(&buf[..n.min(room)]);
-                    if c.answer.contains(&b'\n') || c.answer.len() >= ANSWER_MAX {
+                    if status_code(&c.answer).is_some() || c.answer.len() >= ANSWER_MAX {
                         break;
                     }
                 }
@@ -665,16 +665,18 @@ impl Hooks {
     }
 }
 
-/// The status code of an HTTP/1.x answer's first line.
+/// The status of an HTTP/1.x answer's final head, once it is whole (interim 1xx heads,
+/// such as 100 Continue, are passed over), parsed as the proxy parses answers.
 fn status_code(answer: &[u8]) -> Option<u16> {
-    let line = answer.split(|&b| b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+    let limits = crate::proto::http::Limits::default();
+    let mut at = 0;
+    while let Ok(Some(r)) = crate::proto::http::parse_response(&answer[at..], &limits, "POST") {
+        if !(100..200).contains(&r.status) {
+            return Some(r.status);
+        }
+        at += r.head_len;
     }
-    let code = parts.next()?;
-    (code.len() == 3).then(|| code.parse().ok()).flatten()
+    None
 }
 
 /// Starts a hook command: no shell, stdin on /dev/null, stdout and stderr on pipes the
@@ -718,10 +720,20 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(status_code(b"HTTP/1.0 500 Oops\r\n"), Some(500));
-        assert_eq!(status_code(b"SSH-2.0\r\n"), None);
-        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(204));
+        assert_eq!(
+            status_code(b"HTTP/1.0 500 Oops\r\nServer: x\r\n\r\n"),
+            Some(500)
+        );
+        assert_eq!(
+            status_code(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n\r\n"),
+            Some(201)
+        );
+        // Not whole yet, or not HTTP.
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        assert_eq!(status_code(b"SSH-2.0\r\n\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n\r\n"), None);
         assert_eq!(status_code(b""), None);
     }
 
